@@ -1,0 +1,29 @@
+//! A small tensor engine with tape-based reverse-mode autodiff.
+//!
+//! Start here:
+//! - [`Tensor`] (in `tensor.rs`): an `f32` array on a [`Device`], and the ops on it.
+//! - `ops/`: one file per op family; each op's forward and its backward (vector-Jacobian
+//!   product) sit side by side.
+//! - `autograd.rs`: the tape, `backward()` and `no_grad`.
+//! - [`backend::Backend`]: the ~20 primitives a device provides; `cpu/` implements them
+//!   on ndarray, `vulkan/` with GLSL compute kernels from `shaders/`.
+//! - [`gradcheck`]: finite-difference checks of every backward.
+
+#[macro_use]
+pub mod device;
+pub mod autograd;
+pub mod backend;
+pub mod cpu;
+mod error;
+pub mod gradcheck;
+pub mod ops;
+pub mod random;
+pub mod shape;
+mod tensor;
+#[cfg(feature = "vulkan")]
+pub mod vulkan;
+
+pub use autograd::{no_grad, Gradients, NoGradGuard};
+pub use device::Device;
+pub use error::{Error, Result};
+pub use tensor::Tensor;

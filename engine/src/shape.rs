@@ -1,0 +1,1 @@
+//! Shape helpers (in progress).
