@@ -1,7 +1,76 @@
 //! Helpers shared by the top-level examples, integration tests and benchmarks.
 //!
-//! The real code lives in the `engine` and `glow` crates; this package only holds
-//! `tests/`, `examples/` and `benches/` and what they have in common.
+//! The real code lives in the `engine` and `glow` crates; this package holds `tests/`,
+//! `examples/` and `benches/` and what they have in common: the list of devices a test
+//! runs on and [`device_test!`], which turns one test body into one test per device.
 
 pub use engine;
 pub use glow;
+
+pub mod testing {
+    //! Running one test body on every device.
+    use engine::Device;
+
+    /// Whether the environment asks to skip Vulkan (`ENGINE_NO_VULKAN=1`).
+    pub fn vulkan_disabled() -> bool {
+        std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1")
+    }
+
+    /// The Vulkan device for tests, or `None` when `ENGINE_NO_VULKAN=1`. Without that
+    /// variable a missing Vulkan device fails the test: CI must really run them.
+    #[cfg(feature = "vulkan")]
+    pub fn vulkan_device() -> Option<Device> {
+        if vulkan_disabled() {
+            eprintln!("ENGINE_NO_VULKAN=1: skipping the Vulkan variant of this test");
+            return None;
+        }
+        match Device::vulkan() {
+            Ok(d) => Some(d),
+            Err(e) => panic!("no Vulkan device ({e}); set ENGINE_NO_VULKAN=1 to skip Vulkan tests"),
+        }
+    }
+
+    /// Every device a test should run on.
+    pub fn devices() -> Vec<Device> {
+        #[allow(unused_mut)]
+        let mut out = vec![Device::Cpu];
+        #[cfg(feature = "vulkan")]
+        out.extend(vulkan_device());
+        out
+    }
+}
+
+/// Defines one test per device from a single body.
+///
+/// ```ignore
+/// device_test!(fn adds(dev) {
+///     let x = Tensor::ones(&[2], dev)?;
+///     assert_eq!(x.add(&x)?.to_vec()?, vec![2.0, 2.0]);
+///     Ok(())
+/// });
+/// ```
+/// expands to a module `adds` with tests `cpu` and (with the `vulkan` feature) `vulkan`.
+/// The body receives `dev: &Device` and returns `engine::Result<()>`.
+#[macro_export]
+macro_rules! device_test {
+    (fn $name:ident($dev:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn body($dev: &$crate::engine::Device) -> $crate::engine::Result<()> $body
+
+            #[test]
+            fn cpu() {
+                body(&$crate::engine::Device::Cpu).unwrap();
+            }
+
+            #[cfg(feature = "vulkan")]
+            #[test]
+            fn vulkan() {
+                if let Some(dev) = $crate::testing::vulkan_device() {
+                    body(&dev).unwrap();
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,121 @@
+//! 2-D convolution (NCHW, stride 1, zero "same" padding) and its derivatives.
+//!
+//! For `y = conv(x, w) + bias`:
+//! - `dx = conv2d_backward_input(dy, w)`: the convolution with the kernel flipped and its
+//!   channel axes swapped;
+//! - `dw = conv2d_backward_weight(x, dy)`: the correlation of inputs with output
+//!   gradients, summed over the batch;
+//! - `dbias = Σ dy` over batch, height and width.
+//!
+//! The backend implements all three (im2col + GEMM on the CPU; see `cpu/conv.rs` and
+//! `shaders/conv2d*.comp`).
+
+use crate::backend::{Backend, Conv2dDims};
+use crate::device::DeviceBackend;
+use crate::shape;
+use crate::{Error, Result, Tensor};
+
+impl Tensor {
+    /// Convolution of `self` `[n, c_in, h, w]` with `weight` `[c_out, c_in, kh, kw]`
+    /// (odd kernel extents), stride 1, zero padding that keeps `h` and `w`, plus an
+    /// optional `bias` `[c_out]`. Returns `[n, c_out, h, w]`.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.same_device("conv2d", weight)?;
+        let (x, w) = (self.shape(), weight.shape());
+        if x.len() != 4 || w.len() != 4 {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "expects input [n, c_in, h, w] and weight [c_out, c_in, kh, kw], got {} and {}",
+                    shape::fmt(x),
+                    shape::fmt(w)
+                ),
+            ));
+        }
+        if x[1] != w[1] {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "input {} has {} channels but weight {} expects {}",
+                    shape::fmt(x),
+                    x[1],
+                    shape::fmt(w),
+                    w[1]
+                ),
+            ));
+        }
+        if w[2] % 2 == 0 || w[3] % 2 == 0 {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "\"same\" padding needs odd kernel extents, weight is {}",
+                    shape::fmt(w)
+                ),
+            ));
+        }
+        if let Some(b) = bias {
+            self.same_device("conv2d", b)?;
+            if b.shape() != [w[0]] {
+                return Err(Error::shape(
+                    "conv2d",
+                    format!(
+                        "bias must be [{}] for weight {}, got {}",
+                        w[0],
+                        shape::fmt(w),
+                        shape::fmt(b.shape())
+                    ),
+                ));
+            }
+        }
+        let dims = Conv2dDims {
+            n: x[0],
+            c_in: x[1],
+            c_out: w[0],
+            h: x[2],
+            w: x[3],
+            kh: w[2],
+            kw: w[3],
+        };
+        let storage = with_backend!(self.device(), b => b.wrap_res(b.conv2d(
+            b.buf(self.storage()),
+            b.buf(weight.storage()),
+            bias.map(|t| b.buf(t.storage())),
+            dims,
+        ))?);
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(Tensor::from_op(
+            storage,
+            vec![dims.n, dims.c_out, dims.h, dims.w],
+            "conv2d",
+            &inputs,
+            move |a| {
+                let (x, w) = (&a.inputs[0], &a.inputs[1]);
+                let dev = x.device();
+                let dx = if a.needs[0] {
+                    let s = with_backend!(dev, b => b.wrap_res(b.conv2d_backward_input(
+                        b.buf(a.dy.storage()), b.buf(w.storage()), dims))?);
+                    Some(Tensor::from_storage(s, x.shape().to_vec(), dev.clone()))
+                } else {
+                    None
+                };
+                let dw = if a.needs[1] {
+                    let s = with_backend!(dev, b => b.wrap_res(b.conv2d_backward_weight(
+                        b.buf(x.storage()), b.buf(a.dy.storage()), dims))?);
+                    Some(Tensor::from_storage(s, w.shape().to_vec(), dev.clone()))
+                } else {
+                    None
+                };
+                let mut grads = vec![dx, dw];
+                if a.inputs.len() == 3 {
+                    grads.push(if a.needs[2] {
+                        Some(a.dy.sum(&[0, 2, 3], false)?)
+                    } else {
+                        None
+                    });
+                }
+                Ok(grads)
+            },
+        ))
+    }
+}
