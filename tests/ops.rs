@@ -144,7 +144,8 @@ device_test!(fn adam_matches_the_formula(dev) {
     p.adam_update(&g, &m, &v, &step)?;
     close(&p.to_vec()?, &[0.9, 1.1], 1e-6);
     close(&m.to_vec()?, &[0.05, -0.2], 1e-7);
-    close(&v.to_vec()?, &[0.000_25, 0.004], 1e-8);
+    // 1 - β2 is not exact in f32 (relative error ~5e-5), hence the 1e-7 tolerance.
+    close(&v.to_vec()?, &[0.000_25, 0.004], 1e-7);
     // Adamax from m = 0.05, u = |g|: second step with g = 0.5:
     // m = 0.9·0.05 + 0.1·0.5 = 0.095, u = max(0.999·0.5, 0.5 + 0) = 0.5,
     // p -= 0.1 / (1 - 0.81) · 0.095 / 0.5 = 0.1
