@@ -157,3 +157,19 @@ device_test!(fn two_layer_conv_net(dev) {
     assert!(report.passed(), "{report}");
     Ok(())
 });
+
+device_test!(fn log_abs_det(dev) {
+    // A well-conditioned matrix: identity plus a small random part.
+    let w = uniform(&[4, 4], 90, dev)?.scale(0.3)?.add(&Tensor::from_vec(
+        (0..16).map(|i| if i % 5 == 0 { 1.0 } else { 0.0 }).collect(), &[4, 4], dev)?)?;
+    check(|t| t[0].log_abs_det(), &[w])
+});
+device_test!(fn inverse(dev) {
+    let w = uniform(&[3, 3], 91, dev)?.scale(0.3)?.add(&Tensor::from_vec(
+        (0..9).map(|i| if i % 4 == 0 { 1.0 } else { 0.0 }).collect(), &[3, 3], dev)?)?;
+    check(|t| t[0].inverse(), &[w])
+});
+device_test!(fn log_softmax(dev) {
+    // Composite: checked because the detached max must not change the gradient.
+    check(|t| t[0].scale(3.0)?.log_softmax(1), &[uniform(&[3, 5], 92, dev)?])
+});

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod cpu;
 mod error;
 pub mod gradcheck;
+pub mod linalg;
 pub mod ops;
 pub mod random;
 pub mod shape;

@@ -13,11 +13,15 @@
 //! | `matmul.rs` | matmul (batched, broadcast operand) |
 //! | `conv.rs` | conv2d (stride 1, same padding, optional bias) |
 //! | `layout.rs` | reshape, permute, transpose, slice, concat, gather |
+//! | `linalg.rs` | log_abs_det, inverse (host `f64`) |
+//! | `composite.rs` | log_softmax, one_hot (no derivative code of their own) |
 //! | `optim.rs` | the fused Adam/Adamax update (in place, not differentiated) |
 
 mod binary;
+mod composite;
 mod conv;
 mod layout;
+mod linalg;
 mod matmul;
 mod optim;
 mod reduce;
