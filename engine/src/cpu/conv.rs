@@ -141,64 +141,100 @@ where
     );
 }
 
-/// The range of output columns `x` whose source column `x + dx` lies inside `0..w`.
-fn valid_cols(w: usize, dx: isize) -> (usize, usize) {
-    let lo = (-dx).clamp(0, w as isize) as usize;
-    let hi = (w as isize - dx).clamp(lo as isize, w as isize) as usize;
-    (lo, hi)
+/// Where tap `(dy, dx)` of one channel reads, for output pixels `q = y·w + x`.
+///
+/// The source of `q` is `q + shift` with `shift = dy·w + dx`, so a whole channel row of
+/// `col` is one contiguous shifted copy: valid rows are `y0..y1`, valid columns `lo..hi`,
+/// and `q0..q1` is the contiguous range of `q` whose source lies inside the channel.
+/// Columns outside `lo..hi` in rows `y0..y1` wrap to a neighbouring image row and must
+/// be zeroed (im2col) or ignored (col2im) separately.
+struct Tap {
+    shift: isize,
+    y0: usize,
+    y1: usize,
+    lo: usize,
+    hi: usize,
+    q0: usize,
+    q1: usize,
 }
 
-/// Fills `col [c_in·kh·kw, h·w]` from one image `x [c_in, h, w]` (see the module doc).
-fn im2col(x: &[f32], d: &Conv2dDims, col: &mut [f32]) {
-    let (h, w, p) = (d.h, d.w, d.h * d.w);
-    let (ph, pw) = ((d.kh / 2) as isize, (d.kw / 2) as isize);
-    let mut rows = col.chunks_exact_mut(p);
-    for xc in x.chunks_exact(p) {
-        for i in 0..d.kh as isize {
-            for j in 0..d.kw as isize {
-                let row = rows.next().expect("col has c_in·kh·kw rows");
-                let (dy, dx) = (i - ph, j - pw);
-                let (lo, hi) = valid_cols(w, dx);
-                for (y, dst) in row.chunks_exact_mut(w).enumerate() {
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &xc[sy as usize * w..][..w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let s0 = (lo as isize + dx) as usize;
-                    dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                }
-            }
+impl Tap {
+    fn new(d: &Conv2dDims, i: usize, j: usize) -> Self {
+        let (h, w) = (d.h as isize, d.w as isize);
+        let dy = i as isize - (d.kh / 2) as isize;
+        let dx = j as isize - (d.kw / 2) as isize;
+        let y0 = (-dy).clamp(0, h);
+        let y1 = (h - dy).clamp(y0, h);
+        let lo = (-dx).clamp(0, w);
+        let hi = (w - dx).clamp(lo, w);
+        let shift = dy * w + dx;
+        let q0 = (y0 * w).max(-shift);
+        let q1 = (y1 * w).min(h * w - shift).max(q0);
+        let u = |v: isize| v as usize;
+        Tap {
+            shift,
+            y0: u(y0),
+            y1: u(y1),
+            lo: u(lo),
+            hi: u(hi),
+            q0: u(q0),
+            q1: u(q1),
+        }
+    }
+
+    /// Source range of the contiguous part, in the channel.
+    fn src(&self) -> std::ops::Range<usize> {
+        (self.q0 as isize + self.shift) as usize..(self.q1 as isize + self.shift) as usize
+    }
+
+    /// Zeroes the wrapped columns `..lo` and `hi..` of every valid row of `row`.
+    fn zero_wrapped(&self, row: &mut [f32], w: usize) {
+        if self.lo == 0 && self.hi == w {
+            return;
+        }
+        for r in row[self.y0 * w..self.y1 * w].chunks_exact_mut(w) {
+            r[..self.lo].fill(0.0);
+            r[self.hi..].fill(0.0);
         }
     }
 }
 
-/// The adjoint of [`im2col`]: adds each entry of `col` back to the pixel it was read
-/// from, into `dx [c_in, h, w]`.
-fn col2im(col: &[f32], d: &Conv2dDims, dx: &mut [f32]) {
-    let (h, w, p) = (d.h, d.w, d.h * d.w);
-    let (ph, pw) = ((d.kh / 2) as isize, (d.kw / 2) as isize);
-    let mut rows = col.chunks_exact(p);
+/// Fills `col [c_in·kh·kw, h·w]` from one image `x [c_in, h, w]` (see the module doc):
+/// per row one shifted `copy_from_slice`, then zeros where the tap falls off the image.
+fn im2col(x: &[f32], d: &Conv2dDims, col: &mut [f32]) {
+    let p = d.h * d.w;
+    let taps: Vec<Tap> = (0..d.kh)
+        .flat_map(|i| (0..d.kw).map(move |j| (i, j)))
+        .map(|(i, j)| Tap::new(d, i, j))
+        .collect();
+    let mut rows = col.chunks_exact_mut(p);
+    for xc in x.chunks_exact(p) {
+        for t in &taps {
+            let row = rows.next().expect("col has c_in·kh·kw rows");
+            row[..t.q0].fill(0.0);
+            row[t.q1..].fill(0.0);
+            row[t.q0..t.q1].copy_from_slice(&xc[t.src()]);
+            t.zero_wrapped(row, d.w);
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each valid entry of `col` back to the pixel it was
+/// read from, into `dx [c_in, h, w]`. Zeroes the wrapped entries of `col` first (it is
+/// scratch) so the add is one contiguous shifted loop per row.
+fn col2im(col: &mut [f32], d: &Conv2dDims, dx: &mut [f32]) {
+    let p = d.h * d.w;
+    let taps: Vec<Tap> = (0..d.kh)
+        .flat_map(|i| (0..d.kw).map(move |j| (i, j)))
+        .map(|(i, j)| Tap::new(d, i, j))
+        .collect();
+    let mut rows = col.chunks_exact_mut(p);
     for dxc in dx.chunks_exact_mut(p) {
-        for i in 0..d.kh as isize {
-            for j in 0..d.kw as isize {
-                let row = rows.next().expect("col has c_in·kh·kw rows");
-                let (dy, dxo) = (i - ph, j - pw);
-                let (lo, hi) = valid_cols(w, dxo);
-                for (y, src) in row.chunks_exact(w).enumerate() {
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize {
-                        continue;
-                    }
-                    let s0 = (lo as isize + dxo) as usize;
-                    let dst = &mut dxc[sy as usize * w + s0..][..hi - lo];
-                    for (d, &s) in dst.iter_mut().zip(&src[lo..hi]) {
-                        *d += s;
-                    }
-                }
+        for t in &taps {
+            let row = rows.next().expect("col has c_in·kh·kw rows");
+            t.zero_wrapped(row, d.w);
+            for (d, &s) in dxc[t.src()].iter_mut().zip(&row[t.q0..t.q1]) {
+                *d += s;
             }
         }
     }
