@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{sgemm, Mat};
+use super::matmul::{gemm_is_threaded, sgemm, Mat};
 use crate::backend::Conv2dDims;
 
 /// Rows of the column matrix: `c_in · kh · kw`.
@@ -35,7 +35,8 @@ pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims)
     let (p, k) = (d.h * d.w, col_rows(&d));
     let mut y = vec![0.0f32; d.output_len()];
     let scratch = if is_pointwise(&d) { 0 } else { k * p };
-    for_each_image(&mut y, d.c_out * p, scratch, |img, y, col| {
+    let parallel = !gemm_is_threaded(d.c_out, k, p);
+    for_each_image(&mut y, d.c_out * p, scratch, parallel, |img, y, col| {
         let x = &x[img * d.c_in * p..][..d.c_in * p];
         // The bias goes in first and the GEMM accumulates onto it (beta = 1).
         let beta = match bias {
@@ -64,7 +65,8 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
     let (p, k) = (d.h * d.w, col_rows(&d));
     let mut dx = vec![0.0f32; d.input_len()];
     let scratch = if is_pointwise(&d) { 0 } else { k * p };
-    for_each_image(&mut dx, d.c_in * p, scratch, |img, dx, col| {
+    let parallel = !gemm_is_threaded(k, d.c_out, p);
+    for_each_image(&mut dx, d.c_in * p, scratch, parallel, |img, dx, col| {
         let dy = Mat::new(&dy[img * d.c_out * p..][..d.c_out * p], d.c_out, p, false);
         // W is stored [c_out, K]; read as its transpose [K, c_out].
         let wt = Mat::new(w, k, d.c_out, true);
@@ -87,7 +89,13 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
         return vec![0.0; wlen];
     }
     // At most one task per thread: each task's private dW costs one extra sum at the end.
-    let min_len = d.n.div_ceil(rayon::current_num_threads()).max(1);
+    // A GEMM that matrixmultiply threads itself gets a single task.
+    let min_len = if gemm_is_threaded(d.c_out, p, k) {
+        d.n
+    } else {
+        d.n.div_ceil(rayon::current_num_threads())
+    }
+    .max(1);
     (0..d.n)
         .into_par_iter()
         .with_min_len(min_len)
@@ -127,12 +135,20 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
 }
 
 /// Calls `f(image, out_chunk, scratch)` for each image's `per`-element block of `out`,
-/// images in parallel; `scratch` is a `scratch_len` buffer private to the task.
-fn for_each_image<F>(out: &mut [f32], per: usize, scratch_len: usize, f: F)
+/// images in parallel when `parallel`; `scratch` is a `scratch_len` buffer private to
+/// the task.
+fn for_each_image<F>(out: &mut [f32], per: usize, scratch_len: usize, parallel: bool, f: F)
 where
     F: Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
 {
     if per == 0 {
+        return;
+    }
+    if !parallel {
+        let mut col = vec![0.0f32; scratch_len];
+        for (img, out) in out.chunks_mut(per).enumerate() {
+            f(img, out, &mut col);
+        }
         return;
     }
     out.par_chunks_mut(per).enumerate().for_each_init(

@@ -149,7 +149,8 @@ fn binary_broadcasting_matches_index_arithmetic() {
         // Past PAR_THRESHOLD: the parallel strided path.
         (&[4, 16, 32, 32], &[1, 16, 1, 1], &[4, 16, 32, 32]),
     ];
-    let ops: [(BinaryOp, fn(f64, f64) -> f64); 5] = [
+    type Reference = fn(f64, f64) -> f64;
+    let ops: [(BinaryOp, Reference); 5] = [
         (BinaryOp::Add, |x, y| x + y),
         (BinaryOp::Sub, |x, y| x - y),
         (BinaryOp::Mul, |x, y| x * y),
