@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{sgemm, Mat};
+use super::matmul::{gemm_is_threaded, sgemm, Mat};
 use crate::backend::Conv2dDims;
 
 /// Rows of the column matrix: `c_in · kh · kw`.
@@ -35,7 +35,8 @@ pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims)
     let (p, k) = (d.h * d.w, col_rows(&d));
     let mut y = vec![0.0f32; d.output_len()];
     let scratch = if is_pointwise(&d) { 0 } else { k * p };
-    for_each_image(&mut y, d.c_out * p, scratch, |img, y, col| {
+    let parallel = !gemm_is_threaded(d.c_out, k, p);
+    for_each_image(&mut y, d.c_out * p, scratch, parallel, |img, y, col| {
         let x = &x[img * d.c_in * p..][..d.c_in * p];
         // The bias goes in first and the GEMM accumulates onto it (beta = 1).
         let beta = match bias {
@@ -64,7 +65,8 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
     let (p, k) = (d.h * d.w, col_rows(&d));
     let mut dx = vec![0.0f32; d.input_len()];
     let scratch = if is_pointwise(&d) { 0 } else { k * p };
-    for_each_image(&mut dx, d.c_in * p, scratch, |img, dx, col| {
+    let parallel = !gemm_is_threaded(k, d.c_out, p);
+    for_each_image(&mut dx, d.c_in * p, scratch, parallel, |img, dx, col| {
         let dy = Mat::new(&dy[img * d.c_out * p..][..d.c_out * p], d.c_out, p, false);
         // W is stored [c_out, K]; read as its transpose [K, c_out].
         let wt = Mat::new(w, k, d.c_out, true);
@@ -87,7 +89,13 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
         return vec![0.0; wlen];
     }
     // At most one task per thread: each task's private dW costs one extra sum at the end.
-    let min_len = d.n.div_ceil(rayon::current_num_threads()).max(1);
+    // A GEMM that matrixmultiply threads itself gets a single task.
+    let min_len = if gemm_is_threaded(d.c_out, p, k) {
+        d.n
+    } else {
+        d.n.div_ceil(rayon::current_num_threads())
+    }
+    .max(1);
     (0..d.n)
         .into_par_iter()
         .with_min_len(min_len)
@@ -127,12 +135,20 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
 }
 
 /// Calls `f(image, out_chunk, scratch)` for each image's `per`-element block of `out`,
-/// images in parallel; `scratch` is a `scratch_len` buffer private to the task.
-fn for_each_image<F>(out: &mut [f32], per: usize, scratch_len: usize, f: F)
+/// images in parallel when `parallel`; `scratch` is a `scratch_len` buffer private to
+/// the task.
+fn for_each_image<F>(out: &mut [f32], per: usize, scratch_len: usize, parallel: bool, f: F)
 where
     F: Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
 {
     if per == 0 {
+        return;
+    }
+    if !parallel {
+        let mut col = vec![0.0f32; scratch_len];
+        for (img, out) in out.chunks_mut(per).enumerate() {
+            f(img, out, &mut col);
+        }
         return;
     }
     out.par_chunks_mut(per).enumerate().for_each_init(
@@ -141,64 +157,100 @@ where
     );
 }
 
-/// The range of output columns `x` whose source column `x + dx` lies inside `0..w`.
-fn valid_cols(w: usize, dx: isize) -> (usize, usize) {
-    let lo = (-dx).clamp(0, w as isize) as usize;
-    let hi = (w as isize - dx).clamp(lo as isize, w as isize) as usize;
-    (lo, hi)
+/// Where tap `(dy, dx)` of one channel reads, for output pixels `q = y·w + x`.
+///
+/// The source of `q` is `q + shift` with `shift = dy·w + dx`, so a whole channel row of
+/// `col` is one contiguous shifted copy: valid rows are `y0..y1`, valid columns `lo..hi`,
+/// and `q0..q1` is the contiguous range of `q` whose source lies inside the channel.
+/// Columns outside `lo..hi` in rows `y0..y1` wrap to a neighbouring image row and must
+/// be zeroed (im2col) or ignored (col2im) separately.
+struct Tap {
+    shift: isize,
+    y0: usize,
+    y1: usize,
+    lo: usize,
+    hi: usize,
+    q0: usize,
+    q1: usize,
 }
 
-/// Fills `col [c_in·kh·kw, h·w]` from one image `x [c_in, h, w]` (see the module doc).
-fn im2col(x: &[f32], d: &Conv2dDims, col: &mut [f32]) {
-    let (h, w, p) = (d.h, d.w, d.h * d.w);
-    let (ph, pw) = ((d.kh / 2) as isize, (d.kw / 2) as isize);
-    let mut rows = col.chunks_exact_mut(p);
-    for xc in x.chunks_exact(p) {
-        for i in 0..d.kh as isize {
-            for j in 0..d.kw as isize {
-                let row = rows.next().expect("col has c_in·kh·kw rows");
-                let (dy, dx) = (i - ph, j - pw);
-                let (lo, hi) = valid_cols(w, dx);
-                for (y, dst) in row.chunks_exact_mut(w).enumerate() {
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &xc[sy as usize * w..][..w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let s0 = (lo as isize + dx) as usize;
-                    dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                }
-            }
+impl Tap {
+    fn new(d: &Conv2dDims, i: usize, j: usize) -> Self {
+        let (h, w) = (d.h as isize, d.w as isize);
+        let dy = i as isize - (d.kh / 2) as isize;
+        let dx = j as isize - (d.kw / 2) as isize;
+        let y0 = (-dy).clamp(0, h);
+        let y1 = (h - dy).clamp(y0, h);
+        let lo = (-dx).clamp(0, w);
+        let hi = (w - dx).clamp(lo, w);
+        let shift = dy * w + dx;
+        let q0 = (y0 * w).max(-shift);
+        let q1 = (y1 * w).min(h * w - shift).max(q0);
+        let u = |v: isize| v as usize;
+        Tap {
+            shift,
+            y0: u(y0),
+            y1: u(y1),
+            lo: u(lo),
+            hi: u(hi),
+            q0: u(q0),
+            q1: u(q1),
+        }
+    }
+
+    /// Source range of the contiguous part, in the channel.
+    fn src(&self) -> std::ops::Range<usize> {
+        (self.q0 as isize + self.shift) as usize..(self.q1 as isize + self.shift) as usize
+    }
+
+    /// Zeroes the wrapped columns `..lo` and `hi..` of every valid row of `row`.
+    fn zero_wrapped(&self, row: &mut [f32], w: usize) {
+        if self.lo == 0 && self.hi == w {
+            return;
+        }
+        for r in row[self.y0 * w..self.y1 * w].chunks_exact_mut(w) {
+            r[..self.lo].fill(0.0);
+            r[self.hi..].fill(0.0);
         }
     }
 }
 
-/// The adjoint of [`im2col`]: adds each entry of `col` back to the pixel it was read
-/// from, into `dx [c_in, h, w]`.
-fn col2im(col: &[f32], d: &Conv2dDims, dx: &mut [f32]) {
-    let (h, w, p) = (d.h, d.w, d.h * d.w);
-    let (ph, pw) = ((d.kh / 2) as isize, (d.kw / 2) as isize);
-    let mut rows = col.chunks_exact(p);
+/// Fills `col [c_in·kh·kw, h·w]` from one image `x [c_in, h, w]` (see the module doc):
+/// per row one shifted `copy_from_slice`, then zeros where the tap falls off the image.
+fn im2col(x: &[f32], d: &Conv2dDims, col: &mut [f32]) {
+    let p = d.h * d.w;
+    let taps: Vec<Tap> = (0..d.kh)
+        .flat_map(|i| (0..d.kw).map(move |j| (i, j)))
+        .map(|(i, j)| Tap::new(d, i, j))
+        .collect();
+    let mut rows = col.chunks_exact_mut(p);
+    for xc in x.chunks_exact(p) {
+        for t in &taps {
+            let row = rows.next().expect("col has c_in·kh·kw rows");
+            row[..t.q0].fill(0.0);
+            row[t.q1..].fill(0.0);
+            row[t.q0..t.q1].copy_from_slice(&xc[t.src()]);
+            t.zero_wrapped(row, d.w);
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each valid entry of `col` back to the pixel it was
+/// read from, into `dx [c_in, h, w]`. Zeroes the wrapped entries of `col` first (it is
+/// scratch) so the add is one contiguous shifted loop per row.
+fn col2im(col: &mut [f32], d: &Conv2dDims, dx: &mut [f32]) {
+    let p = d.h * d.w;
+    let taps: Vec<Tap> = (0..d.kh)
+        .flat_map(|i| (0..d.kw).map(move |j| (i, j)))
+        .map(|(i, j)| Tap::new(d, i, j))
+        .collect();
+    let mut rows = col.chunks_exact_mut(p);
     for dxc in dx.chunks_exact_mut(p) {
-        for i in 0..d.kh as isize {
-            for j in 0..d.kw as isize {
-                let row = rows.next().expect("col has c_in·kh·kw rows");
-                let (dy, dxo) = (i - ph, j - pw);
-                let (lo, hi) = valid_cols(w, dxo);
-                for (y, src) in row.chunks_exact(w).enumerate() {
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize {
-                        continue;
-                    }
-                    let s0 = (lo as isize + dxo) as usize;
-                    let dst = &mut dxc[sy as usize * w + s0..][..hi - lo];
-                    for (d, &s) in dst.iter_mut().zip(&src[lo..hi]) {
-                        *d += s;
-                    }
-                }
+        for t in &taps {
+            let row = rows.next().expect("col has c_in·kh·kw rows");
+            t.zero_wrapped(row, d.w);
+            for (d, &s) in dxc[t.src()].iter_mut().zip(&row[t.q0..t.q1]) {
+                *d += s;
             }
         }
     }

@@ -18,6 +18,13 @@ use crate::backend::MatmulDims;
 /// Below this `m·k + k·n` matrixmultiply runs single-threaded (its own heuristic).
 const GEMM_THREADING_SIZE: usize = 1 << 15;
 
+/// Whether matrixmultiply splits an `[m, k] · [k, n]` product across its own threads;
+/// callers with many such products parallelise over them only when it does not, so the
+/// two pools do not compete for the same cores.
+pub(crate) fn gemm_is_threaded(m: usize, k: usize, n: usize) -> bool {
+    m * k + k * n >= GEMM_THREADING_SIZE
+}
+
 /// A matrix operand: data and strides (in elements) of its rows and columns.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {
@@ -118,7 +125,7 @@ pub(super) fn batched(a: &[f32], b: &[f32], d: MatmulDims) -> Vec<f32> {
         let bi = Mat::new(&b[i * b_step..], k, n, d.trans_b);
         sgemm((m, k, n), ai, bi, 0.0, c, n);
     };
-    if d.batch > 1 && m * k + k * n < GEMM_THREADING_SIZE {
+    if d.batch > 1 && !gemm_is_threaded(m, k, n) {
         c.par_chunks_mut(m * n)
             .enumerate()
             .for_each(|(i, c)| one(i, c));

@@ -50,8 +50,8 @@ impl<'a, const N: usize> Odometer<'a, N> {
         for (d, &(ext, strides)) in dims.iter().enumerate().rev() {
             index[d] = linear % ext;
             linear /= ext;
-            for k in 0..N {
-                offsets[k] += index[d] * strides[k];
+            for (o, s) in offsets.iter_mut().zip(strides) {
+                *o += index[d] * s;
             }
         }
         Odometer {
@@ -67,14 +67,14 @@ impl<'a, const N: usize> Odometer<'a, N> {
         for (d, &(ext, strides)) in self.dims.iter().enumerate().rev() {
             self.index[d] += 1;
             if self.index[d] < ext {
-                for k in 0..N {
-                    self.offsets[k] += strides[k];
+                for (o, s) in self.offsets.iter_mut().zip(strides) {
+                    *o += s;
                 }
                 return;
             }
             self.index[d] = 0;
-            for k in 0..N {
-                self.offsets[k] -= (ext - 1) * strides[k];
+            for (o, s) in self.offsets.iter_mut().zip(strides) {
+                *o -= (ext - 1) * s;
             }
         }
     }
