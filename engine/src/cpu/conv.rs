@@ -184,7 +184,9 @@ impl Tap {
         let lo = (-dx).clamp(0, w);
         let hi = (w - dx).clamp(lo, w);
         let shift = dy * w + dx;
-        let q0 = (y0 * w).max(-shift);
+        // Clamped to the channel: for an image smaller than the kernel the first valid
+        // source can lie past its end, and the tap then reads nothing.
+        let q0 = (y0 * w).max(-shift).min(h * w);
         let q1 = (y1 * w).min(h * w - shift).max(q0);
         let u = |v: isize| v as usize;
         Tap {
@@ -200,6 +202,9 @@ impl Tap {
 
     /// Source range of the contiguous part, in the channel.
     fn src(&self) -> std::ops::Range<usize> {
+        if self.q0 == self.q1 {
+            return 0..0;
+        }
         (self.q0 as isize + self.shift) as usize..(self.q1 as isize + self.shift) as usize
     }
 

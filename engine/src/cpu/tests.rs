@@ -378,6 +378,11 @@ fn conv_cases() -> Vec<Conv2dDims> {
         dims(2, 2, 3, 7, 5, 5, 3),
         // Kernel taller than the image: some taps never touch it.
         dims(1, 2, 2, 3, 2, 5, 3),
+        // Images no larger than the kernel (Glow's top level can be 1x1 or 2x2).
+        dims(2, 3, 2, 1, 1, 3, 3),
+        dims(1, 2, 3, 2, 2, 3, 3),
+        dims(1, 2, 2, 1, 4, 3, 3),
+        dims(1, 2, 2, 4, 1, 3, 3),
         // Big enough for threaded GEMMs and several images per task.
         dims(5, 16, 24, 9, 11, 3, 3),
         dims(5, 32, 40, 9, 11, 1, 1),
