@@ -1,7 +1,20 @@
-//! Glow (Kingma & Dhariwal 2018) on the `engine` crate.
+//! Glow (Kingma & Dhariwal 2018) on the `engine` crate: a multi-scale normalizing flow
+//! with invertible 1x1 convolutions.
 //!
-//! The flow layers, the multi-scale model, the bits/dim objective and training
-//! arrive with the model issue; for now this crate only re-exports the engine so
-//! that the workspace builds end to end.
+//! Start with [`Glow`] (`model.rs`), built from a [`GlowConfig`]. The layers are in
+//! `layers/`, each an invertible [`layers::Flow`] with its log-determinant; the priors'
+//! Gaussian in `gaussian.rs`; named parameters and the model state in `param.rs`. The
+//! exact model follows `glow-spec.md` of the project; its names follow the common PyTorch
+//! port so weights can be exchanged.
 
+pub mod config;
+pub mod gaussian;
+pub mod layers;
+pub mod model;
+pub mod optim;
+pub mod param;
+
+pub use config::{Coupling, GlowConfig, Permutation};
 pub use engine;
+pub use model::{Dequantization, FlowOutput, Glow};
+pub use param::{ModelState, Param, StateTensor};

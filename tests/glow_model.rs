@@ -1,0 +1,322 @@
+//! End-to-end checks of the Glow model: invertibility, log-determinants against a
+//! brute-force Jacobian, gradients against finite differences, parameter counts, and
+//! the state round trip.
+
+use engine::backend::AdamKind;
+use engine::gradcheck::GradCheck;
+use engine::linalg::Lu;
+use engine::{no_grad, Device, Result, Tensor};
+use glow::layers::Flow;
+use glow::optim::{Optimizer, OptimizerConfig};
+use glow::Glow;
+use glow::{Coupling, GlowConfig, Permutation};
+use glow_rs::device_test;
+
+/// A small model on `[3, 8, 8]` images.
+fn small(coupling: Coupling, permutation: Permutation) -> GlowConfig {
+    GlowConfig {
+        image_shape: [3, 8, 8],
+        levels: 2,
+        depth: 2,
+        hidden: 16,
+        coupling,
+        permutation,
+        learn_top: true,
+        ..GlowConfig::default()
+    }
+}
+
+/// A batch of `b` images in the flow's input range [-0.5, 0.5).
+fn images(cfg: &GlowConfig, b: usize, seed: u64, dev: &Device) -> Result<Tensor> {
+    let [c, h, w] = cfg.image_shape;
+    Tensor::rand_uniform(&[b, c, h, w], -0.5, 0.5, seed, dev)
+}
+
+/// `steps` Adamax steps on fixed data, so weights move away from their identity-like init.
+fn train(model: &Glow, x: &Tensor, steps: usize, lr: f32) -> Result<()> {
+    let mut opt = Optimizer::new(OptimizerConfig {
+        kind: AdamKind::Adamax,
+        lr,
+        ..Default::default()
+    });
+    for _ in 0..steps {
+        let (loss, _) = model.loss(x, None)?;
+        let grads = loss.backward()?;
+        opt.step(&model.trainable_params(), &grads)?;
+    }
+    Ok(())
+}
+
+/// Adds `scale · N(0, 1)` to every trainable parameter: a generic non-trivial point.
+fn perturb(model: &Glow, scale: f32, seed: u64) -> Result<()> {
+    for (i, p) in model.trainable_params().into_iter().enumerate() {
+        let v = p.get();
+        let noise = Tensor::randn(v.shape(), 0.0, scale, seed + i as u64, v.device())?;
+        p.set(&v.add(&noise)?)?;
+    }
+    Ok(())
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let (a, b) = (a.to_vec()?, b.to_vec()?);
+    Ok(a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max))
+}
+
+const ALL_KINDS: [(Coupling, Permutation); 5] = [
+    (Coupling::Affine, Permutation::Invconv),
+    (Coupling::Affine, Permutation::InvconvLu),
+    (Coupling::Additive, Permutation::InvconvLu),
+    (Coupling::Affine, Permutation::Shuffle),
+    (Coupling::Additive, Permutation::Reverse),
+];
+
+device_test!(fn whole_models_invert_at_init_and_after_training(dev) {
+    for (coupling, permutation) in ALL_KINDS {
+        let cfg = small(coupling, permutation);
+        let model = Glow::new(cfg.clone(), dev)?;
+        let x = images(&cfg, 4, 1, dev)?;
+        let err = max_abs_diff(&model.decode(&model.encode(&x, None)?)?, &x)?;
+        assert!(err < 1e-4, "{coupling:?}/{permutation:?} at init: {err}");
+        train(&model, &x, 5, 1e-2)?;
+        let x2 = images(&cfg, 4, 2, dev)?;
+        let err = max_abs_diff(&model.decode(&model.encode(&x2, None)?)?, &x2)?;
+        assert!(err < 1e-4, "{coupling:?}/{permutation:?} after training: {err}");
+    }
+    Ok(())
+});
+
+device_test!(fn training_moves_the_weights_off_identity(dev) {
+    // Guards the test above: after 5 steps the couplings are no longer the identity.
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu);
+    let model = Glow::new(cfg.clone(), dev)?;
+    let x = images(&cfg, 4, 1, dev)?;
+    train(&model, &x, 5, 1e-2)?;
+    let zero_conv = model.params().into_iter().find(|p| p.name() == "flow.layers.1.block.4.conv.weight").unwrap();
+    let w = zero_conv.get().to_vec()?;
+    assert!(w.iter().map(|v| v.abs()).fold(0.0, f32::max) > 1e-3);
+    Ok(())
+});
+
+device_test!(fn every_layer_inverts(dev) {
+    use glow::layers::{actnorm::ActNorm, coupling::CouplingLayer, permute::{FixedPermutation, InvConv}, squeeze};
+    let x = Tensor::rand_uniform(&[2, 8, 4, 4], -1.0, 1.0, 3, dev)?;
+    let zero = Tensor::zeros(&[2], dev)?;
+    let actnorm = ActNorm::new("a", 8, dev)?;
+    let layers: Vec<(&str, Box<dyn Flow>)> = vec![
+        ("invconv", Box::new(InvConv::new("i", 8, false, 1, dev)?)),
+        ("invconv-lu", Box::new(InvConv::new("l", 8, true, 2, dev)?)),
+        ("shuffle", Box::new(FixedPermutation::shuffle("s", 8, 3, dev)?)),
+        ("reverse", Box::new(FixedPermutation::reverse("r", 8, dev)?)),
+        ("affine", Box::new(CouplingLayer::new("c", Coupling::Affine, 8, 16, 4, dev)?)),
+        ("additive", Box::new(CouplingLayer::new("d", Coupling::Additive, 8, 16, 5, dev)?)),
+    ];
+    let (y, _) = actnorm.forward(&x, &zero)?; // initialises from x
+    assert!(max_abs_diff(&actnorm.reverse(&y)?, &x)? < 1e-5, "actnorm");
+    for (name, layer) in &layers {
+        let mut params = Vec::new();
+        layer.visit_params(&mut |p| params.push(p));
+        // Random weights everywhere (the couplings' output convs start at zero).
+        for (i, p) in params.iter().filter(|p| p.trainable()).enumerate() {
+            let v = p.get();
+            p.set(&v.add(&Tensor::randn(v.shape(), 0.0, 0.1, 100 + i as u64, dev)?)?)?;
+        }
+        let (y, _) = layer.forward(&x, &zero)?;
+        assert!(max_abs_diff(&y, &x)? > 1e-3, "{name} should change its input");
+        let err = max_abs_diff(&layer.reverse(&y)?, &x)?;
+        assert!(err < 1e-4, "{name}: {err}");
+    }
+    let sq = squeeze::squeeze(&x)?;
+    assert_eq!(sq.shape(), &[2, 32, 2, 2]);
+    assert_eq!(squeeze::unsqueeze(&sq)?.to_vec()?, x.to_vec()?);
+    Ok(())
+});
+
+/// The flow's map x → all latents, flattened, for one image.
+fn flat_latents(model: &Glow, x: &Tensor) -> Result<Tensor> {
+    let latents = model.encode(x, None)?;
+    let flat: Vec<Tensor> = latents
+        .iter()
+        .map(|z| z.reshape(&[z.numel()]))
+        .collect::<Result<_>>()?;
+    Tensor::concat(&flat.iter().collect::<Vec<_>>(), 0)
+}
+
+device_test!(fn logdet_matches_the_brute_force_jacobian(dev) {
+    for (coupling, permutation) in [(Coupling::Affine, Permutation::Invconv), (Coupling::Affine, Permutation::InvconvLu), (Coupling::Additive, Permutation::Shuffle)] {
+        let cfg = GlowConfig { image_shape: [3, 4, 4], levels: 2, depth: 2, hidden: 8, coupling, permutation, ..GlowConfig::default() };
+        let model = Glow::new(cfg.clone(), dev)?;
+        // ActNorm's data init on a batch of 16: one image would give the 1x1 top level
+        // a zero variance and scales of 1e6.
+        no_grad(|| model.forward(&images(&cfg, 16, 4, dev)?, None))?;
+        perturb(&model, 0.1, 50)?;
+        let x = images(&cfg, 1, 5, dev)?.with_grad();
+        let out = model.forward(&x, None)?;
+        let logdet = f64::from(out.logdet.item()?);
+        // Row i of the 48x48 Jacobian is the gradient of latent i.
+        let z = flat_latents(&model, &x)?;
+        let d = z.numel();
+        assert_eq!(d, 48);
+        let mut jac = Vec::with_capacity(d * d);
+        for i in 0..d {
+            let g = z.slice(0, i, 1)?.sum_all()?.backward()?;
+            jac.extend(g.get(&x).unwrap().to_vec()?.into_iter().map(f64::from));
+        }
+        let brute = Lu::new(&jac, d)?.log_abs_det();
+        assert!((brute - logdet).abs() < 1e-3, "{coupling:?}/{permutation:?}: brute force {brute}, model {logdet}");
+        // Guard: the map is far from volume-preserving, so the check has teeth.
+        if coupling == Coupling::Affine {
+            assert!(logdet.abs() > 0.1, "logdet {logdet}");
+        }
+    }
+    Ok(())
+});
+
+#[test]
+fn gradients_of_the_full_loss_match_finite_differences_on_cpu() -> Result<()> {
+    let dev = Device::Cpu;
+    let cfg = GlowConfig {
+        image_shape: [3, 4, 4],
+        levels: 2,
+        depth: 1,
+        hidden: 8,
+        y_condition: true,
+        num_classes: 3,
+        y_weight: 0.5,
+        ..GlowConfig::default()
+    };
+    let model = Glow::new(cfg.clone(), &dev)?;
+    let x = images(&cfg, 2, 9, &dev)?;
+    let labels = [0usize, 2];
+    let init_labels: Vec<usize> = (0..16).map(|i| i % 3).collect();
+    no_grad(|| model.forward(&images(&cfg, 16, 8, &dev)?, Some(&init_labels)))?;
+    perturb(&model, 0.02, 60)?;
+    // The loss in nats summed over the batch keeps gradients O(1) for the f32 check.
+    let d = cfg.dims() as f32;
+    let nats = |x: &Tensor| -> Result<Tensor> {
+        let (loss, _) = model.loss(x, Some(&labels))?;
+        loss.scale(d * std::f32::consts::LN_2 * 2.0)
+    };
+    // The loss is ~500 nats, so each f32 evaluation is rounded by ~3e-5 nats, ~3e-2 in a
+    // central difference with eps = 1e-3: hence atol = 0.1. A larger eps would cross the
+    // ReLU kinks of the coupling networks. Gradients here are O(1) to O(50), and a wrong
+    // backward rule misses by a large fraction of them.
+    let (eps, atol, rtol) = (1e-3f32, 0.1, 2e-2);
+    // With respect to the input image:
+    let report = GradCheck {
+        max_elements: 24,
+        eps,
+        atol,
+        rtol,
+        ..GradCheck::default()
+    }
+    .run(|t| nats(&t[0]), &[x.clone()])?;
+    assert!(report.passed(), "input: {report}");
+    // With respect to every parameter (a few elements each): analytic from one backward,
+    // numeric by perturbing the parameter's values.
+    let grads = nats(&x)?.backward()?;
+    let mut checked = 0;
+    for p in model.trainable_params() {
+        let value = p.get();
+        let analytic = grads
+            .get(&value)
+            .map(|g| g.to_vec())
+            .transpose()?
+            .unwrap_or_else(|| vec![0.0; value.numel()]);
+        let base = value.to_vec()?;
+        for j in (0..base.len()).step_by(base.len().div_ceil(3)) {
+            let eval = |delta: f32| -> Result<f64> {
+                let mut v = base.clone();
+                v[j] += delta;
+                p.set(&Tensor::from_vec(v, value.shape(), &dev)?)?;
+                let r = no_grad(|| nats(&x))?.item()?;
+                Ok(f64::from(r))
+            };
+            let numeric = (eval(eps)? - eval(-eps)?) / (2.0 * f64::from(eps));
+            p.set(&Tensor::from_slice(&base, value.shape(), &dev)?)?;
+            let a = f64::from(analytic[j]);
+            assert!(
+                (a - numeric).abs() <= atol + rtol * a.abs().max(numeric.abs()),
+                "{} [{j}]: analytic {a}, numeric {numeric}",
+                p.name()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked}");
+    Ok(())
+}
+
+#[test]
+fn parameter_counts_match_the_pytorch_port() -> Result<()> {
+    // The common PyTorch port stores the LU factors as full C x C matrices (masked), like
+    // we do, so the counts agree exactly.
+    let dev = Device::Cpu;
+    let paper = Glow::new(GlowConfig::default(), &dev)?;
+    assert_eq!(paper.num_parameters(), 44_235_312);
+    let small = Glow::new(
+        GlowConfig {
+            depth: 8,
+            hidden: 128,
+            ..GlowConfig::default()
+        },
+        &dev,
+    )?;
+    assert_eq!(small.num_parameters(), 1_704_912);
+    Ok(())
+}
+
+#[test]
+fn state_round_trip_keeps_log_p_bit_identical_on_cpu() -> Result<()> {
+    let dev = Device::Cpu;
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu);
+    let model = Glow::new(cfg.clone(), &dev)?;
+    let x = images(&cfg, 4, 11, &dev)?;
+    train(&model, &x, 3, 1e-2)?;
+    let state = model.state()?;
+    // A model with another seed, loaded from the state, computes the same function.
+    let other = Glow::new(GlowConfig { seed: 99, ..cfg }, &dev)?;
+    other.load_state(&state)?;
+    assert!(other.is_initialized());
+    let probe = images(&other.config().clone(), 4, 12, &dev)?;
+    let a = no_grad(|| model.log_prob(&probe, None))?.to_vec()?;
+    let b = no_grad(|| other.log_prob(&probe, None))?.to_vec()?;
+    assert_eq!(a, b);
+    // The loaded ActNorms do not re-initialise on new data.
+    let before = other.state()?;
+    no_grad(|| other.forward(&images(other.config(), 4, 13, &dev)?, None))?;
+    assert_eq!(other.state()?, before);
+    Ok(())
+}
+
+device_test!(fn sampling_is_seeded_and_temperature_zero_is_the_mean(dev) {
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu);
+    let model = Glow::new(cfg.clone(), dev)?;
+    train(&model, &images(&cfg, 4, 1, dev)?, 2, 1e-2)?;
+    let a = model.sample(3, 0.7, None, 5)?;
+    assert_eq!(a.shape(), &[3, 3, 8, 8]);
+    assert_eq!(a.to_vec()?, model.sample(3, 0.7, None, 5)?.to_vec()?);
+    assert_ne!(a.to_vec()?, model.sample(3, 0.7, None, 6)?.to_vec()?);
+    // At T = 0 every image is the decoded prior mean, whatever the seed.
+    let m1 = model.sample(2, 0.0, None, 1)?.to_vec()?;
+    let m2 = model.sample(2, 0.0, None, 2)?.to_vec()?;
+    assert_eq!(m1, m2);
+    Ok(())
+});
+
+device_test!(fn misuse_is_an_error(dev) {
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu);
+    assert!(Glow::new(GlowConfig { image_shape: [3, 6, 6], ..cfg.clone() }, dev).is_err());
+    assert!(Glow::new(GlowConfig { n_bits: 9, ..cfg.clone() }, dev).is_err());
+    let model = Glow::new(cfg.clone(), dev)?;
+    let err = model.forward(&Tensor::zeros(&[1, 3, 4, 4], dev)?, None).unwrap_err();
+    assert!(err.to_string().contains("[3, 8, 8]"), "{err}");
+    let err = model.decode(&[Tensor::zeros(&[1, 3], dev)?]).unwrap_err();
+    assert!(err.to_string().contains("decode"), "{err}");
+    let cond = Glow::new(GlowConfig { y_condition: true, ..cfg }, dev)?;
+    assert!(cond.forward(&images(cond.config(), 2, 1, dev)?, None).is_err());
+    assert!(cond.forward(&images(cond.config(), 2, 1, dev)?, Some(&[0])).is_err());
+    Ok(())
+});
