@@ -14,7 +14,7 @@ use crate::backend::{AdamKind, AdamStep};
 use crate::{Error, Result};
 
 /// Takes a write lock, reporting a poisoned lock as a device error.
-fn write(b: &CpuBuffer) -> Result<RwLockWriteGuard<'_, Vec<f32>>> {
+fn write(b: &CpuBuffer) -> Result<RwLockWriteGuard<'_, super::pool::Block>> {
     b.0.write()
         .map_err(|_| Error::Device("cpu buffer lock poisoned by an earlier panic".into()))
 }

@@ -33,7 +33,8 @@ fn is_pointwise(d: &Conv2dDims) -> bool {
 /// `bias [c_out]`, `y [n, c_out, h, w]`.
 pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims) -> Vec<f32> {
     let (p, k) = (d.h * d.w, col_rows(&d));
-    let mut y = vec![0.0f32; d.output_len()];
+    // Every row is either filled with the bias or written by a beta = 0 GEMM.
+    let mut y = super::pool::take(d.output_len());
     let scratch = if is_pointwise(&d) { 0 } else { k * p };
     let parallel = !gemm_is_threaded(d.c_out, k, p);
     for_each_image(&mut y, d.c_out * p, scratch, parallel, |img, y, col| {
@@ -63,7 +64,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims)
 /// `dx [n, c_in, h, w]` from `dy [n, c_out, h, w]` and `w`.
 pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
     let (p, k) = (d.h * d.w, col_rows(&d));
-    let mut dx = vec![0.0f32; d.input_len()];
+    let mut dx = super::pool::take_zeroed(d.input_len());
     let scratch = if is_pointwise(&d) { 0 } else { k * p };
     let parallel = !gemm_is_threaded(k, d.c_out, p);
     for_each_image(&mut dx, d.c_in * p, scratch, parallel, |img, dx, col| {
@@ -145,14 +146,14 @@ where
         return;
     }
     if !parallel {
-        let mut col = vec![0.0f32; scratch_len];
+        let mut col = super::pool::take(scratch_len);
         for (img, out) in out.chunks_mut(per).enumerate() {
             f(img, out, &mut col);
         }
         return;
     }
     out.par_chunks_mut(per).enumerate().for_each_init(
-        || vec![0.0f32; scratch_len],
+        || super::pool::take(scratch_len),
         |col, (img, out)| f(img, out, col),
     );
 }

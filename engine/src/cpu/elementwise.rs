@@ -52,7 +52,7 @@ pub(crate) fn softplus(x: f32) -> f32 {
 
 /// Applies `f` to every element, in parallel for big arrays.
 fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = super::pool::take(x.len());
     par_fill(&mut out, 1, |start, out| {
         let x = &x[start..start + out.len()];
         for (o, &v) in out.iter_mut().zip(x) {
@@ -88,7 +88,7 @@ where
 {
     let (a_shape, b_shape, out_shape) = shapes;
     let n: usize = out_shape.iter().product();
-    let mut out = vec![0.0f32; n];
+    let mut out = super::pool::take(n);
     if n == 0 {
         return out;
     }

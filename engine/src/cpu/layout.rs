@@ -11,7 +11,7 @@ use super::{contiguous_strides, par_fill};
 
 /// `y = x.permute(perm)`: output axis `i` is input axis `perm[i]`.
 pub(super) fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = super::pool::take(x.len());
     if x.is_empty() {
         return out;
     }
@@ -52,7 +52,7 @@ fn outer_inner(shape: &[usize], axis: usize) -> (usize, usize) {
 pub(super) fn slice(x: &[f32], shape: &[usize], axis: usize, start: usize, len: usize) -> Vec<f32> {
     let (outer, inner) = outer_inner(shape, axis);
     let (row_in, row_out) = (shape[axis] * inner, len * inner);
-    let mut out = vec![0.0f32; outer * row_out];
+    let mut out = super::pool::take(outer * row_out);
     if out.is_empty() {
         return out;
     }
@@ -73,7 +73,7 @@ pub(super) fn concat(parts: &[(&[f32], &[usize])], axis: usize) -> Vec<f32> {
     let (outer, inner) = outer_inner(shape0, axis);
     let rows: Vec<usize> = parts.iter().map(|(_, s)| s[axis] * inner).collect();
     let row_out: usize = rows.iter().sum();
-    let mut out = vec![0.0f32; outer * row_out];
+    let mut out = super::pool::take(outer * row_out);
     if out.is_empty() {
         return out;
     }
@@ -95,7 +95,7 @@ pub(super) fn gather(x: &[f32], shape: &[usize], axis: usize, indices: &[usize])
     let (outer, inner) = outer_inner(shape, axis);
     let row_in = shape[axis] * inner;
     let row_out = indices.len() * inner;
-    let mut out = vec![0.0f32; outer * row_out];
+    let mut out = super::pool::take(outer * row_out);
     if out.is_empty() {
         return out;
     }

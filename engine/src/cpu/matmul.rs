@@ -114,7 +114,8 @@ pub(crate) fn sgemm(
 /// `[batch, m, n]`; a non-batched operand is shared by every `i`.
 pub(super) fn batched(a: &[f32], b: &[f32], d: MatmulDims) -> Vec<f32> {
     let (m, k, n) = (d.m, d.k, d.n);
-    let mut c = vec![0.0f32; d.batch * m * n];
+    // beta = 0 below: sgemm never reads C, so its contents do not matter.
+    let mut c = super::pool::take(d.batch * m * n);
     if c.is_empty() {
         return c;
     }

@@ -20,6 +20,7 @@ mod conv;
 mod elementwise;
 mod layout;
 mod matmul;
+mod pool;
 mod random;
 mod reduce;
 mod strided;
@@ -40,12 +41,12 @@ pub struct CpuBackend;
 /// A CPU buffer: a shared, lockable `Vec<f32>`. The lock exists only for the optimiser's
 /// in-place update; every other op reads.
 #[derive(Clone, Debug)]
-pub struct CpuBuffer(pub(crate) Arc<RwLock<Vec<f32>>>);
+pub struct CpuBuffer(pub(crate) Arc<RwLock<pool::Block>>);
 
 impl CpuBuffer {
     /// Wraps a freshly computed vector.
     fn from_vec(data: Vec<f32>) -> Self {
-        CpuBuffer(Arc::new(RwLock::new(data)))
+        CpuBuffer(Arc::new(RwLock::new(pool::Block::new(data))))
     }
 
     /// Whether `self` and `other` are the same allocation (clones share memory).
@@ -82,7 +83,7 @@ where
 
 /// Takes a read lock, turning a poisoned lock (a panic during an in-place update) into
 /// a device error instead of a panic here.
-fn read(b: &CpuBuffer) -> Result<RwLockReadGuard<'_, Vec<f32>>> {
+fn read(b: &CpuBuffer) -> Result<RwLockReadGuard<'_, pool::Block>> {
     b.0.read()
         .map_err(|_| Error::Device("cpu buffer lock poisoned by an earlier panic".into()))
 }
@@ -125,15 +126,19 @@ impl Backend for CpuBackend {
     }
 
     fn from_host(&self, data: &[f32]) -> Result<CpuBuffer> {
-        Ok(CpuBuffer::from_vec(data.to_vec()))
+        let mut v = pool::take(data.len());
+        v.copy_from_slice(data);
+        Ok(CpuBuffer::from_vec(v))
     }
 
     fn to_host(&self, x: &CpuBuffer) -> Result<Vec<f32>> {
-        Ok(read(x)?.clone())
+        Ok(read(x)?.to_vec())
     }
 
     fn full(&self, len: usize, value: f32) -> Result<CpuBuffer> {
-        Ok(CpuBuffer::from_vec(vec![value; len]))
+        let mut v = pool::take(len);
+        v.fill(value);
+        Ok(CpuBuffer::from_vec(v))
     }
 
     fn unary(&self, op: UnaryOp, x: &CpuBuffer, len: usize) -> Result<CpuBuffer> {

@@ -8,7 +8,7 @@ use crate::random::{normal, uniform01};
 
 /// `len` draws from `dist` under `seed`.
 pub(super) fn fill(len: usize, dist: Distribution, seed: u64) -> Vec<f32> {
-    let mut out = vec![0.0f32; len];
+    let mut out = super::pool::take(len);
     match dist {
         Distribution::Uniform { low, high } => par_fill(&mut out, 1, |s, out| {
             for (i, o) in out.iter_mut().enumerate() {
