@@ -13,6 +13,7 @@ pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod param;
+pub mod train;
 
 pub use config::{Coupling, GlowConfig, Permutation};
 pub use engine;

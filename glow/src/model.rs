@@ -139,8 +139,26 @@ struct Level {
 pub enum Dequantization {
     /// `u ~ U(0, 1/n_bins)` per element, drawn from this seed (reproducible on every device).
     Uniform(u64),
+    /// `u ~ U(0, 1/n_bins)` drawn per image: image `i` of the batch uses the stream of
+    /// seed `hash(seed, first_index + i)`, so each image of a dataset gets the same noise
+    /// whatever the batch size (for reproducible evaluation).
+    PerImage {
+        /// Base seed.
+        seed: u64,
+        /// Dataset index of the batch's first image.
+        first_index: u64,
+    },
     /// `u = 0.5 / n_bins`, the centre of each bin.
     Midpoint,
+}
+
+impl Dequantization {
+    /// The seed of image `index` under [`Dequantization::PerImage`].
+    pub fn image_seed(seed: u64, index: u64) -> u64 {
+        let lo = engine::random::hash(seed, index as u32);
+        let hi = engine::random::hash(seed ^ 0x5851_f42d_4c95_7f2d, (index >> 32) as u32);
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
 }
 
 /// What a forward pass produces.
@@ -274,7 +292,7 @@ impl Glow {
         let shift = 8 - self.config.n_bits;
         let offset = match dequant {
             Dequantization::Midpoint => 0.5 / n_bins,
-            Dequantization::Uniform(_) => 0.0,
+            _ => 0.0,
         };
         let values: Vec<f32> = pixels
             .iter()
@@ -290,6 +308,16 @@ impl Glow {
                 seed,
                 &self.device,
             )?),
+            Dequantization::PerImage { seed, first_index } => {
+                let noise: Vec<Tensor> = (0..batch as u64)
+                    .map(|i| {
+                        let s = Dequantization::image_seed(seed, first_index + i);
+                        Tensor::rand_uniform(&[1, c, h, w], 0.0, 1.0 / n_bins, s, &self.device)
+                    })
+                    .collect::<Result<_>>()?;
+                let parts: Vec<&Tensor> = noise.iter().collect();
+                x.add(&Tensor::concat(&parts, 0)?)
+            }
         }
     }
 
