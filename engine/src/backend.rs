@@ -206,6 +206,7 @@ pub trait Backend {
     fn name(&self) -> String;
 
     /// Copies host data into a new buffer.
+    #[allow(clippy::wrong_self_convention)] // a method of the device, not a constructor
     fn from_host(&self, data: &[f32]) -> Result<Self::Buffer>;
     /// Copies a buffer back to the host, waiting for pending work that writes it.
     fn to_host(&self, x: &Self::Buffer) -> Result<Vec<f32>>;

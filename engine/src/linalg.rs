@@ -85,8 +85,8 @@ impl Lu {
         let mut col = vec![0.0; n];
         for j in 0..n {
             // Solve L y = P e_j, then U x = y.
-            for i in 0..n {
-                col[i] = if self.perm[i] == j { 1.0 } else { 0.0 };
+            for (c, &p) in col.iter_mut().zip(&self.perm) {
+                *c = if p == j { 1.0 } else { 0.0 };
             }
             for i in 0..n {
                 let s: f64 = (0..i).map(|c| self.lu[i * n + c] * col[c]).sum();

@@ -209,7 +209,7 @@ impl Tensor {
         seed: u64,
         device: &Device,
     ) -> Result<Tensor> {
-        if !(low < high) || !low.is_finite() || !high.is_finite() {
+        if !low.is_finite() || !high.is_finite() || low >= high {
             return Err(Error::invalid(
                 "rand_uniform",
                 format!("needs finite low < high, got [{low}, {high})"),
@@ -227,7 +227,7 @@ impl Tensor {
         seed: u64,
         device: &Device,
     ) -> Result<Tensor> {
-        if !(std >= 0.0) || !mean.is_finite() || !std.is_finite() {
+        if !mean.is_finite() || !std.is_finite() || std < 0.0 {
             return Err(Error::invalid(
                 "randn",
                 format!("needs a finite mean and std >= 0, got mean {mean}, std {std}"),

@@ -34,6 +34,7 @@ pub struct FlowStep {
 
 /// The channel mixing of a step.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per flow step; boxing would only add a hop
 enum Mixing {
     Conv(InvConv),
     Fixed(FixedPermutation),

@@ -90,19 +90,22 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
         return vec![0.0; wlen];
     }
     // At most one task per thread: each task's private dW costs one extra sum at the end.
-    // A GEMM that matrixmultiply threads itself gets a single task.
-    let min_len = if gemm_is_threaded(d.c_out, p, k) {
-        d.n
+    // A GEMM that matrixmultiply threads itself gets a single task. Tasks own fixed,
+    // contiguous ranges of images and their partial sums are added in task order, so the
+    // result is bit-for-bit reproducible (a resumed training run must match an
+    // uninterrupted one), unlike a work-stealing fold whose split points vary.
+    let tasks = if gemm_is_threaded(d.c_out, p, k) {
+        1
     } else {
-        d.n.div_ceil(rayon::current_num_threads())
-    }
-    .max(1);
-    (0..d.n)
+        rayon::current_num_threads().min(d.n).max(1)
+    };
+    let per = d.n.div_ceil(tasks);
+    let partials: Vec<Vec<f32>> = (0..d.n.div_ceil(per))
         .into_par_iter()
-        .with_min_len(min_len)
-        .fold(
-            || (vec![0.0f32; wlen], vec![0.0f32; scratch]),
-            |(mut dw, mut col), img| {
+        .map(|t| {
+            let mut dw = super::pool::take_zeroed(wlen);
+            let mut col = super::pool::take(scratch);
+            for img in t * per..((t + 1) * per).min(d.n) {
                 let x = &x[img * d.c_in * p..][..d.c_in * p];
                 let dy = Mat::new(&dy[img * d.c_out * p..][..d.c_out * p], d.c_out, p, false);
                 let cols = if is_pointwise(&d) {
@@ -120,19 +123,18 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
                     &mut dw,
                     k,
                 );
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce(
-            || vec![0.0f32; wlen],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a += b;
-                }
-                a
-            },
-        )
+            }
+            dw
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0.0; wlen]);
+    for part in parts {
+        for (a, b) in total.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    total
 }
 
 /// Calls `f(image, out_chunk, scratch)` for each image's `per`-element block of `out`,

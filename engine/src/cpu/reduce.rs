@@ -145,8 +145,9 @@ fn accumulate_parallel<R: Reducer>(x: &[f32], dims: &[Dim<2>], acc: &mut [R::Acc
                 accumulate::<R>(&x[t * per * si0..], &sub, acc);
             });
     } else {
-        // A reduced outer axis: private accumulators, merged at the end.
-        let partial = (0..e0.div_ceil(per))
+        // A reduced outer axis: private accumulators, merged at the end in task order
+        // (collect keeps the order), so sums are reproducible run to run.
+        let partials: Vec<Vec<R::Acc>> = (0..e0.div_ceil(per))
             .into_par_iter()
             .map(|t| {
                 let mut sub = dims.to_vec();
@@ -155,15 +156,13 @@ fn accumulate_parallel<R: Reducer>(x: &[f32], dims: &[Dim<2>], acc: &mut [R::Acc
                 accumulate::<R>(&x[t * per * si0..], &sub, &mut mine);
                 mine
             })
-            .reduce(
-                || vec![R::INIT; acc.len()],
-                |mut a, b| {
-                    for (a, b) in a.iter_mut().zip(b) {
-                        *a = R::combine(*a, b);
-                    }
-                    a
-                },
-            );
+            .collect();
+        let mut partial = vec![R::INIT; acc.len()];
+        for part in partials {
+            for (a, b) in partial.iter_mut().zip(part) {
+                *a = R::combine(*a, b);
+            }
+        }
         acc.copy_from_slice(&partial);
     }
 }

@@ -89,10 +89,9 @@ impl Tensor {
     /// `max(a, b)` elementwise with broadcasting. Not differentiated: the result is
     /// detached (it serves numerically stable reductions such as log-sum-exp).
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .detach()
+        self.detach()
             .binary(&other.detach(), BinaryOp::Max, "maximum", |_| {
                 Ok((None, None))
-            })?)
+            })
     }
 }

@@ -34,7 +34,8 @@ impl Tensor {
             }
         }
         if step.step == 0
-            || !(step.lr >= 0.0)
+            || step.lr.is_nan()
+            || step.lr < 0.0
             || !(0.0..1.0).contains(&step.beta1)
             || !(0.0..1.0).contains(&step.beta2)
         {

@@ -88,7 +88,7 @@ impl CouplingLayer {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        if channels % 2 != 0 {
+        if !channels.is_multiple_of(2) {
             return Err(Error::invalid(
                 "CouplingLayer",
                 format!("needs an even number of channels, got {channels}"),

@@ -25,6 +25,7 @@ use crate::param::Param;
 
 /// How the 1x1 convolution's weight is parametrised.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per flow step; boxing would only add a hop
 enum Weight {
     /// `W` directly, `[C, C]`.
     Plain(Param),
