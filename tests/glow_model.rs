@@ -320,3 +320,27 @@ device_test!(fn misuse_is_an_error(dev) {
     assert!(cond.forward(&images(cond.config(), 2, 1, dev)?, Some(&[0])).is_err());
     Ok(())
 });
+
+device_test!(fn interpolation_ends_at_the_inputs_and_directions_are_class_differences(dev) {
+    use glow::explore::{attribute_direction, interpolate, manipulate};
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu);
+    let model = Glow::new(cfg.clone(), dev)?;
+    let data = images(&cfg, 6, 21, dev)?;
+    train(&model, &data, 2, 1e-2)?;
+    let (a, b) = (data.slice(0, 0, 1)?, data.slice(0, 1, 1)?);
+    let strip = interpolate(&model, &a, &b, None, 5)?;
+    assert_eq!(strip.shape(), &[5, 3, 8, 8]);
+    assert!(max_abs_diff(&strip.slice(0, 0, 1)?, &a)? < 1e-4);
+    assert!(max_abs_diff(&strip.slice(0, 4, 1)?, &b)? < 1e-4);
+    // Direction between two groups; α = 0 reproduces the image, α = 1 applied to the mean
+    // of `without` moves its latents exactly by the difference of means.
+    let dir = attribute_direction(&model, &data.slice(0, 0, 3)?, &data.slice(0, 3, 3)?, None)?;
+    let out = manipulate(&model, &a, None, &dir, &[0.0, 1.0])?;
+    assert!(max_abs_diff(&out.slice(0, 0, 1)?, &a)? < 1e-4);
+    let moved = model.encode(&out.slice(0, 1, 1)?, None)?;
+    let base = model.encode(&a, None)?;
+    for ((m, z), d) in moved.iter().zip(&base).zip(&dir) {
+        assert!(max_abs_diff(&m.sub(z)?, d)? < 1e-3);
+    }
+    Ok(())
+});

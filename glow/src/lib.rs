@@ -8,6 +8,7 @@
 //! port so weights can be exchanged.
 
 pub mod config;
+pub mod explore;
 pub mod gaussian;
 pub mod layers;
 pub mod model;
