@@ -17,6 +17,7 @@
 //! LAST 10% of the training records (`n / 10`, in file order `data_batch_1.bin` first) are
 //! held out for evaluation and the rest are the training split: for the shipped 3,000-image
 //! sample ([`default_data_dir`]) that is records 2,700..3,000, so 2,700 train and 300 test.
+//! (Fewer than 10 records leave an empty test split.)
 //! [`Cifar10::test_source`] says which applies.
 //!
 //! **Shuffling and augmentation.** [`epoch_order`] shuffles the indices `0..n` from a seed
@@ -79,7 +80,8 @@ fn data_error(msg: String) -> Error {
 }
 
 /// The shipped 3,000-image sample, `data/cifar10-sample/` of the project: the default
-/// dataset. Found from the glow crate's manifest directory at compile time.
+/// dataset. Found from the glow crate's manifest directory at compile time, so it points
+/// into the source tree the binary was built from.
 pub fn default_data_dir() -> PathBuf {
     let glow_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     glow_dir

@@ -92,7 +92,7 @@ pub fn download_cifar10_verified(
     let archive = PartFile::new(dir.join("cifar-10-binary.tar.gz.part"));
     fetch(url, &archive.path, spec)?;
     create_dir(&out)?;
-    extract(&archive.path, &out, spec.file_bytes)?;
+    extract(&archive.path, url, &out, spec.file_bytes)?;
     // `archive` is dropped here, which removes the temporary archive.
     Ok(out)
 }
@@ -262,9 +262,11 @@ fn expected_entry(path: &Path) -> Option<&'static str> {
     }
 }
 
-/// Writes the six expected files of the `.tar.gz` at `archive` into `out`.
-fn extract(archive: &Path, out: &Path, file_bytes: u64) -> Result<()> {
-    let archive_error = |e: std::io::Error| download_error(format!("{}: {e}", archive.display()));
+/// Writes the six expected files of the `.tar.gz` at `archive`, fetched from `url`, into
+/// `out`.
+fn extract(archive: &Path, url: &str, out: &Path, file_bytes: u64) -> Result<()> {
+    let archive_error =
+        |e: std::io::Error| download_error(format!("{url} (saved as {}): {e}", archive.display()));
     let file = File::open(archive).map_err(archive_error)?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut written = Vec::new();
@@ -282,8 +284,7 @@ fn extract(archive: &Path, out: &Path, file_bytes: u64) -> Result<()> {
         };
         if !kind.is_file() {
             return Err(download_error(format!(
-                "{}: entry {} is a {kind:?}, not a regular file",
-                archive.display(),
+                "{url}: entry {} is a {kind:?}, not a regular file",
                 path.display()
             )));
         }
@@ -296,8 +297,7 @@ fn extract(archive: &Path, out: &Path, file_bytes: u64) -> Result<()> {
         let copied = std::io::copy(&mut entry, &mut writer).map_err(archive_error)?;
         if copied != file_bytes {
             return Err(download_error(format!(
-                "{}: {} has {copied} bytes, expected {file_bytes}",
-                archive.display(),
+                "{url}: {} has {copied} bytes, expected {file_bytes}",
                 path.display()
             )));
         }
@@ -309,8 +309,7 @@ fn extract(archive: &Path, out: &Path, file_bytes: u64) -> Result<()> {
     let missing: Vec<&str> = expected_names().filter(|n| !written.contains(n)).collect();
     if !missing.is_empty() {
         return Err(download_error(format!(
-            "{}: no {BATCHES_DIR}/{} in the archive",
-            archive.display(),
+            "{url}: no {BATCHES_DIR}/{} in the archive",
             missing.join(", ")
         )));
     }
