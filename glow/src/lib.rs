@@ -6,8 +6,14 @@
 //! Gaussian in `gaussian.rs`; named parameters and the model state in `param.rs`. The
 //! exact model follows `glow-spec.md` of the project; its names follow the common PyTorch
 //! port so weights can be exchanged.
+//!
+//! The data: `data.rs` loads CIFAR-10 (by default the 3,000-image sample shipped in
+//! `data/cifar10-sample/`, see [`data::default_data_dir`]) and `download.rs` fetches the
+//! full dataset.
 
 pub mod config;
+pub mod data;
+pub mod download;
 pub mod explore;
 pub mod gaussian;
 pub mod layers;

@@ -1,0 +1,317 @@
+//! Downloads the full CIFAR-10 (binary version) and unpacks its six batch files.
+//!
+//! [`download_cifar10`] fetches `cifar-10-binary.tar.gz` ([`CIFAR10_URL`]) into a temporary
+//! file in the target directory, printing progress on stderr, checks its size and MD5
+//! against [`ArchiveSpec::OFFICIAL`], then writes exactly the six files the loader reads
+//! ([`data::TRAIN_FILES`](crate::data::TRAIN_FILES) and `test_batch.bin`) to
+//! `DIR/cifar-10-batches-bin/`. Pass that folder (or `DIR`) to
+//! [`Cifar10::load`](crate::data::Cifar10::load).
+//!
+//! Safety of what lands on disk:
+//! - Only those six names are written; every other entry of the archive is skipped, and
+//!   so is any entry whose path is absolute, holds `..`, or is a link.
+//! - Each file is written under a `.part` name and renamed into place once complete, so an
+//!   interrupted run never leaves a half-written batch. A failed run removes its `.part`
+//!   files; one left by a killed process is overwritten by the next run.
+//! - When all six files are already present with the expected size, nothing is fetched.
+//!
+//! Run it with e.g. `glow::download::download_cifar10("data", glow::download::CIFAR10_URL)`.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use engine::{Error, Result};
+use md5::{Digest, Md5};
+
+use crate::data::{BATCHES_DIR, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+
+/// Where the official archive lives.
+pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+
+/// What a downloaded archive must be, and what each of its six batch files must weigh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveSpec<'a> {
+    /// The archive's size in bytes.
+    pub archive_bytes: u64,
+    /// The archive's MD5 as 32 lowercase hex digits.
+    pub md5_hex: &'a str,
+    /// The size of each of the six batch files inside.
+    pub file_bytes: u64,
+}
+
+impl ArchiveSpec<'static> {
+    /// The official `cifar-10-binary.tar.gz`: 170,052,171 bytes; six batches of 10,000
+    /// records.
+    pub const OFFICIAL: ArchiveSpec<'static> = ArchiveSpec {
+        archive_bytes: 170_052_171,
+        md5_hex: "c32a1d4ab5d03f1284b67883e8d87530",
+        file_bytes: 10_000 * RECORD_BYTES as u64,
+    };
+}
+
+/// The op name in this module's errors.
+const OP: &str = "cifar10 download";
+
+fn download_error(msg: String) -> Error {
+    Error::invalid(OP, msg)
+}
+
+/// The six files to extract, by bare name.
+fn expected_names() -> impl Iterator<Item = &'static str> {
+    TRAIN_FILES.iter().copied().chain([TEST_FILE])
+}
+
+/// Downloads the official CIFAR-10 archive from `url` (normally [`CIFAR10_URL`]) and
+/// unpacks its six batch files into `dir/cifar-10-batches-bin/`, which it returns. Does
+/// nothing but return that folder when the six files are already there.
+pub fn download_cifar10(dir: impl AsRef<Path>, url: &str) -> Result<PathBuf> {
+    download_cifar10_verified(dir, url, &ArchiveSpec::OFFICIAL)
+}
+
+/// [`download_cifar10`] against the archive described by `spec` instead of the official one
+/// (tests use a small archive of their own).
+pub fn download_cifar10_verified(
+    dir: impl AsRef<Path>,
+    url: &str,
+    spec: &ArchiveSpec<'_>,
+) -> Result<PathBuf> {
+    let dir = dir.as_ref();
+    let out = dir.join(BATCHES_DIR);
+    if all_present(&out, spec.file_bytes) {
+        remove_stale_parts(dir, &out);
+        eprintln!("CIFAR-10 already in {}; skipping download", out.display());
+        return Ok(out);
+    }
+    let create_dir = |d: &Path| {
+        std::fs::create_dir_all(d)
+            .map_err(|e| download_error(format!("cannot create {}: {e}", d.display())))
+    };
+    create_dir(dir)?;
+    let archive = PartFile::new(dir.join("cifar-10-binary.tar.gz.part"));
+    fetch(url, &archive.path, spec)?;
+    create_dir(&out)?;
+    extract(&archive.path, url, &out, spec.file_bytes)?;
+    // `archive` is dropped here, which removes the temporary archive.
+    Ok(out)
+}
+
+/// Whether the six batch files are in `out` with `file_bytes` bytes each.
+fn all_present(out: &Path, file_bytes: u64) -> bool {
+    expected_names().all(|name| {
+        std::fs::metadata(out.join(name)).is_ok_and(|m| m.is_file() && m.len() == file_bytes)
+    })
+}
+
+/// Best-effort removal of `.part` files a killed run may have left.
+fn remove_stale_parts(dir: &Path, out: &Path) {
+    let _ = std::fs::remove_file(dir.join("cifar-10-binary.tar.gz.part"));
+    for name in expected_names() {
+        let _ = std::fs::remove_file(part_name(&out.join(name)));
+    }
+}
+
+fn part_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// A temporary file that is removed when dropped unless [`PartFile::keep`] renamed it.
+struct PartFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl PartFile {
+    fn new(path: PathBuf) -> PartFile {
+        PartFile { path, kept: false }
+    }
+
+    /// Renames the finished file to `dest` (atomic on one file system).
+    fn keep(mut self, dest: &Path) -> Result<()> {
+        std::fs::rename(&self.path, dest).map_err(|e| {
+            download_error(format!(
+                "cannot rename {} to {}: {e}",
+                self.path.display(),
+                dest.display()
+            ))
+        })?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Streams `url` to `dest`, checking size and MD5 against `spec`, with progress on stderr.
+fn fetch(url: &str, dest: &Path, spec: &ArchiveSpec<'_>) -> Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let response = agent
+        .get(url)
+        .call()
+        .map_err(|e| download_error(format!("GET {url}: {e}")))?;
+    let mut body = response.into_body().into_reader();
+
+    let file = File::create(dest)
+        .map_err(|e| download_error(format!("cannot create {}: {e}", dest.display())))?;
+    let mut file = BufWriter::new(file);
+    let write_error = |e: std::io::Error| download_error(format!("{}: {e}", dest.display()));
+    eprintln!("downloading {url} to {}", dest.display());
+    let streamed = stream_body(&mut body, &mut file, spec.archive_bytes);
+    eprintln!(); // ends the progress line
+    let (received, md5) = streamed.map_err(|e| match e {
+        StreamError::Read(received, e) => {
+            download_error(format!("GET {url}: after {received} bytes: {e}"))
+        }
+        StreamError::TooLong => download_error(format!(
+            "GET {url}: more than the expected {} bytes",
+            spec.archive_bytes
+        )),
+        StreamError::Write(e) => write_error(e),
+    })?;
+    file.into_inner()
+        .map_err(|e| write_error(e.into_error()))?
+        .sync_all()
+        .map_err(write_error)?;
+
+    if received != spec.archive_bytes {
+        return Err(download_error(format!(
+            "GET {url}: got {received} bytes, expected {} (truncated download?)",
+            spec.archive_bytes
+        )));
+    }
+    let digest: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if !digest.eq_ignore_ascii_case(spec.md5_hex) {
+        return Err(download_error(format!(
+            "GET {url}: MD5 {digest}, expected {} (corrupt download?)",
+            spec.md5_hex
+        )));
+    }
+    Ok(())
+}
+
+/// Why [`stream_body`] stopped early.
+enum StreamError {
+    /// Reading the body failed after this many bytes.
+    Read(u64, std::io::Error),
+    /// The body is longer than expected.
+    TooLong,
+    /// Writing the file failed.
+    Write(std::io::Error),
+}
+
+/// Copies `body` into `file`, hashing it and printing `bytes / total` on stderr as it goes;
+/// returns the byte count and the MD5 state.
+fn stream_body(
+    body: &mut impl Read,
+    file: &mut impl Write,
+    total: u64,
+) -> std::result::Result<(u64, Md5), StreamError> {
+    let mut md5 = Md5::new();
+    let mut received: u64 = 0;
+    let mut shown_percent = None;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = body
+            .read(&mut buf)
+            .map_err(|e| StreamError::Read(received, e))?;
+        if n == 0 {
+            return Ok((received, md5));
+        }
+        received += n as u64;
+        if received > total {
+            return Err(StreamError::TooLong);
+        }
+        md5.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(StreamError::Write)?;
+        let percent = received * 100 / total.max(1);
+        if shown_percent != Some(percent) {
+            shown_percent = Some(percent);
+            eprint!("\r  {received} / {total} bytes ({percent}%)");
+        }
+    }
+}
+
+/// The bare file name when `path` is `cifar-10-batches-bin/NAME` (optionally behind `./`)
+/// for one of the six expected names; `None` for anything else, including any path that is
+/// absolute or holds `..`.
+fn expected_entry(path: &Path) -> Option<&'static str> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(part) => parts.push(part),
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    match parts.as_slice() {
+        [folder, name] if *folder == BATCHES_DIR => expected_names().find(|n| *name == *n),
+        _ => None,
+    }
+}
+
+/// Writes the six expected files of the `.tar.gz` at `archive`, fetched from `url`, into
+/// `out`.
+fn extract(archive: &Path, url: &str, out: &Path, file_bytes: u64) -> Result<()> {
+    let archive_error =
+        |e: std::io::Error| download_error(format!("{url} (saved as {}): {e}", archive.display()));
+    let file = File::open(archive).map_err(archive_error)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut written = Vec::new();
+    for entry in tar.entries().map_err(archive_error)? {
+        let mut entry = entry.map_err(archive_error)?;
+        let path = entry.path().map_err(archive_error)?.into_owned();
+        let kind = entry.header().entry_type();
+        let Some(name) = expected_entry(&path) else {
+            let unsafe_path =
+                path.is_absolute() || path.components().any(|c| c == Component::ParentDir);
+            if unsafe_path || kind.is_symlink() || kind.is_hard_link() {
+                eprintln!("skipping unsafe archive entry {}", path.display());
+            }
+            continue;
+        };
+        if !kind.is_file() {
+            return Err(download_error(format!(
+                "{url}: entry {} is a {kind:?}, not a regular file",
+                path.display()
+            )));
+        }
+        let dest = out.join(name);
+        let part = PartFile::new(part_name(&dest));
+        let mut writer = File::create(&part.path)
+            .map_err(|e| download_error(format!("cannot create {}: {e}", part.path.display())))?;
+        let part_error =
+            |e: std::io::Error| download_error(format!("{}: {e}", part.path.display()));
+        let copied = std::io::copy(&mut entry, &mut writer).map_err(archive_error)?;
+        if copied != file_bytes {
+            return Err(download_error(format!(
+                "{url}: {} has {copied} bytes, expected {file_bytes}",
+                path.display()
+            )));
+        }
+        writer.sync_all().map_err(part_error)?;
+        drop(writer);
+        part.keep(&dest)?;
+        written.push(name);
+    }
+    let missing: Vec<&str> = expected_names().filter(|n| !written.contains(n)).collect();
+    if !missing.is_empty() {
+        return Err(download_error(format!(
+            "{url}: no {BATCHES_DIR}/{} in the archive",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! What the examples share: the flags that describe a model, device choice, data loading,
+//! sample grids and the machine-readable last line.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use engine::backend::AdamKind;
+use engine::{Device, Result, Tensor};
+use glow::data::Cifar10;
+use glow::picture::{save_grid, ImageBatch};
+use glow::{Coupling, Glow, GlowConfig, Permutation};
+
+/// The temperatures of the paper's sample figure.
+pub const TEMPERATURES: [f32; 8] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// A real GPU if present, else the faster of the CPU device and a CPU Vulkan driver.
+    Auto,
+    /// The CPU device.
+    Cpu,
+    /// The Vulkan device (`ENGINE_VULKAN_DEVICE` picks one by index or name).
+    Vulkan,
+}
+
+/// `--coupling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CouplingArg {
+    /// Affine coupling.
+    Affine,
+    /// Additive coupling.
+    Additive,
+}
+
+/// `--permutation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PermutationArg {
+    /// Invertible 1x1 convolution.
+    Invconv,
+    /// LU-decomposed invertible 1x1 convolution.
+    InvconvLu,
+    /// Fixed random shuffle.
+    Shuffle,
+    /// Fixed reversal.
+    Reverse,
+}
+
+/// `--optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    /// Adamax (the paper's choice).
+    Adamax,
+    /// Adam.
+    Adam,
+}
+
+impl From<OptimizerArg> for AdamKind {
+    fn from(o: OptimizerArg) -> AdamKind {
+        match o {
+            OptimizerArg::Adamax => AdamKind::Adamax,
+            OptimizerArg::Adam => AdamKind::Adam,
+        }
+    }
+}
+
+/// The flags that describe a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Levels L (squeeze, K steps, split).
+    #[arg(long, default_value_t = 3)]
+    pub levels: usize,
+    /// Flow steps per level K.
+    #[arg(long, default_value_t = 8)]
+    pub depth: usize,
+    /// Channels of each coupling network.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// Coupling layer.
+    #[arg(long, value_enum, default_value_t = CouplingArg::Affine)]
+    pub coupling: CouplingArg,
+    /// Channel mixing between couplings.
+    #[arg(long, value_enum, default_value_t = PermutationArg::InvconvLu)]
+    pub permutation: PermutationArg,
+    /// Learn the top prior (else a standard normal).
+    #[arg(long)]
+    pub learn_top: bool,
+    /// Class-conditional priors and a classifier head.
+    #[arg(long)]
+    pub y_condition: bool,
+    /// Bits per colour channel kept (1-8).
+    #[arg(long, default_value_t = 8)]
+    pub n_bits: u32,
+}
+
+impl ModelArgs {
+    /// The model configuration for 32x32 RGB images.
+    pub fn config(&self, seed: u64) -> GlowConfig {
+        GlowConfig {
+            image_shape: [3, 32, 32],
+            levels: self.levels,
+            depth: self.depth,
+            hidden: self.hidden,
+            coupling: match self.coupling {
+                CouplingArg::Affine => Coupling::Affine,
+                CouplingArg::Additive => Coupling::Additive,
+            },
+            permutation: match self.permutation {
+                PermutationArg::Invconv => Permutation::Invconv,
+                PermutationArg::InvconvLu => Permutation::InvconvLu,
+                PermutationArg::Shuffle => Permutation::Shuffle,
+                PermutationArg::Reverse => Permutation::Reverse,
+            },
+            learn_top: self.learn_top,
+            y_condition: self.y_condition,
+            n_bits: self.n_bits,
+            seed,
+            ..GlowConfig::default()
+        }
+    }
+}
+
+/// Picks the device for `choice` and says why.
+pub fn pick_device(choice: DeviceChoice) -> Result<(Device, String)> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Device::Cpu, "requested with --device cpu".into())),
+        DeviceChoice::Vulkan => vulkan_device(),
+        DeviceChoice::Auto => auto_device(),
+    }
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan_device() -> Result<(Device, String)> {
+    let dev = Device::vulkan()?;
+    Ok((dev, "requested with --device vulkan".into()))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan_device() -> Result<(Device, String)> {
+    Err(engine::Error::Device(
+        "this build has no Vulkan device (built without the `vulkan` feature)".into(),
+    ))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn auto_device() -> Result<(Device, String)> {
+    Ok((Device::Cpu, "built without the `vulkan` feature".into()))
+}
+
+#[cfg(feature = "vulkan")]
+fn auto_device() -> Result<(Device, String)> {
+    use engine::vulkan::{enumerate_devices, DeviceKind};
+    let devices = match enumerate_devices() {
+        Ok(d) => d,
+        Err(e) => return Ok((Device::Cpu, format!("no Vulkan: {e}"))),
+    };
+    if let Some(gpu) = devices.iter().find(|d| d.kind != DeviceKind::Cpu) {
+        let dev = Device::vulkan()?;
+        return Ok((dev, format!("a real GPU is present ({}, {:?})", gpu.name, gpu.kind)));
+    }
+    if devices.is_empty() {
+        return Ok((Device::Cpu, "no Vulkan device found".into()));
+    }
+    // Only CPU Vulkan drivers: time one training-shaped convolution on each.
+    let vk = Device::vulkan()?;
+    let (cpu_ms, vk_ms) = (calibrate(&Device::Cpu)?, calibrate(&vk)?);
+    if vk_ms < cpu_ms {
+        Ok((vk, format!("no GPU; the CPU Vulkan driver was faster ({vk_ms:.1} ms vs {cpu_ms:.1} ms for a conv step)")))
+    } else {
+        Ok((Device::Cpu, format!("no GPU; the CPU device was faster than the CPU Vulkan driver ({cpu_ms:.1} ms vs {vk_ms:.1} ms for a conv step)")))
+    }
+}
+
+/// Milliseconds for a forward and backward 3x3 convolution at Glow's first-level shape
+/// (best of three after a warm-up).
+#[cfg(feature = "vulkan")]
+fn calibrate(dev: &Device) -> Result<f64> {
+    let x = Tensor::randn(&[16, 6, 16, 16], 0.0, 1.0, 1, dev)?;
+    let w = Tensor::randn(&[128, 6, 3, 3], 0.0, 0.05, 2, dev)?.with_grad();
+    let run = || -> Result<f64> {
+        let t = std::time::Instant::now();
+        let g = x.conv2d(&w, None)?.square()?.sum_all()?.backward()?;
+        g.get(&w).map(|g| g.to_vec()).transpose()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    run()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(run()?);
+    }
+    Ok(best)
+}
+
+/// The dataset at `--data`, or the built-in sample.
+pub fn load_data(path: Option<&Path>) -> Result<Cifar10> {
+    let path: PathBuf = path.map(Path::to_path_buf).unwrap_or_else(glow::data::default_data_dir);
+    Cifar10::load(&path)
+}
+
+/// Writes `images` `[N, 3, H, W]` (flow range) as a grid PNG with `columns` columns.
+pub fn write_grid(path: &Path, images: &Tensor, columns: usize) -> Result<()> {
+    let s = images.shape();
+    let data = images.to_vec()?;
+    let batch = ImageBatch::new(&data, [s[0], s[1], s[2], s[3]])?;
+    save_grid(path, &batch, columns, 2)
+}
+
+/// Sample grids at every temperature of [`TEMPERATURES`]: one PNG per temperature
+/// (`{prefix}_t{T}.png`, `n` images) and an overview with one row per temperature
+/// (`{prefix}_all.png`). Returns the paths written.
+pub fn write_sample_grids(model: &Glow, dir: &Path, prefix: &str, n: usize, seed: u64) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| engine::Error::invalid("samples", format!("cannot create {}: {e}", dir.display())))?;
+    let labels: Option<Vec<usize>> = model
+        .config()
+        .y_condition
+        .then(|| (0..n).map(|i| i % model.config().num_classes).collect());
+    let mut rows = Vec::new();
+    let mut written = Vec::new();
+    for &t in &TEMPERATURES {
+        let images = model.sample(n, t, labels.as_deref(), seed)?;
+        let path = dir.join(format!("{prefix}_t{t:.2}.png"));
+        write_grid(&path, &images, (n as f64).sqrt().ceil() as usize)?;
+        written.push(path);
+        rows.push(images.slice(0, 0, n.min(8))?);
+    }
+    let all = Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?;
+    let path = dir.join(format!("{prefix}_all.png"));
+    write_grid(&path, &all, n.min(8))?;
+    written.push(path);
+    Ok(written)
+}
+
+/// Prints the one JSON line that ends every example's output.
+pub fn print_summary(value: serde_json::Value) {
+    println!("{value}");
+}
