@@ -6,13 +6,21 @@
 //! Gaussian in `gaussian.rs`; named parameters and the model state in `param.rs`. The
 //! exact model follows `glow-spec.md` of the project; its names follow the common PyTorch
 //! port so weights can be exchanged.
+//!
+//! Checkpoints (one safetensors file: model, optimiser, training position) are in
+//! `checkpoint.rs`, described for other frameworks in `docs/checkpoint-format.md`;
+//! PNG sample grids and loss curves in `picture.rs`.
 
+pub mod atomic;
+pub mod checkpoint;
 pub mod config;
+pub mod font;
 pub mod gaussian;
 pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod param;
+pub mod picture;
 
 pub use config::{Coupling, GlowConfig, Permutation};
 pub use engine;
