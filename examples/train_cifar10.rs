@@ -177,7 +177,7 @@ fn run(args: Args) -> Result<()> {
     };
 
     while trainer.step < total {
-        let (mut pixels, labels) = batch_for_step(&data.train, args.batch, trainer.seed, trainer.step);
+        let (mut pixels, labels) = batch_for_step(&data.train, args.batch, trainer.seed, trainer.step)?;
         if args.flip {
             glow::data::random_hflip(&mut pixels, [3, 32, 32], trainer.seed, trainer.step)?;
         }

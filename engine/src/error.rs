@@ -42,6 +42,15 @@ pub enum Error {
     /// A failure inside a device (Vulkan call, out of device memory, shader compilation).
     #[error("device: {0}")]
     Device(String),
+    /// A file that could not be read or written, or whose contents are not what was
+    /// expected (a truncated checkpoint, a missing tensor).
+    #[error("{path}: {msg}")]
+    Io {
+        /// The file, as the caller named it.
+        path: String,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 /// The engine's result type.
@@ -60,6 +69,14 @@ impl Error {
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Invalid {
             op,
+            msg: msg.into(),
+        }
+    }
+
+    /// A file error naming `path`.
+    pub fn io(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
             msg: msg.into(),
         }
     }

@@ -1,9 +1,10 @@
 //! The hyper-parameters that define a Glow model.
 
 use engine::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// The coupling layer of each flow step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Coupling {
     /// `yb = (xb + shift) · sigmoid(raw + 2)`: learns a scale, so it has a log-det.
     Affine,
@@ -12,7 +13,7 @@ pub enum Coupling {
 }
 
 /// How each flow step mixes channels before its coupling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Permutation {
     /// Learned invertible 1x1 convolution with a full weight matrix.
     Invconv,
@@ -25,7 +26,8 @@ pub enum Permutation {
 }
 
 /// Everything that fixes a Glow model's architecture and initialisation.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialised as JSON in checkpoints (see `docs/checkpoint-format.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GlowConfig {
     /// Input `[channels, height, width]`; height and width divisible by `2^levels`.
     pub image_shape: [usize; 3],

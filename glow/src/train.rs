@@ -145,3 +145,26 @@ pub fn evaluate(
         per_image,
     })
 }
+
+/// The images and labels of training step `step` (0-based): each epoch is `n / batch` full
+/// batches taken in the order [`crate::data::epoch_order`]`(seed, epoch, n)`, the last
+/// partial batch skipped. A pure function of its arguments, so a resumed run sees the
+/// same batches as an uninterrupted one.
+pub fn batch_for_step(
+    dataset: &crate::data::Dataset,
+    batch: usize,
+    seed: u64,
+    step: u64,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let n = dataset.len();
+    if batch == 0 || n < batch {
+        return Err(Error::invalid(
+            "batch_for_step",
+            format!("a batch of {batch} needs at least {batch} training images, the split has {n}"),
+        ));
+    }
+    let per_epoch = (n / batch) as u64;
+    let (epoch, k) = (step / per_epoch, (step % per_epoch) as usize);
+    let order = crate::data::epoch_order(seed, epoch, n);
+    Ok(dataset.batch(&order[k * batch..(k + 1) * batch]))
+}

@@ -1,0 +1,490 @@
+//! Checkpoints: the model, the optimiser and the training position in one safetensors file.
+//!
+//! A checkpoint holds every model state tensor under its state name (PyTorch layouts, as
+//! [`Glow::state`] gives them), the optimiser's moments as `optimizer.{param}.m` and
+//! `optimizer.{param}.v`, and in the safetensors `__metadata__` map the format version,
+//! the [`GlowConfig`] and the optimiser settings as JSON, the optimiser's step counter and
+//! the [`TrainState`]. `docs/checkpoint-format.md` describes the file for readers in other
+//! frameworks.
+//!
+//! Save with [`save_checkpoint`]; read with [`load_checkpoint`] (host side, checks the
+//! file) and rebuild the model and optimiser on a device with [`Checkpoint::restore`], or
+//! do both with [`resume`]. Writes are atomic ([`crate::atomic`]): a crash while saving
+//! leaves the previous checkpoint intact. Every error names the file.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use engine::backend::AdamKind;
+use engine::{Device, Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{io_error, write_atomic};
+use crate::config::GlowConfig;
+use crate::model::Glow;
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::param::{ModelState, StateTensor};
+
+/// The value of the `format` metadata key.
+pub const FORMAT: &str = "glow-rs-checkpoint";
+/// The value of the `format_version` metadata key; bumped when the layout changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of the optimiser's tensors: `optimizer.{param}.m` and `optimizer.{param}.v`.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// Metadata keys (see `docs/checkpoint-format.md`).
+pub mod keys {
+    /// Always [`super::FORMAT`].
+    pub const FORMAT: &str = "format";
+    /// [`super::FORMAT_VERSION`] in decimal.
+    pub const FORMAT_VERSION: &str = "format_version";
+    /// The [`crate::GlowConfig`] as JSON.
+    pub const GLOW_CONFIG: &str = "glow.config";
+    /// The optimiser settings as JSON.
+    pub const OPTIMIZER_CONFIG: &str = "optimizer.config";
+    /// The optimiser's step counter (bias correction, warmup) in decimal.
+    pub const OPTIMIZER_STEP: &str = "optimizer.step";
+    /// [`super::TrainState::seed`] in decimal.
+    pub const TRAIN_SEED: &str = "train.seed";
+    /// [`super::TrainState::step`] in decimal.
+    pub const TRAIN_STEP: &str = "train.step";
+    /// [`super::TrainState::epoch`] in decimal.
+    pub const TRAIN_EPOCH: &str = "train.epoch";
+    /// [`super::TrainState::position_in_epoch`] in decimal.
+    pub const TRAIN_POSITION: &str = "train.position_in_epoch";
+}
+
+/// Where training stands. All training randomness (data order, dequantisation noise) is
+/// counter-based from `(seed, step/epoch)`, so this is the whole random state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrainState {
+    /// The training run's seed.
+    pub seed: u64,
+    /// Training steps taken.
+    pub step: u64,
+    /// Completed epochs.
+    pub epoch: u64,
+    /// Examples of the current epoch already consumed.
+    pub position_in_epoch: u64,
+}
+
+/// The optimiser as stored: settings, step counter and host copies of the moments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    /// Settings.
+    pub config: OptimizerConfig,
+    /// [`Optimizer::step`].
+    pub step: u32,
+    /// `(m, v)` per parameter name.
+    pub moments: BTreeMap<String, (StateTensor, StateTensor)>,
+}
+
+/// A checkpoint read into host memory by [`load_checkpoint`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The file it was read from (named in errors).
+    pub path: PathBuf,
+    /// The model's architecture.
+    pub config: GlowConfig,
+    /// Every model state tensor, sorted by name.
+    pub model_state: ModelState,
+    /// The optimiser.
+    pub optimizer: OptimizerState,
+    /// Where training stands.
+    pub train: TrainState,
+}
+
+/// [`OptimizerConfig`] as JSON. A mirror rather than a derive because [`AdamKind`] lives
+/// in the engine, which has no serde; the destructuring in `From` makes a new field of
+/// [`OptimizerConfig`] a compile error here rather than a silently dropped setting.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct OptimizerConfigJson {
+    /// `"adam"` or `"adamax"`.
+    kind: String,
+    lr: f32,
+    warmup: u32,
+    betas: (f32, f32),
+    eps: f32,
+    weight_decay: f32,
+    max_grad_norm: Option<f32>,
+}
+
+impl From<&OptimizerConfig> for OptimizerConfigJson {
+    fn from(c: &OptimizerConfig) -> Self {
+        let OptimizerConfig {
+            kind,
+            lr,
+            warmup,
+            betas,
+            eps,
+            weight_decay,
+            max_grad_norm,
+        } = *c;
+        let kind = match kind {
+            AdamKind::Adam => "adam",
+            AdamKind::Adamax => "adamax",
+        };
+        OptimizerConfigJson {
+            kind: kind.into(),
+            lr,
+            warmup,
+            betas,
+            eps,
+            weight_decay,
+            max_grad_norm,
+        }
+    }
+}
+
+impl OptimizerConfigJson {
+    fn to_config(&self) -> std::result::Result<OptimizerConfig, String> {
+        let kind = match self.kind.as_str() {
+            "adam" => AdamKind::Adam,
+            "adamax" => AdamKind::Adamax,
+            other => return Err(format!("unknown optimiser kind {other:?}")),
+        };
+        Ok(OptimizerConfig {
+            kind,
+            lr: self.lr,
+            warmup: self.warmup,
+            betas: self.betas,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+        })
+    }
+}
+
+/// A host tensor as safetensors writes it: little-endian `f32`.
+struct F32View<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Serialises `value` as JSON and checks that it reads back equal (non-finite floats, for
+/// one, would come back as `null`), so a checkpoint is never written that cannot be read.
+fn to_json<T: Serialize + for<'de> Deserialize<'de> + PartialEq>(
+    path: &Path,
+    what: &str,
+    value: &T,
+) -> Result<String> {
+    let json = serde_json::to_string(value).map_err(|e| io_error(path, what, e))?;
+    match serde_json::from_str::<T>(&json) {
+        Ok(back) if back == *value => Ok(json),
+        _ => Err(Error::io(
+            path,
+            format!("{what} does not survive JSON (a non-finite number?): {json}"),
+        )),
+    }
+}
+
+/// Saves `model`, `optimizer` and `train` to `path` (conventionally `*.safetensors`),
+/// atomically: the file is either the previous checkpoint or this one, never a mix.
+pub fn save_checkpoint(
+    path: impl AsRef<Path>,
+    model: &Glow,
+    optimizer: &Optimizer,
+    train: &TrainState,
+) -> Result<()> {
+    let path = path.as_ref();
+    let state = model.state()?;
+    let mut moments = Vec::with_capacity(optimizer.moments.len());
+    for (name, (m, v)) in &optimizer.moments {
+        moments.push((
+            name,
+            StateTensor::from_tensor(format!("{OPTIMIZER_PREFIX}{name}.m"), m)?,
+            StateTensor::from_tensor(format!("{OPTIMIZER_PREFIX}{name}.v"), v)?,
+        ));
+    }
+    let mut tensors: Vec<(String, F32View)> = Vec::new();
+    for t in state
+        .tensors
+        .iter()
+        .chain(moments.iter().flat_map(|(_, m, v)| [m, v]))
+    {
+        tensors.push((
+            t.name.clone(),
+            F32View {
+                shape: &t.shape,
+                data: &t.data,
+            },
+        ));
+    }
+    let names: BTreeSet<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+    if names.len() != tensors.len() {
+        return Err(Error::io(path, "two state tensors share a name"));
+    }
+
+    let meta: HashMap<String, String> = [
+        (keys::FORMAT, FORMAT.to_string()),
+        (keys::FORMAT_VERSION, FORMAT_VERSION.to_string()),
+        (
+            keys::GLOW_CONFIG,
+            to_json(path, "the model configuration", model.config())?,
+        ),
+        (
+            keys::OPTIMIZER_CONFIG,
+            to_json(
+                path,
+                "the optimiser configuration",
+                &OptimizerConfigJson::from(&optimizer.config),
+            )?,
+        ),
+        (keys::OPTIMIZER_STEP, optimizer.step.to_string()),
+        (keys::TRAIN_SEED, train.seed.to_string()),
+        (keys::TRAIN_STEP, train.step.to_string()),
+        (keys::TRAIN_EPOCH, train.epoch.to_string()),
+        (keys::TRAIN_POSITION, train.position_in_epoch.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+
+    write_atomic(path, |tmp| {
+        safetensors::tensor::serialize_to_file(tensors, Some(meta), tmp)
+            .map_err(|e| io_error(path, "writing the checkpoint", e))
+    })
+}
+
+/// Reads and checks the checkpoint at `path` into host memory. Fails, naming the file,
+/// when it is missing, not safetensors, truncated, not a checkpoint of this format, or
+/// holds an optimiser moment without its partner. Whether every model tensor is present
+/// is checked by [`Checkpoint::restore`], which knows the model.
+pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, "cannot read checkpoint", e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        io_error(
+            path,
+            "not a safetensors file, or truncated (the header or data does not fit)",
+            e,
+        )
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| io_error(path, "unreadable safetensors header", e))?;
+    let empty = HashMap::new();
+    let meta = header.metadata().as_ref().unwrap_or(&empty);
+    let get = |key: &str| -> Result<&str> {
+        meta.get(key).map(String::as_str).ok_or_else(|| {
+            Error::io(
+                path,
+                format!("the metadata has no key {key:?}: not a {FORMAT} file, or damaged"),
+            )
+        })
+    };
+    let number = |key: &str| -> Result<u64> {
+        let s = get(key)?;
+        s.parse()
+            .map_err(|_| Error::io(path, format!("metadata {key:?} is not a number: {s:?}")))
+    };
+
+    if get(keys::FORMAT)? != FORMAT {
+        return Err(Error::io(
+            path,
+            format!("format is {:?}, not {FORMAT:?}", get(keys::FORMAT)?),
+        ));
+    }
+    let version = number(keys::FORMAT_VERSION)?;
+    if version != u64::from(FORMAT_VERSION) {
+        return Err(Error::io(
+            path,
+            format!("format version {version}; this build reads version {FORMAT_VERSION}"),
+        ));
+    }
+    let config: GlowConfig = serde_json::from_str(get(keys::GLOW_CONFIG)?)
+        .map_err(|e| io_error(path, "bad model configuration", e))?;
+    config
+        .validate()
+        .map_err(|e| io_error(path, "bad model configuration", e))?;
+    let opt_config = serde_json::from_str::<OptimizerConfigJson>(get(keys::OPTIMIZER_CONFIG)?)
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.to_config())
+        .map_err(|e| io_error(path, "bad optimiser configuration", e))?;
+    let opt_step = u32::try_from(number(keys::OPTIMIZER_STEP)?)
+        .map_err(|e| io_error(path, "bad optimiser step", e))?;
+    let train = TrainState {
+        seed: number(keys::TRAIN_SEED)?,
+        step: number(keys::TRAIN_STEP)?,
+        epoch: number(keys::TRAIN_EPOCH)?,
+        position_in_epoch: number(keys::TRAIN_POSITION)?,
+    };
+
+    let mut model_tensors = Vec::new();
+    let mut halves: BTreeMap<String, (Option<StateTensor>, Option<StateTensor>)> = BTreeMap::new();
+    let mut entries = file.tensors();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, view) in entries {
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::io(
+                path,
+                format!(
+                    "tensor {name} has dtype {:?}; checkpoints hold F32",
+                    view.dtype()
+                ),
+            ));
+        }
+        let t = StateTensor {
+            data: view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            shape: view.shape().to_vec(),
+            name,
+        };
+        let Some(rest) = t.name.strip_prefix(OPTIMIZER_PREFIX) else {
+            model_tensors.push(t);
+            continue;
+        };
+        let (param, is_m) = if let Some(p) = rest.strip_suffix(".m") {
+            (p.to_string(), true)
+        } else if let Some(p) = rest.strip_suffix(".v") {
+            (p.to_string(), false)
+        } else {
+            return Err(Error::io(
+                path,
+                format!("tensor {} is neither an .m nor a .v moment", t.name),
+            ));
+        };
+        let slot = halves.entry(param).or_default();
+        if is_m {
+            slot.0 = Some(t);
+        } else {
+            slot.1 = Some(t);
+        }
+    }
+    let mut moments = BTreeMap::new();
+    for (param, pair) in halves {
+        match pair {
+            (Some(m), Some(v)) if m.shape == v.shape => {
+                moments.insert(param, (m, v));
+            }
+            (Some(m), Some(v)) => {
+                return Err(Error::io(
+                    path,
+                    format!(
+                        "moments of {param} disagree in shape: m {:?}, v {:?}",
+                        m.shape, v.shape
+                    ),
+                ))
+            }
+            (m, _) => {
+                let missing = if m.is_none() { "m" } else { "v" };
+                return Err(Error::io(
+                    path,
+                    format!("missing tensor {OPTIMIZER_PREFIX}{param}.{missing}"),
+                ));
+            }
+        }
+    }
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        config,
+        model_state: ModelState {
+            tensors: model_tensors,
+        },
+        optimizer: OptimizerState {
+            config: opt_config,
+            step: opt_step,
+            moments,
+        },
+        train,
+    })
+}
+
+impl Checkpoint {
+    /// Builds the model on `device` with the stored state, and the optimiser with its
+    /// moments uploaded. Fails, naming the file, when a model tensor is missing, has the
+    /// wrong shape or is not part of the model, or a moment has no trainable parameter.
+    pub fn restore(&self, device: &Device) -> Result<(Glow, Optimizer)> {
+        let fail = |msg: String| Error::io(&self.path, msg);
+        let model = Glow::new(self.config.clone(), device)
+            .map_err(|e| fail(format!("cannot build the model: {e}")))?;
+        let expected: BTreeMap<String, Vec<usize>> = model
+            .state()?
+            .tensors
+            .into_iter()
+            .map(|t| (t.name, t.shape))
+            .collect();
+        let stored: BTreeMap<&str, &[usize]> = self
+            .model_state
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.as_slice()))
+            .collect();
+        for (name, shape) in &expected {
+            match stored.get(name.as_str()) {
+                None => return Err(fail(format!("missing tensor {name}"))),
+                Some(s) if s != shape => {
+                    return Err(fail(format!(
+                        "tensor {name} has shape {s:?}; the model needs {shape:?}"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = stored.keys().find(|n| !expected.contains_key(**n)) {
+            return Err(fail(format!(
+                "tensor {extra} is not part of the model its configuration describes"
+            )));
+        }
+        model
+            .load_state(&self.model_state)
+            .map_err(|e| fail(format!("cannot load the model state: {e}")))?;
+
+        let params: BTreeMap<&str, Vec<usize>> = model
+            .trainable_params()
+            .into_iter()
+            .map(|p| (p.name(), p.shape()))
+            .collect();
+        let mut moments = BTreeMap::new();
+        for (name, (m, v)) in &self.optimizer.moments {
+            match params.get(name.as_str()) {
+                None => {
+                    return Err(fail(format!(
+                        "optimiser moments for {name}, which is not a trainable parameter"
+                    )))
+                }
+                Some(shape) if *shape != m.shape => {
+                    return Err(fail(format!(
+                        "optimiser moments for {name} have shape {:?}; the parameter has {shape:?}",
+                        m.shape
+                    )))
+                }
+                Some(_) => {}
+            }
+            moments.insert(name.clone(), (m.to_tensor(device)?, v.to_tensor(device)?));
+        }
+        let optimizer = Optimizer {
+            config: self.optimizer.config,
+            step: self.optimizer.step,
+            moments,
+        };
+        Ok((model, optimizer))
+    }
+}
+
+/// Reads the checkpoint at `path` and restores the model and optimiser on `device`.
+pub fn resume(path: impl AsRef<Path>, device: &Device) -> Result<(Glow, Optimizer, TrainState)> {
+    let ckpt = load_checkpoint(path)?;
+    let (model, optimizer) = ckpt.restore(device)?;
+    Ok((model, optimizer, ckpt.train))
+}

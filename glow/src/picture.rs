@@ -1,0 +1,505 @@
+//! PNG pictures of training: grids of sample images and loss curves.
+//!
+//! - [`save_grid`] / [`save_strip`]: a batch `[N, C, H, W]` in the flow's range
+//!   `[-0.5, 0.5]` (as [`crate::Glow::sample`] returns it) laid out in a grid, 8-bit RGB.
+//! - [`save_loss_curve`]: a line plot of one or more series with axes, ticks, labels and
+//!   a legend, drawn with the 5x7 font of [`crate::font`].
+//!
+//! Everything is drawn on a plain RGB [`Canvas`] and written with the `png` crate; every
+//! write is atomic ([`crate::atomic`]), so a viewer never sees half a picture.
+
+use std::path::Path;
+
+use engine::{Error, Result};
+
+use crate::atomic::{io_error, write_atomic};
+use crate::font;
+
+/// An RGB colour.
+pub type Rgb = [u8; 3];
+
+/// A batch of images `[N, C, H, W]`, row-major, values in the flow's range `[-0.5, 0.5]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageBatch<'a> {
+    data: &'a [f32],
+    shape: [usize; 4],
+}
+
+impl<'a> ImageBatch<'a> {
+    /// Checks that `data` holds `[n, c, h, w]` values and that `c` is 1 (grey) or 3 (RGB).
+    pub fn new(data: &'a [f32], shape: [usize; 4]) -> Result<Self> {
+        let [n, c, h, w] = shape;
+        if data.len() != n * c * h * w {
+            return Err(Error::shape(
+                "ImageBatch",
+                format!("{} values do not make images {shape:?}", data.len()),
+            ));
+        }
+        if c != 1 && c != 3 {
+            return Err(Error::shape(
+                "ImageBatch",
+                format!("images need 1 or 3 channels, got {c}"),
+            ));
+        }
+        Ok(ImageBatch { data, shape })
+    }
+
+    /// `[N, C, H, W]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    /// The colour of pixel `(x, y)` of image `k`: `(v + 0.5) · 255`, rounded and clamped
+    /// to `0..=255` (NaN gives 0); a grey image repeats its channel.
+    pub fn pixel(&self, k: usize, x: usize, y: usize) -> Rgb {
+        let [_, c, h, w] = self.shape;
+        let at = |ch: usize| to_byte(self.data[((k * c + ch) * h + y) * w + x]);
+        if c == 1 {
+            [at(0); 3]
+        } else {
+            [at(0), at(1), at(2)]
+        }
+    }
+}
+
+/// `[-0.5, 0.5] → 0..=255`.
+fn to_byte(v: f32) -> u8 {
+    // `as` saturates and maps NaN to 0.
+    ((v + 0.5) * 255.0).round().clamp(0.0, 255.0) as u8
+}
+
+/// An 8-bit RGB picture, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canvas {
+    width: usize,
+    height: usize,
+    pixels: Vec<u8>,
+}
+
+impl Canvas {
+    /// A `width × height` picture filled with `background`.
+    pub fn new(width: usize, height: usize, background: Rgb) -> Canvas {
+        Canvas {
+            width,
+            height,
+            pixels: background.repeat(width * height),
+        }
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// The colour at `(x, y)`, or `None` outside.
+    pub fn get(&self, x: usize, y: usize) -> Option<Rgb> {
+        (x < self.width && y < self.height).then(|| {
+            let i = 3 * (y * self.width + x);
+            [self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]]
+        })
+    }
+
+    /// Sets `(x, y)`; points outside are ignored, so drawing needs no clipping.
+    pub fn set(&mut self, x: usize, y: usize, colour: Rgb) {
+        if x < self.width && y < self.height {
+            let i = 3 * (y * self.width + x);
+            self.pixels[i..i + 3].copy_from_slice(&colour);
+        }
+    }
+
+    /// Fills the rectangle `[x0, x1) × [y0, y1)`.
+    pub fn fill_rect(&mut self, x0: usize, y0: usize, x1: usize, y1: usize, colour: Rgb) {
+        for y in y0..y1.min(self.height) {
+            for x in x0..x1.min(self.width) {
+                self.set(x, y, colour);
+            }
+        }
+    }
+
+    /// A line from `(x0, y0)` to `(x1, y1)` (Bresenham), `thickness` pixels wide.
+    pub fn line(&mut self, from: (i64, i64), to: (i64, i64), thickness: usize, colour: Rgb) {
+        let ((mut x, mut y), (x1, y1)) = (from, to);
+        let (dx, dy) = ((x1 - x).abs(), -(y1 - y).abs());
+        let (sx, sy) = (if x < x1 { 1 } else { -1 }, if y < y1 { 1 } else { -1 });
+        let mut err = dx + dy;
+        let t = thickness.max(1) as i64;
+        loop {
+            for oy in 0..t {
+                for ox in 0..t {
+                    let (px, py) = (x + ox - t / 2, y + oy - t / 2);
+                    if px >= 0 && py >= 0 {
+                        self.set(px as usize, py as usize, colour);
+                    }
+                }
+            }
+            if x == x1 && y == y1 {
+                break;
+            }
+            let e2 = 2 * err;
+            if e2 >= dy {
+                err += dy;
+                x += sx;
+            }
+            if e2 <= dx {
+                err += dx;
+                y += sy;
+            }
+        }
+    }
+
+    /// Draws `text` with its top-left corner at `(x, y)`.
+    pub fn text(&mut self, text: &str, x: usize, y: usize, scale: usize, colour: Rgb) {
+        font::render(text, x, y, scale, |px, py| self.set(px, py, colour));
+    }
+
+    /// Writes the picture to `path` as an 8-bit RGB PNG, atomically.
+    pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let (w, h) = match (u32::try_from(self.width), u32::try_from(self.height)) {
+            (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
+            _ => {
+                return Err(Error::io(
+                    path,
+                    format!("cannot write a {}x{} picture", self.width, self.height),
+                ))
+            }
+        };
+        write_atomic(path, |tmp| {
+            let file = std::fs::File::create(tmp)
+                .map_err(|e| io_error(path, "creating the temporary file", e))?;
+            let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder
+                .write_header()
+                .map_err(|e| io_error(path, "writing the PNG", e))?;
+            writer
+                .write_image_data(&self.pixels)
+                .map_err(|e| io_error(path, "writing the PNG", e))?;
+            writer
+                .finish()
+                .map_err(|e| io_error(path, "writing the PNG", e))
+        })
+    }
+}
+
+/// Colour of the padding between grid cells.
+pub const GRID_BACKGROUND: Rgb = [0, 0, 0];
+
+/// Lays `images` out in rows of `columns` cells with `padding` pixels around every cell.
+/// Cell `k` is at row `k / columns`, column `k % columns`; its top-left pixel is at
+/// `(padding + col · (W + padding), padding + row · (H + padding))`.
+pub fn grid(images: &ImageBatch, columns: usize, padding: usize) -> Result<Canvas> {
+    let [n, _, h, w] = images.shape();
+    if columns == 0 || n == 0 || h == 0 || w == 0 {
+        return Err(Error::invalid(
+            "grid",
+            format!(
+                "need at least one column and a non-empty batch, got {columns} columns for {:?}",
+                images.shape()
+            ),
+        ));
+    }
+    let columns = columns.min(n);
+    let rows = n.div_ceil(columns);
+    let mut canvas = Canvas::new(
+        columns * w + (columns + 1) * padding,
+        rows * h + (rows + 1) * padding,
+        GRID_BACKGROUND,
+    );
+    for k in 0..n {
+        let (x0, y0) = (
+            padding + (k % columns) * (w + padding),
+            padding + (k / columns) * (h + padding),
+        );
+        for y in 0..h {
+            for x in 0..w {
+                canvas.set(x0 + x, y0 + y, images.pixel(k, x, y));
+            }
+        }
+    }
+    Ok(canvas)
+}
+
+/// Writes `images` as a grid PNG (see [`grid`] for the layout).
+pub fn save_grid(
+    path: impl AsRef<Path>,
+    images: &ImageBatch,
+    columns: usize,
+    padding: usize,
+) -> Result<()> {
+    grid(images, columns, padding)?.save_png(path)
+}
+
+/// Writes `images` side by side in one row.
+pub fn save_strip(path: impl AsRef<Path>, images: &ImageBatch, padding: usize) -> Result<()> {
+    save_grid(path, images, images.shape()[0], padding)
+}
+
+/// Size and labels of a line plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotOptions {
+    /// Picture width in pixels.
+    pub width: usize,
+    /// Picture height in pixels.
+    pub height: usize,
+    /// Drawn above the plot (empty: none).
+    pub title: String,
+    /// Drawn under the x axis.
+    pub x_label: String,
+    /// Drawn above the y axis.
+    pub y_label: String,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions {
+            width: 800,
+            height: 500,
+            title: String::new(),
+            x_label: "step".into(),
+            y_label: "loss".into(),
+        }
+    }
+}
+
+/// Line colours, one per series in order (repeating after the last).
+pub const SERIES_COLOURS: [Rgb; 6] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+];
+
+const WHITE: Rgb = [255, 255, 255];
+const INK: Rgb = [40, 40, 40];
+const GRID_LINE: Rgb = [225, 225, 225];
+/// Space for the y tick labels, the x tick labels and axis label, the title.
+const MARGIN_LEFT: usize = 80;
+const MARGIN_RIGHT: usize = 20;
+const MARGIN_TOP: usize = 36;
+const MARGIN_BOTTOM: usize = 56;
+
+/// Where a plot's data lands in its picture: the data rectangle
+/// `[x_min, x_max] × [y_min, y_max]` fills the pixel rectangle `[left, right] × [top,
+/// bottom]` (y grows upwards in data, downwards in pixels).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlotFrame {
+    /// Data range of the x axis.
+    pub x_range: (f64, f64),
+    /// Data range of the y axis.
+    pub y_range: (f64, f64),
+    /// Pixel column of `x_min`.
+    pub left: usize,
+    /// Pixel column of `x_max`.
+    pub right: usize,
+    /// Pixel row of `y_max`.
+    pub top: usize,
+    /// Pixel row of `y_min`.
+    pub bottom: usize,
+}
+
+impl PlotFrame {
+    /// The pixel `(column, row)` of data point `(x, y)` (unclamped, may lie outside).
+    pub fn pixel(&self, x: f64, y: f64) -> (i64, i64) {
+        let fx = (x - self.x_range.0) / (self.x_range.1 - self.x_range.0);
+        let fy = (y - self.y_range.0) / (self.y_range.1 - self.y_range.0);
+        let px = self.left as f64 + fx * (self.right - self.left) as f64;
+        let py = self.bottom as f64 - fy * (self.bottom - self.top) as f64;
+        (px.round() as i64, py.round() as i64)
+    }
+}
+
+/// Tick positions for `[lo, hi]`: multiples of a "nice" step (1, 2 or 5 × 10^k) giving
+/// about `target` ticks, and the widened range that starts and ends on a tick.
+fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64, (f64, f64)) {
+    let raw = (hi - lo) / target.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let (start, end) = ((lo / step).floor(), (hi / step).ceil());
+    let ticks = (0..=(end - start) as i64)
+        .map(|i| (start + i as f64) * step)
+        .collect();
+    (ticks, step, (start * step, end * step))
+}
+
+/// A tick label with as many decimals as the tick step needs.
+fn tick_label(v: f64, step: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e6 || step < 1e-4) {
+        return format!("{v:.1e}");
+    }
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    let s = format!("{v:.decimals$}");
+    // "-0.0" reads oddly on an axis.
+    if s.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        s.trim_start_matches('-').to_string()
+    } else {
+        s
+    }
+}
+
+/// The data range of the finite points of all series, widened when it is a single value.
+fn data_range(series: &[(&str, &[(f64, f64)])], axis: fn(&(f64, f64)) -> f64) -> (f64, f64) {
+    let (lo, hi) = series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .map(axis)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        (0.0, 1.0)
+    } else if lo == hi {
+        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.5 };
+        (lo - pad, hi + pad)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// Draws `series` (name, points `(step, value)`) as lines in [`SERIES_COLOURS`], with
+/// axes, tick labels, axis labels and a legend. Non-finite points break a line. Returns
+/// the data-to-pixel mapping.
+pub fn loss_curve(
+    series: &[(&str, &[(f64, f64)])],
+    options: &PlotOptions,
+) -> Result<(Canvas, PlotFrame)> {
+    let (w, h) = (options.width, options.height);
+    if w < MARGIN_LEFT + MARGIN_RIGHT + 100 || h < MARGIN_TOP + MARGIN_BOTTOM + 60 {
+        return Err(Error::invalid(
+            "loss_curve",
+            format!("a {w}x{h} picture is too small for a plot (at least 200x152)"),
+        ));
+    }
+    let mut canvas = Canvas::new(w, h, WHITE);
+    let (x_ticks, x_step, x_range) = {
+        let (lo, hi) = data_range(series, |p| p.0);
+        nice_ticks(lo, hi, 8)
+    };
+    let (y_ticks, y_step, y_range) = {
+        let (lo, hi) = data_range(series, |p| p.1);
+        nice_ticks(lo, hi, 6)
+    };
+    let frame = PlotFrame {
+        x_range,
+        y_range,
+        left: MARGIN_LEFT,
+        right: w - MARGIN_RIGHT,
+        top: MARGIN_TOP,
+        bottom: h - MARGIN_BOTTOM,
+    };
+
+    // Grid lines and ticks with labels.
+    for &x in &x_ticks {
+        let (px, _) = frame.pixel(x, 0.0);
+        let px = px as usize;
+        canvas.fill_rect(px, frame.top, px + 1, frame.bottom, GRID_LINE);
+        canvas.fill_rect(px, frame.bottom, px + 1, frame.bottom + 6, INK);
+        let label = tick_label(x, x_step);
+        let half = font::text_width(&label, 1) / 2;
+        canvas.text(&label, px.saturating_sub(half), frame.bottom + 10, 1, INK);
+    }
+    for &y in &y_ticks {
+        let (_, py) = frame.pixel(0.0, y);
+        let py = py as usize;
+        canvas.fill_rect(frame.left, py, frame.right, py + 1, GRID_LINE);
+        canvas.fill_rect(frame.left - 6, py, frame.left, py + 1, INK);
+        let label = tick_label(y, y_step);
+        let x = frame.left.saturating_sub(10 + font::text_width(&label, 1));
+        canvas.text(&label, x, py.saturating_sub(font::HEIGHT / 2), 1, INK);
+    }
+    // The frame.
+    canvas.fill_rect(frame.left, frame.top, frame.right + 1, frame.top + 1, INK);
+    canvas.fill_rect(
+        frame.left,
+        frame.bottom,
+        frame.right + 1,
+        frame.bottom + 1,
+        INK,
+    );
+    canvas.fill_rect(frame.left, frame.top, frame.left + 1, frame.bottom + 1, INK);
+    canvas.fill_rect(
+        frame.right,
+        frame.top,
+        frame.right + 1,
+        frame.bottom + 1,
+        INK,
+    );
+    // Labels.
+    let centre = |text: &str, scale: usize| (w.saturating_sub(font::text_width(text, scale))) / 2;
+    canvas.text(
+        &options.x_label,
+        centre(&options.x_label, 1),
+        h - 20,
+        1,
+        INK,
+    );
+    canvas.text(&options.y_label, 8, frame.top - 14, 1, INK);
+    canvas.text(&options.title, centre(&options.title, 2), 6, 2, INK);
+
+    // The series, each broken at non-finite points.
+    for (i, (_, points)) in series.iter().enumerate() {
+        let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+        let mut last: Option<(i64, i64)> = None;
+        for &(x, y) in points.iter() {
+            if !(x.is_finite() && y.is_finite()) {
+                last = None;
+                continue;
+            }
+            let p = frame.pixel(x, y);
+            canvas.line(last.unwrap_or(p), p, 2, colour);
+            last = Some(p);
+        }
+    }
+
+    // The legend, in the top-right corner of the plot.
+    if !series.is_empty() {
+        let text_w = series
+            .iter()
+            .map(|(name, _)| font::text_width(name, 1))
+            .max()
+            .unwrap_or(0);
+        let (row_h, swatch) = (14, 20);
+        let box_w = 8 + swatch + 6 + text_w + 8;
+        let box_h = 6 + series.len() * row_h;
+        let (x0, y0) = (frame.right.saturating_sub(box_w + 8), frame.top + 8);
+        canvas.fill_rect(x0, y0, x0 + box_w, y0 + box_h, WHITE);
+        canvas.fill_rect(x0, y0, x0 + box_w, y0 + 1, INK);
+        canvas.fill_rect(x0, y0 + box_h, x0 + box_w, y0 + box_h + 1, INK);
+        canvas.fill_rect(x0, y0, x0 + 1, y0 + box_h, INK);
+        canvas.fill_rect(x0 + box_w, y0, x0 + box_w + 1, y0 + box_h + 1, INK);
+        for (i, (name, _)) in series.iter().enumerate() {
+            let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+            let y = y0 + 6 + i * row_h;
+            canvas.fill_rect(x0 + 8, y + 3, x0 + 8 + swatch, y + 5, colour);
+            canvas.text(name, x0 + 8 + swatch + 6, y, 1, INK);
+        }
+    }
+    Ok((canvas, frame))
+}
+
+/// Writes [`loss_curve`]'s plot of `series` to `path` as a PNG; returns its frame.
+pub fn save_loss_curve(
+    path: impl AsRef<Path>,
+    series: &[(&str, &[(f64, f64)])],
+    options: &PlotOptions,
+) -> Result<PlotFrame> {
+    let (canvas, frame) = loss_curve(series, options)?;
+    canvas.save_png(path)?;
+    Ok(frame)
+}

@@ -1,0 +1,401 @@
+//! Checkpoints: a save → load round trip restores the model and optimiser bit for bit,
+//! an interrupted or failed write never damages the checkpoint already on disk, and bad
+//! files give errors that name them. CPU only: the file format does not depend on the
+//! device.
+
+use std::path::{Path, PathBuf};
+
+use engine::backend::AdamKind;
+use engine::{Device, Error, Result, Tensor};
+use glow::atomic::write_atomic;
+use glow::checkpoint::{
+    load_checkpoint, resume, save_checkpoint, Checkpoint, TrainState, FORMAT, OPTIMIZER_PREFIX,
+};
+use glow::optim::{Optimizer, OptimizerConfig};
+use glow::{Coupling, Glow, GlowConfig, Permutation};
+
+/// A fresh, empty directory for one test, removed by [`Scratch::drop`].
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("glow-ckpt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Scratch(dir)
+    }
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+    /// The names in the directory, sorted.
+    fn listing(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .expect("list the scratch directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn small(coupling: Coupling, permutation: Permutation, y_condition: bool) -> GlowConfig {
+    GlowConfig {
+        image_shape: [3, 8, 8],
+        levels: 2,
+        depth: 2,
+        hidden: 8,
+        coupling,
+        permutation,
+        learn_top: true,
+        y_condition,
+        num_classes: 3,
+        seed: 7,
+        ..GlowConfig::default()
+    }
+}
+
+fn labels(cfg: &GlowConfig, b: usize) -> Option<Vec<usize>> {
+    cfg.y_condition
+        .then(|| (0..b).map(|i| i % cfg.num_classes).collect())
+}
+
+fn batch(cfg: &GlowConfig, b: usize, seed: u64) -> Result<Tensor> {
+    let [c, h, w] = cfg.image_shape;
+    Tensor::rand_uniform(&[b, c, h, w], -0.5, 0.5, seed, &Device::Cpu)
+}
+
+/// A model and optimiser after `steps` Adam steps (0: ActNorms not yet initialised).
+fn trained(cfg: &GlowConfig, steps: usize) -> Result<(Glow, Optimizer)> {
+    let model = Glow::new(cfg.clone(), &Device::Cpu)?;
+    let mut opt = Optimizer::new(OptimizerConfig {
+        kind: AdamKind::Adam,
+        lr: 3e-3,
+        warmup: 5,
+        betas: (0.85, 0.995),
+        eps: 1e-7,
+        weight_decay: 1e-5,
+        max_grad_norm: Some(50.0),
+    });
+    let x = batch(cfg, 4, 1)?;
+    let y = labels(cfg, 4);
+    for _ in 0..steps {
+        let (loss, _) = model.loss(&x, y.as_deref())?;
+        opt.step(&model.trainable_params(), &loss.backward()?)?;
+    }
+    Ok((model, opt))
+}
+
+fn bits(t: &Tensor) -> Result<Vec<u32>> {
+    Ok(t.to_vec()?.into_iter().map(f32::to_bits).collect())
+}
+
+const TRAIN: TrainState = TrainState {
+    seed: 0xdead_beef_1234,
+    step: 3,
+    epoch: 2,
+    position_in_epoch: 40,
+};
+
+/// Saves, loads and restores; everything must come back bit for bit.
+fn round_trip(cfg: &GlowConfig, steps: usize, dir: &Scratch) -> Result<()> {
+    let (model, opt) = trained(cfg, steps)?;
+    let path = dir.path("model.safetensors");
+    save_checkpoint(&path, &model, &opt, &TRAIN)?;
+
+    let ckpt = load_checkpoint(&path)?;
+    assert_eq!(ckpt.config, *cfg);
+    assert_eq!(ckpt.train, TRAIN);
+    assert_eq!(ckpt.optimizer.config, opt.config);
+    assert_eq!(ckpt.optimizer.step, opt.step);
+    let (restored, ropt) = ckpt.restore(&Device::Cpu)?;
+    assert_eq!(restored.state()?, model.state()?, "model state");
+    assert_eq!(restored.is_initialized(), model.is_initialized());
+    assert_eq!(ropt.config, opt.config);
+    assert_eq!(ropt.step, opt.step);
+    assert_eq!(
+        ropt.moments.keys().collect::<Vec<_>>(),
+        opt.moments.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(opt.moments.is_empty(), steps == 0);
+    for (name, (m, v)) in &opt.moments {
+        let (rm, rv) = &ropt.moments[name];
+        assert_eq!(bits(rm)?, bits(m)?, "{name}.m");
+        assert_eq!(bits(rv)?, bits(v)?, "{name}.v");
+        assert_eq!(rm.shape(), m.shape());
+    }
+
+    let probe = batch(cfg, 3, 99)?;
+    let y = labels(cfg, 3);
+    let want = model.log_prob(&probe, y.as_deref())?;
+    let got = restored.log_prob(&probe, y.as_deref())?;
+    assert_eq!(bits(&got)?, bits(&want)?, "log_prob on the probe batch");
+
+    // Training goes on identically from the restored pair.
+    let x = batch(cfg, 4, 5)?;
+    let y4 = labels(cfg, 4);
+    let mut opt = opt;
+    let mut ropt = ropt;
+    for (m, o) in [(&model, &mut opt), (&restored, &mut ropt)] {
+        let (loss, _) = m.loss(&x, y4.as_deref())?;
+        o.step(&m.trainable_params(), &loss.backward()?)?;
+    }
+    assert_eq!(
+        restored.state()?,
+        model.state()?,
+        "state after one more step"
+    );
+    Ok(())
+}
+
+#[test]
+fn round_trip_is_bit_identical() -> Result<()> {
+    let dir = Scratch::new("roundtrip");
+    round_trip(
+        &small(Coupling::Affine, Permutation::InvconvLu, true),
+        3,
+        &dir,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn round_trip_every_variant() -> Result<()> {
+    let dir = Scratch::new("variants");
+    for (coupling, permutation, y_condition, steps) in [
+        (Coupling::Affine, Permutation::Invconv, false, 2),
+        (Coupling::Additive, Permutation::Shuffle, false, 1),
+        (Coupling::Additive, Permutation::Reverse, true, 1),
+        // Fresh: ActNorms not initialised, no moments yet.
+        (Coupling::Affine, Permutation::InvconvLu, false, 0),
+    ] {
+        round_trip(&small(coupling, permutation, y_condition), steps, &dir)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn resume_restores_train_state() -> Result<()> {
+    let dir = Scratch::new("resume");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let path = dir.path("a.safetensors");
+    save_checkpoint(&path, &model, &opt, &TRAIN)?;
+    let (m, o, train) = resume(&path, &Device::Cpu)?;
+    assert_eq!(train, TRAIN);
+    assert_eq!(o.step, 1);
+    assert_eq!(m.state()?, model.state()?);
+    Ok(())
+}
+
+/// The file's raw bytes.
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).expect("read back")
+}
+
+#[test]
+fn a_failed_write_leaves_the_old_checkpoint() -> Result<()> {
+    let dir = Scratch::new("atomic");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let path = dir.path("ckpt.safetensors");
+    save_checkpoint(&path, &model, &opt, &TRAIN)?;
+    let before = read(&path);
+
+    // A write interrupted half-way (the closure stands in for a crash or a full disk).
+    let err = write_atomic(&path, |tmp| {
+        std::fs::write(tmp, &before[..before.len() / 2]).expect("write half");
+        Err(Error::io(tmp, "simulated crash"))
+    })
+    .expect_err("the write fails");
+    assert!(err.to_string().contains("simulated crash"));
+    assert_eq!(read(&path), before, "the checkpoint is untouched");
+    assert_eq!(
+        dir.listing(),
+        ["ckpt.safetensors"],
+        "no temporary file left"
+    );
+    load_checkpoint(&path)?;
+
+    // A save that fails before writing (a learning rate JSON cannot hold).
+    let mut bad = Optimizer::new(OptimizerConfig {
+        lr: f32::NAN,
+        ..opt.config
+    });
+    bad.step = 1;
+    let err = save_checkpoint(&path, &model, &bad, &TRAIN).expect_err("NaN lr");
+    assert!(err.to_string().contains("ckpt.safetensors"), "{err}");
+    assert_eq!(read(&path), before);
+    assert_eq!(dir.listing(), ["ckpt.safetensors"]);
+    Ok(())
+}
+
+#[test]
+fn a_stale_temporary_file_is_harmless() -> Result<()> {
+    let dir = Scratch::new("stale");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let path = dir.path("ckpt.safetensors");
+    // What a crash during an earlier save might leave behind, with the names a save by
+    // this process would try first.
+    let pid = std::process::id();
+    for n in 0..4 {
+        let stale = dir.path(&format!(".ckpt.safetensors.tmp.{pid}.{n}"));
+        std::fs::write(&stale, b"half a checkpoint").expect("write stale");
+    }
+    save_checkpoint(&path, &model, &opt, &TRAIN)?;
+    let (restored, _) = load_checkpoint(&path)?.restore(&Device::Cpu)?;
+    assert_eq!(restored.state()?, model.state()?);
+    Ok(())
+}
+
+#[test]
+fn a_directory_in_the_way_is_an_error_not_damage() -> Result<()> {
+    let dir = Scratch::new("dir-target");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 0)?;
+    let target = dir.path("ckpt.safetensors");
+    std::fs::create_dir(&target).expect("mkdir");
+    std::fs::write(target.join("keep"), b"x").expect("write");
+    let err = save_checkpoint(&target, &model, &opt, &TRAIN).expect_err("a directory");
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("ckpt.safetensors"), "{err}");
+    assert_eq!(
+        dir.listing(),
+        ["ckpt.safetensors"],
+        "no temporary file left"
+    );
+    assert_eq!(read(&target.join("keep")), b"x");
+    Ok(())
+}
+
+/// The error of loading `path`, which must fail, as text; it must name the file.
+fn load_error(path: &Path) -> String {
+    let err = load_checkpoint(path).expect_err("loading must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "the error names the file: {msg}"
+    );
+    msg
+}
+
+#[test]
+fn bad_files_give_errors_naming_them() -> Result<()> {
+    let dir = Scratch::new("errors");
+    let msg = load_error(&dir.path("missing.safetensors"));
+    assert!(msg.contains("cannot read"), "{msg}");
+
+    let empty = dir.path("empty.safetensors");
+    std::fs::write(&empty, b"").expect("write");
+    assert!(load_error(&empty).contains("not a safetensors file"));
+
+    let garbage = dir.path("garbage.safetensors");
+    std::fs::write(&garbage, b"\x89PNG\r\n\x1a\n definitely not tensors").expect("write");
+    assert!(load_error(&garbage).contains("not a safetensors file"));
+
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let good = dir.path("good.safetensors");
+    save_checkpoint(&good, &model, &opt, &TRAIN)?;
+    let bytes = read(&good);
+    for keep in [4, 100, bytes.len() / 2, bytes.len() - 1] {
+        let truncated = dir.path(&format!("truncated-{keep}.safetensors"));
+        std::fs::write(&truncated, &bytes[..keep]).expect("write");
+        let msg = load_error(&truncated);
+        assert!(msg.contains("truncated"), "{msg}");
+    }
+
+    // Valid safetensors, but not one of our checkpoints.
+    let foreign = dir.path("foreign.safetensors");
+    let one = [0u8; 4];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &one).expect("view");
+    std::fs::write(
+        &foreign,
+        safetensors::serialize([("w", view)], None).expect("serialize"),
+    )
+    .expect("write");
+    let msg = load_error(&foreign);
+    assert!(msg.contains("\"format\"") && msg.contains(FORMAT), "{msg}");
+    Ok(())
+}
+
+/// Rewrites the checkpoint at `from` to `to` without the tensors `drop` selects.
+fn without(from: &Path, to: &Path, drop: impl Fn(&str) -> bool) {
+    let bytes = read(from);
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+    let kept: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !drop(name))
+        .collect();
+    let out = safetensors::serialize(kept, header.metadata().clone()).expect("serialize");
+    std::fs::write(to, out).expect("write");
+}
+
+#[test]
+fn a_missing_tensor_is_named() -> Result<()> {
+    let dir = Scratch::new("missing-tensor");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let good = dir.path("good.safetensors");
+    save_checkpoint(&good, &model, &opt, &TRAIN)?;
+
+    let gone = "flow.layers.2.block.2.conv.weight";
+    let holed = dir.path("holed.safetensors");
+    without(&good, &holed, |n| n == gone);
+    let ckpt: Checkpoint = load_checkpoint(&holed)?;
+    let err = ckpt.restore(&Device::Cpu).expect_err("a tensor is missing");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("holed.safetensors") && msg.contains(gone),
+        "{msg}"
+    );
+    let err = resume(&holed, &Device::Cpu).expect_err("resume too");
+    assert!(err.to_string().contains(gone));
+
+    let flag = "flow.layers.1.actnorm.initialized";
+    let no_flag = dir.path("no-flag.safetensors");
+    without(&good, &no_flag, |n| n == flag);
+    let msg = resume(&no_flag, &Device::Cpu)
+        .expect_err("a flag is missing")
+        .to_string();
+    assert!(
+        msg.contains("no-flag.safetensors") && msg.contains(flag),
+        "{msg}"
+    );
+
+    let half = format!("{OPTIMIZER_PREFIX}flow.layers.1.actnorm.bias.v");
+    let no_v = dir.path("no-v.safetensors");
+    without(&good, &no_v, |n| n == half);
+    let msg = load_error(&no_v);
+    assert!(msg.contains(&half), "{msg}");
+    Ok(())
+}
+
+#[test]
+fn a_checkpoint_of_another_architecture_is_refused() -> Result<()> {
+    let dir = Scratch::new("mismatch");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let path = dir.path("ckpt.safetensors");
+    save_checkpoint(&path, &model, &opt, &TRAIN)?;
+    let mut ckpt = load_checkpoint(&path)?;
+    ckpt.config.hidden = 4;
+    let msg = ckpt
+        .restore(&Device::Cpu)
+        .expect_err("shapes differ")
+        .to_string();
+    assert!(
+        msg.contains("ckpt.safetensors") && msg.contains("shape"),
+        "{msg}"
+    );
+    Ok(())
+}
