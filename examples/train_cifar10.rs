@@ -99,11 +99,37 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::invalid("train_cifar10", format!("{}: {e}", path.display()))
 }
 
+/// `(step, train bpd)` and `(step, test bpd)` points of a metrics log up to step `until`,
+/// and the text of those lines.
+fn read_curves(path: &Path, until: u64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>, String) {
+    let (mut train, mut test, mut kept) = (Vec::new(), Vec::new(), String::new());
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(step) = v["step"].as_u64().filter(|&s| s <= until) else {
+            continue;
+        };
+        kept.push_str(line);
+        kept.push('\n');
+        if let Some(b) = v["test_bpd"].as_f64() {
+            test.push((step as f64, b));
+        } else if let Some(b) = v["bpd"].as_f64() {
+            train.push((step as f64, b));
+        }
+    }
+    (train, test, kept)
+}
+
 fn run(args: Args) -> Result<()> {
     let (device, why) = cli::pick_device(args.device)?;
     eprintln!("device: {} ({why})", device.name());
     let data_path = match &args.download {
-        Some(dir) => Some(glow::download::download_cifar10(dir, glow::download::CIFAR10_URL)?),
+        Some(dir) => Some(glow::download::download_cifar10(
+            dir,
+            glow::download::CIFAR10_URL,
+        )?),
         None => args.data.clone(),
     };
     let data = cli::load_data(data_path.as_deref())?;
@@ -111,7 +137,11 @@ fn run(args: Args) -> Result<()> {
     if data.train.len() < args.batch || args.batch == 0 {
         return Err(Error::invalid(
             "train_cifar10",
-            format!("--batch {} needs at least that many training images (have {})", args.batch, data.train.len()),
+            format!(
+                "--batch {} needs at least that many training images (have {})",
+                args.batch,
+                data.train.len()
+            ),
         ));
     }
     std::fs::create_dir_all(&args.out).map_err(|e| io_err(&args.out, e))?;
@@ -120,7 +150,12 @@ fn run(args: Args) -> Result<()> {
     let mut trainer = if args.resume {
         let (model, optimizer, state) = resume(&ckpt_path, &device)?;
         eprintln!("resumed {} at step {}", ckpt_path.display(), state.step);
-        Trainer { model, optimizer, seed: state.seed, step: state.step }
+        Trainer {
+            model,
+            optimizer,
+            seed: state.seed,
+            step: state.step,
+        }
     } else {
         let model = Glow::new(args.model.config(args.seed), &device)?;
         let opt = OptimizerConfig {
@@ -136,13 +171,30 @@ fn run(args: Args) -> Result<()> {
     let cfg = trainer.model.config().clone();
     eprintln!(
         "model: L={} K={} hidden={} {:?} {:?} learn_top={} y_condition={}, {} parameters",
-        cfg.levels, cfg.depth, cfg.hidden, cfg.coupling, cfg.permutation, cfg.learn_top, cfg.y_condition,
+        cfg.levels,
+        cfg.depth,
+        cfg.hidden,
+        cfg.coupling,
+        cfg.permutation,
+        cfg.learn_top,
+        cfg.y_condition,
         trainer.model.num_parameters()
     );
     let per_epoch = (data.train.len() / args.batch) as u64;
-    let total = args.steps.unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
+    let total = args
+        .steps
+        .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
 
     let metrics_path = args.out.join("metrics.jsonl");
+    // On resume, the log and the curves keep what came before the checkpoint; lines the
+    // interrupted run wrote after it are dropped, since those steps run again.
+    let (mut train_curve, mut test_curve) = if args.resume {
+        let (train, test, kept) = read_curves(&metrics_path, trainer.step);
+        std::fs::write(&metrics_path, kept).map_err(|e| io_err(&metrics_path, e))?;
+        (train, test)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let mut metrics = OpenOptions::new()
         .create(true)
         .append(args.resume)
@@ -156,11 +208,12 @@ fn run(args: Args) -> Result<()> {
 
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+        )
+        .expect("valid template"),
     );
     bar.set_position(trainer.step);
-    let (mut train_curve, mut test_curve) = (Vec::new(), Vec::new());
     let mut recent: Vec<f32> = Vec::new();
     let mut last_test = None;
     let started = Instant::now();
@@ -177,7 +230,8 @@ fn run(args: Args) -> Result<()> {
     };
 
     while trainer.step < total {
-        let (mut pixels, labels) = batch_for_step(&data.train, args.batch, trainer.seed, trainer.step)?;
+        let (mut pixels, labels) =
+            batch_for_step(&data.train, args.batch, trainer.seed, trainer.step)?;
         if args.flip {
             glow::data::random_hflip(&mut pixels, [3, 32, 32], trainer.seed, trainer.step)?;
         }
@@ -188,7 +242,9 @@ fn run(args: Args) -> Result<()> {
         let rate = images_seen as f64 / started.elapsed().as_secs_f64();
         bar.set_position(s.step);
         bar.set_message(format!("{:.3} bits/dim, {rate:.1} img/s", s.bpd));
-        log(json!({"step": s.step, "loss": s.loss, "bpd": s.bpd, "lr": s.lr, "grad_norm": s.grad_norm, "images_per_sec": rate}))?;
+        log(
+            json!({"step": s.step, "loss": s.loss, "bpd": s.bpd, "lr": s.lr, "grad_norm": s.grad_norm, "images_per_sec": rate}),
+        )?;
 
         let at_end = s.step == total;
         if s.step % args.eval_every == 0 || at_end {
@@ -197,7 +253,10 @@ fn run(args: Args) -> Result<()> {
             recent.clear();
             test_curve.push((s.step as f64, test_bpd));
             last_test = Some(test_bpd);
-            bar.println(format!("step {}: train {train_bpd:.3} bits/dim, test {test_bpd:.3} bits/dim", s.step));
+            bar.println(format!(
+                "step {}: train {train_bpd:.3} bits/dim, test {test_bpd:.3} bits/dim",
+                s.step
+            ));
             log(json!({"step": s.step, "train_bpd": train_bpd, "test_bpd": test_bpd}))?;
             let state = TrainState {
                 seed: trainer.seed,
@@ -208,7 +267,10 @@ fn run(args: Args) -> Result<()> {
             save_checkpoint(&ckpt_path, &trainer.model, &trainer.optimizer, &state)?;
             save_loss_curve(
                 args.out.join("loss_curve.png"),
-                &[("train bits/dim", &train_curve), ("test bits/dim", &test_curve)],
+                &[
+                    ("train bits/dim", &train_curve),
+                    ("test bits/dim", &test_curve),
+                ],
                 &PlotOptions::default(),
             )?;
         }
@@ -219,7 +281,8 @@ fn run(args: Args) -> Result<()> {
     }
     bar.finish_and_clear();
     let rate = images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let train_bpd = train_curve.iter().rev().take(50).map(|p| p.1).sum::<f64>() / train_curve.len().clamp(1, 50) as f64;
+    let train_bpd = train_curve.iter().rev().take(50).map(|p| p.1).sum::<f64>()
+        / train_curve.len().clamp(1, 50) as f64;
     eprintln!(
         "done: {} steps, train {train_bpd:.3} bits/dim (last 50 steps), test {} bits/dim, {rate:.1} images/s; outputs in {}",
         trainer.step,

@@ -156,7 +156,10 @@ fn auto_device() -> Result<(Device, String)> {
     };
     if let Some(gpu) = devices.iter().find(|d| d.kind != DeviceKind::Cpu) {
         let dev = Device::vulkan()?;
-        return Ok((dev, format!("a real GPU is present ({}, {:?})", gpu.name, gpu.kind)));
+        return Ok((
+            dev,
+            format!("a real GPU is present ({}, {:?})", gpu.name, gpu.kind),
+        ));
     }
     if devices.is_empty() {
         return Ok((Device::Cpu, "no Vulkan device found".into()));
@@ -193,7 +196,9 @@ fn calibrate(dev: &Device) -> Result<f64> {
 
 /// The dataset at `--data`, or the built-in sample.
 pub fn load_data(path: Option<&Path>) -> Result<Cifar10> {
-    let path: PathBuf = path.map(Path::to_path_buf).unwrap_or_else(glow::data::default_data_dir);
+    let path: PathBuf = path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(glow::data::default_data_dir);
     Cifar10::load(&path)
 }
 
@@ -208,8 +213,16 @@ pub fn write_grid(path: &Path, images: &Tensor, columns: usize) -> Result<()> {
 /// Sample grids at every temperature of [`TEMPERATURES`]: one PNG per temperature
 /// (`{prefix}_t{T}.png`, `n` images) and an overview with one row per temperature
 /// (`{prefix}_all.png`). Returns the paths written.
-pub fn write_sample_grids(model: &Glow, dir: &Path, prefix: &str, n: usize, seed: u64) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| engine::Error::invalid("samples", format!("cannot create {}: {e}", dir.display())))?;
+pub fn write_sample_grids(
+    model: &Glow,
+    dir: &Path,
+    prefix: &str,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        engine::Error::invalid("samples", format!("cannot create {}: {e}", dir.display()))
+    })?;
     let labels: Option<Vec<usize>> = model
         .config()
         .y_condition

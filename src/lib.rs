@@ -7,6 +7,8 @@
 pub use engine;
 pub use glow;
 
+pub mod cli;
+
 pub mod testing {
     //! Running one test body on every device.
     use engine::Device;

@@ -9,8 +9,7 @@
 //!
 //! The data: `data.rs` loads CIFAR-10 (by default the 3,000-image sample shipped in
 //! `data/cifar10-sample/`, see [`data::default_data_dir`]) and `download.rs` fetches the
-//! full dataset.
-//! Checkpoints (one safetensors file: model, optimiser, training position) are in
+//! full dataset. Checkpoints (one safetensors file: model, optimiser, training position) are in
 //! `checkpoint.rs`, described for other frameworks in `docs/checkpoint-format.md`;
 //! PNG sample grids and loss curves in `picture.rs`.
 
@@ -26,8 +25,8 @@ pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod param;
-pub mod train;
 pub mod picture;
+pub mod train;
 
 pub use config::{Coupling, GlowConfig, Permutation};
 pub use engine;
