@@ -1,0 +1,86 @@
+//! Latent interpolation between two dataset images, written as a strip PNG: the first and
+//! last frames are the two images' reconstructions. Ends with one JSON line.
+//!
+//! ```sh
+//! cargo run --release --example interpolate -- --checkpoint runs/cifar10/checkpoint.safetensors --a 0 --b 1
+//! ```
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use engine::{Error, Result};
+use glow::checkpoint::load_checkpoint;
+use glow::explore::interpolate;
+use glow::Dequantization;
+use glow_rs::cli::{self, DeviceChoice};
+use serde_json::json;
+
+/// Interpolate in latent space between two test images.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The checkpoint to use.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// CIFAR-10 directory or .bin file (default: the built-in sample).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Index of the first image in the test split.
+    #[arg(long, default_value_t = 0)]
+    a: usize,
+    /// Index of the second image in the test split.
+    #[arg(long, default_value_t = 1)]
+    b: usize,
+    /// Frames, ends included.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Output PNG.
+    #[arg(long, default_value = "runs/interpolation.png")]
+    out: PathBuf,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let (device, why) = cli::pick_device(args.device)?;
+    eprintln!("device: {} ({why})", device.name());
+    let (model, _) = load_checkpoint(&args.checkpoint)?.restore(&device)?;
+    let data = cli::load_data(args.data.as_deref())?;
+    let n = data.test.len();
+    if args.a >= n || args.b >= n {
+        return Err(Error::invalid(
+            "interpolate",
+            format!(
+                "--a {} / --b {}: the test split has {n} images",
+                args.a, args.b
+            ),
+        ));
+    }
+    let (pa, la) = data.test.batch(&[args.a]);
+    let (pb, lb) = data.test.batch(&[args.b]);
+    let xa = model.preprocess(&pa, 1, Dequantization::Midpoint)?;
+    let xb = model.preprocess(&pb, 1, Dequantization::Midpoint)?;
+    let labels = model
+        .config()
+        .y_condition
+        .then_some((la.as_slice(), lb.as_slice()));
+    let strip = interpolate(&model, &xa, &xb, labels, args.steps)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::invalid("interpolate", format!("{}: {e}", dir.display())))?;
+    }
+    cli::write_grid(&args.out, &strip, args.steps)?;
+    eprintln!("wrote {}", args.out.display());
+    cli::print_summary(
+        json!({"file": args.out.display().to_string(), "a": args.a, "b": args.b, "steps": args.steps}),
+    );
+    Ok(())
+}
