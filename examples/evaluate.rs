@@ -13,7 +13,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use engine::{Error, Result};
-use glow::checkpoint::load_checkpoint;
 use glow::train::evaluate;
 use glow_rs::cli::{self, DeviceChoice};
 use indicatif::ProgressBar;
@@ -55,16 +54,11 @@ struct Args {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<()> {
-    let (device, why) = cli::pick_device(args.device)?;
-    eprintln!("device: {} ({why})", device.name());
-    let (model, _) = load_checkpoint(&args.checkpoint)?.restore(&device)?;
+    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
     let data = cli::load_data(args.data.as_deref())?;
     eprintln!("{}", data.describe());
     let test = &data.test;

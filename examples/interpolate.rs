@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::{Error, Result};
-use glow::checkpoint::load_checkpoint;
 use glow::explore::interpolate;
 use glow::Dequantization;
 use glow_rs::cli::{self, DeviceChoice};
@@ -43,16 +42,11 @@ struct Args {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<()> {
-    let (device, why) = cli::pick_device(args.device)?;
-    eprintln!("device: {} ({why})", device.name());
-    let (model, _) = load_checkpoint(&args.checkpoint)?.restore(&device)?;
+    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
     let data = cli::load_data(args.data.as_deref())?;
     let n = data.test.len();
     if args.a >= n || args.b >= n {
@@ -73,10 +67,7 @@ fn run(args: Args) -> Result<()> {
         .y_condition
         .then_some((la.as_slice(), lb.as_slice()));
     let strip = interpolate(&model, &xa, &xb, labels, args.steps)?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::invalid("interpolate", format!("{}: {e}", dir.display())))?;
-    }
+    cli::create_parent(&args.out)?;
     cli::write_grid(&args.out, &strip, args.steps)?;
     eprintln!("wrote {}", args.out.display());
     cli::print_summary(

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::{Error, Result, Tensor};
-use glow::checkpoint::load_checkpoint;
 use glow::data::CLASS_NAMES;
 use glow::explore::{attribute_direction, manipulate};
 use glow::Dequantization;
@@ -49,10 +48,7 @@ struct Args {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::exit_on_error(run(Args::parse()));
 }
 
 /// Preprocessed images of `indices` in batches of 50, concatenated.
@@ -81,9 +77,7 @@ fn run(args: Args) -> Result<()> {
             format!("--class {} is not in 0..10", args.class),
         ));
     }
-    let (device, why) = cli::pick_device(args.device)?;
-    eprintln!("device: {} ({why})", device.name());
-    let (model, _) = load_checkpoint(&args.checkpoint)?.restore(&device)?;
+    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
     let data = cli::load_data(args.data.as_deref())?;
     if args.index >= data.test.len() {
         return Err(Error::invalid(
@@ -138,10 +132,7 @@ fn run(args: Args) -> Result<()> {
         &direction,
         &args.alphas,
     )?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::invalid("manipulate", format!("{}: {e}", dir.display())))?;
-    }
+    cli::create_parent(&args.out)?;
     cli::write_grid(&args.out, &strip, args.alphas.len())?;
     eprintln!("wrote {}", args.out.display());
     cli::print_summary(

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::Result;
-use glow::checkpoint::load_checkpoint;
 use glow_rs::cli::{self, DeviceChoice};
 use serde_json::json;
 
@@ -36,16 +35,11 @@ struct Args {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<()> {
-    let (device, why) = cli::pick_device(args.device)?;
-    eprintln!("device: {} ({why})", device.name());
-    let (model, _) = load_checkpoint(&args.checkpoint)?.restore(&device)?;
+    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
     let files = cli::write_sample_grids(&model, &args.out, "sample", args.n.max(1), args.seed)?;
     for f in &files {
         eprintln!("wrote {}", f.display());

@@ -89,19 +89,19 @@ struct Args {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::exit_on_error(run(Args::parse()));
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::invalid("train_cifar10", format!("{}: {e}", path.display()))
 }
 
+/// `(step, value)` points of a plotted series.
+type Curve = Vec<(f64, f64)>;
+
 /// `(step, train bpd)` and `(step, test bpd)` points of a metrics log up to step `until`,
 /// and the text of those lines.
-fn read_curves(path: &Path, until: u64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>, String) {
+fn read_curves(path: &Path, until: u64) -> (Curve, Curve, String) {
     let (mut train, mut test, mut kept) = (Vec::new(), Vec::new(), String::new());
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines() {

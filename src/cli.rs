@@ -247,3 +247,30 @@ pub fn write_sample_grids(
 pub fn print_summary(value: serde_json::Value) {
     println!("{value}");
 }
+
+/// Runs an example's `run`, printing an error and exiting with status 1 on failure.
+pub fn exit_on_error(result: Result<()>) {
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Picks the device for `choice`, says which on stderr, and restores the model of a
+/// checkpoint on it.
+pub fn open_checkpoint(path: &Path, choice: DeviceChoice) -> Result<(Glow, Device)> {
+    let (device, why) = pick_device(choice)?;
+    eprintln!("device: {} ({why})", device.name());
+    let (model, _) = glow::checkpoint::load_checkpoint(path)?.restore(&device)?;
+    Ok((model, device))
+}
+
+/// Creates the parent directory of an output file.
+pub fn create_parent(path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| {
+            engine::Error::invalid("output", format!("cannot create {}: {e}", dir.display()))
+        }),
+        None => Ok(()),
+    }
+}
