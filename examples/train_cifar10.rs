@@ -13,7 +13,7 @@
 //! ```
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -206,6 +206,7 @@ fn run(args: Args) -> Result<()> {
         writeln!(metrics, "{line}").map_err(|e| io_err(&metrics_path, e))
     };
 
+    let interactive = std::io::stderr().is_terminal();
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
@@ -242,6 +243,14 @@ fn run(args: Args) -> Result<()> {
         let rate = images_seen as f64 / started.elapsed().as_secs_f64();
         bar.set_position(s.step);
         bar.set_message(format!("{:.3} bits/dim, {rate:.1} img/s", s.bpd));
+        if !interactive && s.step % 50 == 0 {
+            // No terminal (a log file, CI): the bar is hidden, so print a plain line.
+            let eta = (total - s.step) as f64 * args.batch as f64 / rate;
+            eprintln!(
+                "step {}/{total}: {:.3} bits/dim, {rate:.1} images/s, ETA {eta:.0} s",
+                s.step, s.bpd
+            );
+        }
         log(
             json!({"step": s.step, "loss": s.loss, "bpd": s.bpd, "lr": s.lr, "grad_norm": s.grad_norm, "images_per_sec": rate}),
         )?;
