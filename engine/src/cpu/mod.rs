@@ -1,6 +1,37 @@
-//! The CPU reference device on ndarray and matrixmultiply.
+//! The CPU device: every [`Backend`] primitive on host memory.
+//!
+//! Each concern lives in its own file and works on plain slices, so a reader can follow
+//! one kernel without the locking around it:
+//! - `elementwise.rs`: unary maps and broadcasting binary ops;
+//! - `reduce.rs`: sum and max over any set of axes;
+//! - `matmul.rs`: a safe wrapper over `matrixmultiply::sgemm` and the batched product;
+//! - `conv.rs`: convolution and its two backward ops (im2col + GEMM);
+//! - `layout.rs`: permute, slice, concat and gather;
+//! - `random.rs`: counter-based random fills; `adam.rs`: the fused optimiser step;
+//! - `strided.rs`: the dimension-collapsing odometer shared by the strided kernels.
+//!
+//! This file holds the buffer type, the locking rules and the `Backend` impl that ties
+//! them together. Threading: big elementwise and copy loops split across rayon's pool
+//! (see [`par_fill`]); GEMMs use matrixmultiply's own threads (`MATMUL_NUM_THREADS`,
+//! default: the number of physical cores).
 
-use std::sync::{Arc, RwLock};
+mod adam;
+mod conv;
+mod elementwise;
+mod layout;
+mod matmul;
+mod random;
+mod reduce;
+mod strided;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use rayon::prelude::*;
+
+use crate::backend::*;
+use crate::{Error, Result};
 
 /// The CPU backend (stateless; threading comes from matrixmultiply and rayon).
 #[derive(Debug, Clone, Copy, Default)]
@@ -11,111 +42,228 @@ pub struct CpuBackend;
 #[derive(Clone, Debug)]
 pub struct CpuBuffer(pub(crate) Arc<RwLock<Vec<f32>>>);
 
-use crate::backend::*;
-use crate::Result;
+impl CpuBuffer {
+    /// Wraps a freshly computed vector.
+    fn from_vec(data: Vec<f32>) -> Self {
+        CpuBuffer(Arc::new(RwLock::new(data)))
+    }
+
+    /// Whether `self` and `other` are the same allocation (clones share memory).
+    fn same_as(&self, other: &CpuBuffer) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Arrays shorter than this run on the calling thread: below it, handing work to rayon
+/// costs more than the loop itself.
+pub(crate) const PAR_THRESHOLD: usize = 32 * 1024;
+
+/// Elements per rayon task in [`par_fill`]: big enough to amortise scheduling, small
+/// enough to balance two to a few dozen cores.
+pub(crate) const PAR_CHUNK: usize = 16 * 1024;
+
+/// Fills `out` by calling `f(offset, chunk)` on consecutive chunks, where `offset` is the
+/// index of `chunk[0]` in `out`. Chunk lengths are multiples of `align` (so a kernel can
+/// work in whole rows); chunks run in parallel when `out` is at least [`PAR_THRESHOLD`].
+pub(crate) fn par_fill<F>(out: &mut [f32], align: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let align = align.max(1);
+    if out.len() < PAR_THRESHOLD || out.len() <= align {
+        f(0, out);
+        return;
+    }
+    let chunk = (PAR_CHUNK / align).max(1) * align;
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, c)| f(i * chunk, c));
+}
+
+/// Takes a read lock, turning a poisoned lock (a panic during an in-place update) into
+/// a device error instead of a panic here.
+fn read(b: &CpuBuffer) -> Result<RwLockReadGuard<'_, Vec<f32>>> {
+    b.0.read()
+        .map_err(|_| Error::Device("cpu buffer lock poisoned by an earlier panic".into()))
+}
+
+/// Runs `f` on the contents of `bufs`, holding one read guard per distinct allocation.
+///
+/// Inputs may alias (`binary(a, a)`); taking a second read guard on a lock this thread
+/// already holds can deadlock when a writer is queued, so an aliased buffer reuses the
+/// first guard's slice.
+fn with_reads<R>(bufs: &[&CpuBuffer], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let mut guards = Vec::with_capacity(bufs.len());
+    let mut which = Vec::with_capacity(bufs.len());
+    for (i, b) in bufs.iter().enumerate() {
+        match bufs[..i].iter().position(|p| p.same_as(b)) {
+            Some(j) => which.push(which[j]),
+            None => {
+                which.push(guards.len());
+                guards.push(read(b)?);
+            }
+        }
+    }
+    let slices: Vec<&[f32]> = which.iter().map(|&g| guards[g].as_slice()).collect();
+    f(&slices)
+}
+
+/// Row-major strides of `shape`.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    strides
+}
 
 impl Backend for CpuBackend {
     type Buffer = CpuBuffer;
+
     fn name(&self) -> String {
         "cpu".into()
     }
+
     fn from_host(&self, data: &[f32]) -> Result<CpuBuffer> {
-        Ok(CpuBuffer(Arc::new(RwLock::new(data.to_vec()))))
+        Ok(CpuBuffer::from_vec(data.to_vec()))
     }
+
     fn to_host(&self, x: &CpuBuffer) -> Result<Vec<f32>> {
-        Ok(x.0.read().unwrap().clone())
+        Ok(read(x)?.clone())
     }
+
     fn full(&self, len: usize, value: f32) -> Result<CpuBuffer> {
-        Ok(CpuBuffer(Arc::new(RwLock::new(vec![value; len]))))
+        Ok(CpuBuffer::from_vec(vec![value; len]))
     }
-    fn unary(&self, _op: UnaryOp, _x: &CpuBuffer, _len: usize) -> Result<CpuBuffer> {
-        todo!()
+
+    fn unary(&self, op: UnaryOp, x: &CpuBuffer, len: usize) -> Result<CpuBuffer> {
+        let x = read(x)?;
+        Ok(CpuBuffer::from_vec(elementwise::unary(op, &x[..len])))
     }
+
     fn binary(
         &self,
-        _op: BinaryOp,
-        _a: &CpuBuffer,
-        _as: &[usize],
-        _b: &CpuBuffer,
-        _bs: &[usize],
-        _os: &[usize],
+        op: BinaryOp,
+        a: &CpuBuffer,
+        a_shape: &[usize],
+        b: &CpuBuffer,
+        b_shape: &[usize],
+        out_shape: &[usize],
     ) -> Result<CpuBuffer> {
-        todo!()
+        with_reads(&[a, b], |s| {
+            let y = elementwise::binary(op, s[0], a_shape, s[1], b_shape, out_shape);
+            Ok(CpuBuffer::from_vec(y))
+        })
     }
+
     fn reduce(
         &self,
-        _op: ReduceOp,
-        _x: &CpuBuffer,
-        _shape: &[usize],
-        _axes: &[usize],
+        op: ReduceOp,
+        x: &CpuBuffer,
+        shape: &[usize],
+        axes: &[usize],
     ) -> Result<CpuBuffer> {
-        todo!()
+        let x = read(x)?;
+        Ok(CpuBuffer::from_vec(reduce::reduce(op, &x, shape, axes)))
     }
-    fn matmul(&self, _a: &CpuBuffer, _b: &CpuBuffer, _dims: MatmulDims) -> Result<CpuBuffer> {
-        todo!()
+
+    fn matmul(&self, a: &CpuBuffer, b: &CpuBuffer, dims: MatmulDims) -> Result<CpuBuffer> {
+        with_reads(&[a, b], |s| {
+            Ok(CpuBuffer::from_vec(matmul::batched(s[0], s[1], dims)))
+        })
     }
+
     fn conv2d(
         &self,
-        _x: &CpuBuffer,
-        _w: &CpuBuffer,
-        _bias: Option<&CpuBuffer>,
-        _dims: Conv2dDims,
+        x: &CpuBuffer,
+        w: &CpuBuffer,
+        bias: Option<&CpuBuffer>,
+        dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
-        todo!()
+        let mut bufs = vec![x, w];
+        bufs.extend(bias);
+        with_reads(&bufs, |s| {
+            let y = conv::forward(s[0], s[1], s.get(2).copied(), dims);
+            Ok(CpuBuffer::from_vec(y))
+        })
     }
+
     fn conv2d_backward_input(
         &self,
-        _dy: &CpuBuffer,
-        _w: &CpuBuffer,
-        _dims: Conv2dDims,
+        dy: &CpuBuffer,
+        w: &CpuBuffer,
+        dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
-        todo!()
+        with_reads(&[dy, w], |s| {
+            Ok(CpuBuffer::from_vec(conv::backward_input(s[0], s[1], dims)))
+        })
     }
+
     fn conv2d_backward_weight(
         &self,
-        _x: &CpuBuffer,
-        _dy: &CpuBuffer,
-        _dims: Conv2dDims,
+        x: &CpuBuffer,
+        dy: &CpuBuffer,
+        dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
-        todo!()
+        with_reads(&[x, dy], |s| {
+            Ok(CpuBuffer::from_vec(conv::backward_weight(s[0], s[1], dims)))
+        })
     }
-    fn permute(&self, _x: &CpuBuffer, _shape: &[usize], _perm: &[usize]) -> Result<CpuBuffer> {
-        todo!()
+
+    fn permute(&self, x: &CpuBuffer, shape: &[usize], perm: &[usize]) -> Result<CpuBuffer> {
+        let x = read(x)?;
+        Ok(CpuBuffer::from_vec(layout::permute(&x, shape, perm)))
     }
+
     fn slice(
         &self,
-        _x: &CpuBuffer,
-        _shape: &[usize],
-        _axis: usize,
-        _start: usize,
-        _len: usize,
+        x: &CpuBuffer,
+        shape: &[usize],
+        axis: usize,
+        start: usize,
+        len: usize,
     ) -> Result<CpuBuffer> {
-        todo!()
+        let x = read(x)?;
+        Ok(CpuBuffer::from_vec(layout::slice(
+            &x, shape, axis, start, len,
+        )))
     }
-    fn concat(&self, _parts: &[(&CpuBuffer, &[usize])], _axis: usize) -> Result<CpuBuffer> {
-        todo!()
+
+    fn concat(&self, parts: &[(&CpuBuffer, &[usize])], axis: usize) -> Result<CpuBuffer> {
+        let bufs: Vec<&CpuBuffer> = parts.iter().map(|p| p.0).collect();
+        with_reads(&bufs, |s| {
+            let parts: Vec<(&[f32], &[usize])> =
+                s.iter().zip(parts).map(|(d, p)| (*d, p.1)).collect();
+            Ok(CpuBuffer::from_vec(layout::concat(&parts, axis)))
+        })
     }
+
     fn gather(
         &self,
-        _x: &CpuBuffer,
-        _shape: &[usize],
-        _axis: usize,
-        _indices: &[usize],
+        x: &CpuBuffer,
+        shape: &[usize],
+        axis: usize,
+        indices: &[usize],
     ) -> Result<CpuBuffer> {
-        todo!()
+        let x = read(x)?;
+        Ok(CpuBuffer::from_vec(layout::gather(
+            &x, shape, axis, indices,
+        )))
     }
-    fn random(&self, _len: usize, _dist: Distribution, _seed: u64) -> Result<CpuBuffer> {
-        todo!()
+
+    fn random(&self, len: usize, dist: Distribution, seed: u64) -> Result<CpuBuffer> {
+        Ok(CpuBuffer::from_vec(random::fill(len, dist, seed)))
     }
+
     fn adam_update(
         &self,
-        _p: &CpuBuffer,
-        _g: &CpuBuffer,
-        _m: &CpuBuffer,
-        _v: &CpuBuffer,
-        _len: usize,
-        _step: &AdamStep,
+        param: &CpuBuffer,
+        grad: &CpuBuffer,
+        m: &CpuBuffer,
+        v: &CpuBuffer,
+        len: usize,
+        step: &AdamStep,
     ) -> Result<()> {
-        todo!()
+        adam::update(param, grad, m, v, len, step)
     }
 }

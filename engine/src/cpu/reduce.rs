@@ -1,0 +1,188 @@
+//! Reductions (sum, max) over any set of axes, keeping the rank.
+//!
+//! The input is described as a strided loop nest with two operands: the input (walked
+//! contiguously) and the output accumulator (stride 0 along reduced axes). After
+//! [`collapse`] the reduced and kept axes alternate, and the innermost run is either
+//! reduced (fold a contiguous run into one accumulator: summing rows) or kept (add the
+//! run elementwise into a run of accumulators: summing over leading axes). So
+//! `[N, C, H, W]` over `{0, 2, 3}` (per-channel statistics) is `N·C` runs of `H·W`.
+//!
+//! Accuracy: sums accumulate in `f64` (eight independent lanes per run, so the loop
+//! still vectorises), which keeps a sum of a million `f32`s exact to `f32` rounding
+//! without pairwise blocking. Max accumulates in `f32` and, like `f32::max`, ignores NaN.
+//!
+//! Parallelism splits the outermost collapsed axis: a kept axis gives each task its own
+//! part of the output; a reduced axis gives each task a private accumulator, combined
+//! at the end.
+
+use rayon::prelude::*;
+
+use super::strided::{collapse, Dim, Odometer};
+use super::{contiguous_strides, PAR_THRESHOLD};
+use crate::backend::ReduceOp;
+
+/// Reduces `x` of `shape` over the sorted axes `axes`.
+pub(super) fn reduce(op: ReduceOp, x: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f32> {
+    match op {
+        ReduceOp::Sum => reduce_with::<Sum>(x, shape, axes),
+        ReduceOp::Max => reduce_with::<Max>(x, shape, axes),
+    }
+}
+
+/// One reduction: its accumulator and how runs fold into it.
+trait Reducer {
+    /// The accumulator type.
+    type Acc: Copy + Send + Sync;
+    /// The identity of the reduction.
+    const INIT: Self::Acc;
+    /// Folds a contiguous run into one accumulator.
+    fn fold_run(acc: Self::Acc, run: &[f32]) -> Self::Acc;
+    /// Folds `run[i]` into `acc[i]`.
+    fn fold_each(acc: &mut [Self::Acc], run: &[f32]);
+    /// Merges two partial results.
+    fn combine(a: Self::Acc, b: Self::Acc) -> Self::Acc;
+    /// The final value.
+    fn finish(acc: Self::Acc) -> f32;
+}
+
+/// Sum with `f64` accumulators.
+struct Sum;
+
+impl Reducer for Sum {
+    type Acc = f64;
+    const INIT: f64 = 0.0;
+    fn fold_run(acc: f64, run: &[f32]) -> f64 {
+        // Eight lanes break the dependency chain so the f32→f64 adds vectorise.
+        let mut lanes = [0.0f64; 8];
+        let chunks = run.chunks_exact(8);
+        let rest: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+        for c in chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v as f64;
+            }
+        }
+        acc + lanes.iter().sum::<f64>() + rest
+    }
+    fn fold_each(acc: &mut [f64], run: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(run) {
+            *a += v as f64;
+        }
+    }
+    fn combine(a: f64, b: f64) -> f64 {
+        a + b
+    }
+    fn finish(acc: f64) -> f32 {
+        acc as f32
+    }
+}
+
+/// Maximum with `f32` accumulators (exact, so no wider type is needed).
+struct Max;
+
+impl Reducer for Max {
+    type Acc = f32;
+    const INIT: f32 = f32::NEG_INFINITY;
+    fn fold_run(acc: f32, run: &[f32]) -> f32 {
+        run.iter().fold(acc, |m, &v| m.max(v))
+    }
+    fn fold_each(acc: &mut [f32], run: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(run) {
+            *a = a.max(v);
+        }
+    }
+    fn combine(a: f32, b: f32) -> f32 {
+        a.max(b)
+    }
+    fn finish(acc: f32) -> f32 {
+        acc
+    }
+}
+
+/// The reduction for one [`Reducer`]; see the module doc.
+fn reduce_with<R: Reducer>(x: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f32> {
+    let mut out_shape = shape.to_vec();
+    for &a in axes {
+        out_shape[a] = 1;
+    }
+    let out_len: usize = out_shape.iter().product();
+    let mut acc = vec![R::INIT; out_len];
+    if !x.is_empty() {
+        let si = contiguous_strides(shape);
+        let so = contiguous_strides(&out_shape);
+        let dims: Vec<Dim<2>> = (0..shape.len())
+            .map(|d| {
+                let reduced = axes.contains(&d);
+                (shape[d], [si[d], if reduced { 0 } else { so[d] }])
+            })
+            .collect();
+        let dims = collapse(&dims);
+        accumulate_parallel::<R>(x, &dims, &mut acc);
+    }
+    acc.into_iter().map(R::finish).collect()
+}
+
+/// Splits the outermost collapsed axis across rayon tasks (for big inputs) and runs
+/// [`accumulate`] on each part.
+fn accumulate_parallel<R: Reducer>(x: &[f32], dims: &[Dim<2>], acc: &mut [R::Acc]) {
+    let Some(&(e0, [si0, so0])) = dims.first() else {
+        // Every extent is 1: the single element is the result.
+        acc[0] = R::fold_run(acc[0], x);
+        return;
+    };
+    if x.len() < PAR_THRESHOLD || e0 == 1 {
+        accumulate::<R>(x, dims, acc);
+        return;
+    }
+    let tasks = (rayon::current_num_threads() * 4).min(e0);
+    let per = e0.div_ceil(tasks);
+    if so0 != 0 {
+        // A kept outer axis: each task owns the output rows of its part.
+        acc.par_chunks_mut(per * so0)
+            .enumerate()
+            .for_each(|(t, acc)| {
+                let mut sub = dims.to_vec();
+                sub[0].0 = acc.len() / so0;
+                accumulate::<R>(&x[t * per * si0..], &sub, acc);
+            });
+    } else {
+        // A reduced outer axis: private accumulators, merged at the end.
+        let partial = (0..e0.div_ceil(per))
+            .into_par_iter()
+            .map(|t| {
+                let mut sub = dims.to_vec();
+                sub[0].0 = per.min(e0 - t * per);
+                let mut mine = vec![R::INIT; acc.len()];
+                accumulate::<R>(&x[t * per * si0..], &sub, &mut mine);
+                mine
+            })
+            .reduce(
+                || vec![R::INIT; acc.len()],
+                |mut a, b| {
+                    for (a, b) in a.iter_mut().zip(b) {
+                        *a = R::combine(*a, b);
+                    }
+                    a
+                },
+            );
+        acc.copy_from_slice(&partial);
+    }
+}
+
+/// Folds the elements of the loop nest `dims` (offsets relative to `x` and `acc`) into
+/// `acc`, one innermost run at a time.
+fn accumulate<R: Reducer>(x: &[f32], dims: &[Dim<2>], acc: &mut [R::Acc]) {
+    let (outer, inner) = dims.split_at(dims.len() - 1);
+    let (len, [_, inner_out_stride]) = inner[0];
+    let rows: usize = outer.iter().map(|d| d.0).product();
+    let mut odo = Odometer::new(outer, 0);
+    for _ in 0..rows {
+        let [xi, oi] = odo.offsets;
+        let run = &x[xi..xi + len];
+        if inner_out_stride == 0 {
+            acc[oi] = R::fold_run(acc[oi], run);
+        } else {
+            R::fold_each(&mut acc[oi..oi + len], run);
+        }
+        odo.advance();
+    }
+}
