@@ -95,7 +95,8 @@ impl DeviceSelector {
 
 /// The loaded library, the instance and its optional debug messenger.
 pub(crate) struct Instance {
-    pub entry: ash::Entry,
+    /// Keeps libvulkan loaded for as long as the instance lives.
+    _entry: ash::Entry,
     pub instance: ash::Instance,
     debug: Option<(ash::ext::debug_utils::Instance, vk::DebugUtilsMessengerEXT)>,
 }
@@ -176,7 +177,7 @@ impl Instance {
             None
         };
         Ok(Instance {
-            entry,
+            _entry: entry,
             instance,
             debug,
         })
