@@ -420,8 +420,9 @@ impl Backend for VulkanDevice {
             step.beta2.to_bits(),
             step.eps.to_bits(),
             step.weight_decay.to_bits(),
-            (1.0 - step.beta1.powi(t)).to_bits(),
-            (1.0 - step.beta2.powi(t)).to_bits(),
+            // In f64 like the CPU device: 1 - 0.999^t loses digits in f32.
+            ((1.0 - (step.beta1 as f64).powi(t)) as f32).to_bits(),
+            ((1.0 - (step.beta2 as f64).powi(t)) as f32).to_bits(),
         ];
         self.launch(
             &k::ADAM_UPDATE,

@@ -14,7 +14,8 @@
 //! Validation: with [`super::VulkanOptions::validation`] (or `ENGINE_VULKAN_VALIDATION=1`)
 //! the Khronos validation layer is enabled when installed, with a debug messenger that
 //! prints each warning or error and counts it ([`validation_message_count`]), so tests
-//! can fail on any message.
+//! can fail on any message. Synchronization validation is switched on with it, so a
+//! missing barrier is reported too.
 
 use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,6 +139,22 @@ impl Instance {
         if debug_ext {
             ext_names.push(ash::ext::debug_utils::NAME.as_ptr());
         }
+        // The layer's own extension turns on synchronization validation, which checks
+        // the recorder's barriers (a missing one is reported as a hazard).
+        let layer_exts = if validation {
+            unsafe { entry.enumerate_instance_extension_properties(Some(VALIDATION_LAYER)) }
+                .unwrap_or_default()
+        } else {
+            vec![]
+        };
+        let sync_validation = layer_exts
+            .iter()
+            .any(|e| e.extension_name_as_c_str().ok() == Some(ash::ext::validation_features::NAME));
+        if sync_validation {
+            ext_names.push(ash::ext::validation_features::NAME.as_ptr());
+        }
+        let enables = [vk::ValidationFeatureEnableEXT::SYNCHRONIZATION_VALIDATION];
+        let mut features = vk::ValidationFeaturesEXT::default().enabled_validation_features(&enables);
         // MoltenVK and other portability drivers are hidden unless asked for.
         let mut flags = vk::InstanceCreateFlags::empty();
         if has_ext(ash::khr::portability_enumeration::NAME) {
@@ -159,6 +176,9 @@ impl Instance {
             .enabled_layer_names(&layer_names)
             .enabled_extension_names(&ext_names)
             .flags(flags);
+        if sync_validation {
+            info = info.push_next(&mut features);
+        }
         if debug_ext {
             // Also catches messages from vkCreateInstance/vkDestroyInstance themselves.
             info = info.push_next(&mut messenger_info);
