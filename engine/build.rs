@@ -18,7 +18,10 @@ fn compile_shaders() {
     let compiler = shaderc::Compiler::new().expect("shaderc: cannot create a compiler");
     let mut opts = shaderc::CompileOptions::new().expect("shaderc: cannot create options");
     opts.set_optimization_level(shaderc::OptimizationLevel::Performance);
-    opts.set_target_env(shaderc::TargetEnv::Vulkan, shaderc::EnvVersion::Vulkan1_1 as u32);
+    opts.set_target_env(
+        shaderc::TargetEnv::Vulkan,
+        shaderc::EnvVersion::Vulkan1_1 as u32,
+    );
     let include_dir = dir.clone();
     opts.set_include_callback(move |name, _ty, _src, _depth| {
         let path = include_dir.join(name);
@@ -40,7 +43,13 @@ fn compile_shaders() {
         let src = std::fs::read_to_string(&path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let art = compiler
-            .compile_into_spirv(&src, shaderc::ShaderKind::Compute, &name, "main", Some(&opts))
+            .compile_into_spirv(
+                &src,
+                shaderc::ShaderKind::Compute,
+                &name,
+                "main",
+                Some(&opts),
+            )
             .unwrap_or_else(|e| panic!("shader {name} failed to compile:\n{e}"));
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
         std::fs::write(out.join(format!("{stem}.spv")), art.as_binary_u8()).unwrap();

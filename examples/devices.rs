@@ -13,7 +13,10 @@ fn main() {
     };
     println!("Vulkan devices with a compute queue:");
     for d in &devices {
-        println!("  {}: {} ({:?}, Vulkan {})", d.index, d.name, d.kind, d.api_version);
+        println!(
+            "  {}: {} ({:?}, Vulkan {})",
+            d.index, d.name, d.kind, d.api_version
+        );
     }
     match engine::vulkan::VulkanDevice::default_device() {
         Ok(dev) => println!("chosen: {}", dev.describe()),

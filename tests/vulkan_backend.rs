@@ -56,14 +56,21 @@ fn norm_err(got: &[f32], want: &[f32]) -> f64 {
 
 #[track_caller]
 fn assert_close(got: &[f32], want: &[f32], tol: f64, what: &str) {
-    assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output {got:?}");
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: non-finite output {got:?}"
+    );
     let e = norm_err(got, want);
     assert!(e <= tol, "{what}: normalised error {e:e} > {tol:e}");
 }
 
 /// No validation layer message so far (checked at the end of every test).
 fn assert_no_validation_messages() {
-    assert_eq!(validation_message_count(), 0, "validation layer reported problems");
+    assert_eq!(
+        validation_message_count(),
+        0,
+        "validation layer reported problems"
+    );
 }
 
 fn up(d: &VulkanDevice, x: &[f32]) -> VulkanBuffer {
@@ -97,8 +104,12 @@ fn unary_ops_match_reference() {
         (UnaryOp::Log, &pos, f64::ln),
         (UnaryOp::Sigmoid, &any, |x| 1.0 / (1.0 + (-x).exp())),
         (UnaryOp::Sigmoid, &wide, |x| 1.0 / (1.0 + (-x).exp())),
-        (UnaryOp::Softplus, &any, |x| x.max(0.0) + (-x.abs()).exp().ln_1p()),
-        (UnaryOp::Softplus, &wide, |x| x.max(0.0) + (-x.abs()).exp().ln_1p()),
+        (UnaryOp::Softplus, &any, |x| {
+            x.max(0.0) + (-x.abs()).exp().ln_1p()
+        }),
+        (UnaryOp::Softplus, &wide, |x| {
+            x.max(0.0) + (-x.abs()).exp().ln_1p()
+        }),
         (UnaryOp::Relu, &any, |x| x.max(0.0)),
         (UnaryOp::Step, &any, |x| if x > 0.0 { 1.0 } else { 0.0 }),
         (UnaryOp::Sqrt, &pos, f64::sqrt),
@@ -114,7 +125,9 @@ fn unary_ops_match_reference() {
         (UnaryOp::Powf(-2.0), &any, |x| x.powi(-2)),
     ];
     for (op, x, f) in cases {
-        let got = d.to_host(&d.unary(op, &up(&d, x), x.len()).unwrap()).unwrap();
+        let got = d
+            .to_host(&d.unary(op, &up(&d, x), x.len()).unwrap())
+            .unwrap();
         let want: Vec<f32> = x.iter().map(|&v| f(v as f64) as f32).collect();
         // exp/log/pow on the device are a few ulp off (GLSL allows 3 + 2|x| ulp for exp);
         // 1e-5 of the norm covers that with margin.
@@ -151,6 +164,9 @@ fn broadcast_ref(
         .collect()
 }
 
+/// A host reference of one binary op.
+type BinFn = fn(f32, f32) -> f32;
+
 #[test]
 fn binary_ops_broadcast() {
     let Some(d) = device() else { return };
@@ -159,14 +175,22 @@ fn binary_ops_broadcast() {
         (&[2, 3, 4], &[1, 3, 1], &[2, 3, 4]),
         (&[4, 1], &[1, 5], &[4, 5]),
         (&[1], &[7], &[7]),
-        (&[2, 1, 3, 1, 2, 3], &[1, 4, 3, 2, 1, 3], &[2, 4, 3, 2, 2, 3]),
+        (
+            &[2, 1, 3, 1, 2, 3],
+            &[1, 4, 3, 2, 1, 3],
+            &[2, 4, 3, 2, 2, 3],
+        ),
         // Rank 8, but the size-1 and contiguous axes merge to rank <= 6.
-        (&[2, 1, 1, 3, 4, 1, 1, 5], &[1, 1, 1, 3, 4, 1, 1, 1], &[2, 1, 1, 3, 4, 1, 1, 5]),
+        (
+            &[2, 1, 1, 3, 4, 1, 1, 5],
+            &[1, 1, 1, 3, 4, 1, 1, 1],
+            &[2, 1, 1, 3, 4, 1, 1, 5],
+        ),
     ];
     for (i, (sa, sb, so)) in shapes.iter().enumerate() {
         let a = data(sa.iter().product(), 10 + i as u64, -2.0, 2.0);
         let b = data(sb.iter().product(), 20 + i as u64, 0.5, 2.0);
-        let ops: [(BinaryOp, fn(f32, f32) -> f32); 5] = [
+        let ops: [(BinaryOp, BinFn); 5] = [
             (BinaryOp::Add, |x, y| x + y),
             (BinaryOp::Sub, |x, y| x - y),
             (BinaryOp::Mul, |x, y| x * y),
@@ -203,7 +227,11 @@ fn reduce_ref(x: &[f32], shape: &[usize], axes: &[usize], max: bool) -> Vec<f32>
             }
             stride *= out_shape[d];
         }
-        acc[o] = if max { acc[o].max(v as f64) } else { acc[o] + v as f64 };
+        acc[o] = if max {
+            acc[o].max(v as f64)
+        } else {
+            acc[o] + v as f64
+        };
     }
     acc.into_iter().map(|v| v as f32).collect()
 }
@@ -229,7 +257,12 @@ fn reduce_sum_and_max_over_any_axes() {
         for (op, max) in [(ReduceOp::Sum, false), (ReduceOp::Max, true)] {
             let got = d.to_host(&d.reduce(op, &xb, shape, axes).unwrap()).unwrap();
             // Sums are accumulated in a different order than the f64 reference.
-            assert_close(&got, &reduce_ref(&x, shape, axes, max), 1e-5, &format!("{op:?} {shape:?} {axes:?}"));
+            assert_close(
+                &got,
+                &reduce_ref(&x, shape, axes, max),
+                1e-5,
+                &format!("{op:?} {shape:?} {axes:?}"),
+            );
         }
     }
     assert_no_validation_messages();
@@ -245,8 +278,16 @@ fn matmul_ref(a: &[f32], b: &[f32], dm: MatmulDims) -> Vec<f32> {
             for j in 0..n {
                 let mut s = 0f64;
                 for p in 0..k {
-                    let av = if dm.trans_a { a[ab + p * m + i] } else { a[ab + i * k + p] };
-                    let bv = if dm.trans_b { b[bb + j * k + p] } else { b[bb + p * n + j] };
+                    let av = if dm.trans_a {
+                        a[ab + p * m + i]
+                    } else {
+                        a[ab + i * k + p]
+                    };
+                    let bv = if dm.trans_b {
+                        b[bb + j * k + p]
+                    } else {
+                        b[bb + p * n + j]
+                    };
                     s += av as f64 * bv as f64;
                 }
                 c[(bi * m + i) * n + j] = s as f32;
@@ -270,16 +311,39 @@ fn matmul_with_transposes_and_broadcast_operands() {
             a_batched: bits & 4 != 0,
             b_batched: bits & 8 != 0,
         };
-        let a = data(if dm.a_batched { 3 } else { 1 } * 17 * 33, 40 + bits as u64, -1.0, 1.0);
-        let b = data(if dm.b_batched { 3 } else { 1 } * 33 * 19, 60 + bits as u64, -1.0, 1.0);
-        let got = d.to_host(&d.matmul(&up(&d, &a), &up(&d, &b), dm).unwrap()).unwrap();
+        let a = data(
+            if dm.a_batched { 3 } else { 1 } * 17 * 33,
+            40 + bits as u64,
+            -1.0,
+            1.0,
+        );
+        let b = data(
+            if dm.b_batched { 3 } else { 1 } * 33 * 19,
+            60 + bits as u64,
+            -1.0,
+            1.0,
+        );
+        let got = d
+            .to_host(&d.matmul(&up(&d, &a), &up(&d, &b), dm).unwrap())
+            .unwrap();
         assert_close(&got, &matmul_ref(&a, &b, dm), 1e-5, &format!("{dm:?}"));
     }
     // A larger square product crossing many tiles.
-    let dm = MatmulDims { batch: 1, m: 130, k: 257, n: 67, a_batched: true, b_batched: true, trans_a: false, trans_b: false };
+    let dm = MatmulDims {
+        batch: 1,
+        m: 130,
+        k: 257,
+        n: 67,
+        a_batched: true,
+        b_batched: true,
+        trans_a: false,
+        trans_b: false,
+    };
     let a = data(130 * 257, 90, -1.0, 1.0);
     let b = data(257 * 67, 91, -1.0, 1.0);
-    let got = d.to_host(&d.matmul(&up(&d, &a), &up(&d, &b), dm).unwrap()).unwrap();
+    let got = d
+        .to_host(&d.matmul(&up(&d, &a), &up(&d, &b), dm).unwrap())
+        .unwrap();
     assert_close(&got, &matmul_ref(&a, &b, dm), 1e-5, "130x257x67");
     assert_no_validation_messages();
 }
@@ -304,7 +368,15 @@ fn conv_ref(x: &[f32], w: &[f32], bias: Option<&[f32]>, c: &Conv2dDims) -> Vec<f
                         for ky in 0..c.kh {
                             for kx in 0..c.kw {
                                 let wv = w[((co * c.c_in + ci) * c.kh + ky) * c.kw + kx] as f64;
-                                s += wv * conv_x(x, c, b, ci, oy as isize + ky as isize - ph, ox as isize + kx as isize - pw);
+                                s += wv
+                                    * conv_x(
+                                        x,
+                                        c,
+                                        b,
+                                        ci,
+                                        oy as isize + ky as isize - ph,
+                                        ox as isize + kx as isize - pw,
+                                    );
                             }
                         }
                     }
@@ -335,7 +407,8 @@ fn conv_grads_ref(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2dDims) -> (Vec<f32>
                                 if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
                                     continue;
                                 }
-                                let xi = ((b * c.c_in + ci) * c.h + iy as usize) * c.w + ix as usize;
+                                let xi =
+                                    ((b * c.c_in + ci) * c.h + iy as usize) * c.w + ix as usize;
                                 let wi = ((co * c.c_in + ci) * c.kh + ky) * c.kw + kx;
                                 dx[xi] += g * w[wi] as f64;
                                 dw[wi] += g * x[xi] as f64;
@@ -354,10 +427,42 @@ fn conv_grads_ref(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2dDims) -> (Vec<f32>
 fn conv2d_forward_and_backward() {
     let Some(d) = device() else { return };
     let shapes = [
-        Conv2dDims { n: 2, c_in: 3, c_out: 4, h: 7, w: 9, kh: 3, kw: 3 },
-        Conv2dDims { n: 1, c_in: 5, c_out: 2, h: 6, w: 5, kh: 1, kw: 1 },
-        Conv2dDims { n: 3, c_in: 2, c_out: 3, h: 5, w: 8, kh: 3, kw: 5 },
-        Conv2dDims { n: 2, c_in: 16, c_out: 8, h: 16, w: 16, kh: 3, kw: 3 },
+        Conv2dDims {
+            n: 2,
+            c_in: 3,
+            c_out: 4,
+            h: 7,
+            w: 9,
+            kh: 3,
+            kw: 3,
+        },
+        Conv2dDims {
+            n: 1,
+            c_in: 5,
+            c_out: 2,
+            h: 6,
+            w: 5,
+            kh: 1,
+            kw: 1,
+        },
+        Conv2dDims {
+            n: 3,
+            c_in: 2,
+            c_out: 3,
+            h: 5,
+            w: 8,
+            kh: 3,
+            kw: 5,
+        },
+        Conv2dDims {
+            n: 2,
+            c_in: 16,
+            c_out: 8,
+            h: 16,
+            w: 16,
+            kh: 3,
+            kw: 3,
+        },
     ];
     for (i, c) in shapes.iter().enumerate() {
         let s = 100 + 10 * i as u64;
@@ -366,14 +471,30 @@ fn conv2d_forward_and_backward() {
         let bias = data(c.c_out, s + 2, -1.0, 1.0);
         let dy = data(c.output_len(), s + 3, -1.0, 1.0);
         let (xb, wb, bb, dyb) = (up(&d, &x), up(&d, &w), up(&d, &bias), up(&d, &dy));
-        let y = d.to_host(&d.conv2d(&xb, &wb, Some(&bb), *c).unwrap()).unwrap();
-        assert_close(&y, &conv_ref(&x, &w, Some(&bias), c), 1e-5, &format!("conv2d {c:?}"));
+        let y = d
+            .to_host(&d.conv2d(&xb, &wb, Some(&bb), *c).unwrap())
+            .unwrap();
+        assert_close(
+            &y,
+            &conv_ref(&x, &w, Some(&bias), c),
+            1e-5,
+            &format!("conv2d {c:?}"),
+        );
         let y = d.to_host(&d.conv2d(&xb, &wb, None, *c).unwrap()).unwrap();
-        assert_close(&y, &conv_ref(&x, &w, None, c), 1e-5, &format!("conv2d no bias {c:?}"));
+        assert_close(
+            &y,
+            &conv_ref(&x, &w, None, c),
+            1e-5,
+            &format!("conv2d no bias {c:?}"),
+        );
         let (dx_ref, dw_ref) = conv_grads_ref(&x, &w, &dy, c);
-        let dx = d.to_host(&d.conv2d_backward_input(&dyb, &wb, *c).unwrap()).unwrap();
+        let dx = d
+            .to_host(&d.conv2d_backward_input(&dyb, &wb, *c).unwrap())
+            .unwrap();
         assert_close(&dx, &dx_ref, 1e-5, &format!("conv2d_backward_input {c:?}"));
-        let dw = d.to_host(&d.conv2d_backward_weight(&xb, &dyb, *c).unwrap()).unwrap();
+        let dw = d
+            .to_host(&d.conv2d_backward_weight(&xb, &dyb, *c).unwrap())
+            .unwrap();
         assert_close(&dw, &dw_ref, 1e-5, &format!("conv2d_backward_weight {c:?}"));
     }
     assert_no_validation_messages();
@@ -386,7 +507,9 @@ fn layout_ops_permute_slice_concat_gather() {
     let shape = [2, 3, 4, 5];
     let x = data(120, 200, -1.0, 1.0);
     let perm = [2, 0, 3, 1];
-    let got = d.to_host(&d.permute(&up(&d, &x), &shape, &perm).unwrap()).unwrap();
+    let got = d
+        .to_host(&d.permute(&up(&d, &x), &shape, &perm).unwrap())
+        .unwrap();
     let mut want = Vec::new();
     for i2 in 0..4 {
         for i0 in 0..2 {
@@ -401,12 +524,18 @@ fn layout_ops_permute_slice_concat_gather() {
     // A full reversal of a rank-6 tensor cannot merge axes: the kernel's full rank.
     let shape6 = [2, 3, 2, 2, 3, 2];
     let x6 = data(144, 201, -1.0, 1.0);
-    let rev = d.permute(&up(&d, &x6), &shape6, &[5, 4, 3, 2, 1, 0]).unwrap();
-    let back = d.permute(&rev, &[2, 3, 2, 2, 3, 2], &[5, 4, 3, 2, 1, 0]).unwrap();
+    let rev = d
+        .permute(&up(&d, &x6), &shape6, &[5, 4, 3, 2, 1, 0])
+        .unwrap();
+    let back = d
+        .permute(&rev, &[2, 3, 2, 2, 3, 2], &[5, 4, 3, 2, 1, 0])
+        .unwrap();
     assert_eq!(d.to_host(&back).unwrap(), x6, "permute rank 6 round trip");
 
     // slice axis 1 of [2, 3, 4, 5], range 1..3
-    let got = d.to_host(&d.slice(&up(&d, &x), &shape, 1, 1, 2).unwrap()).unwrap();
+    let got = d
+        .to_host(&d.slice(&up(&d, &x), &shape, 1, 1, 2).unwrap())
+        .unwrap();
     let want: Vec<f32> = (0..120)
         .filter(|i| (1..3).contains(&((i / 20) % 3)))
         .map(|i| x[i])
@@ -420,7 +549,13 @@ fn layout_ops_permute_slice_concat_gather() {
         sb[axis] = 5;
         let b = data(sb.iter().product(), 203, -1.0, 1.0);
         let got = d
-            .to_host(&d.concat(&[(&up(&d, &a), &[2, 3, 4][..]), (&up(&d, &b), &sb[..])], axis).unwrap())
+            .to_host(
+                &d.concat(
+                    &[(&up(&d, &a), &[2, 3, 4][..]), (&up(&d, &b), &sb[..])],
+                    axis,
+                )
+                .unwrap(),
+            )
             .unwrap();
         let outer: usize = [2, 3, 4][..axis].iter().product();
         let (ca, cb) = (24 / outer, sb.iter().product::<usize>() / outer);
@@ -434,7 +569,9 @@ fn layout_ops_permute_slice_concat_gather() {
 
     // gather axis 1 of [2, 3, 4, 5] with repeated indices
     let idx = [2, 0, 2, 1];
-    let got = d.to_host(&d.gather(&up(&d, &x), &shape, 1, &idx).unwrap()).unwrap();
+    let got = d
+        .to_host(&d.gather(&up(&d, &x), &shape, 1, &idx).unwrap())
+        .unwrap();
     let mut want = Vec::new();
     for o in 0..2 {
         for &j in &idx {
@@ -450,7 +587,17 @@ fn random_fills_match_the_host_hash() {
     let Some(d) = device() else { return };
     let seed = 0x1234_5678_9abc_def0;
     let got = d
-        .to_host(&d.random(10_000, Distribution::Uniform { low: -2.0, high: 3.0 }, seed).unwrap())
+        .to_host(
+            &d.random(
+                10_000,
+                Distribution::Uniform {
+                    low: -2.0,
+                    high: 3.0,
+                },
+                seed,
+            )
+            .unwrap(),
+        )
         .unwrap();
     let want: Vec<f32> = (0..10_000)
         .map(|i| -2.0 + 5.0 * engine::random::uniform01(seed, i))
@@ -458,7 +605,17 @@ fn random_fills_match_the_host_hash() {
     // Same integer hash; only the final affine map may round differently (fma).
     assert_close(&got, &want, 1e-7, "uniform");
     let got = d
-        .to_host(&d.random(10_000, Distribution::Normal { mean: 1.0, std: 2.0 }, seed).unwrap())
+        .to_host(
+            &d.random(
+                10_000,
+                Distribution::Normal {
+                    mean: 1.0,
+                    std: 2.0,
+                },
+                seed,
+            )
+            .unwrap(),
+        )
         .unwrap();
     let want: Vec<f32> = (0..10_000)
         .map(|i| 1.0 + 2.0 * engine::random::normal(seed, i))
@@ -502,11 +659,24 @@ fn adam_and_adamax_updates() {
         let (pb, mb, vb) = (up(&d, &p), up(&d, &m), up(&d, &v));
         for step in 1..=3 {
             let g = data(n, 310 + step as u64, -1.0, 1.0);
-            let s = AdamStep { kind, lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-4, step };
+            let s = AdamStep {
+                kind,
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-4,
+                step,
+            };
             d.adam_update(&pb, &up(&d, &g), &mb, &vb, n, &s).unwrap();
             adam_ref(&mut p, &g, &mut m, &mut v, &s);
         }
-        assert_close(&d.to_host(&pb).unwrap(), &p, 1e-6, &format!("{kind:?} param"));
+        assert_close(
+            &d.to_host(&pb).unwrap(),
+            &p,
+            1e-6,
+            &format!("{kind:?} param"),
+        );
         assert_close(&d.to_host(&mb).unwrap(), &m, 1e-5, &format!("{kind:?} m"));
         assert_close(&d.to_host(&vb).unwrap(), &v, 1e-5, &format!("{kind:?} v"));
     }
@@ -531,7 +701,10 @@ fn long_dependent_chains_span_batches() {
 fn default_device_is_shared() {
     let Some(d) = device() else { return };
     assert_eq!(VulkanDevice::default_device().unwrap(), d);
-    assert_eq!(engine::Device::vulkan().unwrap(), engine::Device::Vulkan(d.clone()));
+    assert_eq!(
+        engine::Device::vulkan().unwrap(),
+        engine::Device::Vulkan(d.clone())
+    );
     assert!(d.name().starts_with("vulkan:"));
 }
 

@@ -21,15 +21,44 @@ fn training_step_reuses_pooled_memory() {
     };
     let d = VulkanDevice::new(options)
         .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"));
-    let c = Conv2dDims { n: 4, c_in: 8, c_out: 8, h: 16, w: 16, kh: 3, kw: 3 };
-    let w = d.random(c.weight_len(), Distribution::Normal { mean: 0.0, std: 0.1 }, 1).unwrap();
+    let c = Conv2dDims {
+        n: 4,
+        c_in: 8,
+        c_out: 8,
+        h: 16,
+        w: 16,
+        kh: 3,
+        kw: 3,
+    };
+    let w = d
+        .random(
+            c.weight_len(),
+            Distribution::Normal {
+                mean: 0.0,
+                std: 0.1,
+            },
+            1,
+        )
+        .unwrap();
     let bias = d.full(c.c_out, 0.0).unwrap();
-    let (mw, vw) = (d.full(c.weight_len(), 0.0).unwrap(), d.full(c.weight_len(), 0.0).unwrap());
+    let (mw, vw) = (
+        d.full(c.weight_len(), 0.0).unwrap(),
+        d.full(c.weight_len(), 0.0).unwrap(),
+    );
     let (mb, vb) = (d.full(c.c_out, 0.0).unwrap(), d.full(c.c_out, 0.0).unwrap());
     let mut allocations = Vec::new();
     let mut losses = Vec::new();
     for step in 1..=5u32 {
-        let x = d.random(c.input_len(), Distribution::Normal { mean: 0.0, std: 1.0 }, 100 + step as u64).unwrap();
+        let x = d
+            .random(
+                c.input_len(),
+                Distribution::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                100 + step as u64,
+            )
+            .unwrap();
         let y = d.conv2d(&x, &w, Some(&bias), c).unwrap();
         let a = d.unary(UnaryOp::Softplus, &y, c.output_len()).unwrap();
         let shape = [c.n, c.c_out, c.h, c.w];
@@ -39,15 +68,31 @@ fn training_step_reuses_pooled_memory() {
         let _dx = d.conv2d_backward_input(&dy, &w, c).unwrap();
         let dw = d.conv2d_backward_weight(&x, &dy, c).unwrap();
         let db = d.reduce(ReduceOp::Sum, &dy, &shape, &[0, 2, 3]).unwrap();
-        let s = AdamStep { kind: AdamKind::Adam, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step };
-        d.adam_update(&w, &dw, &mw, &vw, c.weight_len(), &s).unwrap();
+        let s = AdamStep {
+            kind: AdamKind::Adam,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step,
+        };
+        d.adam_update(&w, &dw, &mw, &vw, c.weight_len(), &s)
+            .unwrap();
         d.adam_update(&bias, &db, &mb, &vb, c.c_out, &s).unwrap();
         losses.push(d.to_host(&loss).unwrap()[0]);
         allocations.push(d.pool_stats().allocations);
     }
     let stats = d.pool_stats();
-    assert!(allocations[1..].iter().all(|&a| a == allocations[0]), "allocations per step {allocations:?}");
+    assert!(
+        allocations[1..].iter().all(|&a| a == allocations[0]),
+        "allocations per step {allocations:?}"
+    );
     assert!(stats.reuses > 0, "{stats:?}");
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
-    assert_eq!(validation_message_count(), 0, "validation layer reported problems");
+    assert_eq!(
+        validation_message_count(),
+        0,
+        "validation layer reported problems"
+    );
 }

@@ -30,7 +30,9 @@ fn grid(items: usize, per_group: usize) -> Result<[u32; 3]> {
     }
     let y = groups.div_ceil(65535);
     if y > 65535 {
-        return Err(Error::Device(format!("vulkan: launch of {items} invocations is too large")));
+        return Err(Error::Device(format!(
+            "vulkan: launch of {items} invocations is too large"
+        )));
     }
     Ok([65535, y as u32, 1])
 }
@@ -100,11 +102,21 @@ impl VulkanDevice {
     ) -> Result<()> {
         let len: usize = shape.iter().product();
         let (shape, strides) = coalesce(shape, &strides);
-        let mut push = vec![u32_of(len, "copy")?, u32_of(offsets[0], "copy")?, u32_of(offsets[1], "copy")?];
+        let mut push = vec![
+            u32_of(len, "copy")?,
+            u32_of(offsets[0], "copy")?,
+            u32_of(offsets[1], "copy")?,
+        ];
         push.extend(pad6(&shape, 1, "copy")?);
         push.extend(pad6(&strides[0], 0, "copy")?);
         push.extend(pad6(&strides[1], 0, "copy")?);
-        self.launch(&k::STRIDED_COPY, &[], &[(src, false), (dst, true)], &push, grid(len, 256)?)
+        self.launch(
+            &k::STRIDED_COPY,
+            &[],
+            &[(src, false), (dst, true)],
+            &push,
+            grid(len, 256)?,
+        )
     }
 
     /// A one-element-per-invocation launch writing a new buffer of `len`.
@@ -172,7 +184,12 @@ impl Backend for VulkanDevice {
 
     fn unary(&self, op: UnaryOp, x: &VulkanBuffer, len: usize) -> Result<VulkanBuffer> {
         let (code, s) = unary_code(op);
-        self.map_launch(&k::UNARY, &[x], len, &[u32_of(len, "unary")?, code, s.to_bits()])
+        self.map_launch(
+            &k::UNARY,
+            &[x],
+            len,
+            &[u32_of(len, "unary")?, code, s.to_bits()],
+        )
     }
 
     fn binary(
@@ -217,7 +234,9 @@ impl Backend for VulkanDevice {
     ) -> Result<VulkanBuffer> {
         let strides = contiguous(shape);
         let split = |reduced: bool| -> (Vec<usize>, Vec<usize>) {
-            let dims: Vec<usize> = (0..shape.len()).filter(|d| axes.contains(d) == reduced).collect();
+            let dims: Vec<usize> = (0..shape.len())
+                .filter(|d| axes.contains(d) == reduced)
+                .collect();
             let sh: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
             let st: Vec<usize> = dims.iter().map(|&d| strides[d]).collect();
             let (sh, st) = coalesce(&sh, &[st]);
@@ -238,9 +257,21 @@ impl Backend for VulkanDevice {
         push.extend(pad6(&rstride, 0, "reduce")?);
         let y = self.alloc(n_out)?;
         if n_red <= SMALL_REDUCTION {
-            self.launch(&k::REDUCE_SMALL, &[], &[(x, false), (&y, true)], &push, grid(n_out, 256)?)?;
+            self.launch(
+                &k::REDUCE_SMALL,
+                &[],
+                &[(x, false), (&y, true)],
+                &push,
+                grid(n_out, 256)?,
+            )?;
         } else {
-            self.launch(&k::REDUCE, &[], &[(x, false), (&y, true)], &push, grid(n_out, 1)?)?;
+            self.launch(
+                &k::REDUCE,
+                &[],
+                &[(x, false), (&y, true)],
+                &push,
+                grid(n_out, 1)?,
+            )?;
         }
         Ok(y)
     }
@@ -259,10 +290,18 @@ impl Backend for VulkanDevice {
         let t = MATMUL_TILE as usize;
         let groups = [d.n.div_ceil(t), d.m.div_ceil(t), d.batch];
         if groups.iter().any(|&g| g > 65535) {
-            return Err(Error::Device(format!("vulkan: matmul {d:?} exceeds the dispatch grid")));
+            return Err(Error::Device(format!(
+                "vulkan: matmul {d:?} exceeds the dispatch grid"
+            )));
         }
         let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
-        self.launch(&k::MATMUL, &[MATMUL_TILE], &[(a, false), (b, false), (&c, true)], &push, groups)?;
+        self.launch(
+            &k::MATMUL,
+            &[MATMUL_TILE],
+            &[(a, false), (b, false), (&c, true)],
+            &push,
+            groups,
+        )?;
         Ok(c)
     }
 
@@ -276,7 +315,12 @@ impl Backend for VulkanDevice {
         let mut push = conv_push(&dims)?;
         push.push(bias.is_some() as u32);
         // Without a bias the binding still needs a buffer; the kernel never reads it.
-        self.map_launch(&k::CONV2D, &[x, w, bias.unwrap_or(w)], dims.output_len(), &push)
+        self.map_launch(
+            &k::CONV2D,
+            &[x, w, bias.unwrap_or(w)],
+            dims.output_len(),
+            &push,
+        )
     }
 
     fn conv2d_backward_input(
@@ -285,7 +329,12 @@ impl Backend for VulkanDevice {
         w: &VulkanBuffer,
         dims: Conv2dDims,
     ) -> Result<VulkanBuffer> {
-        self.map_launch(&k::CONV2D_BACKWARD_INPUT, &[dy, w], dims.input_len(), &conv_push(&dims)?)
+        self.map_launch(
+            &k::CONV2D_BACKWARD_INPUT,
+            &[dy, w],
+            dims.input_len(),
+            &conv_push(&dims)?,
+        )
     }
 
     fn conv2d_backward_weight(
@@ -328,7 +377,13 @@ impl Backend for VulkanDevice {
         out_shape[axis] = len;
         let y = self.alloc(out_shape.iter().product())?;
         let offset = start * strides[axis];
-        self.strided_copy(x, &y, &out_shape, [strides, contiguous(&out_shape)], [offset, 0])?;
+        self.strided_copy(
+            x,
+            &y,
+            &out_shape,
+            [strides, contiguous(&out_shape)],
+            [offset, 0],
+        )?;
         Ok(y)
     }
 

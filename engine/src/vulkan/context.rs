@@ -128,12 +128,13 @@ impl Instance {
                 .iter()
                 .any(|e| e.extension_name_as_c_str().ok() == Some(name))
         };
-        let validation = validation && {
-            if !has_layer {
-                eprintln!("engine: Vulkan validation requested but VK_LAYER_KHRONOS_validation is not installed (vulkan-validationlayers); continuing without it");
-            }
-            has_layer
-        };
+        let validation = validation
+            && {
+                if !has_layer {
+                    eprintln!("engine: Vulkan validation requested but VK_LAYER_KHRONOS_validation is not installed (vulkan-validationlayers); continuing without it");
+                }
+                has_layer
+            };
         let mut ext_names = Vec::new();
         let debug_ext = validation && has_ext(ash::ext::debug_utils::NAME);
         if debug_ext {
@@ -154,7 +155,8 @@ impl Instance {
             ext_names.push(ash::ext::validation_features::NAME.as_ptr());
         }
         let enables = [vk::ValidationFeatureEnableEXT::SYNCHRONIZATION_VALIDATION];
-        let mut features = vk::ValidationFeaturesEXT::default().enabled_validation_features(&enables);
+        let mut features =
+            vk::ValidationFeaturesEXT::default().enabled_validation_features(&enables);
         // MoltenVK and other portability drivers are hidden unless asked for.
         let mut flags = vk::InstanceCreateFlags::empty();
         if has_ext(ash::khr::portability_enumeration::NAME) {
@@ -211,8 +213,10 @@ impl Instance {
         let mut out = Vec::new();
         for (index, pd) in physical.into_iter().enumerate() {
             let props = unsafe { self.instance.get_physical_device_properties(pd) };
-            let families =
-                unsafe { self.instance.get_physical_device_queue_family_properties(pd) };
+            let families = unsafe {
+                self.instance
+                    .get_physical_device_queue_family_properties(pd)
+            };
             // Prefer a compute queue; any graphics queue also does compute.
             let Some(family) = families
                 .iter()
@@ -309,7 +313,10 @@ pub(crate) fn choose(
             .iter()
             .position(|(_, d, _)| d.index == *i)
             .ok_or_else(|| {
-                Error::Device(format!("vulkan: no device with index {i} (have {})", listing()))
+                Error::Device(format!(
+                    "vulkan: no device with index {i} (have {})",
+                    listing()
+                ))
             }),
         Some(DeviceSelector::Name(n)) => {
             let n = n.to_lowercase();
@@ -317,7 +324,10 @@ pub(crate) fn choose(
                 .iter()
                 .position(|(_, d, _)| d.name.to_lowercase().contains(&n))
                 .ok_or_else(|| {
-                    Error::Device(format!("vulkan: no device named like {n:?} (have {})", listing()))
+                    Error::Device(format!(
+                        "vulkan: no device named like {n:?} (have {})",
+                        listing()
+                    ))
                 })
         }
         None => Ok((0..devices.len())
@@ -391,4 +401,3 @@ pub(crate) fn enumerate() -> Result<Vec<DeviceInfo>> {
     let instance = Instance::new(false)?;
     Ok(instance.devices()?.into_iter().map(|(_, d, _)| d).collect())
 }
-

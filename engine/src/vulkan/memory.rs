@@ -265,7 +265,12 @@ impl VulkanBuffer {
 
 impl std::fmt::Debug for VulkanBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VulkanBuffer(len {}, block {})", self.0.len, self.block().id)
+        write!(
+            f,
+            "VulkanBuffer(len {}, block {})",
+            self.0.len,
+            self.block().id
+        )
     }
 }
 

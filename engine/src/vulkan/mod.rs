@@ -169,7 +169,10 @@ impl VulkanDevice {
             .map_err(|e| Error::Device(format!("vulkan: creating the allocator: {e}")))?;
         let timing = if options.profile {
             if ctx.timestamp_period.is_none() {
-                eprintln!("engine: {} has no compute timestamps; profiling is off", ctx.info.name);
+                eprintln!(
+                    "engine: {} has no compute timestamps; profiling is off",
+                    ctx.info.name
+                );
             }
             ctx.timestamp_period
         } else {
@@ -246,7 +249,8 @@ impl VulkanDevice {
 
     /// A new buffer of `len` elements with undefined contents.
     pub(crate) fn alloc(&self, len: usize) -> Result<VulkanBuffer> {
-        let block = lock(&self.0.pool)?.acquire(&self.0.ctx.device, Place::Device, 4 * len as u64, 0)?;
+        let block =
+            lock(&self.0.pool)?.acquire(&self.0.ctx.device, Place::Device, 4 * len as u64, 0)?;
         Ok(VulkanBuffer(Arc::new(BufferInner {
             shared: self.0.clone(),
             block: Some(block),
@@ -283,7 +287,15 @@ impl VulkanDevice {
                 }
             })
             .collect();
-        rec.dispatch(&self.0.ctx, &self.0.pool, pipe, kernel.name, &accesses, push, groups)
+        rec.dispatch(
+            &self.0.ctx,
+            &self.0.pool,
+            pipe,
+            kernel.name,
+            &accesses,
+            push,
+            groups,
+        )
     }
 
     /// A new buffer of `len` 4-byte elements holding `bytes` (f32 or u32 data).
@@ -305,7 +317,9 @@ impl VulkanDevice {
             Some(m) => m[..bytes.len()].copy_from_slice(bytes),
             None => {
                 lock(&self.0.pool)?.release(staging, 0);
-                return Err(Error::Device("vulkan: staging memory is not host-mapped".into()));
+                return Err(Error::Device(
+                    "vulkan: staging memory is not host-mapped".into(),
+                ));
             }
         }
         dst.touch(serial);
@@ -319,7 +333,14 @@ impl VulkanDevice {
             id: dst.block().id,
             write: true,
         };
-        rec.copy(&self.0.ctx, &self.0.pool, src, to, bytes.len() as u64, Some(staging))?;
+        rec.copy(
+            &self.0.ctx,
+            &self.0.pool,
+            src,
+            to,
+            bytes.len() as u64,
+            Some(staging),
+        )?;
         Ok(dst)
     }
 
@@ -352,10 +373,9 @@ impl VulkanDevice {
             .copy(&self.0.ctx, &self.0.pool, src, dst, bytes, None)
             .and_then(|_| rec.flush(&self.0.ctx, &self.0.pool));
         let out = result.and_then(|_| {
-            let m = staging
-                .allocation
-                .mapped_slice()
-                .ok_or_else(|| Error::Device("vulkan: readback memory is not host-mapped".into()))?;
+            let m = staging.allocation.mapped_slice().ok_or_else(|| {
+                Error::Device("vulkan: readback memory is not host-mapped".into())
+            })?;
             Ok(m[..bytes as usize]
                 .chunks_exact(4)
                 .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))

@@ -72,10 +72,9 @@ fn vk_err(what: &'static str) -> impl Fn(vk::Result) -> Error {
 impl Pipelines {
     pub fn new(device: &ash::Device) -> Result<Self> {
         // SAFETY: valid device; an empty cache.
-        let cache = unsafe {
-            device.create_pipeline_cache(&vk::PipelineCacheCreateInfo::default(), None)
-        }
-        .map_err(vk_err("creating the pipeline cache"))?;
+        let cache =
+            unsafe { device.create_pipeline_cache(&vk::PipelineCacheCreateInfo::default(), None) }
+                .map_err(vk_err("creating the pipeline cache"))?;
         Ok(Pipelines {
             layouts: HashMap::new(),
             pipelines: HashMap::new(),
@@ -160,8 +159,9 @@ impl Pipelines {
         let created = unsafe { device.create_compute_pipelines(self.cache, &info, None) };
         // SAFETY: the module is no longer needed once the pipeline exists (or failed).
         unsafe { device.destroy_shader_module(module, None) };
-        let pipeline = created
-            .map_err(|(_, e)| Error::Device(format!("vulkan: creating pipeline {}: {e}", kernel.name)))?[0];
+        let pipeline = created.map_err(|(_, e)| {
+            Error::Device(format!("vulkan: creating pipeline {}: {e}", kernel.name))
+        })?[0];
         let p = Pipeline {
             pipeline,
             layout,

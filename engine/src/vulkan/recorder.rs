@@ -197,9 +197,9 @@ impl Recorder {
 
     /// Records a barrier first if `accesses` conflict with work since the last one.
     fn order(&mut self, ctx: &super::context::Context, accesses: &[Access]) -> Result<()> {
-        let conflict = accesses.iter().any(|a| {
-            self.written.contains(&a.id) || (a.write && self.read.contains(&a.id))
-        });
+        let conflict = accesses
+            .iter()
+            .any(|a| self.written.contains(&a.id) || (a.write && self.read.contains(&a.id)));
         let cmd = self.frame(ctx)?.cmd;
         if conflict {
             let barrier = [vk::MemoryBarrier::default()
@@ -238,7 +238,9 @@ impl Recorder {
 
     /// Writes a timestamp (when profiling) and remembers which kernel it belongs to.
     fn stamp(&mut self, ctx: &super::context::Context, label: Option<&'static str>) {
-        let Some(f) = self.current.as_mut() else { return };
+        let Some(f) = self.current.as_mut() else {
+            return;
+        };
         let Some(q) = f.queries else { return };
         let index = match label {
             Some(l) => {
@@ -309,7 +311,14 @@ impl Recorder {
         unsafe {
             d.update_descriptor_sets(&writes, &[]);
             d.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipe.pipeline);
-            d.cmd_bind_descriptor_sets(cmd, vk::PipelineBindPoint::COMPUTE, pipe.layout, 0, &[set], &[]);
+            d.cmd_bind_descriptor_sets(
+                cmd,
+                vk::PipelineBindPoint::COMPUTE,
+                pipe.layout,
+                0,
+                &[set],
+                &[],
+            );
             if !bytes.is_empty() {
                 d.cmd_push_constants(cmd, pipe.layout, vk::ShaderStageFlags::COMPUTE, 0, &bytes);
             }
@@ -348,7 +357,10 @@ impl Recorder {
             size: bytes,
         }];
         // SAFETY: recording into the open command buffer.
-        unsafe { ctx.device.cmd_copy_buffer(cmd, src.buffer, dst.buffer, &region) };
+        unsafe {
+            ctx.device
+                .cmd_copy_buffer(cmd, src.buffer, dst.buffer, &region)
+        };
         self.stamp(ctx, None);
         let f = self.current.as_mut().expect("open");
         f.dispatches += 1;
@@ -359,7 +371,11 @@ impl Recorder {
     }
 
     /// Submits the current frame (if any) without waiting; returns its serial.
-    pub fn submit(&mut self, ctx: &super::context::Context, pool: &std::sync::Mutex<Pool>) -> Result<u64> {
+    pub fn submit(
+        &mut self,
+        ctx: &super::context::Context,
+        pool: &std::sync::Mutex<Pool>,
+    ) -> Result<u64> {
         let Some(f) = self.current.take() else {
             return Ok(self.next_serial - 1);
         };
@@ -398,7 +414,12 @@ impl Recorder {
     }
 
     /// Blocks until every frame up to `serial` has finished, then recycles them.
-    pub fn wait(&mut self, ctx: &super::context::Context, pool: &std::sync::Mutex<Pool>, serial: u64) -> Result<()> {
+    pub fn wait(
+        &mut self,
+        ctx: &super::context::Context,
+        pool: &std::sync::Mutex<Pool>,
+        serial: u64,
+    ) -> Result<()> {
         while let Some(f) = self.in_flight.front() {
             if f.serial > serial {
                 break;
@@ -413,13 +434,22 @@ impl Recorder {
     }
 
     /// Submits everything recorded and waits for all of it.
-    pub fn flush(&mut self, ctx: &super::context::Context, pool: &std::sync::Mutex<Pool>) -> Result<()> {
+    pub fn flush(
+        &mut self,
+        ctx: &super::context::Context,
+        pool: &std::sync::Mutex<Pool>,
+    ) -> Result<()> {
         let serial = self.submit(ctx, pool)?;
         self.wait(ctx, pool, serial)
     }
 
     /// A finished frame: collect timings, return staging, reset for reuse.
-    fn retire(&mut self, ctx: &super::context::Context, pool: &std::sync::Mutex<Pool>, mut f: Frame) -> Result<()> {
+    fn retire(
+        &mut self,
+        ctx: &super::context::Context,
+        pool: &std::sync::Mutex<Pool>,
+        mut f: Frame,
+    ) -> Result<()> {
         let d = &ctx.device;
         if let (Some(q), Some(period)) = (f.queries, self.timing) {
             if !f.labels.is_empty() {
@@ -449,7 +479,8 @@ impl Recorder {
         }
         // SAFETY: the frame's work has finished.
         unsafe {
-            d.reset_fences(&[f.fence]).map_err(vk_err("resetting a fence"))?;
+            d.reset_fences(&[f.fence])
+                .map_err(vk_err("resetting a fence"))?;
             d.reset_descriptor_pool(f.desc_pool, vk::DescriptorPoolResetFlags::empty())
                 .map_err(vk_err("resetting a descriptor pool"))?;
             d.reset_command_pool(f.cmd_pool, vk::CommandPoolResetFlags::empty())
@@ -466,7 +497,12 @@ impl Recorder {
         // SAFETY: the device is idle.
         unsafe {
             let _ = ctx.device.device_wait_idle();
-            for f in self.spare.drain(..).chain(self.in_flight.drain(..)).chain(self.current.take()) {
+            for f in self
+                .spare
+                .drain(..)
+                .chain(self.in_flight.drain(..))
+                .chain(self.current.take())
+            {
                 if let Ok(mut p) = pool.lock() {
                     for b in f.staging {
                         p.release(b, 0);
