@@ -90,9 +90,29 @@ fn training_step_reuses_pooled_memory() {
     );
     assert!(stats.reuses > 0, "{stats:?}");
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // Dropping the cache returns its memory; live buffers keep theirs.
+    d.release_cached_memory().unwrap();
+    let after = d.pool_stats();
+    assert_eq!(after.bytes_reserved, after.bytes_live, "{after:?}");
     assert_eq!(
         validation_message_count(),
         0,
         "validation layer reported problems"
     );
+}
+
+/// A tensor larger than the device can hold is an error value, not a crash.
+#[test]
+fn oversized_allocation_is_an_error() {
+    if std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let d = VulkanDevice::default_device()
+        .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"));
+    match d.full(1 << 40, 0.0) {
+        Err(engine::Error::Device(msg)) => assert!(msg.contains("exceeds"), "{msg}"),
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    // The device still works afterwards.
+    assert_eq!(d.to_host(&d.full(3, 1.0).unwrap()).unwrap(), vec![1.0; 3]);
 }

@@ -186,8 +186,13 @@ impl Instance {
             info = info.push_next(&mut messenger_info);
         }
         // SAFETY: every pointer in `info` outlives the call.
-        let instance = unsafe { entry.create_instance(&info, None) }
-            .map_err(vk_err("creating the instance"))?;
+        let instance = unsafe { entry.create_instance(&info, None) }.map_err(|e| match e {
+            vk::Result::ERROR_INCOMPATIBLE_DRIVER => Error::Device(
+                "vulkan: the loader found no Vulkan driver; install one (e.g. mesa-vulkan-drivers)"
+                    .into(),
+            ),
+            e => Error::Device(format!("vulkan: creating the instance failed: {e}")),
+        })?;
         let debug = if debug_ext {
             let loader = ash::ext::debug_utils::Instance::new(&entry, &instance);
             // SAFETY: valid instance; the callback is a plain function.
@@ -345,6 +350,8 @@ pub(crate) struct Context {
     pub info: DeviceInfo,
     /// Nanoseconds per timestamp tick; `None` when the queue has no timestamps.
     pub timestamp_period: Option<f64>,
+    /// The largest buffer a kernel may bind (`maxStorageBufferRange`), in bytes.
+    pub max_storage_bytes: u64,
     /// Declared last so it is dropped after the device.
     pub instance: Instance,
 }
@@ -381,6 +388,7 @@ impl Context {
             queue_family: family,
             info,
             timestamp_period,
+            max_storage_bytes: props.limits.max_storage_buffer_range as u64,
             instance,
         })
     }

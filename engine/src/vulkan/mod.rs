@@ -247,10 +247,26 @@ impl VulkanDevice {
         eprint!("{}", self.0.profile_table());
     }
 
+    /// Frees the device memory cached by the buffer pool (after waiting for all work);
+    /// live buffers are untouched. Useful between phases with different shapes.
+    pub fn release_cached_memory(&self) -> Result<()> {
+        let mut rec = lock(&self.0.rec)?;
+        rec.flush(&self.0.ctx, &self.0.pool)?;
+        lock(&self.0.pool)?.trim(&self.0.ctx.device);
+        Ok(())
+    }
+
     /// A new buffer of `len` elements with undefined contents.
     pub(crate) fn alloc(&self, len: usize) -> Result<VulkanBuffer> {
-        let block =
-            lock(&self.0.pool)?.acquire(&self.0.ctx.device, Place::Device, 4 * len as u64, 0)?;
+        // Kernels bind whole buffers; a larger one could not be bound at all.
+        let bytes = (len as u64).saturating_mul(4);
+        if bytes > self.0.ctx.max_storage_bytes {
+            return Err(Error::Device(format!(
+                "vulkan: a tensor of {len} elements exceeds {}'s largest storage buffer ({} bytes)",
+                self.0.ctx.info.name, self.0.ctx.max_storage_bytes
+            )));
+        }
+        let block = lock(&self.0.pool)?.acquire(&self.0.ctx.device, Place::Device, bytes, 0)?;
         Ok(VulkanBuffer(Arc::new(BufferInner {
             shared: self.0.clone(),
             block: Some(block),
