@@ -18,6 +18,8 @@
 //! `ENGINE_VULKAN_VALIDATION=1` (Khronos validation layer), `ENGINE_VULKAN_PROFILE=1`
 //! (print a per-kernel time table at exit).
 
+#![warn(missing_docs)]
+
 mod backend;
 mod context;
 mod memory;
