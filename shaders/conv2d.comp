@@ -5,13 +5,15 @@
 // Bindings: 0 x (read), 1 w (read), 2 bias (read; any buffer when has_bias is 0),
 // 3 y (written). Push constants: n, c_in, c_out, h, w, kh, kw, has_bias.
 // Tiling: one output element per invocation (direct convolution, no im2col buffer).
-// Speed: every invocation reads c_in*kh*kw inputs and weights straight from global
-// memory; neighbouring invocations share them through the cache only. A shared-memory
-// input tile (or implicit GEMM on matmul.comp's tiling) is the next step if profiles
-// show conv dominating.
-#extension GL_GOOGLE_include_directive : require
+// The grid's y dimension is the output channel, so every weight index depends only on
+// gl_WorkGroupID and the loop counters: the compiler can see the weight loads as
+// uniform (one scalar/broadcast load per workgroup step on GPUs; no measurable change
+// on lavapipe). x is over the n*h*w output positions.
+// Speed: every invocation reads c_in*kh*kw inputs straight from global memory;
+// neighbouring invocations share them through the cache only. A shared-memory input
+// tile (or implicit GEMM on matmul.comp's tiling) is the next step if profiles show
+// conv dominating.
 layout(local_size_x = 256) in;
-#include "common.glsl"
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
@@ -21,12 +23,13 @@ layout(push_constant) uniform P {
 } p;
 
 void main() {
-    uint i = flat_index();
-    if (i >= p.n * p.c_out * p.h * p.w) return;
-    uint ox = i % p.w;
-    uint oy = (i / p.w) % p.h;
-    uint co = (i / (p.w * p.h)) % p.c_out;
-    uint b = i / (p.w * p.h * p.c_out);
+    uint pos = gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    uint co = gl_WorkGroupID.y;
+    if (pos >= p.n * p.h * p.w) return;
+    uint ox = pos % p.w;
+    uint oy = (pos / p.w) % p.h;
+    uint b = pos / (p.w * p.h);
+    uint i = ((b * p.c_out + co) * p.h + oy) * p.w + ox;
     int ph = int(p.kh / 2), pw = int(p.kw / 2);
     float acc = p.has_bias != 0 ? bias[co] : 0.0;
     for (uint ci = 0; ci < p.c_in; ++ci) {

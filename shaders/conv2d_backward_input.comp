@@ -5,11 +5,11 @@
 // (a "full" correlation of dy with the flipped kernel; out-of-range dy counts as 0).
 // Bindings: 0 dy (read), 1 w (read), 2 dx (written).
 // Push constants: n, c_in, c_out, h, w, kh, kw.
-// Tiling: one dx element per invocation, no atomics (a gather, not a scatter).
+// Tiling: one dx element per invocation, no atomics (a gather, not a scatter). The
+// grid's y dimension is the input channel, so weight loads are uniform per workgroup
+// (see conv2d.comp); x is over the n*h*w positions.
 // Speed: as conv2d.comp, global-memory reads of dy and w per multiply-add.
-#extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
-#include "common.glsl"
 layout(std430, binding = 0) readonly buffer DY { float dy[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) writeonly buffer DX { float dx[]; };
@@ -18,12 +18,13 @@ layout(push_constant) uniform P {
 } p;
 
 void main() {
-    uint i = flat_index();
-    if (i >= p.n * p.c_in * p.h * p.w) return;
-    uint ix = i % p.w;
-    uint iy = (i / p.w) % p.h;
-    uint ci = (i / (p.w * p.h)) % p.c_in;
-    uint b = i / (p.w * p.h * p.c_in);
+    uint pos = gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    uint ci = gl_WorkGroupID.y;
+    if (pos >= p.n * p.h * p.w) return;
+    uint ix = pos % p.w;
+    uint iy = (pos / p.w) % p.h;
+    uint b = pos / (p.w * p.h);
+    uint i = ((b * p.c_in + ci) * p.h + iy) * p.w + ix;
     int ph = int(p.kh / 2), pw = int(p.kw / 2);
     float acc = 0.0;
     for (uint co = 0; co < p.c_out; ++co) {

@@ -162,6 +162,18 @@ fn conv_push(d: &Conv2dDims) -> Result<Vec<u32>> {
         .collect()
 }
 
+/// The grid of `conv2d.comp` and `conv2d_backward_input.comp`: x over the `n*h*w`
+/// positions in groups of 256, y over `channels` (so weight loads are uniform).
+fn conv_grid(d: &Conv2dDims, channels: usize) -> Result<[u32; 3]> {
+    let x = (d.n * d.h * d.w).div_ceil(256);
+    if x > 65535 || channels > 65535 {
+        return Err(Error::Device(format!(
+            "vulkan: convolution {d:?} exceeds the dispatch grid"
+        )));
+    }
+    Ok([x as u32, channels as u32, 1])
+}
+
 impl Backend for VulkanDevice {
     type Buffer = VulkanBuffer;
 
@@ -314,13 +326,16 @@ impl Backend for VulkanDevice {
     ) -> Result<VulkanBuffer> {
         let mut push = conv_push(&dims)?;
         push.push(bias.is_some() as u32);
+        let y = self.alloc(dims.output_len())?;
         // Without a bias the binding still needs a buffer; the kernel never reads it.
-        self.map_launch(
-            &k::CONV2D,
-            &[x, w, bias.unwrap_or(w)],
-            dims.output_len(),
-            &push,
-        )
+        let bufs = [
+            (x, false),
+            (w, false),
+            (bias.unwrap_or(w), false),
+            (&y, true),
+        ];
+        self.launch(&k::CONV2D, &[], &bufs, &push, conv_grid(&dims, dims.c_out)?)?;
+        Ok(y)
     }
 
     fn conv2d_backward_input(
@@ -329,12 +344,17 @@ impl Backend for VulkanDevice {
         w: &VulkanBuffer,
         dims: Conv2dDims,
     ) -> Result<VulkanBuffer> {
-        self.map_launch(
+        let dx = self.alloc(dims.input_len())?;
+        let bufs = [(dy, false), (w, false), (&dx, true)];
+        let groups = conv_grid(&dims, dims.c_in)?;
+        self.launch(
             &k::CONV2D_BACKWARD_INPUT,
-            &[dy, w],
-            dims.input_len(),
+            &[],
+            &bufs,
             &conv_push(&dims)?,
-        )
+            groups,
+        )?;
+        Ok(dx)
     }
 
     fn conv2d_backward_weight(
