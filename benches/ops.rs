@@ -1,12 +1,12 @@
 //! Throughput of the heavy primitives (matmul and the three convolution ops) at Glow's
 //! shapes, on every device compiled in.
 //!
-//! Run with `cargo bench --bench ops` (add `--features vulkan` for the GPU once it has a
-//! `Backend`). Each row is the median of several timed repetitions after a warm-up, and
-//! GFLOP/s counts `2 · multiply-adds / time`. The timing code is generic over
-//! [`Backend`], so another device is one more `bench_device` call in `main`; every
-//! repetition reads its output back with `to_host`, so an asynchronous device is timed
-//! to completion rather than to submission.
+//! Run with `cargo bench --bench ops` (the Vulkan device is included when the
+//! root package's default `vulkan` feature is on). Each row is the median of several
+//! timed repetitions after a warm-up, and GFLOP/s counts `2 · multiply-adds / time`.
+//! The timing code is generic over [`Backend`], so another device is one more
+//! `bench_device` call in `main`; every repetition reads its output back with `to_host`,
+//! so an asynchronous device is timed to completion rather than to submission.
 
 use std::time::{Duration, Instant};
 
@@ -130,7 +130,15 @@ fn bench_device<B: Backend>(b: &B) -> Vec<Row> {
 }
 
 fn main() {
-    let rows = bench_device(&CpuBackend);
+    #[allow(unused_mut)]
+    let mut rows = bench_device(&CpuBackend);
+    // The Vulkan device (the root package enables it by default); its name is cut to
+    // `vulkan:N` in the table.
+    #[cfg(feature = "vulkan")]
+    match engine::vulkan::VulkanDevice::default_device() {
+        Ok(d) => rows.extend(bench_device(&d)),
+        Err(e) => eprintln!("skipping Vulkan: {e}"),
+    }
     println!(
         "{:<8} {:<24} {:<24} {:>11} {:>9}",
         "device", "op", "shape", "median ms", "GFLOP/s"
@@ -138,7 +146,7 @@ fn main() {
     for r in rows {
         let secs = r.median.as_secs_f64();
         println!(
-            "{:<8} {:<24} {:<24} {:>11.3} {:>9.1}",
+            "{:<8.8} {:<24} {:<24} {:>11.3} {:>9.1}",
             r.device,
             r.op,
             r.shape,

@@ -1,0 +1,531 @@
+//! The [`Backend`] impl of [`VulkanDevice`]: each primitive turns its shapes into push
+//! constants and launches one kernel (concat: one per part). No op falls back to the CPU.
+//!
+//! Layout ops, broadcasting and reductions all describe their operands as a shape plus
+//! strides; [`coalesce`] first merges axes that are contiguous in every operand, so the
+//! rank-6 limit of the kernels applies only to genuinely strided layouts.
+
+use super::pipelines::{self as k, Kernel};
+use super::{VulkanBuffer, VulkanDevice};
+use crate::backend::*;
+use crate::{Error, Result};
+
+/// Rank of the shape/stride arrays in the kernels' push constants.
+const MAX_RANK: usize = 6;
+/// Matmul tile edge (specialization constant 0 of `matmul.comp`).
+const MATMUL_TILE: u32 = 16;
+/// Longest reduction handled one-output-per-invocation (`reduce_small.comp`).
+const SMALL_REDUCTION: usize = 64;
+
+fn u32_of(n: usize, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Device(format!("vulkan: {what} ({n}) exceeds u32")))
+}
+
+/// Workgroups for `items` invocations in groups of `per_group`, folded into a 2-D grid
+/// when they exceed the 65535 limit of one dimension (kernels use `flat_index`).
+fn grid(items: usize, per_group: usize) -> Result<[u32; 3]> {
+    let groups = items.div_ceil(per_group);
+    if groups <= 65535 {
+        return Ok([groups as u32, 1, 1]);
+    }
+    let y = groups.div_ceil(65535);
+    if y > 65535 {
+        return Err(Error::Device(format!(
+            "vulkan: launch of {items} invocations is too large"
+        )));
+    }
+    Ok([65535, y as u32, 1])
+}
+
+/// Row-major strides of `shape`.
+fn contiguous(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Merges neighbouring axes that are contiguous in every stride set and drops extent-1
+/// axes, so `[2, 3, 4]` copied contiguously becomes `[24]`.
+fn coalesce(shape: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for d in 0..shape.len() {
+        if shape[d] == 1 {
+            continue;
+        }
+        let merge = !out_shape.is_empty()
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| *o.last().unwrap() == shape[d] * s[d]);
+        if merge {
+            *out_shape.last_mut().unwrap() *= shape[d];
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                *o.last_mut().unwrap() = s[d];
+            }
+        } else {
+            out_shape.push(shape[d]);
+            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
+                o.push(s[d]);
+            }
+        }
+    }
+    (out_shape, out_strides)
+}
+
+/// `values` left-padded to [`MAX_RANK`] with `fill`, as u32 push constants.
+fn pad6(values: &[usize], fill: usize, op: &str) -> Result<Vec<u32>> {
+    if values.len() > MAX_RANK {
+        return Err(Error::Device(format!(
+            "vulkan: {op} needs rank <= {MAX_RANK} after merging contiguous axes, got {}",
+            values.len()
+        )));
+    }
+    let mut v = vec![fill as u32; MAX_RANK - values.len()];
+    for &x in values {
+        v.push(u32_of(x, op)?);
+    }
+    Ok(v)
+}
+
+impl VulkanDevice {
+    /// `dst[dst_off + idx.dst_strides] = src[src_off + idx.src_strides]` over `shape`.
+    fn strided_copy(
+        &self,
+        src: &VulkanBuffer,
+        dst: &VulkanBuffer,
+        shape: &[usize],
+        strides: [Vec<usize>; 2],
+        offsets: [usize; 2],
+    ) -> Result<()> {
+        let len: usize = shape.iter().product();
+        let (shape, strides) = coalesce(shape, &strides);
+        let mut push = vec![
+            u32_of(len, "copy")?,
+            u32_of(offsets[0], "copy")?,
+            u32_of(offsets[1], "copy")?,
+        ];
+        push.extend(pad6(&shape, 1, "copy")?);
+        push.extend(pad6(&strides[0], 0, "copy")?);
+        push.extend(pad6(&strides[1], 0, "copy")?);
+        self.launch(
+            &k::STRIDED_COPY,
+            &[],
+            &[(src, false), (dst, true)],
+            &push,
+            grid(len, 256)?,
+        )
+    }
+
+    /// A one-element-per-invocation launch writing a new buffer of `len`.
+    fn map_launch(
+        &self,
+        kernel: &Kernel,
+        inputs: &[&VulkanBuffer],
+        len: usize,
+        push: &[u32],
+    ) -> Result<VulkanBuffer> {
+        let y = self.alloc(len)?;
+        let mut bufs: Vec<_> = inputs.iter().map(|b| (*b, false)).collect();
+        bufs.push((&y, true));
+        self.launch(kernel, &[], &bufs, push, grid(len, 256)?)?;
+        Ok(y)
+    }
+}
+
+fn unary_code(op: UnaryOp) -> (u32, f32) {
+    match op {
+        UnaryOp::Neg => (0, 0.0),
+        UnaryOp::Exp => (1, 0.0),
+        UnaryOp::Log => (2, 0.0),
+        UnaryOp::Sigmoid => (3, 0.0),
+        UnaryOp::Softplus => (4, 0.0),
+        UnaryOp::Relu => (5, 0.0),
+        UnaryOp::Step => (6, 0.0),
+        UnaryOp::Sqrt => (7, 0.0),
+        UnaryOp::Recip => (8, 0.0),
+        UnaryOp::Square => (9, 0.0),
+        UnaryOp::Abs => (10, 0.0),
+        UnaryOp::Tanh => (11, 0.0),
+        UnaryOp::Scale(s) => (12, s),
+        UnaryOp::AddScalar(s) => (13, s),
+        UnaryOp::Powf(p) => (14, p),
+    }
+}
+
+fn conv_push(d: &Conv2dDims) -> Result<Vec<u32>> {
+    [d.n, d.c_in, d.c_out, d.h, d.w, d.kh, d.kw]
+        .iter()
+        .map(|&v| u32_of(v, "conv2d"))
+        .collect()
+}
+
+/// The grid of `conv2d.comp` and `conv2d_backward_input.comp`: x over the `n*h*w`
+/// positions in groups of 256, y over `channels` (so weight loads are uniform).
+fn conv_grid(d: &Conv2dDims, channels: usize) -> Result<[u32; 3]> {
+    let x = (d.n * d.h * d.w).div_ceil(256);
+    if x > 65535 || channels > 65535 {
+        return Err(Error::Device(format!(
+            "vulkan: convolution {d:?} exceeds the dispatch grid"
+        )));
+    }
+    Ok([x as u32, channels as u32, 1])
+}
+
+impl Backend for VulkanDevice {
+    type Buffer = VulkanBuffer;
+
+    fn name(&self) -> String {
+        self.describe()
+    }
+
+    fn from_host(&self, data: &[f32]) -> Result<VulkanBuffer> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        self.upload(&bytes)
+    }
+
+    fn to_host(&self, x: &VulkanBuffer) -> Result<Vec<f32>> {
+        self.download(x)
+    }
+
+    fn full(&self, len: usize, value: f32) -> Result<VulkanBuffer> {
+        self.map_launch(&k::FILL, &[], len, &[u32_of(len, "full")?, value.to_bits()])
+    }
+
+    fn unary(&self, op: UnaryOp, x: &VulkanBuffer, len: usize) -> Result<VulkanBuffer> {
+        let (code, s) = unary_code(op);
+        self.map_launch(
+            &k::UNARY,
+            &[x],
+            len,
+            &[u32_of(len, "unary")?, code, s.to_bits()],
+        )
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        a: &VulkanBuffer,
+        a_shape: &[usize],
+        b: &VulkanBuffer,
+        b_shape: &[usize],
+        out_shape: &[usize],
+    ) -> Result<VulkanBuffer> {
+        // A broadcast axis (extent 1) gets stride 0 so every output index reads element 0.
+        let bstrides = |shape: &[usize]| -> Vec<usize> {
+            contiguous(shape)
+                .into_iter()
+                .zip(shape)
+                .map(|(s, &e)| if e == 1 { 0 } else { s })
+                .collect()
+        };
+        let len: usize = out_shape.iter().product();
+        let (shape, strides) = coalesce(out_shape, &[bstrides(a_shape), bstrides(b_shape)]);
+        let code = match op {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+            BinaryOp::Max => 4,
+        };
+        let mut push = vec![u32_of(len, "binary")?, code];
+        push.extend(pad6(&shape, 1, "binary")?);
+        push.extend(pad6(&strides[0], 0, "binary")?);
+        push.extend(pad6(&strides[1], 0, "binary")?);
+        self.map_launch(&k::BINARY, &[a, b], len, &push)
+    }
+
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        x: &VulkanBuffer,
+        shape: &[usize],
+        axes: &[usize],
+    ) -> Result<VulkanBuffer> {
+        let strides = contiguous(shape);
+        let split = |reduced: bool| -> (Vec<usize>, Vec<usize>) {
+            let dims: Vec<usize> = (0..shape.len())
+                .filter(|d| axes.contains(d) == reduced)
+                .collect();
+            let sh: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
+            let st: Vec<usize> = dims.iter().map(|&d| strides[d]).collect();
+            let (sh, st) = coalesce(&sh, &[st]);
+            (sh, st.into_iter().next().unwrap_or_default())
+        };
+        let (kshape, kstride) = split(false);
+        let (rshape, rstride) = split(true);
+        let n_out: usize = kshape.iter().product();
+        let n_red: usize = rshape.iter().product();
+        let mut push = vec![
+            u32_of(n_out, "reduce")?,
+            u32_of(n_red, "reduce")?,
+            matches!(op, ReduceOp::Max) as u32,
+        ];
+        push.extend(pad6(&kshape, 1, "reduce")?);
+        push.extend(pad6(&kstride, 0, "reduce")?);
+        push.extend(pad6(&rshape, 1, "reduce")?);
+        push.extend(pad6(&rstride, 0, "reduce")?);
+        let y = self.alloc(n_out)?;
+        if n_red <= SMALL_REDUCTION {
+            self.launch(
+                &k::REDUCE_SMALL,
+                &[],
+                &[(x, false), (&y, true)],
+                &push,
+                grid(n_out, 256)?,
+            )?;
+        } else {
+            self.launch(
+                &k::REDUCE,
+                &[],
+                &[(x, false), (&y, true)],
+                &push,
+                grid(n_out, 1)?,
+            )?;
+        }
+        Ok(y)
+    }
+
+    fn matmul(&self, a: &VulkanBuffer, b: &VulkanBuffer, d: MatmulDims) -> Result<VulkanBuffer> {
+        let c = self.alloc(d.batch * d.m * d.n)?;
+        let push = [
+            u32_of(d.m, "matmul")?,
+            u32_of(d.k, "matmul")?,
+            u32_of(d.n, "matmul")?,
+            u32_of(if d.a_batched { d.m * d.k } else { 0 }, "matmul")?,
+            u32_of(if d.b_batched { d.k * d.n } else { 0 }, "matmul")?,
+            d.trans_a as u32,
+            d.trans_b as u32,
+        ];
+        let t = MATMUL_TILE as usize;
+        let groups = [d.n.div_ceil(t), d.m.div_ceil(t), d.batch];
+        if groups.iter().any(|&g| g > 65535) {
+            return Err(Error::Device(format!(
+                "vulkan: matmul {d:?} exceeds the dispatch grid"
+            )));
+        }
+        let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
+        self.launch(
+            &k::MATMUL,
+            &[MATMUL_TILE],
+            &[(a, false), (b, false), (&c, true)],
+            &push,
+            groups,
+        )?;
+        Ok(c)
+    }
+
+    fn conv2d(
+        &self,
+        x: &VulkanBuffer,
+        w: &VulkanBuffer,
+        bias: Option<&VulkanBuffer>,
+        dims: Conv2dDims,
+    ) -> Result<VulkanBuffer> {
+        let mut push = conv_push(&dims)?;
+        push.push(bias.is_some() as u32);
+        let y = self.alloc(dims.output_len())?;
+        // Without a bias the binding still needs a buffer; the kernel never reads it.
+        let bufs = [
+            (x, false),
+            (w, false),
+            (bias.unwrap_or(w), false),
+            (&y, true),
+        ];
+        self.launch(&k::CONV2D, &[], &bufs, &push, conv_grid(&dims, dims.c_out)?)?;
+        Ok(y)
+    }
+
+    fn conv2d_backward_input(
+        &self,
+        dy: &VulkanBuffer,
+        w: &VulkanBuffer,
+        dims: Conv2dDims,
+    ) -> Result<VulkanBuffer> {
+        let dx = self.alloc(dims.input_len())?;
+        let bufs = [(dy, false), (w, false), (&dx, true)];
+        let groups = conv_grid(&dims, dims.c_in)?;
+        self.launch(
+            &k::CONV2D_BACKWARD_INPUT,
+            &[],
+            &bufs,
+            &conv_push(&dims)?,
+            groups,
+        )?;
+        Ok(dx)
+    }
+
+    fn conv2d_backward_weight(
+        &self,
+        x: &VulkanBuffer,
+        dy: &VulkanBuffer,
+        dims: Conv2dDims,
+    ) -> Result<VulkanBuffer> {
+        let dw = self.alloc(dims.weight_len())?;
+        let groups = grid(dims.weight_len(), 1)?;
+        self.launch(
+            &k::CONV2D_BACKWARD_WEIGHT,
+            &[],
+            &[(x, false), (dy, false), (&dw, true)],
+            &conv_push(&dims)?,
+            groups,
+        )?;
+        Ok(dw)
+    }
+
+    fn permute(&self, x: &VulkanBuffer, shape: &[usize], perm: &[usize]) -> Result<VulkanBuffer> {
+        let strides = contiguous(shape);
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let src: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+        let y = self.alloc(out_shape.iter().product())?;
+        self.strided_copy(x, &y, &out_shape, [src, contiguous(&out_shape)], [0, 0])?;
+        Ok(y)
+    }
+
+    fn slice(
+        &self,
+        x: &VulkanBuffer,
+        shape: &[usize],
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<VulkanBuffer> {
+        let strides = contiguous(shape);
+        let mut out_shape = shape.to_vec();
+        out_shape[axis] = len;
+        let y = self.alloc(out_shape.iter().product())?;
+        let offset = start * strides[axis];
+        self.strided_copy(
+            x,
+            &y,
+            &out_shape,
+            [strides, contiguous(&out_shape)],
+            [offset, 0],
+        )?;
+        Ok(y)
+    }
+
+    fn concat(&self, parts: &[(&VulkanBuffer, &[usize])], axis: usize) -> Result<VulkanBuffer> {
+        let Some((_, first)) = parts.first() else {
+            return self.alloc(0);
+        };
+        let mut out_shape = first.to_vec();
+        out_shape[axis] = parts.iter().map(|(_, s)| s[axis]).sum();
+        let out_strides = contiguous(&out_shape);
+        let y = self.alloc(out_shape.iter().product())?;
+        let mut at = 0;
+        // Each part lands in its window of the output: same output strides, offset by
+        // the extents of the parts before it along `axis`.
+        for (buf, shape) in parts {
+            self.strided_copy(
+                buf,
+                &y,
+                shape,
+                [contiguous(shape), out_strides.clone()],
+                [0, at * out_strides[axis]],
+            )?;
+            at += shape[axis];
+        }
+        Ok(y)
+    }
+
+    fn gather(
+        &self,
+        x: &VulkanBuffer,
+        shape: &[usize],
+        axis: usize,
+        indices: &[usize],
+    ) -> Result<VulkanBuffer> {
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        let len = outer * indices.len() * inner;
+        if len == 0 {
+            return self.alloc(0);
+        }
+        let idx: Vec<u8> = indices
+            .iter()
+            .map(|&i| u32_of(i, "gather"))
+            .collect::<Result<Vec<u32>>>()?
+            .into_iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let idx = self.upload(&idx)?;
+        let push = [
+            u32_of(outer, "gather")?,
+            u32_of(shape[axis], "gather")?,
+            u32_of(indices.len(), "gather")?,
+            u32_of(inner, "gather")?,
+        ];
+        self.map_launch(&k::GATHER, &[x, &idx], len, &push)
+    }
+
+    fn random(&self, len: usize, dist: Distribution, seed: u64) -> Result<VulkanBuffer> {
+        let (code, a, b) = match dist {
+            Distribution::Uniform { low, high } => (0, low, high),
+            Distribution::Normal { mean, std } => (1, mean, std),
+        };
+        let push = [
+            u32_of(len, "random")?,
+            code,
+            seed as u32,
+            (seed >> 32) as u32,
+            a.to_bits(),
+            b.to_bits(),
+        ];
+        self.map_launch(&k::FILL_RANDOM, &[], len, &push)
+    }
+
+    fn adam_update(
+        &self,
+        param: &VulkanBuffer,
+        grad: &VulkanBuffer,
+        m: &VulkanBuffer,
+        v: &VulkanBuffer,
+        len: usize,
+        step: &AdamStep,
+    ) -> Result<()> {
+        let t = step.step as i32;
+        let push = [
+            u32_of(len, "adam_update")?,
+            matches!(step.kind, AdamKind::Adamax) as u32,
+            step.lr.to_bits(),
+            step.beta1.to_bits(),
+            step.beta2.to_bits(),
+            step.eps.to_bits(),
+            step.weight_decay.to_bits(),
+            // In f64 like the CPU device: 1 - 0.999^t loses digits in f32.
+            ((1.0 - (step.beta1 as f64).powi(t)) as f32).to_bits(),
+            ((1.0 - (step.beta2 as f64).powi(t)) as f32).to_bits(),
+        ];
+        self.launch(
+            &k::ADAM_UPDATE,
+            &[],
+            &[(param, true), (grad, false), (m, true), (v, true)],
+            &push,
+            grid(len, 256)?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_merges_contiguous_axes() {
+        let (s, st) = coalesce(&[2, 3, 4], &[contiguous(&[2, 3, 4])]);
+        assert_eq!(s, vec![24]);
+        assert_eq!(st, vec![vec![1]]);
+        // A permuted operand keeps its axes apart.
+        let (s, _) = coalesce(&[3, 2], &[vec![1, 3], vec![2, 1]]);
+        assert_eq!(s, vec![3, 2]);
+    }
+
+    #[test]
+    fn grid_folds_large_launches() {
+        assert_eq!(grid(256, 256).unwrap(), [1, 1, 1]);
+        assert_eq!(grid(65536 * 256, 256).unwrap(), [65535, 2, 1]);
+    }
+}
