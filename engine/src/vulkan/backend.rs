@@ -11,8 +11,10 @@ use super::{VulkanBuffer, VulkanDevice};
 use crate::backend::*;
 use crate::{Error, Result};
 
-/// Matmul tile edge (specialization constant 0 of `matmul.comp`).
+/// Matmul workgroup edge and outputs per invocation per axis (specialization constants
+/// 0 and 1 of `matmul.comp`): 16 x 16 invocations compute a 64 x 64 block of C.
 const MATMUL_TILE: u32 = 16;
+const MATMUL_WPT: u32 = 4;
 /// Longest reduction handled one-output-per-invocation (`reduce_small.comp`).
 const SMALL_REDUCTION: usize = 64;
 impl VulkanDevice {
@@ -224,7 +226,7 @@ impl Backend for VulkanDevice {
             d.trans_a as u32,
             d.trans_b as u32,
         ];
-        let t = MATMUL_TILE as usize;
+        let t = (MATMUL_TILE * MATMUL_WPT) as usize;
         let groups = [d.n.div_ceil(t), d.m.div_ceil(t), d.batch];
         if groups.iter().any(|&g| g > 65535) {
             return Err(Error::Device(format!(
@@ -234,7 +236,7 @@ impl Backend for VulkanDevice {
         let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
         self.launch(
             &k::MATMUL,
-            &[MATMUL_TILE],
+            &[MATMUL_TILE, MATMUL_WPT],
             &[(a, false), (b, false), (&c, true)],
             &push,
             groups,
