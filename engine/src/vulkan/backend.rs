@@ -11,10 +11,9 @@ use super::{VulkanBuffer, VulkanDevice};
 use crate::backend::*;
 use crate::{Error, Result};
 
-/// Matmul workgroup edge and outputs per invocation per axis (specialization constants
-/// 0 and 1 of `matmul.comp`): 16 x 16 invocations compute a 64 x 64 block of C.
-const MATMUL_TILE: u32 = 16;
-const MATMUL_WPT: u32 = 4;
+/// Workgroup edge of `gemm_tile.glsl` (matmul and the convolutions; specialization
+/// constant 0): 16 x 16 invocations.
+const GEMM_TILE: u32 = 16;
 /// Longest reduction handled one-output-per-invocation (`reduce_small.comp`).
 const SMALL_REDUCTION: usize = 64;
 impl VulkanDevice {
@@ -89,16 +88,25 @@ fn conv_push(d: &Conv2dDims) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// The grid of `conv2d.comp` and `conv2d_backward_input.comp`: x over the `n*h*w`
-/// positions in groups of 256, y over `channels` (so weight loads are uniform).
-fn conv_grid(d: &Conv2dDims, channels: usize) -> Result<[u32; 3]> {
-    let x = (d.n * d.h * d.w).div_ceil(256);
-    if x > 65535 || channels > 65535 {
+/// Specialization constants and grid of a `gemm_tile.glsl` kernel over an `m x n`
+/// output, `batch` times. Each invocation computes up to 4 x 4 outputs; fewer along an
+/// extent below 64, so e.g. 12 output channels are not padded to a 64-row block.
+fn gemm_launch(m: usize, n: usize, batch: usize) -> Result<([u32; 3], [u32; 3])> {
+    let per_invocation = |extent: usize| match extent {
+        0..32 => 1,
+        32..64 => 2,
+        _ => 4,
+    };
+    let (wm, wn) = (per_invocation(m), per_invocation(n));
+    let block = |w: u32| (GEMM_TILE * w) as usize;
+    let groups = [n.div_ceil(block(wn)), m.div_ceil(block(wm)), batch];
+    if groups.iter().any(|&g| g > 65535) {
         return Err(Error::Device(format!(
-            "vulkan: convolution {d:?} exceeds the dispatch grid"
+            "vulkan: a {batch} x {m} x {n} product exceeds the dispatch grid"
         )));
     }
-    Ok([x as u32, channels as u32, 1])
+    let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
+    Ok(([GEMM_TILE, wm, wn], groups))
 }
 
 impl Backend for VulkanDevice {
@@ -226,17 +234,10 @@ impl Backend for VulkanDevice {
             d.trans_a as u32,
             d.trans_b as u32,
         ];
-        let t = (MATMUL_TILE * MATMUL_WPT) as usize;
-        let groups = [d.n.div_ceil(t), d.m.div_ceil(t), d.batch];
-        if groups.iter().any(|&g| g > 65535) {
-            return Err(Error::Device(format!(
-                "vulkan: matmul {d:?} exceeds the dispatch grid"
-            )));
-        }
-        let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
+        let (spec, groups) = gemm_launch(d.m, d.n, d.batch)?;
         self.launch(
             &k::MATMUL,
-            &[MATMUL_TILE, MATMUL_WPT],
+            &spec,
             &[(a, false), (b, false), (&c, true)],
             &push,
             groups,
@@ -261,7 +262,8 @@ impl Backend for VulkanDevice {
             (bias.unwrap_or(w), false),
             (&y, true),
         ];
-        self.launch(&k::CONV2D, &[], &bufs, &push, conv_grid(&dims, dims.c_out)?)?;
+        let (spec, groups) = gemm_launch(dims.c_out, dims.n * dims.h * dims.w, 1)?;
+        self.launch(&k::CONV2D, &spec, &bufs, &push, groups)?;
         Ok(y)
     }
 
@@ -273,10 +275,10 @@ impl Backend for VulkanDevice {
     ) -> Result<VulkanBuffer> {
         let dx = self.alloc(dims.input_len())?;
         let bufs = [(dy, false), (w, false), (&dx, true)];
-        let groups = conv_grid(&dims, dims.c_in)?;
+        let (spec, groups) = gemm_launch(dims.c_in, dims.n * dims.h * dims.w, 1)?;
         self.launch(
             &k::CONV2D_BACKWARD_INPUT,
-            &[],
+            &spec,
             &bufs,
             &conv_push(&dims)?,
             groups,
@@ -291,10 +293,10 @@ impl Backend for VulkanDevice {
         dims: Conv2dDims,
     ) -> Result<VulkanBuffer> {
         let dw = self.alloc(dims.weight_len())?;
-        let groups = grid(dims.weight_len(), 1)?;
+        let (spec, groups) = gemm_launch(dims.c_out, dims.c_in * dims.kh * dims.kw, 1)?;
         self.launch(
             &k::CONV2D_BACKWARD_WEIGHT,
-            &[],
+            &spec,
             &[(x, false), (dy, false), (&dw, true)],
             &conv_push(&dims)?,
             groups,
