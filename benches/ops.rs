@@ -48,8 +48,9 @@ fn input<B: Backend>(b: &B, len: usize, seed: u64) -> B::Buffer {
     b.random(len, dist, seed).expect("random input")
 }
 
-/// Times every benchmarked op on one device.
-fn bench_device<B: Backend>(b: &B) -> Vec<Row> {
+/// Times every benchmarked op on one device; `large` adds the 2048³ matmul (skipped on
+/// software Vulkan drivers, where one repetition takes about a minute).
+fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut push = |op, shape: String, median, macs: usize| {
         rows.push(Row {
@@ -83,7 +84,8 @@ fn bench_device<B: Backend>(b: &B) -> Vec<Row> {
             batch * m * k * n,
         );
     }
-    for s in [512, 2048] {
+    let sizes: &[usize] = if large { &[512, 2048] } else { &[512] };
+    for &s in sizes {
         let dims = MatmulDims {
             batch: 1,
             m: s,
@@ -131,12 +133,15 @@ fn bench_device<B: Backend>(b: &B) -> Vec<Row> {
 
 fn main() {
     #[allow(unused_mut)]
-    let mut rows = bench_device(&CpuBackend);
+    let mut rows = bench_device(&CpuBackend, true);
     // The Vulkan device (the root package enables it by default); its name is cut to
     // `vulkan:N` in the table.
     #[cfg(feature = "vulkan")]
     match engine::vulkan::VulkanDevice::default_device() {
-        Ok(d) => rows.extend(bench_device(&d)),
+        Ok(d) => {
+            let software = d.info().kind == engine::vulkan::DeviceKind::Cpu;
+            rows.extend(bench_device(&d, !software))
+        }
         Err(e) => eprintln!("skipping Vulkan: {e}"),
     }
     println!(

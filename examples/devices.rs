@@ -3,6 +3,7 @@
 //! Run: `cargo run --example devices`. Pick another device with
 //! `ENGINE_VULKAN_DEVICE=<index or name substring>`.
 
+#[cfg(feature = "vulkan")]
 fn main() {
     let devices = match engine::vulkan::enumerate_devices() {
         Ok(d) => d,
@@ -25,4 +26,10 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn main() {
+    eprintln!("built without the `vulkan` feature; rebuild with `--features vulkan`");
+    std::process::exit(1);
 }

@@ -4,13 +4,12 @@
 //                                        * x[n, ci, oy + ky - kh/2, ox + kx - kw/2]
 // Bindings: 0 x (read), 1 dy (read), 2 dw (written).
 // Push constants: n, c_in, c_out, h, w, kh, kw.
-// Tiling: one workgroup of 64 invocations per dw element; they stride over the
-// n*h*w products and combine them with a shared-memory tree (no atomics, deterministic).
-// Speed: memory bound: each product reads one dy and one x element; the reads of
-// neighbouring invocations are contiguous along ox.
+// Tiling: implicit GEMM on gemm_tile.glsl: C[co, q] = DY[co, pos] . X'[pos, q] with
+// q = (ci, ky, kx) over c_in*kh*kw and the contraction over pos = (n, oy, ox), n*h*w.
+// Deterministic (no atomics): one workgroup owns each block of dw.
+// Speed: the contraction is long (n*h*w) while dw is small, so few workgroups run when
+// c_out and c_in*kh*kw are small; a split-K variant would add parallelism there.
 #extension GL_GOOGLE_include_directive : require
-layout(local_size_x = 64) in;
-#include "common.glsl"
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer DY { float dy[]; };
 layout(std430, binding = 2) writeonly buffer DW { float dw[]; };
@@ -18,33 +17,24 @@ layout(push_constant) uniform P {
     uint n; uint c_in; uint c_out; uint h; uint w; uint kh; uint kw;
 } p;
 
-shared float partial[64];
+uint gemm_m() { return p.c_out; }
+uint gemm_n() { return p.c_in * p.kh * p.kw; }
+uint gemm_k() { return p.n * p.h * p.w; }
 
-void main() {
-    uint o = flat_group();
-    if (o >= p.c_out * p.c_in * p.kh * p.kw) return; // uniform across the workgroup
-    uint kx = o % p.kw;
-    uint ky = (o / p.kw) % p.kh;
-    uint ci = (o / (p.kw * p.kh)) % p.c_in;
-    uint co = o / (p.kw * p.kh * p.c_in);
-    int dyo = int(ky) - int(p.kh / 2), dxo = int(kx) - int(p.kw / 2);
+float load_a(uint batch, uint co, uint pos) {
     uint hw = p.h * p.w;
-    uint t = gl_LocalInvocationID.x;
-    float acc = 0.0;
-    for (uint r = t; r < p.n * hw; r += 64) {
-        uint ox = r % p.w;
-        uint oy = (r / p.w) % p.h;
-        uint b = r / hw;
-        int iy = int(oy) + dyo, ix = int(ox) + dxo;
-        if (iy < 0 || iy >= int(p.h) || ix < 0 || ix >= int(p.w)) continue;
-        acc += dy[(b * p.c_out + co) * hw + oy * p.w + ox]
-             * x[(b * p.c_in + ci) * hw + uint(iy) * p.w + uint(ix)];
-    }
-    partial[t] = acc;
-    barrier();
-    for (uint s = 32; s > 0; s >>= 1) {
-        if (t < s) partial[t] += partial[t + s];
-        barrier();
-    }
-    if (t == 0) dw[o] = partial[0];
+    return dy[((pos / hw) * p.c_out + co) * hw + pos % hw];
 }
+
+float load_b(uint batch, uint pos, uint q) {
+    uint kk = p.kh * p.kw, hw = p.h * p.w;
+    uint ci = q / kk, ky = (q % kk) / p.kw, kx = q % p.kw;
+    uint b = pos / hw, oy = (pos % hw) / p.w, ox = pos % p.w;
+    int iy = int(oy + ky) - int(p.kh / 2), ix = int(ox + kx) - int(p.kw / 2);
+    if (iy < 0 || iy >= int(p.h) || ix < 0 || ix >= int(p.w)) return 0.0;
+    return x[(b * p.c_in + ci) * hw + uint(iy) * p.w + uint(ix)];
+}
+
+void store_c(uint batch, uint co, uint q, float v) { dw[co * gemm_n() + q] = v; }
+
+#include "gemm_tile.glsl"

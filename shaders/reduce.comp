@@ -27,7 +27,7 @@ void main() {
     uint base = offset6(o, p.kshape, p.kstride);
     uint t = gl_LocalInvocationID.x;
     bool is_max = p.op == 1;
-    float acc = is_max ? -1.0 / 0.0 : 0.0;
+    float acc = is_max ? uintBitsToFloat(0xff800000u) : 0.0; // -inf
     for (uint r = t; r < p.n_red; r += 128) {
         float v = x[base + offset6(r, p.rshape, p.rstride)];
         acc = is_max ? max(acc, v) : acc + v;

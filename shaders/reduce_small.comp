@@ -19,7 +19,7 @@ void main() {
     if (o >= p.n_out) return;
     uint base = offset6(o, p.kshape, p.kstride);
     bool is_max = p.op == 1;
-    float acc = is_max ? -1.0 / 0.0 : 0.0;
+    float acc = is_max ? uintBitsToFloat(0xff800000u) : 0.0; // -inf
     for (uint r = 0; r < p.n_red; ++r) {
         float v = x[base + offset6(r, p.rshape, p.rstride)];
         acc = is_max ? max(acc, v) : acc + v;

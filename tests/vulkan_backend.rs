@@ -252,7 +252,14 @@ fn reduce_sum_and_max_over_any_axes() {
         (&[70000, 70], &[1]),
     ];
     for (i, (shape, axes)) in cases.iter().enumerate() {
-        let x = data(shape.iter().product(), 30 + i as u64, -1.0, 1.0);
+        // Every other case is all negative, which exposes a wrong identity for max
+        // (0 instead of -inf).
+        let (lo, hi) = if i % 2 == 1 {
+            (-3.0, -1.0)
+        } else {
+            (-1.0, 1.0)
+        };
+        let x = data(shape.iter().product(), 30 + i as u64, lo, hi);
         let xb = up(&d, &x);
         for (op, max) in [(ReduceOp::Sum, false), (ReduceOp::Max, true)] {
             let got = d.to_host(&d.reduce(op, &xb, shape, axes).unwrap()).unwrap();
@@ -328,23 +335,26 @@ fn matmul_with_transposes_and_broadcast_operands() {
             .unwrap();
         assert_close(&got, &matmul_ref(&a, &b, dm), 1e-5, &format!("{dm:?}"));
     }
-    // A larger square product crossing many tiles.
-    let dm = MatmulDims {
-        batch: 1,
-        m: 130,
-        k: 257,
-        n: 67,
-        a_batched: true,
-        b_batched: true,
-        trans_a: false,
-        trans_b: false,
-    };
-    let a = data(130 * 257, 90, -1.0, 1.0);
-    let b = data(257 * 67, 91, -1.0, 1.0);
-    let got = d
-        .to_host(&d.matmul(&up(&d, &a), &up(&d, &b), dm).unwrap())
-        .unwrap();
-    assert_close(&got, &matmul_ref(&a, &b, dm), 1e-5, "130x257x67");
+    // Larger products crossing many blocks, covering every per-invocation blocking
+    // (1, 2 or 4 outputs per axis, picked from the extents).
+    for (m, k, n) in [(130, 257, 67), (40, 70, 50), (70, 33, 33), (20, 100, 300)] {
+        let dm = MatmulDims {
+            batch: 2,
+            m,
+            k,
+            n,
+            a_batched: true,
+            b_batched: false,
+            trans_a: false,
+            trans_b: true,
+        };
+        let a = data(2 * m * k, 90, -1.0, 1.0);
+        let b = data(k * n, 91, -1.0, 1.0);
+        let got = d
+            .to_host(&d.matmul(&up(&d, &a), &up(&d, &b), dm).unwrap())
+            .unwrap();
+        assert_close(&got, &matmul_ref(&a, &b, dm), 1e-5, &format!("{m}x{k}x{n}"));
+    }
     assert_no_validation_messages();
 }
 

@@ -2,94 +2,20 @@
 //! constants and launches one kernel (concat: one per part). No op falls back to the CPU.
 //!
 //! Layout ops, broadcasting and reductions all describe their operands as a shape plus
-//! strides; [`coalesce`] first merges axes that are contiguous in every operand, so the
+//! strides; [`coalesce`] (in `args.rs`) merges axes contiguous in every operand, so the
 //! rank-6 limit of the kernels applies only to genuinely strided layouts.
 
+use super::args::{coalesce, contiguous, grid, pad6, u32_of};
 use super::pipelines::{self as k, Kernel};
 use super::{VulkanBuffer, VulkanDevice};
 use crate::backend::*;
 use crate::{Error, Result};
 
-/// Rank of the shape/stride arrays in the kernels' push constants.
-const MAX_RANK: usize = 6;
-/// Matmul tile edge (specialization constant 0 of `matmul.comp`).
-const MATMUL_TILE: u32 = 16;
+/// Workgroup edge of `gemm_tile.glsl` (matmul and the convolutions; specialization
+/// constant 0): 16 x 16 invocations.
+const GEMM_TILE: u32 = 16;
 /// Longest reduction handled one-output-per-invocation (`reduce_small.comp`).
 const SMALL_REDUCTION: usize = 64;
-
-fn u32_of(n: usize, what: &str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Device(format!("vulkan: {what} ({n}) exceeds u32")))
-}
-
-/// Workgroups for `items` invocations in groups of `per_group`, folded into a 2-D grid
-/// when they exceed the 65535 limit of one dimension (kernels use `flat_index`).
-fn grid(items: usize, per_group: usize) -> Result<[u32; 3]> {
-    let groups = items.div_ceil(per_group);
-    if groups <= 65535 {
-        return Ok([groups as u32, 1, 1]);
-    }
-    let y = groups.div_ceil(65535);
-    if y > 65535 {
-        return Err(Error::Device(format!(
-            "vulkan: launch of {items} invocations is too large"
-        )));
-    }
-    Ok([65535, y as u32, 1])
-}
-
-/// Row-major strides of `shape`.
-fn contiguous(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
-}
-
-/// Merges neighbouring axes that are contiguous in every stride set and drops extent-1
-/// axes, so `[2, 3, 4]` copied contiguously becomes `[24]`.
-fn coalesce(shape: &[usize], strides: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
-    let mut out_shape: Vec<usize> = Vec::new();
-    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
-    for d in 0..shape.len() {
-        if shape[d] == 1 {
-            continue;
-        }
-        let merge = !out_shape.is_empty()
-            && strides
-                .iter()
-                .zip(&out_strides)
-                .all(|(s, o)| *o.last().unwrap() == shape[d] * s[d]);
-        if merge {
-            *out_shape.last_mut().unwrap() *= shape[d];
-            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
-                *o.last_mut().unwrap() = s[d];
-            }
-        } else {
-            out_shape.push(shape[d]);
-            for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
-                o.push(s[d]);
-            }
-        }
-    }
-    (out_shape, out_strides)
-}
-
-/// `values` left-padded to [`MAX_RANK`] with `fill`, as u32 push constants.
-fn pad6(values: &[usize], fill: usize, op: &str) -> Result<Vec<u32>> {
-    if values.len() > MAX_RANK {
-        return Err(Error::Device(format!(
-            "vulkan: {op} needs rank <= {MAX_RANK} after merging contiguous axes, got {}",
-            values.len()
-        )));
-    }
-    let mut v = vec![fill as u32; MAX_RANK - values.len()];
-    for &x in values {
-        v.push(u32_of(x, op)?);
-    }
-    Ok(v)
-}
-
 impl VulkanDevice {
     /// `dst[dst_off + idx.dst_strides] = src[src_off + idx.src_strides]` over `shape`.
     fn strided_copy(
@@ -162,16 +88,25 @@ fn conv_push(d: &Conv2dDims) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// The grid of `conv2d.comp` and `conv2d_backward_input.comp`: x over the `n*h*w`
-/// positions in groups of 256, y over `channels` (so weight loads are uniform).
-fn conv_grid(d: &Conv2dDims, channels: usize) -> Result<[u32; 3]> {
-    let x = (d.n * d.h * d.w).div_ceil(256);
-    if x > 65535 || channels > 65535 {
+/// Specialization constants and grid of a `gemm_tile.glsl` kernel over an `m x n`
+/// output, `batch` times. Each invocation computes up to 4 x 4 outputs; fewer along an
+/// extent below 64, so e.g. 12 output channels are not padded to a 64-row block.
+fn gemm_launch(m: usize, n: usize, batch: usize) -> Result<([u32; 3], [u32; 3])> {
+    let per_invocation = |extent: usize| match extent {
+        0..32 => 1,
+        32..64 => 2,
+        _ => 4,
+    };
+    let (wm, wn) = (per_invocation(m), per_invocation(n));
+    let block = |w: u32| (GEMM_TILE * w) as usize;
+    let groups = [n.div_ceil(block(wn)), m.div_ceil(block(wm)), batch];
+    if groups.iter().any(|&g| g > 65535) {
         return Err(Error::Device(format!(
-            "vulkan: convolution {d:?} exceeds the dispatch grid"
+            "vulkan: a {batch} x {m} x {n} product exceeds the dispatch grid"
         )));
     }
-    Ok([x as u32, channels as u32, 1])
+    let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
+    Ok(([GEMM_TILE, wm, wn], groups))
 }
 
 impl Backend for VulkanDevice {
@@ -299,17 +234,10 @@ impl Backend for VulkanDevice {
             d.trans_a as u32,
             d.trans_b as u32,
         ];
-        let t = MATMUL_TILE as usize;
-        let groups = [d.n.div_ceil(t), d.m.div_ceil(t), d.batch];
-        if groups.iter().any(|&g| g > 65535) {
-            return Err(Error::Device(format!(
-                "vulkan: matmul {d:?} exceeds the dispatch grid"
-            )));
-        }
-        let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
+        let (spec, groups) = gemm_launch(d.m, d.n, d.batch)?;
         self.launch(
             &k::MATMUL,
-            &[MATMUL_TILE],
+            &spec,
             &[(a, false), (b, false), (&c, true)],
             &push,
             groups,
@@ -334,7 +262,8 @@ impl Backend for VulkanDevice {
             (bias.unwrap_or(w), false),
             (&y, true),
         ];
-        self.launch(&k::CONV2D, &[], &bufs, &push, conv_grid(&dims, dims.c_out)?)?;
+        let (spec, groups) = gemm_launch(dims.c_out, dims.n * dims.h * dims.w, 1)?;
+        self.launch(&k::CONV2D, &spec, &bufs, &push, groups)?;
         Ok(y)
     }
 
@@ -346,10 +275,10 @@ impl Backend for VulkanDevice {
     ) -> Result<VulkanBuffer> {
         let dx = self.alloc(dims.input_len())?;
         let bufs = [(dy, false), (w, false), (&dx, true)];
-        let groups = conv_grid(&dims, dims.c_in)?;
+        let (spec, groups) = gemm_launch(dims.c_in, dims.n * dims.h * dims.w, 1)?;
         self.launch(
             &k::CONV2D_BACKWARD_INPUT,
-            &[],
+            &spec,
             &bufs,
             &conv_push(&dims)?,
             groups,
@@ -364,10 +293,10 @@ impl Backend for VulkanDevice {
         dims: Conv2dDims,
     ) -> Result<VulkanBuffer> {
         let dw = self.alloc(dims.weight_len())?;
-        let groups = grid(dims.weight_len(), 1)?;
+        let (spec, groups) = gemm_launch(dims.c_out, dims.c_in * dims.kh * dims.kw, 1)?;
         self.launch(
             &k::CONV2D_BACKWARD_WEIGHT,
-            &[],
+            &spec,
             &[(x, false), (dy, false), (&dw, true)],
             &conv_push(&dims)?,
             groups,
@@ -506,26 +435,5 @@ impl Backend for VulkanDevice {
             &push,
             grid(len, 256)?,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coalesce_merges_contiguous_axes() {
-        let (s, st) = coalesce(&[2, 3, 4], &[contiguous(&[2, 3, 4])]);
-        assert_eq!(s, vec![24]);
-        assert_eq!(st, vec![vec![1]]);
-        // A permuted operand keeps its axes apart.
-        let (s, _) = coalesce(&[3, 2], &[vec![1, 3], vec![2, 1]]);
-        assert_eq!(s, vec![3, 2]);
-    }
-
-    #[test]
-    fn grid_folds_large_launches() {
-        assert_eq!(grid(256, 256).unwrap(), [1, 1, 1]);
-        assert_eq!(grid(65536 * 256, 256).unwrap(), [65535, 2, 1]);
     }
 }

@@ -409,3 +409,52 @@ pub(crate) fn enumerate() -> Result<Vec<DeviceInfo>> {
     let instance = Instance::new(false)?;
     Ok(instance.devices()?.into_iter().map(|(_, d, _)| d).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(index: usize, name: &str, kind: DeviceKind) -> (vk::PhysicalDevice, DeviceInfo, u32) {
+        let info = DeviceInfo {
+            index,
+            name: name.into(),
+            kind,
+            api_version: "1.3.0".into(),
+        };
+        (vk::PhysicalDevice::null(), info, 0)
+    }
+
+    #[test]
+    fn default_choice_prefers_discrete_then_integrated_then_cpu() {
+        let devices = [
+            dev(0, "llvmpipe", DeviceKind::Cpu),
+            dev(1, "Intel UHD", DeviceKind::Integrated),
+            dev(2, "NVIDIA H200", DeviceKind::Discrete),
+        ];
+        assert_eq!(choose(&devices, None).unwrap(), 2);
+        assert_eq!(choose(&devices[..2], None).unwrap(), 1);
+        assert_eq!(choose(&devices[..1], None).unwrap(), 0);
+    }
+
+    #[test]
+    fn selector_by_index_or_name() {
+        let devices = [
+            dev(0, "llvmpipe", DeviceKind::Cpu),
+            dev(1, "NVIDIA H200", DeviceKind::Discrete),
+        ];
+        assert_eq!(DeviceSelector::parse(" 1 "), DeviceSelector::Index(1));
+        assert_eq!(
+            choose(&devices, Some(&DeviceSelector::parse("0"))).unwrap(),
+            0
+        );
+        assert_eq!(
+            choose(&devices, Some(&DeviceSelector::parse("nvidia"))).unwrap(),
+            1
+        );
+        assert!(matches!(
+            choose(&devices, Some(&DeviceSelector::Index(7))),
+            Err(Error::Device(_))
+        ));
+        assert!(matches!(choose(&[], None), Err(Error::Device(_))));
+    }
+}

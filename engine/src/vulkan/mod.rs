@@ -9,7 +9,8 @@
 //! - `recorder.rs`: batching dispatches into command buffers, barriers from hazard
 //!   tracking, submission and fences.
 //! - `profile.rs`: per-kernel GPU time from timestamp queries.
-//! - `backend.rs`: the thin `Backend` impl: shapes into push constants, one launch per op.
+//! - `backend.rs`: the thin `Backend` impl: shapes into push constants, one launch per op
+//!   (`args.rs` holds the shape/stride packing it shares).
 //!
 //! This file holds [`VulkanDevice`] (a cheap `Arc` handle) and the few operations every
 //! op shares: allocating a buffer, launching a kernel, uploading and reading back.
@@ -20,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod args;
 mod backend;
 mod context;
 mod memory;
