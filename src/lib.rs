@@ -26,10 +26,25 @@ pub mod testing {
             eprintln!("ENGINE_NO_VULKAN=1: skipping the Vulkan variant of this test");
             return None;
         }
-        match Device::vulkan() {
-            Ok(d) => Some(d),
+        // The process-wide device, with the Khronos validation layer when it is installed.
+        let options = engine::vulkan::VulkanOptions {
+            validation: true,
+            ..engine::vulkan::VulkanOptions::from_env()
+        };
+        match engine::vulkan::VulkanDevice::init_default(options) {
+            Ok(d) => Some(Device::Vulkan(d)),
             Err(e) => panic!("no Vulkan device ({e}); set ENGINE_NO_VULKAN=1 to skip Vulkan tests"),
         }
+    }
+
+    /// Fails if the validation layer has reported anything in this process.
+    #[cfg(feature = "vulkan")]
+    pub fn assert_no_validation_messages() {
+        let n = engine::vulkan::validation_message_count();
+        assert_eq!(
+            n, 0,
+            "the Vulkan validation layer reported {n} message(s) (printed above)"
+        );
     }
 
     /// Every device a test should run on.
@@ -71,6 +86,7 @@ macro_rules! device_test {
             fn vulkan() {
                 if let Some(dev) = $crate::testing::vulkan_device() {
                     body(&dev).unwrap();
+                    $crate::testing::assert_no_validation_messages();
                 }
             }
         }

@@ -344,3 +344,70 @@ device_test!(fn interpolation_ends_at_the_inputs_and_directions_are_class_differ
     }
     Ok(())
 });
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn cpu_and_vulkan_agree_on_log_p_gradients_and_decode() -> Result<()> {
+    let Some(vk) = glow_rs::testing::vulkan_device() else {
+        return Ok(());
+    };
+    let cpu = Device::Cpu;
+    for (coupling, permutation) in [
+        (Coupling::Affine, Permutation::InvconvLu),
+        (Coupling::Additive, Permutation::Invconv),
+    ] {
+        let cfg = GlowConfig {
+            y_condition: true,
+            num_classes: 4,
+            ..small(coupling, permutation)
+        };
+        // Same seed: the counter-based RNG gives both devices the same initial weights.
+        let (m_cpu, m_vk) = (Glow::new(cfg.clone(), &cpu)?, Glow::new(cfg.clone(), &vk)?);
+        let labels = [0usize, 3, 1, 2];
+        let x_cpu = images(&cfg, 4, 31, &cpu)?;
+        let x_vk = x_cpu.to_device(&vk)?;
+        no_grad(|| m_cpu.forward(&x_cpu, Some(&labels)))?;
+        no_grad(|| m_vk.forward(&x_vk, Some(&labels)))?;
+        // Move both to the same generic point: the CPU model's perturbed state on both.
+        perturb(&m_cpu, 0.02, 70)?;
+        m_vk.load_state(&m_cpu.state()?)?;
+        let rel = |a: &[f32], b: &[f32]| -> f64 {
+            let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+            let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+            (num / den.max(1e-30)).sqrt()
+        };
+        let (lp_cpu, lp_vk) = (
+            m_cpu.log_prob(&x_cpu, Some(&labels))?,
+            m_vk.log_prob(&x_vk, Some(&labels))?,
+        );
+        let e = rel(&lp_vk.to_vec()?, &lp_cpu.to_vec()?);
+        assert!(
+            e < 1e-5,
+            "{coupling:?}/{permutation:?} log p: normalised error {e:e}"
+        );
+        let (loss_cpu, _) = m_cpu.loss(&x_cpu, Some(&labels))?;
+        let (loss_vk, _) = m_vk.loss(&x_vk, Some(&labels))?;
+        let (g_cpu, g_vk) = (loss_cpu.backward()?, loss_vk.backward()?);
+        for (p_cpu, p_vk) in m_cpu.trainable_params().iter().zip(m_vk.trainable_params()) {
+            let a = g_cpu.get(&p_cpu.get()).map(|g| g.to_vec()).transpose()?;
+            let b = g_vk.get(&p_vk.get()).map(|g| g.to_vec()).transpose()?;
+            let (Some(a), Some(b)) = (a, b) else {
+                panic!("{}: gradient on one device only", p_cpu.name());
+            };
+            // Gradients are sums over the batch and pixels in different orders on the two
+            // devices; 1e-4 of the gradient's norm allows for that in f32.
+            let e = rel(&b, &a);
+            assert!(
+                e < 1e-4,
+                "{} gradient: normalised error {e:e}",
+                p_cpu.name()
+            );
+        }
+        let z = m_cpu.encode(&x_cpu, Some(&labels))?;
+        let z_vk: Vec<Tensor> = z.iter().map(|t| t.to_device(&vk)).collect::<Result<_>>()?;
+        let e = rel(&m_vk.decode(&z_vk)?.to_vec()?, &m_cpu.decode(&z)?.to_vec()?);
+        assert!(e < 1e-5, "decode: normalised error {e:e}");
+    }
+    glow_rs::testing::assert_no_validation_messages();
+    Ok(())
+}
