@@ -12,20 +12,29 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!("Vulkan devices with a compute queue:");
+    eprintln!("Vulkan devices with a compute queue:");
     for d in &devices {
-        println!(
+        eprintln!(
             "  {}: {} ({:?}, Vulkan {})",
             d.index, d.name, d.kind, d.api_version
         );
     }
-    match engine::vulkan::VulkanDevice::default_device() {
-        Ok(dev) => println!("chosen: {}", dev.describe()),
+    let chosen = match engine::vulkan::VulkanDevice::default_device() {
+        Ok(dev) => dev.describe(),
         Err(e) => {
             eprintln!("no device chosen: {e}");
             std::process::exit(1);
         }
-    }
+    };
+    eprintln!("chosen: {chosen}");
+    let list: Vec<serde_json::Value> = devices
+        .iter()
+        .map(|d| {
+            serde_json::json!({"index": d.index, "name": d.name, "kind": format!("{:?}", d.kind), "api_version": d.api_version})
+        })
+        .collect();
+    // The machine-readable last line, as every example ends.
+    println!("{}", serde_json::json!({"devices": list, "chosen": chosen}));
 }
 
 #[cfg(not(feature = "vulkan"))]
