@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use engine::{Error, Result};
 use glow::train::evaluate;
-use glow_rs::cli::{self, DeviceChoice};
+use glow_rs::cli;
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -30,15 +30,8 @@ enum Dequant {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The checkpoint to evaluate.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// CIFAR-10 directory or .bin file (default: the built-in sample's held-out part).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    source: cli::CheckpointArgs,
     /// Dequantisation.
     #[arg(long, value_enum, default_value_t = Dequant::Noise)]
     dequant: Dequant,
@@ -58,8 +51,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
-    let data = cli::load_data(args.data.as_deref())?;
+    let (model, data) = args.source.open()?;
     eprintln!("{}", data.describe());
     let test = &data.test;
     let batch = args.batch.max(1);

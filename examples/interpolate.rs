@@ -11,22 +11,15 @@ use clap::Parser;
 use engine::{Error, Result};
 use glow::explore::interpolate;
 use glow::Dequantization;
-use glow_rs::cli::{self, DeviceChoice};
+use glow_rs::cli;
 use serde_json::json;
 
 /// Interpolate in latent space between two test images.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The checkpoint to use.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// CIFAR-10 directory or .bin file (default: the built-in sample).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    source: cli::CheckpointArgs,
     /// Index of the first image in the test split.
     #[arg(long, default_value_t = 0)]
     a: usize,
@@ -46,8 +39,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
-    let data = cli::load_data(args.data.as_deref())?;
+    let (model, data) = args.source.open()?;
     let n = data.test.len();
     if args.a >= n || args.b >= n {
         return Err(Error::invalid(

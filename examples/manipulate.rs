@@ -14,22 +14,15 @@ use engine::{Error, Result, Tensor};
 use glow::data::CLASS_NAMES;
 use glow::explore::{attribute_direction, manipulate};
 use glow::Dequantization;
-use glow_rs::cli::{self, DeviceChoice};
+use glow_rs::cli;
 use serde_json::json;
 
 /// Move a test image along a class direction in latent space.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The checkpoint to use.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// CIFAR-10 directory or .bin file (default: the built-in sample).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
+    #[command(flatten)]
+    source: cli::CheckpointArgs,
     /// The class (0-9: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck).
     #[arg(long, default_value_t = 7)]
     class: usize,
@@ -77,8 +70,7 @@ fn run(args: Args) -> Result<()> {
             format!("--class {} is not in 0..10", args.class),
         ));
     }
-    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
-    let data = cli::load_data(args.data.as_deref())?;
+    let (model, data) = args.source.open()?;
     if args.index >= data.test.len() {
         return Err(Error::invalid(
             "manipulate",

@@ -120,6 +120,28 @@ impl ModelArgs {
     }
 }
 
+/// The flags of the examples that work on a trained model and the dataset.
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointArgs {
+    /// The checkpoint to use (e.g. runs/cifar10/checkpoint.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// CIFAR-10 directory or .bin file (default: the built-in sample).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+impl CheckpointArgs {
+    /// The model on the chosen device, and the dataset.
+    pub fn open(&self) -> Result<(Glow, Cifar10)> {
+        let (model, _) = open_checkpoint(&self.checkpoint, self.device)?;
+        Ok((model, load_data(self.data.as_deref())?))
+    }
+}
+
 /// Picks the device for `choice` and says why.
 pub fn pick_device(choice: DeviceChoice) -> Result<(Device, String)> {
     match choice {

@@ -223,14 +223,19 @@ impl Tap {
     }
 }
 
+/// Every tap of the kernel, row-major over `(dy, dx)`: the order of `col`'s rows.
+fn taps(d: &Conv2dDims) -> Vec<Tap> {
+    (0..d.kh)
+        .flat_map(|i| (0..d.kw).map(move |j| (i, j)))
+        .map(|(i, j)| Tap::new(d, i, j))
+        .collect()
+}
+
 /// Fills `col [c_in·kh·kw, h·w]` from one image `x [c_in, h, w]` (see the module doc):
 /// per row one shifted `copy_from_slice`, then zeros where the tap falls off the image.
 fn im2col(x: &[f32], d: &Conv2dDims, col: &mut [f32]) {
     let p = d.h * d.w;
-    let taps: Vec<Tap> = (0..d.kh)
-        .flat_map(|i| (0..d.kw).map(move |j| (i, j)))
-        .map(|(i, j)| Tap::new(d, i, j))
-        .collect();
+    let taps = taps(d);
     let mut rows = col.chunks_exact_mut(p);
     for xc in x.chunks_exact(p) {
         for t in &taps {
@@ -248,10 +253,7 @@ fn im2col(x: &[f32], d: &Conv2dDims, col: &mut [f32]) {
 /// scratch) so the add is one contiguous shifted loop per row.
 fn col2im(col: &mut [f32], d: &Conv2dDims, dx: &mut [f32]) {
     let p = d.h * d.w;
-    let taps: Vec<Tap> = (0..d.kh)
-        .flat_map(|i| (0..d.kw).map(move |j| (i, j)))
-        .map(|(i, j)| Tap::new(d, i, j))
-        .collect();
+    let taps = taps(d);
     let mut rows = col.chunks_exact_mut(p);
     for dxc in dx.chunks_exact_mut(p) {
         for t in &taps {
