@@ -22,6 +22,12 @@ pub mod testing {
     /// variable a missing Vulkan device fails the test: CI must really run them.
     #[cfg(feature = "vulkan")]
     pub fn vulkan_device() -> Option<Device> {
+        vulkan_backend().map(Device::Vulkan)
+    }
+
+    /// [`vulkan_device`]'s backend, for tests of the primitives themselves.
+    #[cfg(feature = "vulkan")]
+    pub fn vulkan_backend() -> Option<engine::vulkan::VulkanDevice> {
         if vulkan_disabled() {
             eprintln!("ENGINE_NO_VULKAN=1: skipping the Vulkan variant of this test");
             return None;
@@ -32,9 +38,23 @@ pub mod testing {
             ..engine::vulkan::VulkanOptions::from_env()
         };
         match engine::vulkan::VulkanDevice::init_default(options) {
-            Ok(d) => Some(Device::Vulkan(d)),
+            Ok(d) => Some(d),
             Err(e) => panic!("no Vulkan device ({e}); set ENGINE_NO_VULKAN=1 to skip Vulkan tests"),
         }
+    }
+
+    /// `len` varied values in `[lo, hi)` from a xorshift stream (test data that needs no
+    /// device).
+    pub fn test_data(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+            })
+            .collect()
     }
 
     /// Fails if the validation layer has reported anything in this process.

@@ -16,32 +16,11 @@ use engine::vulkan::{validation_message_count, VulkanDevice, VulkanOptions};
 
 /// The shared device with validation on, or `None` when `ENGINE_NO_VULKAN=1`.
 fn device() -> Option<VulkanDevice> {
-    if std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1") {
-        eprintln!("ENGINE_NO_VULKAN=1: skipping Vulkan test");
-        return None;
-    }
-    let options = VulkanOptions {
-        validation: true,
-        ..VulkanOptions::from_env()
-    };
-    match VulkanDevice::init_default(options) {
-        Ok(d) => Some(d),
-        Err(e) => panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"),
-    }
+    glow_rs::testing::vulkan_backend()
 }
 
-/// Deterministic test data in [lo, hi) (xorshift; the values only need to be varied).
-fn data(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
+/// Deterministic test data in [lo, hi).
+use glow_rs::testing::test_data as data;
 
 fn norm_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");

@@ -8,19 +8,9 @@
 
 use engine::backend::*;
 use engine::cpu::CpuBackend;
-use engine::vulkan::{validation_message_count, VulkanDevice, VulkanOptions};
+use engine::vulkan::validation_message_count;
 
-fn data(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
-}
+use glow_rs::testing::test_data as data;
 
 /// Runs every primitive on `b` with fixed inputs; returns (label, output) pairs.
 fn sweep<B: Backend>(b: &B) -> Vec<(String, Vec<f32>)> {
@@ -214,15 +204,9 @@ fn sweep<B: Backend>(b: &B) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn every_primitive_agrees_with_the_cpu_device() {
-    if std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1") {
+    let Some(vk) = glow_rs::testing::vulkan_backend() else {
         return;
-    }
-    let options = VulkanOptions {
-        validation: true,
-        ..VulkanOptions::from_env()
     };
-    let vk = VulkanDevice::init_default(options)
-        .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"));
     let cpu = sweep(&CpuBackend);
     let gpu = sweep(&vk);
     let mut failures = Vec::new();

@@ -327,12 +327,7 @@ impl Recorder {
         // SAFETY: as above.
         unsafe { d.cmd_dispatch(cmd, groups[0], groups[1], groups[2]) };
         self.stamp(ctx, None);
-        let f = self.current.as_mut().expect("open");
-        f.dispatches += 1;
-        if f.dispatches >= MAX_DISPATCHES {
-            self.submit(ctx, pool)?;
-        }
-        Ok(())
+        self.count_command(ctx, pool)
     }
 
     /// Records a copy of `bytes` from `src` to `dst` (a transfer, ordered like a dispatch).
@@ -362,6 +357,15 @@ impl Recorder {
                 .cmd_copy_buffer(cmd, src.buffer, dst.buffer, &region)
         };
         self.stamp(ctx, None);
+        self.count_command(ctx, pool)
+    }
+
+    /// Counts one recorded command; a full frame is submitted so batches stay bounded.
+    fn count_command(
+        &mut self,
+        ctx: &super::context::Context,
+        pool: &std::sync::Mutex<Pool>,
+    ) -> Result<()> {
         let f = self.current.as_mut().expect("open");
         f.dispatches += 1;
         if f.dispatches >= MAX_DISPATCHES {
