@@ -17,6 +17,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{gemm_is_threaded, sgemm, Mat};
+use super::small_gemm;
 use crate::backend::Conv2dDims;
 
 /// Rows of the column matrix: `c_in · kh · kw`.
@@ -36,7 +37,11 @@ pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims)
     // Every row is either filled with the bias or written by a beta = 0 GEMM.
     let mut y = super::pool::take(d.output_len());
     let scratch = if is_pointwise(&d) { 0 } else { k * p };
-    let parallel = !gemm_is_threaded(d.c_out, k, p);
+    // Few output channels: the unpacked small-m kernel (see small_gemm.rs for why
+    // packing loses there), one image per task.
+    let small = (d.c_out <= small_gemm::MAX_M && small_gemm::available(p))
+        .then(|| small_gemm::transpose_padded(w, d.c_out, k));
+    let parallel = small.is_some() || !gemm_is_threaded(d.c_out, k, p);
     for_each_image(&mut y, d.c_out * p, scratch, parallel, |img, y, col| {
         let x = &x[img * d.c_in * p..][..d.c_in * p];
         // The bias goes in first and the GEMM accumulates onto it (beta = 1).
@@ -55,8 +60,13 @@ pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims)
             im2col(x, &d, col);
             col
         };
-        let wm = Mat::new(w, d.c_out, k, false);
-        sgemm((d.c_out, k, p), wm, Mat::new(cols, k, p, false), beta, y, p);
+        match &small {
+            Some(w_t) => small_gemm::gemm(w_t, d.c_out, k, cols, p, y, beta != 0.0),
+            None => {
+                let wm = Mat::new(w, d.c_out, k, false);
+                sgemm((d.c_out, k, p), wm, Mat::new(cols, k, p, false), beta, y, p);
+            }
+        }
     });
     y
 }

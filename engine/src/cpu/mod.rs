@@ -7,6 +7,7 @@
 //! - `matmul.rs`: a safe wrapper over `matrixmultiply::sgemm` and the batched product;
 //! - `conv.rs`: convolution and its two backward ops (im2col + GEMM);
 //! - `layout.rs`: permute, slice, concat and gather;
+//! - `small_gemm.rs`: an unpacked AVX-512 GEMM for convolutions with few output channels;
 //! - `random.rs`: counter-based random fills; `adam.rs`: the fused optimiser step;
 //! - `strided.rs`: the dimension-collapsing odometer shared by the strided kernels.
 //!
@@ -23,6 +24,7 @@ mod matmul;
 mod pool;
 mod random;
 mod reduce;
+mod small_gemm;
 mod strided;
 #[cfg(test)]
 mod tests;

@@ -378,6 +378,10 @@ fn conv_cases() -> Vec<Conv2dDims> {
         dims(2, 2, 3, 7, 5, 5, 3),
         // Kernel taller than the image: some taps never touch it.
         dims(1, 2, 2, 3, 2, 5, 3),
+        // Few output channels on 16·j pixels: the unpacked small-m kernel (small_gemm.rs).
+        dims(2, 8, 12, 4, 4, 3, 3),
+        dims(3, 16, 20, 8, 8, 3, 3),
+        dims(2, 12, 12, 4, 8, 1, 1),
         // Images no larger than the kernel (Glow's top level can be 1x1 or 2x2).
         dims(2, 3, 2, 1, 1, 3, 3),
         dims(1, 2, 3, 2, 2, 3, 3),
