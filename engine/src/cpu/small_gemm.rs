@@ -29,7 +29,7 @@ const LANES: usize = 16;
 pub(crate) fn available(n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        n % LANES == 0 && std::arch::is_x86_feature_detected!("avx512f")
+        n.is_multiple_of(LANES) && std::arch::is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
