@@ -174,6 +174,36 @@ fn loss_curve_draws_each_series_in_its_colour() -> Result<()> {
 }
 
 #[test]
+fn a_lone_evaluation_point_gets_a_visible_marker() -> Result<()> {
+    // A short run evaluates once, at its end: that single point must show.
+    let dir = scratch("marker");
+    let train: Vec<(f64, f64)> = (0..=200)
+        .map(|s| (s as f64, 5.0 - s as f64 / 100.0))
+        .collect();
+    let test = [(200.0, 4.5)];
+    let path = dir.join("m.png");
+    let frame = save_loss_curve(
+        &path,
+        &[("train", &train[..]), ("test", &test[..])],
+        &PlotOptions::default(),
+    )?;
+    let (width, _, px) = decode(&path);
+    let (col, row) = frame.pixel(200.0, 4.5);
+    let marked = (-2i64..=2)
+        .flat_map(|dx| (-2i64..=2).map(move |dy| (dx, dy)))
+        .filter(|&(dx, dy)| {
+            at(&px, width, (col + dx) as usize, (row + dy) as usize) == SERIES_COLOURS[1]
+        })
+        .count();
+    assert!(
+        marked >= 20,
+        "only {marked} of 25 marker pixels in the test colour"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[test]
 fn degenerate_series_do_not_panic() -> Result<()> {
     let dir = scratch("degenerate");
     let one = [(5.0, 2.0)];

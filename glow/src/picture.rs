@@ -372,6 +372,9 @@ fn data_range(series: &[(&str, &[(f64, f64)])], axis: fn(&(f64, f64)) -> f64) ->
     }
 }
 
+/// Series with at most this many points get a marker at each point.
+const MAX_MARKED_POINTS: usize = 100;
+
 /// Draws `series` (name, points `(step, value)`) as lines in [`SERIES_COLOURS`], with
 /// axes, tick labels, axis labels and a legend. Non-finite points break a line. Returns
 /// the data-to-pixel mapping.
@@ -452,9 +455,12 @@ pub fn loss_curve(
     canvas.text(&options.y_label, 8, frame.top - 14, 1, INK);
     canvas.text(&options.title, centre(&options.title, 2), 6, 2, INK);
 
-    // The series, each broken at non-finite points.
+    // The series, each broken at non-finite points. Sparse series (an evaluation every
+    // few hundred steps, or a single one) also get a 5x5 marker per point, so that a
+    // lone point is visible.
     for (i, (_, points)) in series.iter().enumerate() {
         let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+        let markers = points.len() <= MAX_MARKED_POINTS;
         let mut last: Option<(i64, i64)> = None;
         for &(x, y) in points.iter() {
             if !(x.is_finite() && y.is_finite()) {
@@ -463,6 +469,10 @@ pub fn loss_curve(
             }
             let p = frame.pixel(x, y);
             canvas.line(last.unwrap_or(p), p, 2, colour);
+            if markers {
+                let (px, py) = (p.0.max(2) as usize, p.1.max(2) as usize);
+                canvas.fill_rect(px - 2, py - 2, px + 3, py + 3, colour);
+            }
             last = Some(p);
         }
     }
