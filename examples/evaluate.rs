@@ -56,11 +56,7 @@ fn run(args: Args) -> Result<()> {
     let test = &data.test;
     let batch = args.batch.max(1);
     let bar = ProgressBar::new(test.len() as u64);
-    let batches = (0..test.len()).step_by(batch).map(|s| {
-        let idx: Vec<usize> = (s..(s + batch).min(test.len())).collect();
-        let (px, labels) = test.batch(&idx);
-        (s as u64, px, labels)
-    });
+    let batches = test.sequential_batches(batch);
     let result = evaluate(
         &model,
         batches,

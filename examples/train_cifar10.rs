@@ -221,12 +221,7 @@ fn run(args: Args) -> Result<()> {
     let mut images_seen = 0usize;
 
     let evaluate_now = |model: &Glow| -> Result<f64> {
-        let test = &data.test;
-        let batches = (0..test.len()).step_by(64).map(|s| {
-            let idx: Vec<usize> = (s..(s + 64).min(test.len())).collect();
-            let (px, labels) = test.batch(&idx);
-            (s as u64, px, labels)
-        });
+        let batches = data.test.sequential_batches(64);
         Ok(evaluate(model, batches, 0, false, |_| {})?.mean_bpd)
     };
 

@@ -134,6 +134,21 @@ impl Dataset {
         (pixels, labels)
     }
 
+    /// The whole dataset in order, `size` images at a time (the last batch may be
+    /// shorter), as `(index of the first image, pixels, labels)`: the input
+    /// [`crate::train::evaluate`] takes.
+    pub fn sequential_batches(
+        &self,
+        size: usize,
+    ) -> impl Iterator<Item = (u64, Vec<u8>, Vec<usize>)> + '_ {
+        let size = size.max(1);
+        (0..self.len()).step_by(size).map(move |start| {
+            let indices: Vec<usize> = (start..(start + size).min(self.len())).collect();
+            let (pixels, labels) = self.batch(&indices);
+            (start as u64, pixels, labels)
+        })
+    }
+
     /// Splits off the records from `at` on: `self` keeps `0..at`, the result holds the rest.
     fn split_off(&mut self, at: usize) -> Dataset {
         Dataset {
