@@ -1,57 +1,50 @@
-//! Build script: compiles the GLSL compute kernels in `shaders/` to SPIR-V.
+//! Build script: checks that the committed SPIR-V kernels match the GLSL in `shaders/`.
 //!
-//! Only with the `vulkan` feature. Each `shaders/NAME.comp` becomes `$OUT_DIR/NAME.spv`,
-//! which `src/vulkan/kernels.rs` embeds with `include_bytes!`. Compiling here (rather than
-//! at first use) means a broken kernel fails the build, not a user's run.
+//! Only with the `vulkan` feature. The Vulkan device embeds `shaders/spirv/NAME.spv`
+//! (see `src/vulkan/pipelines.rs`); those files are compiled from `shaders/NAME.comp` by
+//! `src/bin/compile-shaders.rs` and committed, so this script compiles nothing and needs
+//! no C++ toolchain. It hashes the GLSL and compares with `shaders/spirv/SOURCES.md5`:
+//! a kernel edited without recompiling fails the build, naming the file and the command
+//! that recompiles it, instead of silently running the old kernel. The rules are in
+//! `src/vulkan/spirv_sources.rs`, shared with that tool and tested there.
+
+#[cfg(feature = "vulkan")]
+#[allow(dead_code)] // the compile tool and the tests use the rest of it
+#[path = "src/vulkan/spirv_sources.rs"]
+mod spirv_sources;
 
 fn main() {
     #[cfg(feature = "vulkan")]
-    compile_shaders();
+    check_spirv();
 }
 
 #[cfg(feature = "vulkan")]
-fn compile_shaders() {
+fn check_spirv() {
     use std::path::PathBuf;
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../shaders");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // A folder here makes cargo rerun this script when any file under it changes.
     println!("cargo:rerun-if-changed={}", dir.display());
-    let compiler = shaderc::Compiler::new().expect("shaderc: cannot create a compiler");
-    let mut opts = shaderc::CompileOptions::new().expect("shaderc: cannot create options");
-    opts.set_optimization_level(shaderc::OptimizationLevel::Performance);
-    opts.set_target_env(
-        shaderc::TargetEnv::Vulkan,
-        shaderc::EnvVersion::Vulkan1_1 as u32,
-    );
-    let include_dir = dir.clone();
-    opts.set_include_callback(move |name, _ty, _src, _depth| {
-        let path = include_dir.join(name);
-        std::fs::read_to_string(&path)
-            .map(|content| shaderc::ResolvedInclude {
-                resolved_name: path.display().to_string(),
-                content,
-            })
-            .map_err(|e| format!("{}: {e}", path.display()))
-    });
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .expect("shaders/ directory missing")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "comp"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        println!("cargo:rerun-if-changed={}", path.display());
-        let src = std::fs::read_to_string(&path).unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let art = compiler
-            .compile_into_spirv(
-                &src,
-                shaderc::ShaderKind::Compute,
-                &name,
-                "main",
-                Some(&opts),
-            )
-            .unwrap_or_else(|e| panic!("shader {name} failed to compile:\n{e}"));
-        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        std::fs::write(out.join(format!("{stem}.spv")), art.as_binary_u8()).unwrap();
+    let problems = match spirv_sources::read_sources(&dir) {
+        Ok(sources) => {
+            let manifest =
+                std::fs::read_to_string(dir.join(spirv_sources::MANIFEST)).unwrap_or_default();
+            let mut problems = spirv_sources::stale(&sources, &manifest);
+            problems.extend(spirv_sources::missing_spirv(&dir, &sources));
+            problems
+        }
+        Err(e) => vec![e],
+    };
+    if problems.is_empty() {
+        return;
     }
+    // The compile tool itself is built with the feature below; it has to build (and
+    // so must only warn) while the SPIR-V it is about to rewrite is out of date.
+    if std::env::var_os("CARGO_FEATURE_COMPILE_SHADERS").is_some() {
+        for p in &problems {
+            println!("cargo:warning={p}");
+        }
+        return;
+    }
+    eprintln!("error: {}", spirv_sources::report(&problems));
+    std::process::exit(1);
 }

@@ -6,6 +6,8 @@
 //!   validation layer and debug messenger.
 //! - `memory.rs`: gpu-allocator suballocation, the caching buffer pool, [`VulkanBuffer`].
 //! - `pipelines.rs`: the embedded SPIR-V kernels and their pipelines.
+//! - `spirv_sources.rs`: why the SPIR-V is committed, and the check that it matches the
+//!   GLSL (shared with `build.rs` and the `compile-shaders` tool).
 //! - `recorder.rs`: batching dispatches into command buffers, barriers from hazard
 //!   tracking, submission and fences.
 //! - `profile.rs`: per-kernel GPU time from timestamp queries.
@@ -28,6 +30,9 @@ mod memory;
 mod pipelines;
 mod profile;
 mod recorder;
+#[cfg(test)]
+#[allow(dead_code)] // build.rs and the compile-shaders tool use the rest of it
+mod spirv_sources;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};

@@ -1,6 +1,7 @@
 //! Compute pipelines: the embedded SPIR-V kernels and a cache of their pipelines.
 //!
-//! `build.rs` compiles every `shaders/NAME.comp` to `$OUT_DIR/NAME.spv`; [`Kernel`]
+//! Every `shaders/NAME.comp` is compiled to `shaders/spirv/NAME.spv`, which is committed
+//! (`spirv_sources.rs` says how and why, `build.rs` checks it is current); the [`Kernel`]
 //! constants below embed them. A pipeline is created on first use of a (kernel,
 //! specialization constants) pair and kept for the device's lifetime; a
 //! `vk::PipelineCache` lets the driver share compiled code between variants.
@@ -30,7 +31,12 @@ macro_rules! kernel {
         #[doc = concat!("`shaders/", $name, ".comp`")]
         pub(crate) const $const: Kernel = Kernel {
             name: $name,
-            spirv: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".spv")),
+            spirv: include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shaders/spirv/",
+                $name,
+                ".spv"
+            )),
             bindings: $bindings,
         };
     };
@@ -132,7 +138,7 @@ impl Pipelines {
         let (set_layout, layout) = self.layouts(device, kernel.bindings)?;
         let code = ash::util::read_spv(&mut std::io::Cursor::new(kernel.spirv))
             .map_err(|e| Error::Device(format!("vulkan: bad SPIR-V for {}: {e}", kernel.name)))?;
-        // SAFETY: SPIR-V produced by shaderc at build time.
+        // SAFETY: SPIR-V produced by shaderc (the compile-shaders tool), checked current by build.rs.
         let module = unsafe {
             device.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&code), None)
         }
