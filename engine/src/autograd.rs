@@ -140,6 +140,7 @@ impl Tensor {
         }
         let tape = self.tape();
         let _guard = NoGradGuard::new();
+        let _phase = crate::profile::BackwardPhase::enter();
         let mut pending: HashMap<usize, Tensor> = HashMap::new();
         pending.insert(self.id(), Tensor::ones(self.shape(), self.device())?);
         let mut leaves = Gradients::default();

@@ -111,3 +111,11 @@ macro_rules! with_backend {
     };
 }
 pub(crate) use with_backend;
+
+/// [`with_backend!`] for an op's call into its device: `$body` (a `Result`) runs timed
+/// under the op name `$op`, with `$flops` of arithmetic, when [`crate::profile`] is on.
+macro_rules! dispatch {
+    ($op:expr, $flops:expr, $device:expr, $b:ident => $body:expr) => {
+        $crate::profile::time($op, $flops as f64, || with_backend!($device, $b => $body))
+    };
+}

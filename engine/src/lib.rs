@@ -8,6 +8,7 @@
 //! - [`backend::Backend`]: the ~20 primitives a device provides; `cpu/` implements them
 //!   on ndarray, `vulkan/` with GLSL compute kernels from `shaders/`.
 //! - [`gradcheck`]: finite-difference checks of every backward.
+//! - [`profile`]: per-op time (`ENGINE_PROFILE=1`).
 
 #[macro_use]
 pub mod device;
@@ -18,6 +19,7 @@ mod error;
 pub mod gradcheck;
 pub mod linalg;
 pub mod ops;
+pub mod profile;
 pub mod random;
 pub mod shape;
 mod tensor;

@@ -151,7 +151,7 @@ impl Tensor {
                 ),
             ));
         }
-        let storage = with_backend!(device, b => b.wrap_res(b.from_host(data))?);
+        let storage = dispatch!("from_host", 0, device, b => b.wrap_res(b.from_host(data)))?;
         Ok(Tensor::from_storage(
             storage,
             shape.to_vec(),
@@ -177,7 +177,7 @@ impl Tensor {
     /// A tensor of `shape` filled with `value`.
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Result<Tensor> {
         shape::check_rank("full", shape)?;
-        let storage = with_backend!(device, b => b.wrap_res(b.full(numel(shape), value))?);
+        let storage = dispatch!("full", 0, device, b => b.wrap_res(b.full(numel(shape), value)))?;
         Ok(Tensor::from_storage(
             storage,
             shape.to_vec(),
@@ -247,7 +247,8 @@ impl Tensor {
                 ),
             ));
         }
-        let storage = with_backend!(device, b => b.wrap_res(b.random(numel(shape), dist, seed))?);
+        let storage =
+            dispatch!("random", 0, device, b => b.wrap_res(b.random(numel(shape), dist, seed)))?;
         Ok(Tensor::from_storage(
             storage,
             shape.to_vec(),
@@ -259,7 +260,7 @@ impl Tensor {
 
     /// Copies the values to the host, row-major.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        with_backend!(self.device(), b => b.to_host(b.buf(&self.0.storage)))
+        dispatch!("to_host", 0, self.device(), b => b.to_host(b.buf(&self.0.storage)))
     }
 
     /// Copies the values into an ndarray array of the same shape.
@@ -286,7 +287,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let data = self.to_vec()?;
-        let storage = with_backend!(device, b => b.wrap_res(b.from_host(&data))?);
+        let storage = dispatch!("to_device", 0, device, b => b.wrap_res(b.from_host(&data)))?;
         let source = self.device().clone();
         Ok(Tensor::record(
             storage,

@@ -29,14 +29,14 @@ impl Tensor {
         let rank = out_shape.len();
         let a_shape = shape::pad_to_rank(self.shape(), rank);
         let b_shape = shape::pad_to_rank(other.shape(), rank);
-        let storage = with_backend!(self.device(), b => b.wrap_res(b.binary(
+        let storage = dispatch!(name, 0, self.device(), b => b.wrap_res(b.binary(
             op,
             b.buf(self.storage()),
             &a_shape,
             b.buf(other.storage()),
             &b_shape,
             &out_shape,
-        ))?);
+        )))?;
         Ok(Tensor::from_op(
             storage,
             out_shape,

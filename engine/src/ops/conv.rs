@@ -7,7 +7,7 @@
 //!   gradients, summed over the batch;
 //! - `dbias = Σ dy` over batch, height and width.
 //!
-//! The backend implements all three (im2col + GEMM on the CPU; see `cpu/conv.rs` and
+//! The backend implements all three (direct convolutions on the CPU; see `cpu/conv.rs` and
 //! `shaders/conv2d*.comp`).
 
 use crate::backend::{Backend, Conv2dDims};
@@ -76,12 +76,13 @@ impl Tensor {
             kh: w[2],
             kw: w[3],
         };
-        let storage = with_backend!(self.device(), b => b.wrap_res(b.conv2d(
+        let flops = 2 * dims.macs();
+        let storage = dispatch!("conv2d", flops, self.device(), b => b.wrap_res(b.conv2d(
             b.buf(self.storage()),
             b.buf(weight.storage()),
             bias.map(|t| b.buf(t.storage())),
             dims,
-        ))?);
+        )))?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         Ok(Tensor::from_op(
@@ -93,15 +94,15 @@ impl Tensor {
                 let (x, w) = (&a.inputs[0], &a.inputs[1]);
                 let dev = x.device();
                 let dx = if a.needs[0] {
-                    let s = with_backend!(dev, b => b.wrap_res(b.conv2d_backward_input(
-                        b.buf(a.dy.storage()), b.buf(w.storage()), dims))?);
+                    let s = dispatch!("conv2d_backward_input", flops, dev, b => b.wrap_res(
+                        b.conv2d_backward_input(b.buf(a.dy.storage()), b.buf(w.storage()), dims)))?;
                     Some(Tensor::from_storage(s, x.shape().to_vec(), dev.clone()))
                 } else {
                     None
                 };
                 let dw = if a.needs[1] {
-                    let s = with_backend!(dev, b => b.wrap_res(b.conv2d_backward_weight(
-                        b.buf(x.storage()), b.buf(a.dy.storage()), dims))?);
+                    let s = dispatch!("conv2d_backward_weight", flops, dev, b => b.wrap_res(
+                        b.conv2d_backward_weight(b.buf(x.storage()), b.buf(a.dy.storage()), dims)))?;
                     Some(Tensor::from_storage(s, w.shape().to_vec(), dev.clone()))
                 } else {
                     None

@@ -43,8 +43,8 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         shape::check_permutation("permute", perm, self.rank())?;
         let out_shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
-        let storage = with_backend!(self.device(), b => b.wrap_res(
-            b.permute(b.buf(self.storage()), self.shape(), perm))?);
+        let storage = dispatch!("permute", 0, self.device(), b => b.wrap_res(
+            b.permute(b.buf(self.storage()), self.shape(), perm)))?;
         let inverse = shape::invert_permutation(perm);
         Ok(Tensor::from_op(
             storage,
@@ -80,8 +80,8 @@ impl Tensor {
         }
         let mut out_shape = self.shape().to_vec();
         out_shape[axis] = len;
-        let storage = with_backend!(self.device(), b => b.wrap_res(
-            b.slice(b.buf(self.storage()), self.shape(), axis, start, len))?);
+        let storage = dispatch!("slice", 0, self.device(), b => b.wrap_res(
+            b.slice(b.buf(self.storage()), self.shape(), axis, start, len)))?;
         Ok(Tensor::from_op(
             storage,
             out_shape,
@@ -127,11 +127,11 @@ impl Tensor {
         let lens: Vec<usize> = parts.iter().map(|p| p.shape()[axis]).collect();
         let mut out_shape = first.shape().to_vec();
         out_shape[axis] = lens.iter().sum();
-        let storage = with_backend!(first.device(), b => {
+        let storage = dispatch!("concat", 0, first.device(), b => {
             let bufs: Vec<(&_, &[usize])> =
                 parts.iter().map(|p| (b.buf(p.storage()), p.shape())).collect();
-            b.wrap_res(b.concat(&bufs, axis))?
-        });
+            b.wrap_res(b.concat(&bufs, axis))
+        })?;
         Ok(Tensor::from_op(
             storage,
             out_shape,
@@ -182,8 +182,8 @@ impl Tensor {
         };
         let mut out_shape = self.shape().to_vec();
         out_shape[axis] = indices.len();
-        let storage = with_backend!(self.device(), b => b.wrap_res(
-            b.gather(b.buf(self.storage()), self.shape(), axis, indices))?);
+        let storage = dispatch!("gather", 0, self.device(), b => b.wrap_res(
+            b.gather(b.buf(self.storage()), self.shape(), axis, indices)))?;
         Ok(Tensor::from_op(
             storage,
             out_shape,

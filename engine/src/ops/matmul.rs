@@ -11,8 +11,9 @@ use crate::{Error, Result, Tensor};
 
 /// Runs the backend product without recording; `out_shape` is `[batch, m, n]` or `[m, n]`.
 fn matmul_raw(a: &Tensor, b: &Tensor, dims: MatmulDims, out_shape: Vec<usize>) -> Result<Tensor> {
-    let storage = with_backend!(a.device(), be => be.wrap_res(
-        be.matmul(be.buf(a.storage()), be.buf(b.storage()), dims))?);
+    let flops = 2 * dims.batch * dims.m * dims.k * dims.n;
+    let storage = dispatch!("matmul", flops, a.device(), be => be.wrap_res(
+        be.matmul(be.buf(a.storage()), be.buf(b.storage()), dims)))?;
     Ok(Tensor::from_storage(storage, out_shape, a.device().clone()))
 }
 

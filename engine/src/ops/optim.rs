@@ -48,7 +48,7 @@ impl Tensor {
             ));
         }
         let n = self.numel();
-        with_backend!(self.device(), b => b.adam_update(
+        dispatch!("adam_update", 0, self.device(), b => b.adam_update(
             b.buf(self.storage()),
             b.buf(grad.storage()),
             b.buf(m.storage()),

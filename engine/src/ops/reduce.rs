@@ -24,8 +24,12 @@ impl Tensor {
     }
 
     fn reduce_storage(&self, op: ReduceOp, axes: &[usize]) -> Result<crate::device::Storage> {
-        Ok(with_backend!(self.device(), b => b.wrap_res(
-            b.reduce(op, b.buf(self.storage()), self.shape(), axes))?))
+        let name = match op {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+        };
+        dispatch!(name, 0, self.device(), b => b.wrap_res(
+            b.reduce(op, b.buf(self.storage()), self.shape(), axes)))
     }
 
     /// Sum over `axes`; with `keepdim` the reduced axes stay as extent 1.

@@ -17,8 +17,7 @@ impl Tensor {
         backward: impl Fn(&BackwardArgs) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Result<Tensor> {
         let n = self.numel();
-        let storage =
-            with_backend!(self.device(), b => b.wrap_res(b.unary(op, b.buf(self.storage()), n))?);
+        let storage = dispatch!(name, 0, self.device(), b => b.wrap_res(b.unary(op, b.buf(self.storage()), n)))?;
         Ok(Tensor::from_op(
             storage,
             self.shape().to_vec(),
@@ -117,8 +116,8 @@ impl Tensor {
     /// `1` where `x > 0`, else `0`. Piecewise constant, so no gradient flows through it.
     pub fn step(&self) -> Result<Tensor> {
         let n = self.numel();
-        let storage = with_backend!(self.device(), b =>
-            b.wrap_res(b.unary(UnaryOp::Step, b.buf(self.storage()), n))?);
+        let storage = dispatch!("step", 0, self.device(), b =>
+            b.wrap_res(b.unary(UnaryOp::Step, b.buf(self.storage()), n)))?;
         Ok(Tensor::from_storage(
             storage,
             self.shape().to_vec(),
