@@ -1,9 +1,11 @@
 //! Throughput of the heavy primitives (matmul and the three convolution ops) at Glow's
 //! shapes, on every device compiled in.
 //!
-//! Run with `cargo bench --bench ops` (the Vulkan device is included when the
-//! root package's default `vulkan` feature is on). Each row is the median of several
-//! timed repetitions after a warm-up, and GFLOP/s counts `2 · multiply-adds / time`.
+//! Run with `cargo bench --bench ops`; `BENCH_DEVICES=cpu,vulkan` adds the Vulkan device
+//! and `BENCH_HIDDEN=128` keeps one hidden width. Each row is the median of several timed
+//! repetitions after a warm-up; GFLOP/s counts `2 · multiply-adds / time`, and the last
+//! column is that as a share of the device's SGEMM ceiling (its 2048³ matmul row, or
+//! 512³ on a software Vulkan driver). One JSON line per row follows the table.
 //! The timing code is generic over [`Backend`], so another device is one more
 //! `bench_device` call in `main`; every repetition reads its output back with `to_host`,
 //! so an asynchronous device is timed to completion rather than to submission.
@@ -48,6 +50,42 @@ fn input<B: Backend>(b: &B, len: usize, seed: u64) -> B::Buffer {
     b.random(len, dist, seed).expect("random input")
 }
 
+/// The distinct convolutions of a Glow step with L = 3 on 32x32x3 images, batch 16, for
+/// hidden widths 128 and 512 (`BENCH_HIDDEN=128` or `=512` keeps one), labelled with the
+/// layer they serve. Level `l` (1-based) runs at `32 / 2^l` pixels square with `C = 3·4^l
+/// / 2^(l-1)` channels (12, 24, 48).
+fn glow_convs() -> Vec<(String, Conv2dDims)> {
+    let hidden: Vec<usize> = match std::env::var("BENCH_HIDDEN") {
+        Ok(h) => h.split(',').filter_map(|v| v.trim().parse().ok()).collect(),
+        Err(_) => vec![128, 512],
+    };
+    let conv = |hw, c_in, c_out, k| Conv2dDims {
+        n: 16,
+        c_in,
+        c_out,
+        h: hw,
+        w: hw,
+        kh: k,
+        kw: k,
+    };
+    let mut out = Vec::new();
+    for (level, (hw, c)) in [(16, 12), (8, 24), (4, 48)].into_iter().enumerate() {
+        let l = level + 1;
+        out.push((format!("L{l} invconv"), conv(hw, c, c, 1)));
+        if l < 3 {
+            out.push((format!("L{l} split prior"), conv(hw, c / 2, c, 3)));
+        } else {
+            out.push((format!("L{l} top prior"), conv(hw, 2 * c, 2 * c, 3)));
+        }
+        for &h in &hidden {
+            out.push((format!("L{l} h{h} nn.conv1"), conv(hw, c / 2, h, 3)));
+            out.push((format!("L{l} h{h} nn.conv2"), conv(hw, h, h, 1)));
+            out.push((format!("L{l} h{h} nn.zeroconv"), conv(hw, h, c, 3)));
+        }
+    }
+    out
+}
+
 /// Times every benchmarked op on one device; `large` adds the 2048³ matmul (skipped on
 /// software Vulkan drivers, where one repetition takes about a minute).
 fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
@@ -62,28 +100,6 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
         })
     };
 
-    // The per-image GEMMs of the three convolutions below (weight shared, 16 images):
-    // the ceiling the convolutions can reach, since each is im2col plus these GEMMs.
-    for (batch, m, k, n) in [(16, 128, 54, 256), (16, 128, 128, 256), (16, 12, 1152, 256)] {
-        let dims = MatmulDims {
-            batch,
-            m,
-            k,
-            n,
-            a_batched: false,
-            b_batched: true,
-            trans_a: false,
-            trans_b: false,
-        };
-        let (x, y) = (input(b, m * k, 1), input(b, batch * k * n, 2));
-        let t = time(b, || b.matmul(&x, &y, dims).unwrap());
-        push(
-            "matmul",
-            format!("{batch}x [{m},{k}]·[{k},{n}]"),
-            t,
-            batch * m * k * n,
-        );
-    }
     let sizes: &[usize] = if large { &[512, 2048] } else { &[512] };
     for &s in sizes {
         let dims = MatmulDims {
@@ -101,20 +117,11 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
         push("matmul", format!("[{s},{s}]·[{s},{s}]"), t, s * s * s);
     }
 
-    // Glow's convolutions at 16x16 with a batch of 16: the coupling network's first
-    // (3x3, 6→128), middle (1x1, 128→128) and zero-initialised last (3x3, 128→12) layers.
-    let conv = |c_in, c_out, k| Conv2dDims {
-        n: 16,
-        c_in,
-        c_out,
-        h: 16,
-        w: 16,
-        kh: k,
-        kw: k,
-    };
-    for d in [conv(6, 128, 3), conv(128, 128, 1), conv(128, 12, 3)] {
+    // Every convolution of a Glow step (L = 3, batch 16) at its level's size, for the
+    // hidden widths of configurations S (128) and P (512): see `glow_convs`.
+    for (what, d) in glow_convs() {
         let shape = format!(
-            "[{},{},{},{}]→{} {}x{}",
+            "{what} [{},{},{},{}]→{} {}x{}",
             d.n, d.c_in, d.h, d.w, d.c_out, d.kh, d.kw
         );
         let x = input(b, d.input_len(), 3);
@@ -132,31 +139,59 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
 }
 
 fn main() {
-    #[allow(unused_mut)]
-    let mut rows = bench_device(&CpuBackend, true);
-    // The Vulkan device (the root package enables it by default); its name is cut to
-    // `vulkan:N` in the table.
+    // BENCH_DEVICES: `cpu` (default), `vulkan`, or both (`cpu,vulkan`).
+    let wanted = std::env::var("BENCH_DEVICES").unwrap_or_else(|_| "cpu".into());
+    let wants = |d: &str| wanted.split(',').any(|w| w.trim() == d);
+    let mut rows = Vec::new();
+    if wants("cpu") {
+        rows.extend(bench_device(&CpuBackend, true));
+    }
+    // On a software Vulkan driver the 2048³ matmul takes about a minute a repetition, so
+    // there the 512³ product is the ceiling.
     #[cfg(feature = "vulkan")]
-    match engine::vulkan::VulkanDevice::default_device() {
-        Ok(d) => {
-            let software = d.info().kind == engine::vulkan::DeviceKind::Cpu;
-            rows.extend(bench_device(&d, !software))
+    if wants("vulkan") {
+        match engine::vulkan::VulkanDevice::default_device() {
+            Ok(d) => {
+                let software = d.info().kind == engine::vulkan::DeviceKind::Cpu;
+                rows.extend(bench_device(&d, !software))
+            }
+            Err(e) => eprintln!("skipping Vulkan: {e}"),
         }
-        Err(e) => eprintln!("skipping Vulkan: {e}"),
     }
     println!(
-        "{:<8} {:<24} {:<24} {:>11} {:>9}",
-        "device", "op", "shape", "median ms", "GFLOP/s"
+        "{:<8} {:<24} {:<40} {:>10} {:>8} {:>8}",
+        "device", "op", "shape", "median ms", "GFLOP/s", "ceiling"
     );
-    for r in rows {
-        let secs = r.median.as_secs_f64();
+    let mut json = Vec::new();
+    for r in &rows {
+        let gflops = r.flops / r.median.as_secs_f64() / 1e9;
+        // The device's SGEMM ceiling: its largest matmul row.
+        let ceiling = rows
+            .iter()
+            .filter(|c| c.device == r.device && c.op == "matmul")
+            .max_by(|a, b| a.flops.total_cmp(&b.flops))
+            .map(|c| c.flops / c.median.as_secs_f64() / 1e9)
+            .unwrap_or(f64::NAN);
         println!(
-            "{:<8.8} {:<24} {:<24} {:>11.3} {:>9.1}",
+            "{:<8.8} {:<24} {:<40} {:>10.3} {:>8.1} {:>7.0}%",
             r.device,
             r.op,
             r.shape,
-            secs * 1e3,
-            r.flops / secs / 1e9
+            r.median.as_secs_f64() * 1e3,
+            gflops,
+            100.0 * gflops / ceiling
         );
+        json.push(format!(
+            "{{\"bench\":\"ops\",\"device\":{:?},\"op\":{:?},\"shape\":{:?},\"median_ms\":{},\"gflops\":{},\"fraction_of_ceiling\":{}}}",
+            r.device,
+            r.op,
+            r.shape,
+            r.median.as_secs_f64() * 1e3,
+            gflops,
+            gflops / ceiling
+        ));
+    }
+    for line in json {
+        println!("{line}");
     }
 }

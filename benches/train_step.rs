@@ -1,31 +1,132 @@
-//! Time of one Glow training step (forward, backward, Adamax update) per device.
+//! Time, throughput and memory of one Glow training step, for the configurations the
+//! speed targets are stated for.
 //!
-//! Run with `cargo bench --bench train_step`. The model is the one the speed target is
-//! stated for: L = 3, K = 8, hidden 128, affine coupling, LU 1x1 convolutions, learned
-//! top prior, batch 16 on 32x32x3 images (a common PyTorch port takes about 0.1 s per
-//! step for it on the project's 2-core machines). Set `BENCH_STEPS` to change the
-//! number of timed steps (default 10) and `BENCH_DEVICES=cpu` or `=vulkan` to pick one.
+//! `cargo bench --bench train_step` runs, for each configuration, a child process (so
+//! each has its own peak RSS) that times training steps (forward, backward, gradient
+//! clipping at 50 and the Adamax update, as the PyTorch port's harness does) and prints
+//! one line and one JSON line:
+//!
+//! | name | model (L = 3, affine coupling, LU 1x1 convolutions, learned top, batch 16) |
+//! |---|---|
+//! | `S` | K = 8, hidden 128 |
+//! | `K32` | K = 32, hidden 128 |
+//! | `P` | K = 32, hidden 512 (the paper's) |
+//!
+//! Each line gives the median and minimum step time, images/s, the FLOPs of every
+//! convolution and matmul of one step (forward and backward, counted by the engine's
+//! profiler as they ran), the effective GFLOP/s they imply, the SGEMM ceiling (a
+//! 2048³ product on the same device, measured just before the configuration, in the
+//! parent process) and the child's peak RSS.
+//!
+//! Environment: `BENCH_CONFIGS=S,K32,P` (which ones), `BENCH_STEPS` (timed steps; default
+//! 20 for S, 8 for K32, 4 for P), `BENCH_DEVICES=cpu|vulkan` (default cpu),
+//! `BENCH_PROFILE=1` (print the per-op table of the timed steps, see `engine::profile`).
 
+use std::process::Command;
 use std::time::Instant;
 
 use engine::backend::AdamKind;
-use engine::{no_grad, Device, Tensor};
+use engine::{no_grad, profile, Device, Tensor};
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Glow, GlowConfig};
 
-fn bench(device: &Device, steps: usize) -> engine::Result<()> {
+/// A benchmark configuration: name, depth K, hidden width, default timed steps.
+const CONFIGS: [(&str, usize, usize, usize); 3] =
+    [("S", 8, 128, 20), ("K32", 32, 128, 8), ("P", 32, 512, 4)];
+
+const BATCH: usize = 16;
+
+fn main() {
+    let device_name = std::env::var("BENCH_DEVICES").unwrap_or_else(|_| "cpu".into());
+    if let Ok(name) = std::env::var("BENCH_CHILD_CONFIG") {
+        let ceiling: f64 = std::env::var("BENCH_CHILD_CEILING")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN);
+        let device = open(&device_name);
+        child(&name, &device, ceiling).expect("train step benchmark");
+        return;
+    }
+    let wanted = std::env::var("BENCH_CONFIGS").unwrap_or_else(|_| "S,K32,P".into());
+    let device = open(&device_name);
+    for (name, ..) in CONFIGS {
+        if !wanted.split(',').any(|w| w.trim() == name) {
+            continue;
+        }
+        let ceiling = sgemm_ceiling(&device).expect("sgemm ceiling");
+        let exe = std::env::current_exe().expect("own path");
+        let status = Command::new(exe)
+            .env("BENCH_CHILD_CONFIG", name)
+            .env("BENCH_CHILD_CEILING", ceiling.to_string())
+            .status()
+            .expect("spawn the benchmark child");
+        if !status.success() {
+            eprintln!("train_step: configuration {name} failed ({status})");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn open(name: &str) -> Device {
+    match name {
+        "cpu" => Device::Cpu,
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Device::vulkan().expect("a Vulkan device"),
+        other => {
+            eprintln!("BENCH_DEVICES: unknown device {other:?} (cpu or vulkan)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// GFLOP/s of a 2048³ matmul on `device`: the median of 3 after a warm-up.
+fn sgemm_ceiling(device: &Device) -> engine::Result<f64> {
+    let n = 2048;
+    let a = Tensor::rand_uniform(&[n, n], -1.0, 1.0, 1, device)?;
+    let b = Tensor::rand_uniform(&[n, n], -1.0, 1.0, 2, device)?;
+    a.matmul(&b)?.to_vec()?;
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        a.matmul(&b)?.to_vec()?;
+        rates.push(2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(median(&mut rates))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process in bytes (Linux: `VmHWM`), if known.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
+    let &(_, depth, hidden, default_steps) = CONFIGS.iter().find(|c| c.0 == name).unwrap();
+    let steps = std::env::var("BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_steps)
+        .max(1);
     let cfg = GlowConfig {
-        depth: 8,
-        hidden: 128,
+        depth,
+        hidden,
         ..GlowConfig::default()
     };
     let model = Glow::new(cfg, device)?;
-    let batch = 16;
-    let x = Tensor::rand_uniform(&[batch, 3, 32, 32], -0.5, 0.5, 1, device)?;
-    no_grad(|| model.forward(&x, None))?;
+    let x = Tensor::rand_uniform(&[BATCH, 3, 32, 32], -0.5, 0.5, 1, device)?;
+    no_grad(|| model.forward(&x, None))?; // ActNorm's data-dependent initialisation
     let mut opt = Optimizer::new(OptimizerConfig {
         kind: AdamKind::Adamax,
         lr: 1e-4,
+        weight_decay: 5e-5,
+        max_grad_norm: Some(50.0),
         ..Default::default()
     });
     let mut step = || -> engine::Result<f32> {
@@ -34,39 +135,67 @@ fn bench(device: &Device, steps: usize) -> engine::Result<()> {
         opt.step(&model.trainable_params(), &grads)?;
         loss.item()
     };
-    step()?; // warm-up: allocations, pipeline creation
+    step()?; // warm-up: buffer pools, pipelines
+
+    // One profiled step counts the FLOPs that ran; the timed steps run unprofiled
+    // unless BENCH_PROFILE asks for the table.
+    let show_profile = std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "1");
+    profile::set_enabled(true);
+    profile::reset();
+    step()?;
+    let flops: f64 = profile::rows().iter().map(|r| r.flops).sum();
+    profile::set_enabled(show_profile);
+    profile::reset();
+
     let mut times = Vec::new();
     for _ in 0..steps {
         let t = Instant::now();
         step()?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let median = median(&mut times);
+    let gflops = flops / median / 1e9;
+    let rss = peak_rss();
     println!(
-        "{:<28} L=3 K=8 hidden=128 batch={batch}: median {:.3} s/step ({:.1} images/s), min {:.3} s over {steps} steps",
-        device.name(),
-        median,
-        batch as f64 / median,
-        times[0]
+        "{name:<4} {dev}: K={depth} hidden={hidden} batch={BATCH}: median {median:.3} s/step, \
+         min {min:.3} ({:.1} images/s), {:.2} GFLOP/step, {gflops:.1} GFLOP/s effective = \
+         {:.0}% of the {ceiling:.0} GFLOP/s SGEMM ceiling, peak RSS {}",
+        BATCH as f64 / median,
+        flops / 1e9,
+        100.0 * gflops / ceiling,
+        rss.map_or("?".into(), |b| format!("{:.2} GB", b as f64 / 1e9)),
+        dev = device.name(),
     );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "train_step",
+            "config": name,
+            "device": device.name(),
+            "levels": 3,
+            "depth": depth,
+            "hidden": hidden,
+            "batch": BATCH,
+            "steps": steps,
+            "step_s_median": median,
+            "step_s_min": min,
+            "images_per_s": BATCH as f64 / median,
+            "flops_per_step": flops,
+            "effective_gflops": gflops,
+            "sgemm_ceiling_gflops": ceiling,
+            "fraction_of_ceiling": gflops / ceiling,
+            "peak_rss_bytes": rss,
+        })
+    );
+    if show_profile {
+        let op_seconds: f64 = profile::rows().iter().map(|r| r.seconds).sum();
+        let step_seconds: f64 = times.iter().sum();
+        eprintln!(
+            "ops account for {:.0}% of the timed steps' wall time",
+            100.0 * op_seconds / step_seconds
+        );
+        eprint!("{}", profile::table(15));
+    }
     Ok(())
-}
-
-fn main() {
-    let steps = std::env::var("BENCH_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let which = std::env::var("BENCH_DEVICES").unwrap_or_default();
-    if which.is_empty() || which == "cpu" {
-        bench(&Device::Cpu, steps).expect("cpu train step");
-    }
-    #[cfg(feature = "vulkan")]
-    if which.is_empty() || which == "vulkan" {
-        match Device::vulkan() {
-            Ok(dev) => bench(&dev, steps).expect("vulkan train step"),
-            Err(e) => println!("vulkan: not available ({e})"),
-        }
-    }
 }
