@@ -21,7 +21,7 @@ const GEMM_THREADING_SIZE: usize = 1 << 15;
 /// Whether matrixmultiply splits an `[m, k] · [k, n]` product across its own threads;
 /// callers with many such products parallelise over them only when it does not, so the
 /// two pools do not compete for the same cores.
-pub(crate) fn gemm_is_threaded(m: usize, k: usize, n: usize) -> bool {
+fn gemm_is_threaded(m: usize, k: usize, n: usize) -> bool {
     m * k + k * n >= GEMM_THREADING_SIZE
 }
 

@@ -5,9 +5,9 @@
 //! - `elementwise.rs`: unary maps and broadcasting binary ops;
 //! - `reduce.rs`: sum and max over any set of axes;
 //! - `matmul.rs`: a safe wrapper over `matrixmultiply::sgemm` and the batched product;
-//! - `conv.rs`: convolution and its two backward ops (im2col + GEMM);
+//! - `conv.rs`: convolution and its two backward ops as direct convolutions, with their
+//!   inner loops (portable and AVX2) in `conv_kernels.rs`;
 //! - `layout.rs`: permute, slice, concat and gather;
-//! - `small_gemm.rs`: an unpacked AVX-512 GEMM for convolutions with few output channels;
 //! - `random.rs`: counter-based random fills; `adam.rs`: the fused optimiser step;
 //! - `strided.rs`: the dimension-collapsing odometer shared by the strided kernels.
 //!
@@ -18,13 +18,13 @@
 
 mod adam;
 mod conv;
+mod conv_kernels;
 mod elementwise;
 mod layout;
 mod matmul;
 mod pool;
 mod random;
 mod reduce;
-mod small_gemm;
 mod strided;
 #[cfg(test)]
 mod tests;

@@ -39,13 +39,6 @@ pub(crate) fn take(len: usize) -> Vec<f32> {
     vec![0.0; len]
 }
 
-/// A vector of `len` zeros: for outputs that a kernel accumulates into.
-pub(crate) fn take_zeroed(len: usize) -> Vec<f32> {
-    let mut v = take(len);
-    v.fill(0.0);
-    v
-}
-
 /// Returns a vector to the free list (or to the allocator if small or the pool is full).
 fn give(v: Vec<f32>) {
     let len = v.len();

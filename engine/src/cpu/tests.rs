@@ -378,7 +378,7 @@ fn conv_cases() -> Vec<Conv2dDims> {
         dims(2, 2, 3, 7, 5, 5, 3),
         // Kernel taller than the image: some taps never touch it.
         dims(1, 2, 2, 3, 2, 5, 3),
-        // Few output channels on 16·j pixels: the unpacked small-m kernel (small_gemm.rs).
+        // Whole and partial 16-pixel blocks, few output channels (conv_kernels.rs).
         dims(2, 8, 12, 4, 4, 3, 3),
         dims(3, 16, 20, 8, 8, 3, 3),
         dims(2, 12, 12, 4, 8, 1, 1),
