@@ -2,7 +2,7 @@
 //!
 //! Only with the `vulkan` feature. The Vulkan device embeds `shaders/spirv/NAME.spv`
 //! (see `src/vulkan/pipelines.rs`); those files are compiled from `shaders/NAME.comp` by
-//! `src/bin/compile-shaders.rs` and committed, so this script compiles nothing and needs
+//! the `compile-shaders` tool (`engine/compile-shaders`) and committed, so this script compiles nothing and needs
 //! no C++ toolchain. It hashes the GLSL and compares with `shaders/spirv/SOURCES.md5`:
 //! a kernel edited without recompiling fails the build, naming the file and the command
 //! that recompiles it, instead of silently running the old kernel. The rules are in
@@ -35,14 +35,6 @@ fn check_spirv() {
         Err(e) => vec![e],
     };
     if problems.is_empty() {
-        return;
-    }
-    // The compile tool itself is built with the feature below; it has to build (and
-    // so must only warn) while the SPIR-V it is about to rewrite is out of date.
-    if std::env::var_os("CARGO_FEATURE_COMPILE_SHADERS").is_some() {
-        for p in &problems {
-            println!("cargo:warning={p}");
-        }
         return;
     }
     eprintln!("error: {}", spirv_sources::report(&problems));

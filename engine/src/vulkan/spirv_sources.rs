@@ -11,7 +11,7 @@
 //! This file is used, through `#[path]`, from three places:
 //! - `engine/build.rs`: every build with the Vulkan device fails, naming the file and
 //!   [`REGENERATE`], when a GLSL file differs from what the committed SPIR-V was made from;
-//! - `src/bin/compile-shaders.rs` (feature `compile-shaders`): compiles the kernels with
+//! - `engine/compile-shaders` (its own package): compiles the kernels with
 //!   the shaderc crate and writes the SPIR-V and the manifest, or with `--check` compares
 //!   a fresh compile with the committed files byte for byte (CI runs that);
 //! - the engine's unit tests, which check the staleness rules below.
@@ -25,7 +25,7 @@ use std::path::Path;
 use md5::{Digest, Md5};
 
 /// The command that recompiles the kernels and rewrites `shaders/spirv/`.
-pub const REGENERATE: &str = "cargo run -p engine --features compile-shaders --bin compile-shaders";
+pub const REGENERATE: &str = "cargo run -p compile-shaders --features compile-shaders";
 
 /// The folder, inside `shaders/`, that holds the compiled kernels and the manifest.
 pub const SPIRV_DIR: &str = "spirv";

@@ -2,8 +2,8 @@
 //! `shaders/spirv/*.spv` with the shaderc crate, and checks that they agree.
 //!
 //! ```text
-//! cargo run -p engine --features compile-shaders --bin compile-shaders            # rewrite
-//! cargo run -p engine --features compile-shaders --bin compile-shaders -- --check # compare
+//! cargo run -p compile-shaders --features compile-shaders             # rewrite
+//! cargo run -p compile-shaders --features compile-shaders -- --check  # compare
 //! ```
 //!
 //! Rewriting compiles every kernel, writes the `.spv` files that changed, removes those
@@ -12,13 +12,16 @@
 //! with status 1, naming each file, when a committed file differs from the fresh output.
 //! CI runs it, so the SPIR-V and the GLSL never drift apart.
 //!
+//! A package of its own rather than a binary of `engine`, so that it builds while the
+//! engine cannot (a new kernel's `kernel!` line embeds SPIR-V this tool has yet to write).
+//!
 //! The shaderc crate builds shaderc from source (`build-from-source`), pinned by
 //! `Cargo.lock`, so every machine compiles the same GLSL to the same bytes; that build
 //! needs cmake, ninja-build, python3, git and a C++ compiler, and takes about 15 minutes
 //! on 2 cores, once per cargo profile.
 
 #[allow(dead_code)] // build.rs and the tests use the rest of it
-#[path = "../vulkan/spirv_sources.rs"]
+#[path = "../../src/vulkan/spirv_sources.rs"]
 mod spirv_sources;
 
 use std::collections::BTreeMap;
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shaders");
     match run(&dir, check) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
