@@ -124,6 +124,11 @@ impl Taps {
         self.full[b]
     }
 
+    /// Whether every block is full (a 1x1 kernel on a multiple of `LANES` pixels).
+    pub fn all_full(&self) -> bool {
+        self.full.iter().all(|&f| f)
+    }
+
     /// The masks of block `b`, one per tap.
     fn block_masks(&self, b: usize) -> &[Mask] {
         &self.masks[b * self.taps()..][..self.taps()]
@@ -398,6 +403,55 @@ mod avx2 {
         }
     }
 
+    /// How [`vectors`] reads `x`: whole vectors (no padding in reach), whole vectors with
+    /// the padding lanes cleared by an AND (every read inside the slice), or masked loads
+    /// (a read may cross an end of the slice; much slower on AMD Zen 3).
+    const PLAIN: u8 = 0;
+    const AND: u8 = 1;
+    const MASKED: u8 = 2;
+
+    /// Adds `dy[r][q] · x[j][q]` over the 8-pixel vectors `v0..v1` of one image into the
+    /// 3 × 3 accumulators, with 3 vectors of dy and one of x at a time.
+    /// `mk[j]` points at column j's mask for block 0; block b's is `b·nt·16` further.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn vectors<const MODE: u8>(
+        acc: &mut [[__m256; WCOLS]; WROWS],
+        d: &[*const f32; WROWS],
+        x: &[*const f32; WCOLS],
+        mk: &[*const i32; WCOLS],
+        nt: usize,
+        v0: usize,
+        v1: usize,
+        dy_mask: Option<__m256i>,
+    ) {
+        for v in v0..v1 {
+            let q = v * 8;
+            let moff = (v / 2) * nt * LANES + (v % 2) * 8;
+            let a: [__m256; WROWS] = match dy_mask {
+                None => std::array::from_fn(|r| _mm256_loadu_ps(d[r].add(q))),
+                Some(m) => std::array::from_fn(|r| _mm256_maskload_ps(d[r].add(q), m)),
+            };
+            for j in 0..WCOLS {
+                let src = x[j].wrapping_add(q);
+                let b = match MODE {
+                    PLAIN => _mm256_loadu_ps(src),
+                    AND => _mm256_and_ps(
+                        _mm256_loadu_ps(src),
+                        _mm256_loadu_ps(mk[j].add(moff) as *const f32),
+                    ),
+                    _ => _mm256_maskload_ps(
+                        src,
+                        _mm256_loadu_si256(mk[j].add(moff) as *const __m256i),
+                    ),
+                };
+                for r in 0..WROWS {
+                    acc[r][j] = _mm256_fmadd_ps(a[r], b, acc[r][j]);
+                }
+            }
+        }
+    }
+
     /// [`super::weight_tile`]: 3 rows × 3 columns in 9 accumulators, 8 pixels per
     /// vector, one horizontal sum per accumulator at the end. Missing rows and columns
     /// repeat the last real one (in-bounds reads) and are dropped.
@@ -412,53 +466,35 @@ mod avx2 {
         let taps = g.taps;
         let (p, nt) = (taps.p, taps.taps());
         let col = |j: usize| cols[j.min(cols.len() - 1)];
-        // Per column: where it reads in an image (channel and tap shift) and its masks
-        // (tap t of block b at masks[b·nt + t]); per row: its offset in an image's dy.
+        // Per column: where it reads in an image (channel and tap shift) and its masks;
+        // per row: its offset in an image's dy.
         let cx: [isize; WCOLS] =
             std::array::from_fn(|j| (col(j).0 * p) as isize + taps.shifts[col(j).1]);
         let mask_base = taps.masks.as_ptr() as *const i32;
         let mk: [*const i32; WCOLS] = std::array::from_fn(|j| mask_base.add(col(j).1 * LANES));
         let dr: [usize; WROWS] = std::array::from_fn(|r| r.min(rows - 1) * p);
-        let vectors = p.div_ceil(8);
+        let (whole, vectors_total) = (p / 8, p.div_ceil(8));
         let xlen = g.x.len() as isize;
         let (xp, dp) = (g.x.as_ptr(), g.dy.as_ptr());
-        let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let mut acc = [[_mm256_setzero_ps(); WCOLS]; WROWS];
         for img in images {
             let xo = (img * g.c_in * p) as isize;
             let dyo = (img * g.c_out + o0) * p;
             let d: [*const f32; WROWS] = std::array::from_fn(|r| dp.add(dyo + dr[r]));
             let x: [*const f32; WCOLS] = std::array::from_fn(|j| xp.wrapping_offset(xo + cx[j]));
-            // Whole-vector reads of a column are safe if its read range lies inside `x`;
-            // then padding lanes are cleared with an AND. The masked load serves the rest
-            // (it is several times slower on AMD Zen 3).
-            let whole =
-                (0..WCOLS).all(|j| xo + cx[j] >= 0 && xo + cx[j] + (vectors * 8) as isize <= xlen);
-            for v in 0..vectors {
-                let q = v * 8;
-                let moff = (v / 2) * nt * LANES + (v % 2) * 8;
-                let a: [__m256; WROWS] = if q + 8 <= p {
-                    std::array::from_fn(|r| _mm256_loadu_ps(d[r].add(q)))
-                } else {
-                    let inside = _mm256_cmpgt_epi32(_mm256_set1_epi32((p - q) as i32), lane_ids);
-                    std::array::from_fn(|r| _mm256_maskload_ps(d[r].add(q), inside))
-                };
-                let bv: [__m256; WCOLS] = std::array::from_fn(|j| {
-                    let m = _mm256_loadu_si256(mk[j].add(moff) as *const __m256i);
-                    if whole {
-                        _mm256_and_ps(
-                            _mm256_loadu_ps(x[j].wrapping_add(q)),
-                            _mm256_castsi256_ps(m),
-                        )
-                    } else {
-                        _mm256_maskload_ps(x[j].wrapping_add(q), m)
-                    }
-                });
-                for r in 0..WROWS {
-                    for j in 0..WCOLS {
-                        acc[r][j] = _mm256_fmadd_ps(a[r], bv[j], acc[r][j]);
-                    }
-                }
+            let inside = (0..WCOLS)
+                .all(|j| xo + cx[j] >= 0 && xo + cx[j] + (vectors_total * 8) as isize <= xlen);
+            match (inside, taps.all_full()) {
+                (true, true) => vectors::<PLAIN>(&mut acc, &d, &x, &mk, nt, 0, whole, None),
+                (true, false) => vectors::<AND>(&mut acc, &d, &x, &mk, nt, 0, whole, None),
+                (false, _) => vectors::<MASKED>(&mut acc, &d, &x, &mk, nt, 0, whole, None),
+            }
+            if whole < vectors_total {
+                // The last, partial vector: dy under a lane mask too.
+                let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let left = _mm256_set1_epi32((p - whole * 8) as i32);
+                let m = _mm256_cmpgt_epi32(left, lane_ids);
+                vectors::<MASKED>(&mut acc, &d, &x, &mk, nt, whole, vectors_total, Some(m));
             }
         }
         let mut out = [[0f32; WCOLS]; WROWS];
