@@ -54,8 +54,8 @@ impl ActNorm {
         self.initialized.store(value, Ordering::Release);
     }
 
-    /// Initialises from `x` if not yet done.
-    fn ensure_initialized(&self, x: &Tensor) -> Result<()> {
+    /// Initialises from `x` (the layer's input) if not yet done.
+    pub(crate) fn ensure_initialized(&self, x: &Tensor) -> Result<()> {
         if self.is_initialized() {
             return Ok(());
         }
@@ -84,6 +84,17 @@ impl ActNorm {
             ));
         }
         Ok(h * w)
+    }
+
+    /// The map as `x · scale + shift` per channel: `(e^logs, b · e^logs)`, each `[C]`.
+    /// Lets a preceding convolution absorb the layer (see `Conv2dNorm`).
+    pub(crate) fn scale_and_shift(&self) -> Result<(Tensor, Tensor)> {
+        let scale = self.logs.get().exp()?;
+        let shift = self.bias.get().mul(&scale)?;
+        Ok((
+            scale.reshape(&[self.channels])?,
+            shift.reshape(&[self.channels])?,
+        ))
     }
 
     /// `(x + b) · e^logs` without a log-determinant (as used inside coupling networks).
