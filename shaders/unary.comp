@@ -10,16 +10,10 @@
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 #include "common.glsl"
+#include "stable_math.glsl"
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P { uint len; uint op; float s; } p;
-
-// ln(1 + t) for t in [0, 1], accurate for small t (Goldberg's trick: the rounding
-// error of u = 1 + t cancels in log(u) / (u - 1)).
-float log1p_small(float t) {
-    float u = 1.0 + t;
-    return u == 1.0 ? t : log(u) * (t / (u - 1.0));
-}
 
 // x^s with the sign rule of `powf` for negative bases and integer exponents.
 float powf(float v, float e) {
@@ -36,11 +30,8 @@ float apply(float v) {
     case 0: return -v;
     case 1: return exp(v);
     case 2: return log(v);
-    case 3: { // e^-|x| never overflows; pick the branch whose numerator is bounded
-        float e = exp(-abs(v));
-        return v >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-    }
-    case 4: return max(v, 0.0) + log1p_small(exp(-abs(v)));
+    case 3: return sigmoid_stable(v);
+    case 4: return softplus_stable(v);
     case 5: return max(v, 0.0);
     case 6: return v > 0.0 ? 1.0 : 0.0;
     case 7: return sqrt(v);

@@ -5,6 +5,7 @@
 //! (tolerances and their derivation are in that module's docs). Inputs of functions with
 //! a kink or a pole (relu, abs, recip, log) are kept away from it.
 
+use engine::backend::Pairing;
 use engine::gradcheck::GradCheck;
 use engine::{Device, Result, Tensor};
 use glow_rs::device_test;
@@ -172,4 +173,26 @@ device_test!(fn inverse(dev) {
 device_test!(fn log_softmax(dev) {
     // Composite: checked because the detached max must not change the gradient.
     check(|t| t[0].scale(3.0)?.log_softmax(1), &[uniform(&[3, 5], 92, dev)?])
+});
+
+// The fused Glow ops (engine/src/ops/fused.rs): both outputs of the coupling at once
+// (yb flattened per image, then the log-determinant), and the Gaussian log-density with
+// either channel pairing.
+device_test!(fn affine_coupling(dev) {
+    check(
+        |t| {
+            let (yb, logdet) = Tensor::affine_coupling(&t[0], &t[1])?;
+            Tensor::concat(&[&yb.reshape(&[2, 12])?, &logdet.reshape(&[2, 1])?], 1)
+        },
+        &[uniform(&[2, 3, 2, 2], 93, dev)?, uniform(&[2, 6, 2, 2], 94, dev)?.scale(2.0)?],
+    )
+});
+device_test!(fn gaussian_log_prob(dev) {
+    for (pairing, seed) in [(Pairing::Interleaved, 95), (Pairing::Halves, 97)] {
+        check(
+            |t| Tensor::gaussian_log_prob(&t[0], &t[1], pairing),
+            &[uniform(&[2, 3, 2, 2], seed, dev)?, uniform(&[2, 6, 2, 2], seed + 1, dev)?.scale(0.5)?],
+        )?;
+    }
+    Ok(())
 });

@@ -12,6 +12,7 @@
 //! State names follow the common PyTorch port: `flow.layers.{i}` counts squeezes, steps
 //! and splits in order, e.g. `flow.layers.1.actnorm.bias` is the first step's ActNorm.
 
+use engine::backend::Pairing;
 use engine::{no_grad, Device, Error, Result, Tensor};
 
 use crate::config::{GlowConfig, Permutation};
@@ -358,6 +359,13 @@ impl Glow {
 
     /// `(mean, logs)` of the top prior for a batch, `[B, C, H, W]` each.
     fn top_prior(&self, batch: usize, y: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let c = self.top_shape[0];
+        let hp = self.top_prior_params(batch, y)?;
+        Ok((channels(&hp, 0, c)?, channels(&hp, c, c)?))
+    }
+
+    /// The top prior's mean and log-scale as the halves of one `[B, 2C, H, W]` tensor.
+    fn top_prior_params(&self, batch: usize, y: Option<&Tensor>) -> Result<Tensor> {
         let [c, h, w] = self.top_shape;
         let zeros = Tensor::zeros(&[batch, 2 * c, h, w], &self.device)?;
         let mut hp = match &self.learn_top {
@@ -367,7 +375,7 @@ impl Glow {
         if let (Some(proj), Some(y)) = (&self.project_ycond, y) {
             hp = hp.add(&proj.forward(y)?.reshape(&[batch, 2 * c, 1, 1])?)?;
         }
-        Ok((channels(&hp, 0, c)?, channels(&hp, c, c)?))
+        Ok(hp)
     }
 
     /// Runs the flow on preprocessed `x` `[B, C, H, W]`; `labels` are required when the
@@ -391,8 +399,8 @@ impl Glow {
                 z = z1;
             }
         }
-        let (mean, logs) = self.top_prior(batch, y.as_ref())?;
-        log_p = log_p.add(&gaussian::log_prob(&mean, &logs, &z)?)?;
+        let hp = self.top_prior_params(batch, y.as_ref())?;
+        log_p = log_p.add(&Tensor::gaussian_log_prob(&z, &hp, Pairing::Halves)?)?;
         let y_logits = match &self.project_class {
             Some(head) => Some(head.forward(&z.mean(&[2, 3], false)?)?),
             None => None,

@@ -8,6 +8,7 @@
 //! - `conv.rs`: convolution and its two backward ops as direct convolutions, with their
 //!   inner loops (portable and AVX2) in `conv_kernels.rs`;
 //! - `layout.rs`: permute, slice, concat and gather;
+//! - `fused.rs`: Glow's fused affine coupling and Gaussian log-density;
 //! - `random.rs`: counter-based random fills; `adam.rs`: the fused optimiser step;
 //! - `strided.rs`: the dimension-collapsing odometer shared by the strided kernels.
 //!
@@ -20,6 +21,7 @@ mod adam;
 mod conv;
 mod conv_kernels;
 mod elementwise;
+mod fused;
 mod layout;
 mod matmul;
 mod pool;
@@ -260,6 +262,65 @@ impl Backend for CpuBackend {
 
     fn random(&self, len: usize, dist: Distribution, seed: u64) -> Result<CpuBuffer> {
         Ok(CpuBuffer::from_vec(random::fill(len, dist, seed)))
+    }
+
+    fn affine_coupling(
+        &self,
+        xb: &CpuBuffer,
+        h: &CpuBuffer,
+        dims: PairedDims,
+    ) -> Result<(CpuBuffer, CpuBuffer)> {
+        with_reads(&[xb, h], |s| {
+            let (yb, ld) = fused::affine_coupling(s[0], s[1], dims);
+            Ok((CpuBuffer::from_vec(yb), CpuBuffer::from_vec(ld)))
+        })
+    }
+
+    fn affine_coupling_backward(
+        &self,
+        dyb: Option<&CpuBuffer>,
+        dlogdet: Option<&CpuBuffer>,
+        xb: &CpuBuffer,
+        h: &CpuBuffer,
+        dims: PairedDims,
+    ) -> Result<(Option<CpuBuffer>, CpuBuffer)> {
+        let mut bufs = vec![xb, h];
+        bufs.extend(dyb);
+        bufs.extend(dlogdet);
+        with_reads(&bufs, |s| {
+            let dy = dyb.map(|_| s[2]);
+            let dld = dlogdet.map(|_| s[2 + dyb.is_some() as usize]);
+            let (dx, dh) = fused::affine_coupling_backward(dy, dld, s[0], s[1], dims);
+            Ok((dx.map(CpuBuffer::from_vec), CpuBuffer::from_vec(dh)))
+        })
+    }
+
+    fn gaussian_log_prob(
+        &self,
+        z: &CpuBuffer,
+        h: &CpuBuffer,
+        dims: PairedDims,
+        pairing: Pairing,
+    ) -> Result<CpuBuffer> {
+        with_reads(&[z, h], |s| {
+            Ok(CpuBuffer::from_vec(fused::gaussian_log_prob(
+                s[0], s[1], dims, pairing,
+            )))
+        })
+    }
+
+    fn gaussian_log_prob_backward(
+        &self,
+        dlp: &CpuBuffer,
+        z: &CpuBuffer,
+        h: &CpuBuffer,
+        dims: PairedDims,
+        pairing: Pairing,
+    ) -> Result<(CpuBuffer, CpuBuffer)> {
+        with_reads(&[dlp, z, h], |s| {
+            let (dz, dh) = fused::gaussian_log_prob_backward(s[0], s[1], s[2], dims, pairing);
+            Ok((CpuBuffer::from_vec(dz), CpuBuffer::from_vec(dh)))
+        })
     }
 
     fn adam_update(

@@ -15,11 +15,13 @@
 //! | `layout.rs` | reshape, permute, transpose, slice, concat, gather |
 //! | `linalg.rs` | log_abs_det, inverse (host `f64`) |
 //! | `composite.rs` | log_softmax, one_hot (no derivative code of their own) |
+//! | `fused.rs` | Glow's affine coupling and Gaussian log-density, fused |
 //! | `optim.rs` | the fused Adam/Adamax update (in place, not differentiated) |
 
 mod binary;
 mod composite;
 mod conv;
+mod fused;
 mod layout;
 mod linalg;
 mod matmul;

@@ -81,6 +81,25 @@ fn unary_code(op: UnaryOp) -> (u32, f32) {
     }
 }
 
+/// Push constants of the fused Glow kernels: `len = n·c·p`, `c`, `p`, then `extra`.
+fn paired_push(op: &'static str, d: PairedDims, extra: &[u32]) -> Result<Vec<u32>> {
+    u32_of(d.n * 2 * d.c * d.p, op)?; // the paired tensor's indices must fit as well
+    let mut push = vec![u32_of(d.n * d.c * d.p, op)?];
+    push.push(u32_of(d.c, op)?);
+    push.push(u32_of(d.p, op)?);
+    push.extend_from_slice(extra);
+    Ok(push)
+}
+
+/// `(k, om, ol)` of `gaussian_log_prob*.comp`: channel `i`'s mean is at `i·k + om` and its
+/// log-scale at `i·k + ol`.
+fn pairing_push(pairing: Pairing, d: PairedDims) -> [u32; 3] {
+    match pairing {
+        Pairing::Interleaved => [2, 0, 1],
+        Pairing::Halves => [1, 0, d.c as u32],
+    }
+}
+
 fn conv_push(d: &Conv2dDims) -> Result<Vec<u32>> {
     [d.n, d.c_in, d.c_out, d.h, d.w, d.kh, d.kw]
         .iter()
@@ -404,6 +423,129 @@ impl Backend for VulkanDevice {
             b.to_bits(),
         ];
         self.map_launch(&k::FILL_RANDOM, &[], len, &push)
+    }
+
+    fn affine_coupling(
+        &self,
+        xb: &VulkanBuffer,
+        h: &VulkanBuffer,
+        d: PairedDims,
+    ) -> Result<(VulkanBuffer, VulkanBuffer)> {
+        let len = d.n * d.c * d.p;
+        let push = paired_push("affine_coupling", d, &[])?;
+        let yb = self.alloc(len)?;
+        let ls = self.alloc(len)?;
+        self.launch(
+            &k::AFFINE_COUPLING,
+            &[],
+            &[(xb, false), (h, false), (&yb, true), (&ls, true)],
+            &push,
+            grid(len, 256)?,
+        )?;
+        let logdet = self.reduce(ReduceOp::Sum, &ls, &[d.n, d.c * d.p], &[1])?;
+        Ok((yb, logdet))
+    }
+
+    fn affine_coupling_backward(
+        &self,
+        dyb: Option<&VulkanBuffer>,
+        dlogdet: Option<&VulkanBuffer>,
+        xb: &VulkanBuffer,
+        h: &VulkanBuffer,
+        d: PairedDims,
+    ) -> Result<(Option<VulkanBuffer>, VulkanBuffer)> {
+        let len = d.n * d.c * d.p;
+        let dh = self.alloc(2 * len)?;
+        // The kernel takes one gradient at a time (mode 0: dyb, mode 1: dlogdet); with
+        // both, the second pass adds its part.
+        let mut out_dx = None;
+        let mut total: Option<VulkanBuffer> = None;
+        for (mode, g) in [(0u32, dyb), (1, dlogdet)] {
+            let Some(g) = g else { continue };
+            let part = if total.is_none() {
+                dh.clone()
+            } else {
+                self.alloc(2 * len)?
+            };
+            let dx = self.alloc(if mode == 0 { len } else { 1 })?;
+            let push = paired_push("affine_coupling_backward", d, &[mode])?;
+            self.launch(
+                &k::AFFINE_COUPLING_BACKWARD,
+                &[],
+                &[
+                    (g, false),
+                    (xb, false),
+                    (h, false),
+                    (&dx, true),
+                    (&part, true),
+                ],
+                &push,
+                grid(len, 256)?,
+            )?;
+            if mode == 0 {
+                out_dx = Some(dx);
+            }
+            total = Some(match total {
+                None => part,
+                Some(t) => {
+                    let shape = [2 * len];
+                    self.binary(BinaryOp::Add, &t, &shape, &part, &shape, &shape)?
+                }
+            });
+        }
+        let dh = match total {
+            Some(t) => t,
+            None => self.full(2 * len, 0.0)?,
+        };
+        Ok((out_dx, dh))
+    }
+
+    fn gaussian_log_prob(
+        &self,
+        z: &VulkanBuffer,
+        h: &VulkanBuffer,
+        d: PairedDims,
+        pairing: Pairing,
+    ) -> Result<VulkanBuffer> {
+        let len = d.n * d.c * d.p;
+        let push = paired_push("gaussian_log_prob", d, &pairing_push(pairing, d))?;
+        let terms = self.alloc(len)?;
+        self.launch(
+            &k::GAUSSIAN_LOG_PROB,
+            &[],
+            &[(z, false), (h, false), (&terms, true)],
+            &push,
+            grid(len, 256)?,
+        )?;
+        self.reduce(ReduceOp::Sum, &terms, &[d.n, d.c * d.p], &[1])
+    }
+
+    fn gaussian_log_prob_backward(
+        &self,
+        dlp: &VulkanBuffer,
+        z: &VulkanBuffer,
+        h: &VulkanBuffer,
+        d: PairedDims,
+        pairing: Pairing,
+    ) -> Result<(VulkanBuffer, VulkanBuffer)> {
+        let len = d.n * d.c * d.p;
+        let push = paired_push("gaussian_log_prob_backward", d, &pairing_push(pairing, d))?;
+        let dz = self.alloc(len)?;
+        let dh = self.alloc(2 * len)?;
+        self.launch(
+            &k::GAUSSIAN_LOG_PROB_BACKWARD,
+            &[],
+            &[
+                (dlp, false),
+                (z, false),
+                (h, false),
+                (&dz, true),
+                (&dh, true),
+            ],
+            &push,
+            grid(len, 256)?,
+        )?;
+        Ok((dz, dh))
     }
 
     fn adam_update(

@@ -55,6 +55,10 @@ kernel!(STRIDED_COPY, "strided_copy", 2);
 kernel!(GATHER, "gather", 3);
 kernel!(FILL_RANDOM, "fill_random", 1);
 kernel!(ADAM_UPDATE, "adam_update", 4);
+kernel!(AFFINE_COUPLING, "affine_coupling", 4);
+kernel!(AFFINE_COUPLING_BACKWARD, "affine_coupling_backward", 5);
+kernel!(GAUSSIAN_LOG_PROB, "gaussian_log_prob", 3);
+kernel!(GAUSSIAN_LOG_PROB_BACKWARD, "gaussian_log_prob_backward", 5);
 
 /// A ready pipeline and the layouts it was made with.
 #[derive(Clone, Copy)]

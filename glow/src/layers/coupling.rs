@@ -142,12 +142,9 @@ impl Flow for CouplingLayer {
                 Ok((Tensor::concat(&[&xa, &yb], 1)?, logdet.clone()))
             }
             Coupling::Affine => {
-                let (shift, logit) = self.shift_and_logit(&xa)?;
-                let scale = logit.sigmoid()?;
-                let yb = xb.add(&shift)?.mul(&scale)?;
-                // log sigmoid(t) = -softplus(-t)
-                let log_scale = logit.neg()?.softplus()?.neg()?;
-                let dlogdet = log_scale.sum(&[1, 2, 3], false)?;
+                // The engine's fused op computes exactly the formulas of this file's
+                // module doc (and `shift_and_logit` for the reverse pass).
+                let (yb, dlogdet) = Tensor::affine_coupling(&xb, &self.net.forward(&xa)?)?;
                 Ok((Tensor::concat(&[&xa, &yb], 1)?, logdet.add(&dlogdet)?))
             }
         }

@@ -5,11 +5,11 @@
 //! the objective. Only `z1` flows on to the next level; `z2` is kept as a latent, since
 //! decoding needs it back.
 
+use engine::backend::Pairing;
 use engine::{Device, Result, Tensor};
 
 use super::conv::ZeroConv2d;
 use super::{channels, dims4, split_interleaved, ActNorm, Module};
-use crate::gaussian;
 use crate::param::Param;
 
 /// The split at the end of every level but the last.
@@ -36,8 +36,8 @@ impl Split {
     pub fn forward(&self, z: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let [_, c, _, _] = dims4(z)?;
         let (z1, z2) = (channels(z, 0, c / 2)?, channels(z, c / 2, c / 2)?);
-        let (mean, logs) = self.prior(&z1)?;
-        let logp = gaussian::log_prob(&mean, &logs, &z2)?;
+        let h = self.prior.forward(&z1)?;
+        let logp = Tensor::gaussian_log_prob(&z2, &h, Pairing::Interleaved)?;
         Ok((z1, z2, logp))
     }
 }
