@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use super::conv_kernels::{conv_block, weight_tile, Taps, WeightGrad, LANES, ROWS, WCOLS, WROWS};
+use super::conv_kernels::{conv_block, transpose, weight_block, PixelOffsets, Taps, LANES, ROWS};
 use crate::backend::Conv2dDims;
 
 /// Below this many multiply-adds a convolution runs on the calling thread.
@@ -59,94 +59,137 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
 }
 
 /// `dw [c_out, c_in, kh, kw]` from `x` and `dy`, summed over the batch.
+///
+/// As the outer product of [`weight_block`]: rows are (input channel, tap) pairs, lanes
+/// output channels, and the sum runs over every pixel of every image. The input is copied
+/// once into a zero-padded layout (`kh/2` rows and `kw/2` columns around each image, so a
+/// tap reads zeros instead of needing a mask) and the gradient transposed once to
+/// pixel-major; the result is computed transposed, `[c_in·kh·kw, c_out]`, and turned
+/// around at the end.
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> {
-    let taps = taps(d.h, d.w, d.kh, d.kw);
-    let (nt, p) = (taps.taps(), taps.p);
-    // Column j of dw's rows is (input channel, tap) = (j / nt, j % nt).
+    let (p, nt) = (d.h * d.w, d.kh * d.kw);
     let cols = d.c_in * nt;
     if d.c_out * cols == 0 || d.n == 0 || p == 0 {
         return vec![0.0; d.c_out * cols];
     }
-    // Every element is written by the scatter at the end.
-    let mut dw = super::pool::take(d.c_out * cols);
-    let col_blocks = cols.div_ceil(WCOLS);
-    let row_blocks = d.c_out.div_ceil(WROWS);
-    let g = WeightGrad {
-        x,
-        dy,
-        n: d.n,
-        c_in: d.c_in,
-        c_out: d.c_out,
-        taps: &taps,
+    let (py, px) = (d.kh / 2, d.kw / 2);
+    let (hp, wp) = (d.h + 2 * py, d.w + 2 * px);
+    let plane = hp * wp;
+    let xpad = padded(x, d);
+    // Tap (i, j) of output pixel (y, x) reads padded pixel (y + i, x + j) of its plane:
+    // the sum's pixel k = (image, y, x) sits at offs[k], and the (channel, tap) pair of
+    // row j adds base(j). Both stay inside the padded planes, with no margin needed.
+    let offs = PixelOffsets::new(
+        (0..d.n)
+            .flat_map(|img| {
+                (0..d.h)
+                    .flat_map(move |y| (0..d.w).map(move |xx| img * d.c_in * plane + y * wp + xx))
+            })
+            .collect(),
+    );
+    let base = |j: usize| -> usize {
+        let (c, t) = (j / nt, j % nt);
+        c * plane + (t / d.kw) * wp + t % d.kw
     };
-    // The sum over pixels runs in chunks of whole images, about KC pixels each, so that a
-    // tile's rows of dy stay in L1 while every column block of a task passes over them.
-    // Tasks own disjoint ranges of column blocks and add chunk after chunk in order, so
-    // the result does not depend on the number of threads.
+    let dyt = transposed(dy, d);
+    // [cols, c_out], every element written by the first chunk of its block.
+    let mut dwt = super::pool::take(cols * d.c_out);
+    let lane_blocks = d.c_out.div_ceil(LANES);
+    // Chunks of the pixel sum small enough that a chunk of dyt stays in L2 while every
+    // lane block and row panel of a task passes over it; chunks add in order, so the
+    // result does not depend on how panels are spread over threads.
     const KC: usize = 1024;
-    const RB_GROUP: usize = 2;
-    let chunk = KC.div_ceil(p).clamp(1, d.n);
-    let task = |jbs: std::ops::Range<usize>| {
-        let mut part = vec![[[0f32; WCOLS]; WROWS]; row_blocks * jbs.len()];
-        let cols_of = |jb: usize| -> Vec<(usize, usize)> {
-            (jb * WCOLS..((jb + 1) * WCOLS).min(cols))
-                .map(|j| (j / nt, j % nt))
-                .collect()
-        };
-        let all_cols: Vec<_> = jbs.clone().map(cols_of).collect();
-        for img0 in (0..d.n).step_by(chunk) {
-            let images = img0..(img0 + chunk).min(d.n);
-            // RB_GROUP row blocks of dy (12 rows of one chunk, ~12 KB) stay in L1 while
-            // each column block's few rows of x are read from L2 once for all of them.
-            for rb0 in (0..row_blocks).step_by(RB_GROUP) {
-                for (k, js) in all_cols.iter().enumerate() {
-                    for rb in rb0..(rb0 + RB_GROUP).min(row_blocks) {
-                        let rows = WROWS.min(d.c_out - rb * WROWS);
-                        let t = weight_tile(&g, images.clone(), rb * WROWS, rows, js);
-                        let acc = &mut part[rb * jbs.len() + k];
-                        for r in 0..WROWS {
-                            for j in 0..WCOLS {
-                                acc[r][j] += t[r][j];
-                            }
-                        }
-                    }
-                }
+    let k_total = offs.len();
+    let panel = |j0: usize, out: &mut [f32]| {
+        let rows = ROWS.min(cols - j0);
+        let bases: [usize; ROWS] = std::array::from_fn(|r| base(j0 + r.min(rows - 1)));
+        for k0 in (0..k_total).step_by(KC) {
+            for lb in 0..lane_blocks {
+                let lanes = LANES.min(d.c_out - lb * LANES);
+                weight_block(
+                    &xpad,
+                    &bases,
+                    &offs,
+                    k0..(k0 + KC).min(k_total),
+                    &dyt[k0 * d.c_out + lb * LANES..],
+                    d.c_out,
+                    &mut out[lb * LANES..],
+                    d.c_out,
+                    rows,
+                    lanes,
+                    k0 > 0,
+                );
             }
         }
-        (jbs, part)
     };
-    let tasks = if d.macs() < PAR_MACS {
-        1
+    let per_panel = ROWS * d.c_out;
+    if d.macs() < PAR_MACS {
+        for (i, out) in dwt.chunks_mut(per_panel).enumerate() {
+            panel(i * ROWS, out);
+        }
     } else {
-        (rayon::current_num_threads() * 4).min(col_blocks)
-    };
-    let per = col_blocks.div_ceil(tasks);
-    let ranges: Vec<_> = (0..col_blocks)
-        .step_by(per)
-        .map(|s| s..(s + per).min(col_blocks))
-        .collect();
-    let parts: Vec<_> = if tasks == 1 {
-        ranges.into_iter().map(task).collect()
-    } else {
-        ranges.into_par_iter().map(task).collect()
-    };
-    for (jbs, part) in parts {
-        for rb in 0..row_blocks {
-            for (k, jb) in jbs.clone().enumerate() {
-                let acc = &part[rb * jbs.len() + k];
-                for (r, row) in acc.iter().enumerate() {
-                    let o = rb * WROWS + r;
-                    for (jj, &v) in row.iter().enumerate() {
-                        let j = jb * WCOLS + jj;
-                        if o < d.c_out && j < cols {
-                            dw[o * cols + j] = v;
-                        }
-                    }
-                }
-            }
+        dwt.par_chunks_mut(per_panel)
+            .enumerate()
+            .for_each(|(i, out)| panel(i * ROWS, out));
+    }
+    // [cols, c_out] → [c_out, cols]
+    let mut dw = super::pool::take(d.c_out * cols);
+    for (j, row) in dwt.chunks_exact(d.c_out).enumerate() {
+        for (o, &v) in row.iter().enumerate() {
+            dw[o * cols + j] = v;
         }
     }
     dw
+}
+
+/// `x [n, c_in, h, w]` with `kh/2` zero rows and `kw/2` zero columns around every
+/// channel of every image (`x` itself when the kernel is 1x1).
+fn padded(x: &[f32], d: Conv2dDims) -> std::borrow::Cow<'_, [f32]> {
+    let (py, px) = (d.kh / 2, d.kw / 2);
+    if py == 0 && px == 0 {
+        return std::borrow::Cow::Borrowed(x);
+    }
+    let (hp, wp) = (d.h + 2 * py, d.w + 2 * px);
+    let mut out = super::pool::take(d.n * d.c_in * hp * wp);
+    let fill = |plane: usize, dst: &mut [f32]| {
+        dst.fill(0.0);
+        let src = &x[plane * d.h * d.w..][..d.h * d.w];
+        for (y, row) in src.chunks_exact(d.w).enumerate() {
+            dst[(y + py) * wp + px..][..d.w].copy_from_slice(row);
+        }
+    };
+    if out.len() < super::PAR_THRESHOLD {
+        out.chunks_mut(hp * wp)
+            .enumerate()
+            .for_each(|(i, o)| fill(i, o));
+    } else {
+        out.par_chunks_mut(hp * wp)
+            .enumerate()
+            .for_each(|(i, o)| fill(i, o));
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `dy [n, c_out, p]` as `[n·p, c_out]`, followed by `LANES` more values (the last lane
+/// block reads a whole vector past the last row; those lanes are discarded).
+fn transposed(dy: &[f32], d: Conv2dDims) -> Vec<f32> {
+    let (p, c) = (d.h * d.w, d.c_out);
+    let mut out = super::pool::take(d.n * p * c + LANES);
+    out[d.n * p * c..].fill(0.0);
+    let image = |img: usize, dst: &mut [f32]| {
+        transpose(&dy[img * c * p..][..c * p], p, dst, c, c, p);
+    };
+    let body = &mut out[..d.n * p * c];
+    if body.len() < super::PAR_THRESHOLD {
+        body.chunks_mut(p * c)
+            .enumerate()
+            .for_each(|(i, o)| image(i, o));
+    } else {
+        body.par_chunks_mut(p * c)
+            .enumerate()
+            .for_each(|(i, o)| image(i, o));
+    }
+    out
 }
 
 /// Weights as `m.div_ceil(ROWS)` panels, each `[channels][taps][ROWS]` with

@@ -9,10 +9,12 @@
 //!   so each step broadcasts `ROWS` weights and loads one pixel vector: an outer product
 //!   in registers (12 accumulators of 8 lanes with AVX2). The forward convolution and
 //!   its input gradient (a convolution with the flipped, transposed kernel) both run on it.
-//! - [`weight_tile`]: the weight gradient for `WROWS` output channels × up to `WCOLS`
-//!   (input channel, tap) pairs of one image: `acc[r][j] += Σ_q dy[r][q] · x[c_j][q +
-//!   shift_j]` over the image's pixels `q`, 8 pixels per vector, with one horizontal sum
-//!   at the end.
+//! - [`weight_block`]: the weight gradient as the same outer product turned around:
+//!   `ROWS` (input channel, tap) pairs × `LANES` output channels, summed over pixels,
+//!   `out[r][l] += Σ_k x[bases[r] + offs[k]] · dyt[k·ldb + l]`. `x` is the input
+//!   zero-padded around each image (so a tap never needs a mask: it reads padding) and
+//!   `dyt` the output gradient transposed to pixel-major `[n·p, c_out]`; `offs[k]` is where
+//!   pixel `k` sits in the padded image.
 //!
 //! A tap whose source pixel falls outside the image (zero padding) is masked out: each
 //! tap has a lane mask per pixel block, computed once per block by `conv.rs`, and AVX2's
@@ -32,10 +34,6 @@
 pub(crate) const ROWS: usize = 6;
 /// Pixels per [`conv_block`] tile (two AVX2 vectors).
 pub(crate) const LANES: usize = 16;
-/// Output channels per [`weight_tile`].
-pub(crate) const WROWS: usize = 3;
-/// (Input channel, tap) pairs per [`weight_tile`].
-pub(crate) const WCOLS: usize = 3;
 
 /// Lane masks: `-1` (all bits set) where a lane reads, `0` where it reads zero padding.
 pub(crate) type Mask = [i32; LANES];
@@ -124,11 +122,6 @@ impl Taps {
         self.full[b]
     }
 
-    /// Whether every block is full (a 1x1 kernel on a multiple of `LANES` pixels).
-    pub fn all_full(&self) -> bool {
-        self.full.iter().all(|&f| f)
-    }
-
     /// The masks of block `b`, one per tap.
     fn block_masks(&self, b: usize) -> &[Mask] {
         &self.masks[b * self.taps()..][..self.taps()]
@@ -191,53 +184,119 @@ pub(crate) fn conv_block(
     portable::conv_block(a, x, x0, channels, taps, b, bias, out, ldo, rows);
 }
 
-/// The operands of the weight gradient, shared by all its tiles.
-pub(crate) struct WeightGrad<'a> {
-    /// The input `[n, c_in, p]`.
-    pub x: &'a [f32],
-    /// The output gradient `[n, c_out, p]`.
-    pub dy: &'a [f32],
-    /// Images.
-    pub n: usize,
-    /// Input channels.
-    pub c_in: usize,
-    /// Output channels.
-    pub c_out: usize,
-    /// The kernel's taps.
-    pub taps: &'a Taps,
+/// Where each pixel of a sum sits in an input, with the largest of them kept so that a
+/// kernel can bound all its reads with one comparison.
+pub(crate) struct PixelOffsets {
+    offs: Vec<usize>,
+    max: usize,
 }
 
-/// One tile of the weight gradient over some images: `acc[r][j] = Σ_{img, q} dy[img][o0 +
-/// r][q] · x[img][c_j][q + shifts[t_j]]` (masked taps reading zero) over the pixels of
-/// `images`, for `r < rows` and `(c_j, t_j) = cols[j]`, summed in a fixed order.
-pub(crate) fn weight_tile(
-    g: &WeightGrad,
-    images: std::ops::Range<usize>,
-    o0: usize,
+impl PixelOffsets {
+    /// The offsets `offs`.
+    pub fn new(offs: Vec<usize>) -> PixelOffsets {
+        let max = offs.iter().copied().max().unwrap_or(0);
+        PixelOffsets { offs, max }
+    }
+
+    /// Number of pixels.
+    pub fn len(&self) -> usize {
+        self.offs.len()
+    }
+}
+
+/// `dst[q·ldd + o] = src[o·lds + q]` for `o < rows`, `q < cols`: a block transpose, 8 x 8
+/// at a time with AVX2 (the weight gradient's `dyt`).
+pub(crate) fn transpose(
+    src: &[f32],
+    lds: usize,
+    dst: &mut [f32],
+    ldd: usize,
     rows: usize,
-    cols: &[(usize, usize)],
-) -> [[f32; WCOLS]; WROWS] {
-    let p = g.taps.p;
-    assert!(rows <= WROWS && rows > 0 && !cols.is_empty() && cols.len() <= WCOLS);
-    assert!(o0 + rows <= g.c_out && g.dy.len() >= g.n * g.c_out * p);
-    assert!(g.x.len() >= g.n * g.c_in * p);
-    assert!(cols.iter().all(|&(c, t)| c < g.c_in && t < g.taps.taps()));
-    assert!(images.end <= g.n);
+    cols: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(src.len() >= (rows - 1) * lds + cols && dst.len() >= (cols - 1) * ldd + rows);
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
     #[cfg(target_arch = "x86_64")]
     if avx2() {
-        // SAFETY: AVX2 and FMA are present; `dy` rows `o0..o0 + rows` and channels `c_j` of
-        // `x` of the images lie inside the slices (asserts above), `dy` is read only at
-        // lanes inside the image, and `x` whole-vector only inside the slice and otherwise
-        // only where `Taps` keeps a lane.
-        return unsafe { avx2::weight_tile(g, images, o0, rows, cols) };
+        for o in (0..r8).step_by(8) {
+            for q in (0..c8).step_by(8) {
+                // SAFETY: AVX2 is present; rows o..o+8 and columns q..q+8 are inside both
+                // slices by the assert above.
+                unsafe {
+                    avx2::transpose8(
+                        src.as_ptr().add(o * lds + q),
+                        lds,
+                        dst.as_mut_ptr().add(q * ldd + o),
+                        ldd,
+                    )
+                };
+            }
+        }
+        // The edges (rows past r8 or columns past c8), element by element.
+        for o in 0..rows {
+            let qs = if o < r8 { c8..cols } else { 0..cols };
+            for q in qs {
+                dst[q * ldd + o] = src[o * lds + q];
+            }
+        }
+        return;
     }
-    portable::weight_tile(g, images, o0, rows, cols)
+    for o in 0..rows {
+        for q in 0..cols {
+            dst[q * ldd + o] = src[o * lds + q];
+        }
+    }
+}
+
+/// The weight-gradient block (see the module doc): for `r < rows` and `l < lanes`,
+/// `out[r·ldo + l] (+)= Σ_{k ∈ ks} x[bases[r] + offs[k]] · dyt[(k − ks.start)·ldb + l]`,
+/// adding to `out` when `accumulate`, else overwriting it. Reads `LANES` values of every
+/// `dyt` row used, so `dyt` must extend `LANES` past the last row's start.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weight_block(
+    x: &[f32],
+    bases: &[usize; ROWS],
+    offsets: &PixelOffsets,
+    ks: std::ops::Range<usize>,
+    dyt: &[f32],
+    ldb: usize,
+    out: &mut [f32],
+    ldo: usize,
+    rows: usize,
+    lanes: usize,
+    accumulate: bool,
+) {
+    assert!(rows <= ROWS && rows > 0 && lanes <= LANES && lanes > 0);
+    let offs = &offsets.offs[ks];
+    if !offs.is_empty() {
+        let top = bases.iter().max().unwrap() + offsets.max;
+        assert!(top < x.len(), "weight block: reads past the padded input");
+    }
+    assert!(
+        dyt.len() >= offs.len().saturating_sub(1) * ldb + LANES,
+        "weight block: reads past the transposed gradient"
+    );
+    assert!(
+        out.len() >= (rows - 1) * ldo + lanes,
+        "weight block: output too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: AVX2 and FMA are present, and the asserts above bound every read of `x`
+        // and `dyt` and every write of `out`.
+        unsafe { avx2::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate) };
+        return;
+    }
+    portable::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate)
 }
 
 /// The plain-Rust kernels: the path on CPUs without AVX2 (or with
 /// `ENGINE_CPU_PORTABLE=1`), and the reference the AVX2 kernels are tested against.
 mod portable {
-    use super::{Taps, WeightGrad, LANES, ROWS, WCOLS, WROWS};
+    use super::{Taps, LANES, ROWS};
 
     /// [`super::conv_block`], lane by lane.
     #[allow(clippy::too_many_arguments)]
@@ -275,34 +334,39 @@ mod portable {
         }
     }
 
-    /// [`super::weight_tile`], lane by lane.
-    pub(super) fn weight_tile(
-        g: &WeightGrad,
-        images: std::ops::Range<usize>,
-        o0: usize,
+    /// [`super::weight_block`], lane by lane.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn weight_block(
+        x: &[f32],
+        bases: &[usize; ROWS],
+        offs: &[usize],
+        dyt: &[f32],
+        ldb: usize,
+        out: &mut [f32],
+        ldo: usize,
         rows: usize,
-        cols: &[(usize, usize)],
-    ) -> [[f32; WCOLS]; WROWS] {
-        let p = g.taps.p;
-        let mut acc = [[0f32; WCOLS]; WROWS];
-        for img in images {
-            let x = &g.x[img * g.c_in * p..];
-            let dy = &g.dy[(img * g.c_out + o0) * p..];
-            for b in 0..g.taps.blocks() {
-                for l in 0..g.taps.lanes(b) {
-                    let q = b * LANES + l;
-                    for (j, &(c, t)) in cols.iter().enumerate() {
-                        if let Some(i) = g.taps.source(b, c, t, l) {
-                            let v = x[i];
-                            for r in 0..rows {
-                                acc[r][j] += dy[r * p + q] * v;
-                            }
-                        }
-                    }
+        lanes: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[0f32; LANES]; ROWS];
+        for (k, &off) in offs.iter().enumerate() {
+            for r in 0..ROWS {
+                let a = x[bases[r] + off];
+                for l in 0..LANES {
+                    acc[r][l] += a * dyt[k * ldb + l];
                 }
             }
         }
-        acc
+        for r in 0..rows {
+            for l in 0..lanes {
+                let o = &mut out[r * ldo + l];
+                *o = if accumulate {
+                    *o + acc[r][l]
+                } else {
+                    acc[r][l]
+                };
+            }
+        }
     }
 }
 
@@ -322,7 +386,7 @@ fn avx2() -> bool {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Taps, WeightGrad, LANES, ROWS, WCOLS, WROWS};
+    use super::{Taps, LANES, ROWS};
 
     /// Mask lanes of `m` from `from` as a vector mask.
     #[inline(always)]
@@ -403,116 +467,80 @@ mod avx2 {
         }
     }
 
-    /// How [`vectors`] reads `x`: whole vectors (no padding in reach), whole vectors with
-    /// the padding lanes cleared by an AND (every read inside the slice), or masked loads
-    /// (a read may cross an end of the slice; much slower on AMD Zen 3).
-    const PLAIN: u8 = 0;
-    const AND: u8 = 1;
-    const MASKED: u8 = 2;
-
-    /// Adds `dy[r][q] · x[j][q]` over the 8-pixel vectors `v0..v1` of one image into the
-    /// 3 × 3 accumulators, with 3 vectors of dy and one of x at a time.
-    /// `mk[j]` points at column j's mask for block 0; block b's is `b·nt·16` further.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn vectors<const MODE: u8>(
-        acc: &mut [[__m256; WCOLS]; WROWS],
-        d: &[*const f32; WROWS],
-        x: &[*const f32; WCOLS],
-        mk: &[*const i32; WCOLS],
-        nt: usize,
-        v0: usize,
-        v1: usize,
-        dy_mask: Option<__m256i>,
-    ) {
-        for v in v0..v1 {
-            let q = v * 8;
-            let moff = (v / 2) * nt * LANES + (v % 2) * 8;
-            let a: [__m256; WROWS] = match dy_mask {
-                None => std::array::from_fn(|r| _mm256_loadu_ps(d[r].add(q))),
-                Some(m) => std::array::from_fn(|r| _mm256_maskload_ps(d[r].add(q), m)),
-            };
-            for j in 0..WCOLS {
-                let src = x[j].wrapping_add(q);
-                let b = match MODE {
-                    PLAIN => _mm256_loadu_ps(src),
-                    AND => _mm256_and_ps(
-                        _mm256_loadu_ps(src),
-                        _mm256_loadu_ps(mk[j].add(moff) as *const f32),
-                    ),
-                    _ => _mm256_maskload_ps(
-                        src,
-                        _mm256_loadu_si256(mk[j].add(moff) as *const __m256i),
-                    ),
-                };
-                for r in 0..WROWS {
-                    acc[r][j] = _mm256_fmadd_ps(a[r], b, acc[r][j]);
-                }
-            }
+    /// The transpose of the 8 x 8 block at `src` (row stride `lds`) into `dst` (row
+    /// stride `ldd`): unpack pairs, then 64-bit pairs, then swap 128-bit halves.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose8(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let out = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (i, v) in out.iter().enumerate() {
+            _mm256_storeu_ps(dst.add(i * ldd), *v);
         }
     }
 
-    /// [`super::weight_tile`]: 3 rows × 3 columns in 9 accumulators, 8 pixels per
-    /// vector, one horizontal sum per accumulator at the end. Missing rows and columns
-    /// repeat the last real one (in-bounds reads) and are dropped.
+    /// [`super::weight_block`]: 6 rows × 16 lanes in 12 accumulators; per pixel, 6
+    /// broadcasts from the padded input and two vectors of the transposed gradient.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_tile(
-        g: &WeightGrad,
-        images: std::ops::Range<usize>,
-        o0: usize,
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn weight_block(
+        x: &[f32],
+        bases: &[usize; ROWS],
+        offs: &[usize],
+        dyt: &[f32],
+        ldb: usize,
+        out: &mut [f32],
+        ldo: usize,
         rows: usize,
-        cols: &[(usize, usize)],
-    ) -> [[f32; WCOLS]; WROWS] {
-        let taps = g.taps;
-        let (p, nt) = (taps.p, taps.taps());
-        let col = |j: usize| cols[j.min(cols.len() - 1)];
-        // Per column: where it reads in an image (channel and tap shift) and its masks;
-        // per row: its offset in an image's dy.
-        let cx: [isize; WCOLS] =
-            std::array::from_fn(|j| (col(j).0 * p) as isize + taps.shifts[col(j).1]);
-        let mask_base = taps.masks.as_ptr() as *const i32;
-        let mk: [*const i32; WCOLS] = std::array::from_fn(|j| mask_base.add(col(j).1 * LANES));
-        let dr: [usize; WROWS] = std::array::from_fn(|r| r.min(rows - 1) * p);
-        let (whole, vectors_total) = (p / 8, p.div_ceil(8));
-        let xlen = g.x.len() as isize;
-        let (xp, dp) = (g.x.as_ptr(), g.dy.as_ptr());
-        let mut acc = [[_mm256_setzero_ps(); WCOLS]; WROWS];
-        for img in images {
-            let xo = (img * g.c_in * p) as isize;
-            let dyo = (img * g.c_out + o0) * p;
-            let d: [*const f32; WROWS] = std::array::from_fn(|r| dp.add(dyo + dr[r]));
-            let x: [*const f32; WCOLS] = std::array::from_fn(|j| xp.wrapping_offset(xo + cx[j]));
-            let inside = (0..WCOLS)
-                .all(|j| xo + cx[j] >= 0 && xo + cx[j] + (vectors_total * 8) as isize <= xlen);
-            match (inside, taps.all_full()) {
-                (true, true) => vectors::<PLAIN>(&mut acc, &d, &x, &mk, nt, 0, whole, None),
-                (true, false) => vectors::<AND>(&mut acc, &d, &x, &mk, nt, 0, whole, None),
-                (false, _) => vectors::<MASKED>(&mut acc, &d, &x, &mk, nt, 0, whole, None),
+        lanes: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+        let xs: [*const f32; ROWS] = std::array::from_fn(|r| x.as_ptr().add(bases[r]));
+        let mut bp = dyt.as_ptr();
+        for &off in offs {
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let w = _mm256_broadcast_ss(&*xs[r].add(off));
+                acc_r[0] = _mm256_fmadd_ps(w, b0, acc_r[0]);
+                acc_r[1] = _mm256_fmadd_ps(w, b1, acc_r[1]);
             }
-            if whole < vectors_total {
-                // The last, partial vector: dy under a lane mask too.
-                let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                let left = _mm256_set1_epi32((p - whole * 8) as i32);
-                let m = _mm256_cmpgt_epi32(left, lane_ids);
-                vectors::<MASKED>(&mut acc, &d, &x, &mk, nt, whole, vectors_total, Some(m));
+            bp = bp.add(ldb);
+        }
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let mut tmp = [0f32; LANES];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), acc_r[0]);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), acc_r[1]);
+            let o = &mut out[r * ldo..][..lanes];
+            for (o, t) in o.iter_mut().zip(tmp) {
+                *o = if accumulate { *o + t } else { t };
             }
         }
-        let mut out = [[0f32; WCOLS]; WROWS];
-        for r in 0..WROWS {
-            for j in 0..WCOLS {
-                out[r][j] = hsum(acc[r][j]);
-            }
-        }
-        out
-    }
-
-    /// The sum of the 8 lanes, in a fixed order.
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 }
 
@@ -580,31 +608,36 @@ mod tests {
                     }
                 }
             }
-            let c_out = 4;
-            let dy = data(n * c_out * taps.p, 3);
-            let g = WeightGrad {
-                x: &x,
-                dy: &dy,
-                n,
-                c_in: channels,
-                c_out,
-                taps: &taps,
+        }
+        // The transpose, with edges on both axes.
+        let (rows, cols) = (19, 13);
+        let src = data(rows * 21, 7);
+        let mut dst = vec![0.0; cols * 25];
+        transpose(&src, 21, &mut dst, 25, rows, cols);
+        for o in 0..rows {
+            for q in 0..cols {
+                assert_eq!(dst[q * 25 + o], src[o * 21 + q]);
+            }
+        }
+        // The weight block on arbitrary offsets, partial rows and lanes, both modes.
+        let x = data(400, 4);
+        let dyt = data(37 * 20 + LANES, 5);
+        let offs: Vec<usize> = (0..37).map(|k| (k * 7) % 300).collect();
+        let bases: [usize; ROWS] = std::array::from_fn(|r| r * 13);
+        for (rows, lanes, accumulate) in [(ROWS, LANES, false), (4, 11, true), (1, 1, false)] {
+            let mut fast = data(ROWS * 20, 6);
+            let mut slow = fast.clone();
+            // SAFETY: the checks of `weight_block` hold for these operands.
+            unsafe {
+                avx2::weight_block(
+                    &x, &bases, &offs, &dyt, 20, &mut fast, 20, rows, lanes, accumulate,
+                )
             };
-            let cols: Vec<(usize, usize)> = (0..channels * taps.taps())
-                .map(|j| (j / taps.taps(), j % taps.taps()))
-                .collect();
-            for chunk in cols.chunks(WCOLS) {
-                for (o0, rows) in [(0, WROWS), (3, 1)] {
-                    // SAFETY: the checks of `weight_tile` hold for these operands.
-                    let fast = unsafe { avx2::weight_tile(&g, 0..n, o0, rows, chunk) };
-                    let slow = portable::weight_tile(&g, 0..n, o0, rows, chunk);
-                    for r in 0..rows {
-                        for j in 0..chunk.len() {
-                            let (f, s) = (fast[r][j], slow[r][j]);
-                            assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "{f} vs {s}");
-                        }
-                    }
-                }
+            portable::weight_block(
+                &x, &bases, &offs, &dyt, 20, &mut slow, 20, rows, lanes, accumulate,
+            );
+            for (f, s) in fast.iter().zip(&slow) {
+                assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "{f} vs {s}");
             }
         }
     }
