@@ -168,7 +168,7 @@ pub(crate) fn conv_block(
         "conv block: output too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
+    if super::has_avx2() {
         // SAFETY: AVX2 and FMA are present; the asserts above bound the weight and output
         // accesses; `Taps` keeps a lane only where it reads inside its channel of the image,
         // and the kernel reads whole vectors only where they lie inside `x`.
@@ -220,7 +220,7 @@ pub(crate) fn transpose(
     assert!(src.len() >= (rows - 1) * lds + cols && dst.len() >= (cols - 1) * ldd + rows);
     let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
+    if super::has_avx2() {
         for o in (0..r8).step_by(8) {
             for q in (0..c8).step_by(8) {
                 // SAFETY: AVX2 is present; rows o..o+8 and columns q..q+8 are inside both
@@ -284,7 +284,7 @@ pub(crate) fn weight_block(
         "weight block: output too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
+    if super::has_avx2() {
         // SAFETY: AVX2 and FMA are present, and the asserts above bound every read of `x`
         // and `dyt` and every write of `out`.
         unsafe { avx2::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate) };
@@ -368,18 +368,6 @@ mod portable {
             }
         }
     }
-}
-
-/// Whether this CPU runs the AVX2/FMA kernels (checked once).
-#[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::env::var_os("ENGINE_CPU_PORTABLE").is_none()
-    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -559,7 +547,7 @@ mod tests {
     /// hence the tolerance.
     #[test]
     fn avx2_kernels_match_the_portable_ones() {
-        if !avx2() {
+        if !super::super::has_avx2() {
             eprintln!("no AVX2/FMA here: only the portable kernels run");
             return;
         }

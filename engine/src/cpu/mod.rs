@@ -8,7 +8,8 @@
 //! - `conv.rs`: convolution and its two backward ops as direct convolutions, with their
 //!   inner loops (portable and AVX2) in `conv_kernels.rs`;
 //! - `layout.rs`: permute, slice, concat and gather;
-//! - `fused.rs`: Glow's fused affine coupling and Gaussian log-density;
+//! - `fused.rs`: Glow's fused affine coupling and Gaussian log-density, with
+//!   `fastmath.rs`'s vectorisable `exp` and `ln`;
 //! - `random.rs`: counter-based random fills; `adam.rs`: the fused optimiser step;
 //! - `strided.rs`: the dimension-collapsing odometer shared by the strided kernels.
 //!
@@ -21,6 +22,7 @@ mod adam;
 mod conv;
 mod conv_kernels;
 mod elementwise;
+mod fastmath;
 mod fused;
 mod layout;
 mod matmul;
@@ -62,6 +64,19 @@ impl CpuBuffer {
 /// Arrays shorter than this run on the calling thread: below it, handing work to rayon
 /// costs more than the loop itself.
 pub(crate) const PAR_THRESHOLD: usize = 32 * 1024;
+
+/// Whether this CPU runs the AVX2/FMA kernels (checked once; `ENGINE_CPU_PORTABLE=1`
+/// turns them off, to run and test the portable ones).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::env::var_os("ENGINE_CPU_PORTABLE").is_none()
+    })
+}
 
 /// Elements per rayon task in [`par_fill`]: big enough to amortise scheduling, small
 /// enough to balance two to a few dozen cores.
