@@ -1,7 +1,8 @@
 #version 450
 // binary.comp: out = a op b with NumPy broadcasting, rank <= 6.
 // Bindings: 0 a (read), 1 b (read), 2 out (written).
-// Push constants: len (output elements), op (0 add, 1 sub, 2 mul, 3 div, 4 max),
+// Push constants: len (output elements), op (0 add, 1 sub, 2 mul, 3 div, 4 max,
+// 5 relu_grad: u * step(v)),
 // out shape[6] (left-padded with 1), a strides[6], b strides[6] (0 on broadcast axes).
 // Tiling: one output element per invocation. Speed: memory bound, plus the index
 // arithmetic (6 div/mod per element) which dominates on CPU drivers like lavapipe.
@@ -26,7 +27,8 @@ void main() {
     case 1: r = u - v; break;
     case 2: r = u * v; break;
     case 3: r = u / v; break;
-    default: r = max(u, v); break;
+    case 4: r = max(u, v); break;
+    default: r = u * (v > 0.0 ? 1.0 : 0.0); break;
     }
     c[i] = r;
 }

@@ -169,14 +169,20 @@ fn binary_ops_broadcast() {
     for (i, (sa, sb, so)) in shapes.iter().enumerate() {
         let a = data(sa.iter().product(), 10 + i as u64, -2.0, 2.0);
         let b = data(sb.iter().product(), 20 + i as u64, 0.5, 2.0);
-        let ops: [(BinaryOp, BinFn); 5] = [
+        let ops: [(BinaryOp, BinFn); 6] = [
             (BinaryOp::Add, |x, y| x + y),
             (BinaryOp::Sub, |x, y| x - y),
             (BinaryOp::Mul, |x, y| x * y),
             (BinaryOp::Div, |x, y| x / y),
             (BinaryOp::Max, f32::max),
+            (BinaryOp::ReluGrad, |x, y| if y > 0.0 { x } else { 0.0 }),
         ];
         for (op, f) in ops {
+            // relu_grad's gate needs both signs of `b`; the others keep it off zero.
+            let b: Vec<f32> = match op {
+                BinaryOp::ReluGrad => b.iter().map(|v| v - 1.25).collect(),
+                _ => b.clone(),
+            };
             let got = d
                 .to_host(&d.binary(op, &up(&d, &a), sa, &up(&d, &b), sb, so).unwrap())
                 .unwrap();

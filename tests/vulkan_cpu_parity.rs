@@ -61,6 +61,13 @@ fn sweep<B: Backend>(b: &B) -> Vec<(String, Vec<f32>)> {
             &b.binary(op, &a, &sa, &c, &sb, &so).unwrap(),
         );
     }
+    // relu_grad gates on the sign of its second operand: give it both signs.
+    let signed = up(&data(15, 6, -1.0, 1.0));
+    keep(
+        "binary ReluGrad".to_string(),
+        &b.binary(BinaryOp::ReluGrad, &a, &sa, &signed, &sb, &so)
+            .unwrap(),
+    );
 
     let shape = [6, 5, 40, 3];
     let r = up(&data(3600, 5, -1.0, 1.0));

@@ -78,6 +78,7 @@ pub(super) fn binary(
         BinaryOp::Mul => broadcast(a, b, shapes, |x, y| x * y),
         BinaryOp::Div => broadcast(a, b, shapes, |x, y| x / y),
         BinaryOp::Max => broadcast(a, b, shapes, f32::max),
+        BinaryOp::ReluGrad => broadcast(a, b, shapes, |x, y| x * if y > 0.0 { 1.0 } else { 0.0 }),
     }
 }
 

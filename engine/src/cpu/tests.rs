@@ -150,18 +150,20 @@ fn binary_broadcasting_matches_index_arithmetic() {
         (&[4, 16, 32, 32], &[1, 16, 1, 1], &[4, 16, 32, 32]),
     ];
     type Reference = fn(f64, f64) -> f64;
-    let ops: [(BinaryOp, Reference); 5] = [
+    let ops: [(BinaryOp, Reference); 6] = [
         (BinaryOp::Add, |x, y| x + y),
         (BinaryOp::Sub, |x, y| x - y),
         (BinaryOp::Mul, |x, y| x * y),
         (BinaryOp::Div, |x, y| x / y),
         (BinaryOp::Max, f64::max),
+        (BinaryOp::ReluGrad, |x, y| if y > 0.0 { x } else { 0.0 }),
     ];
     for (a_shape, b_shape, out_shape) in shapes {
         let a = data(numel(a_shape), 3);
-        // Keep divisors away from 0.
-        let b: Vec<f32> = data(numel(b_shape), 4).iter().map(|v| v + 2.0).collect();
         for (op, f) in ops {
+            // Keep divisors away from 0; relu_grad's gate needs both signs.
+            let shift = if op == BinaryOp::ReluGrad { 0.0 } else { 2.0 };
+            let b: Vec<f32> = data(numel(b_shape), 4).iter().map(|v| v + shift).collect();
             let y = B
                 .binary(op, &buf(&a), a_shape, &buf(&b), b_shape, out_shape)
                 .unwrap();

@@ -86,6 +86,18 @@ impl Tensor {
         })
     }
 
+    /// `self · [x > 0]`: relu's VJP for the output gradient `self` and relu's input `x`,
+    /// in one pass. Linear in `self` (`d self = dy · [x > 0]`); `x` is not differentiated
+    /// (the step has zero derivative almost everywhere).
+    pub fn relu_grad(&self, x: &Tensor) -> Result<Tensor> {
+        self.binary(&x.detach(), BinaryOp::ReluGrad, "relu_grad", |a| {
+            let da = a.needs[0]
+                .then(|| a.dy.relu_grad(&a.inputs[1]))
+                .transpose()?;
+            Ok((da, None))
+        })
+    }
+
     /// `max(a, b)` elementwise with broadcasting. Not differentiated: the result is
     /// detached (it serves numerically stable reductions such as log-sum-exp).
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {

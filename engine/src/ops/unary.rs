@@ -57,9 +57,9 @@ impl Tensor {
         })
     }
 
-    /// `max(x, 0)`; `dx = dy` where `x > 0`, else 0.
+    /// `max(x, 0)`; `dx = dy` where `x > 0`, else 0 (one [`Tensor::relu_grad`]).
     pub fn relu(&self) -> Result<Tensor> {
-        self.unary(UnaryOp::Relu, "relu", |a| a.dy.mul(&a.inputs[0].step()?))
+        self.unary(UnaryOp::Relu, "relu", |a| a.dy.relu_grad(&a.inputs[0]))
     }
 
     /// `√x`; `dx = dy / (2y)`.

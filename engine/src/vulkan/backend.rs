@@ -183,6 +183,7 @@ impl Backend for VulkanDevice {
             BinaryOp::Mul => 2,
             BinaryOp::Div => 3,
             BinaryOp::Max => 4,
+            BinaryOp::ReluGrad => 5,
         };
         let mut push = vec![u32_of(len, "binary")?, code];
         push.extend(pad6(&shape, 1, "binary")?);
