@@ -61,11 +61,19 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
 /// `dw [c_out, c_in, kh, kw]` from `x` and `dy`, summed over the batch.
 ///
 /// As the outer product of [`weight_block`]: rows are (input channel, tap) pairs, lanes
-/// output channels, and the sum runs over every pixel of every image. The input is copied
-/// once into a zero-padded layout (`kh/2` rows and `kw/2` columns around each image, so a
-/// tap reads zeros instead of needing a mask) and the gradient transposed once to
-/// pixel-major; the result is computed transposed, `[c_in·kh·kw, c_out]`, and turned
-/// around at the end.
+/// output channels, and the sum runs over every pixel of every image. It is a GEMM
+/// (`[c_in·kh·kw, pixels] · [pixels, c_out]`) blocked as one: the input is copied once into
+/// a zero-padded layout (`kh/2` rows and `kw/2` columns around each image, so a tap reads
+/// zeros instead of needing a mask) and serves as the left operand in place; the gradient
+/// is transposed once into lane-block-major panels `[c_out/16][pixels][16]`, so a block's
+/// run over a chunk of pixels reads contiguously and stays in L1 while the task's row
+/// panels pass over it. Tasks are (lane block, group of row panels), each writing its own
+/// contiguous part of a lane-block-major result, which is turned around at the end.
+///
+/// Why this blocking: with the pixel sum chunked by 1024 for every lane block at once,
+/// the gradient chunk (`1024 · c_out · 4` bytes: 2 MB at hidden 512) left the caches for
+/// every row panel; `benches/ops` had the weight gradient of the 1x1 512→512 at 34
+/// GFLOP/s and of the 3x3 6→512 at 11.
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> {
     let (p, nt) = (d.h * d.w, d.kh * d.kw);
     let cols = d.c_in * nt;
@@ -91,30 +99,52 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
         let (c, t) = (j / nt, j % nt);
         c * plane + (t / d.kw) * wp + t % d.kw
     };
-    let dyt = transposed(dy, d);
-    // [cols, c_out], every element written by the first chunk of its block.
-    let mut dwt = super::pool::take(cols * d.c_out);
-    let lane_blocks = d.c_out.div_ceil(LANES);
-    // Chunks of the pixel sum small enough that a chunk of dyt stays in L2 while every
-    // lane block and row panel of a task passes over it; chunks add in order, so the
-    // result does not depend on how panels are spread over threads.
-    const KC: usize = 1024;
     let k_total = offs.len();
-    let panel = |j0: usize, out: &mut [f32]| {
-        let rows = ROWS.min(cols - j0);
-        let bases: [usize; ROWS] = std::array::from_fn(|r| base(j0 + r.min(rows - 1)));
-        for k0 in (0..k_total).step_by(KC) {
-            for lb in 0..lane_blocks {
-                let lanes = LANES.min(d.c_out - lb * LANES);
+    let lane_blocks = d.c_out.div_ceil(LANES);
+    let dyt = lane_panels(dy, d);
+    let panels = cols.div_ceil(ROWS);
+    // When all the lane panels fit in L2 (256 KB: the output layers with 12-48 channels,
+    // and every layer at 4x4), a task is one row panel over all pixels, as long
+    // sequential runs. Otherwise the pixels go in chunks of KC = 256 (a lane panel's
+    // chunk is 16 KB, in L1) and a task is a group of row panels that each pass over the
+    // chunk: at most 42 (their rows over a chunk, 42·6·KC·4 bytes, stay in L2), and enough
+    // tasks in all to keep every thread busy.
+    let fits_l2 = lane_blocks * k_total * LANES * 4 <= 256 << 10;
+    let (kc, group) = if fits_l2 {
+        (k_total, 1)
+    } else {
+        let want_tasks = 4 * rayon::current_num_threads();
+        let groups = panels
+            .div_ceil(42)
+            .max(want_tasks.div_ceil(lane_blocks))
+            .min(panels);
+        (256, panels.div_ceil(groups))
+    };
+    let groups = panels.div_ceil(group);
+    let rows_pad = groups * group * ROWS;
+    // [lane block][rows_pad][LANES]; each task's part is written by its first chunk.
+    let mut dwl = super::pool::take(lane_blocks * rows_pad * LANES);
+    let task = |i: usize, out: &mut [f32]| {
+        let (lb, g) = (i / groups, i % groups);
+        let lanes = LANES.min(d.c_out - lb * LANES);
+        let panel_b = &dyt[lb * k_total * LANES..][..k_total * LANES];
+        for k0 in (0..k_total).step_by(kc) {
+            for local in 0..group {
+                let j0 = (g * group + local) * ROWS;
+                if j0 >= cols {
+                    break;
+                }
+                let rows = ROWS.min(cols - j0);
+                let bases: [usize; ROWS] = std::array::from_fn(|r| base(j0 + r.min(rows - 1)));
                 weight_block(
                     &xpad,
                     &bases,
                     &offs,
-                    k0..(k0 + KC).min(k_total),
-                    &dyt[k0 * d.c_out + lb * LANES..],
-                    d.c_out,
-                    &mut out[lb * LANES..],
-                    d.c_out,
+                    k0..(k0 + kc).min(k_total),
+                    &panel_b[k0 * LANES..],
+                    LANES,
+                    &mut out[local * ROWS * LANES..],
+                    LANES,
                     rows,
                     lanes,
                     k0 > 0,
@@ -122,22 +152,28 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
             }
         }
     };
-    let per_panel = ROWS * d.c_out;
+    let per_task = group * ROWS * LANES;
     if d.macs() < PAR_MACS {
-        for (i, out) in dwt.chunks_mut(per_panel).enumerate() {
-            panel(i * ROWS, out);
+        for (i, out) in dwl.chunks_mut(per_task).enumerate() {
+            task(i, out);
         }
     } else {
-        dwt.par_chunks_mut(per_panel)
+        dwl.par_chunks_mut(per_task)
             .enumerate()
-            .for_each(|(i, out)| panel(i * ROWS, out));
+            .for_each(|(i, out)| task(i, out));
     }
-    // [cols, c_out] → [c_out, cols]
+    // [lane block][cols][LANES] → [c_out, cols]
     let mut dw = super::pool::take(d.c_out * cols);
-    for (j, row) in dwt.chunks_exact(d.c_out).enumerate() {
-        for (o, &v) in row.iter().enumerate() {
-            dw[o * cols + j] = v;
-        }
+    for lb in 0..lane_blocks {
+        let lanes = LANES.min(d.c_out - lb * LANES);
+        transpose(
+            &dwl[lb * rows_pad * LANES..],
+            LANES,
+            &mut dw[lb * LANES * cols..],
+            cols,
+            cols,
+            lanes,
+        );
     }
     dw
 }
@@ -170,24 +206,31 @@ fn padded(x: &[f32], d: Conv2dDims) -> std::borrow::Cow<'_, [f32]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// `dy [n, c_out, p]` as `[n·p, c_out]`, followed by `LANES` more values (the last lane
-/// block reads a whole vector past the last row; those lanes are discarded).
-fn transposed(dy: &[f32], d: Conv2dDims) -> Vec<f32> {
+/// `dy [n, c_out, p]` as lane-block panels `[c_out/16][n·p][16]`: panel `lb` holds output
+/// channels `16·lb..16·lb + 16` of every pixel, zero past `c_out`, so that
+/// [`weight_block`] reads each pixel's 16 lanes as two whole vectors.
+fn lane_panels(dy: &[f32], d: Conv2dDims) -> Vec<f32> {
     let (p, c) = (d.h * d.w, d.c_out);
-    let mut out = super::pool::take(d.n * p * c + LANES);
-    out[d.n * p * c..].fill(0.0);
-    let image = |img: usize, dst: &mut [f32]| {
-        transpose(&dy[img * c * p..][..c * p], p, dst, c, c, p);
+    let k_total = d.n * p;
+    let lane_blocks = c.div_ceil(LANES);
+    let mut out = super::pool::take(lane_blocks * k_total * LANES);
+    // One task per (lane block, image): `[p][LANES]` of the output.
+    let fill = |i: usize, dst: &mut [f32]| {
+        let (lb, img) = (i / d.n, i % d.n);
+        let lanes = LANES.min(c - lb * LANES);
+        if lanes < LANES {
+            dst.fill(0.0);
+        }
+        transpose(&dy[(img * c + lb * LANES) * p..], p, dst, LANES, lanes, p);
     };
-    let body = &mut out[..d.n * p * c];
-    if body.len() < super::PAR_THRESHOLD {
-        body.chunks_mut(p * c)
+    if out.len() < super::PAR_THRESHOLD {
+        out.chunks_mut(p * LANES)
             .enumerate()
-            .for_each(|(i, o)| image(i, o));
+            .for_each(|(i, o)| fill(i, o));
     } else {
-        body.par_chunks_mut(p * c)
+        out.par_chunks_mut(p * LANES)
             .enumerate()
-            .for_each(|(i, o)| image(i, o));
+            .for_each(|(i, o)| fill(i, o));
     }
     out
 }
