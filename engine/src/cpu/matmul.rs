@@ -6,23 +6,25 @@
 //! operands are expressed with strides (row stride 1, column stride = rows), never with
 //! a transposing copy; matrixmultiply packs panels either way.
 //!
-//! Threads: matrixmultiply splits one product across its own pool when
-//! `m·k + k·n ≥ 2^15` (`MATMUL_NUM_THREADS` sets the pool size, default the physical
-//! cores). Batches of products below that size would run on one core, so [`batched`]
-//! hands them to rayon instead, one product per task.
+//! Threads: every CPU op runs on rayon's one pool; matrixmultiply is built without its
+//! own threads (its `threading` feature). A batch of products runs one product per task;
+//! a single large product is split into blocks of rows of `C`, one single-threaded
+//! `sgemm` each. The blocks depend on the shape only, and each element of `C` is the same
+//! dot product in the same order whatever block holds it, so results do not depend on
+//! the thread count. `cargo bench --bench ops`, A/B in one run on the project's 2-core
+//! machines: 2048³ at the same speed as matrixmultiply's own threads (see the commit).
 
 use rayon::prelude::*;
 
 use crate::backend::MatmulDims;
 
-/// Below this `m·k + k·n` matrixmultiply runs single-threaded (its own heuristic).
-const GEMM_THREADING_SIZE: usize = 1 << 15;
+/// Below this many multiply-adds a product runs on the calling thread.
+const PAR_MACS: usize = 1 << 18;
 
-/// Whether matrixmultiply splits an `[m, k] · [k, n]` product across its own threads;
-/// callers with many such products parallelise over them only when it does not, so the
-/// two pools do not compete for the same cores.
-fn gemm_is_threaded(m: usize, k: usize, n: usize) -> bool {
-    m * k + k * n >= GEMM_THREADING_SIZE
+/// Rows of `C` per task when one product is split: a multiple of 16 (the kernel's row
+/// tile, so no block adds an edge), about an eighth of `m`.
+fn row_block(m: usize) -> usize {
+    (m.div_ceil(4)).next_multiple_of(16)
 }
 
 /// A matrix operand: data and strides (in elements) of its rows and columns.
@@ -121,19 +123,34 @@ pub(super) fn batched(a: &[f32], b: &[f32], d: MatmulDims) -> Vec<f32> {
     }
     let a_step = if d.a_batched { m * k } else { 0 };
     let b_step = if d.b_batched { k * n } else { 0 };
-    let one = |i: usize, c: &mut [f32]| {
+    let macs = m * k * n;
+    if d.batch > 1 && macs * d.batch >= PAR_MACS {
+        // Enough products to share out: one per task.
+        c.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| {
+            let ai = Mat::new(&a[i * a_step..], m, k, d.trans_a);
+            let bi = Mat::new(&b[i * b_step..], k, n, d.trans_b);
+            sgemm((m, k, n), ai, bi, 0.0, c, n);
+        });
+        return c;
+    }
+    for (i, c) in c.chunks_mut(m * n).enumerate() {
         let ai = Mat::new(&a[i * a_step..], m, k, d.trans_a);
         let bi = Mat::new(&b[i * b_step..], k, n, d.trans_b);
-        sgemm((m, k, n), ai, bi, 0.0, c, n);
-    };
-    if d.batch > 1 && !gemm_is_threaded(m, k, n) {
-        c.par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, c)| one(i, c));
-    } else {
-        for (i, c) in c.chunks_mut(m * n).enumerate() {
-            one(i, c);
+        let rb = row_block(m);
+        if macs < PAR_MACS || rb >= m {
+            sgemm((m, k, n), ai, bi, 0.0, c, n);
+            continue;
         }
+        // One large product: blocks of rows of C. Row r0 of A starts r0 row strides in.
+        c.par_chunks_mut(rb * n).enumerate().for_each(|(j, c)| {
+            let r0 = j * rb;
+            let rows = rb.min(m - r0);
+            let aj = Mat {
+                data: &ai.data[r0 * ai.rs..],
+                ..ai
+            };
+            sgemm((rows, k, n), aj, bi, 0.0, c, n);
+        });
     }
     c
 }

@@ -14,9 +14,9 @@
 //! - `strided.rs`: the dimension-collapsing odometer shared by the strided kernels.
 //!
 //! This file holds the buffer type, the locking rules and the `Backend` impl that ties
-//! them together. Threading: big elementwise and copy loops split across rayon's pool
-//! (see [`par_fill`]); GEMMs use matrixmultiply's own threads (`MATMUL_NUM_THREADS`,
-//! default: the number of physical cores).
+//! them together. Threading: one pool, rayon's, for everything: big elementwise and copy
+//! loops (see [`par_fill`]), convolutions (by image or by weight panel) and GEMMs (by
+//! product or by block of rows; matrixmultiply itself is single-threaded).
 
 mod adam;
 mod conv;
@@ -40,7 +40,7 @@ use rayon::prelude::*;
 use crate::backend::*;
 use crate::{Error, Result};
 
-/// The CPU backend (stateless; threading comes from matrixmultiply and rayon).
+/// The CPU backend (stateless; its threads are rayon's pool).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuBackend;
 

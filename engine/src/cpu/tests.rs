@@ -277,9 +277,16 @@ fn naive_matmul(a: &[f32], b: &[f32], d: MatmulDims) -> Vec<f64> {
 
 #[test]
 fn matmul_transposed_and_broadcast_operands_match_naive() {
-    // (batch, m, k, n): odd small sizes, a batch of small products (rayon path), and a
-    // product big enough for matrixmultiply's own threads.
-    for (batch, m, k, n) in [(3, 5, 7, 3), (10, 4, 6, 9), (2, 96, 130, 70), (1, 1, 1, 1)] {
+    // (batch, m, k, n): odd small sizes, a batch of small products, a batch of larger ones
+    // (one product per task) and one product large enough to be split by rows (200 rows
+    // in blocks of 32, the last one short).
+    for (batch, m, k, n) in [
+        (3, 5, 7, 3),
+        (10, 4, 6, 9),
+        (2, 96, 130, 70),
+        (1, 200, 70, 90),
+        (1, 1, 1, 1),
+    ] {
         for bits in 0..16u32 {
             let d = MatmulDims {
                 batch,
