@@ -18,9 +18,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rayon::prelude::*;
-
 use super::conv_kernels::{conv_block, transpose, weight_block, PixelOffsets, Taps, LANES, ROWS};
+use super::{for_each_chunk, PAR_THRESHOLD};
 use crate::backend::Conv2dDims;
 
 /// Below this many multiply-adds a convolution runs on the calling thread.
@@ -41,6 +40,9 @@ fn taps(h: usize, w: usize, kh: usize, kw: usize) -> Arc<Taps> {
 /// `y = conv(x, w) + bias`: `x [n, c_in, h, w]`, `w [c_out, c_in, kh, kw]`,
 /// `bias [c_out]`, `y [n, c_out, h, w]`.
 pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims) -> Vec<f32> {
+    if as_gemm(d) {
+        return gemm::forward(x, w, bias, d);
+    }
     let taps = taps(d.h, d.w, d.kh, d.kw);
     let nt = taps.taps();
     let panels = pack(d.c_out, d.c_in, nt, |o, c, t| w[(o * d.c_in + c) * nt + t]);
@@ -50,6 +52,9 @@ pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims)
 /// `dx [n, c_in, h, w]` from `dy [n, c_out, h, w]` and `w`: the forward convolution of
 /// `dy` with `w` transposed and flipped (see the module doc).
 pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
+    if as_gemm(d) {
+        return gemm::backward_input(dy, w, d);
+    }
     let taps = taps(d.h, d.w, d.kh, d.kw);
     let nt = taps.taps();
     let panels = pack(d.c_in, d.c_out, nt, |c, o, t| {
@@ -152,16 +157,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
             }
         }
     };
-    let per_task = group * ROWS * LANES;
-    if d.macs() < PAR_MACS {
-        for (i, out) in dwl.chunks_mut(per_task).enumerate() {
-            task(i, out);
-        }
-    } else {
-        dwl.par_chunks_mut(per_task)
-            .enumerate()
-            .for_each(|(i, out)| task(i, out));
-    }
+    for_each_chunk(&mut dwl, group * ROWS * LANES, d.macs() >= PAR_MACS, task);
     // [lane block][cols][LANES] → [c_out, cols]
     let mut dw = super::pool::take(d.c_out * cols);
     for lb in 0..lane_blocks {
@@ -194,15 +190,8 @@ fn padded(x: &[f32], d: Conv2dDims) -> std::borrow::Cow<'_, [f32]> {
             dst[(y + py) * wp + px..][..d.w].copy_from_slice(row);
         }
     };
-    if out.len() < super::PAR_THRESHOLD {
-        out.chunks_mut(hp * wp)
-            .enumerate()
-            .for_each(|(i, o)| fill(i, o));
-    } else {
-        out.par_chunks_mut(hp * wp)
-            .enumerate()
-            .for_each(|(i, o)| fill(i, o));
-    }
+    let parallel = out.len() >= PAR_THRESHOLD;
+    for_each_chunk(&mut out, hp * wp, parallel, fill);
     std::borrow::Cow::Owned(out)
 }
 
@@ -223,15 +212,8 @@ fn lane_panels(dy: &[f32], d: Conv2dDims) -> Vec<f32> {
         }
         transpose(&dy[(img * c + lb * LANES) * p..], p, dst, LANES, lanes, p);
     };
-    if out.len() < super::PAR_THRESHOLD {
-        out.chunks_mut(p * LANES)
-            .enumerate()
-            .for_each(|(i, o)| fill(i, o));
-    } else {
-        out.par_chunks_mut(p * LANES)
-            .enumerate()
-            .for_each(|(i, o)| fill(i, o));
-    }
+    let parallel = out.len() >= PAR_THRESHOLD;
+    for_each_chunk(&mut out, p * LANES, parallel, fill);
     out
 }
 
@@ -292,57 +274,7 @@ fn direct(
         }
         b
     };
-    // A 1x1 kernel reads each block of pixels once per panel, from `channels` rows `p`
-    // floats apart; at `p = 256` (Glow's first level) that stride puts all of a block's
-    // rows in 4 of the L1 cache's 64 sets, where they evict each other. Copying the block
-    // once into a contiguous `[channels][LANES]` tile that every panel then reads avoids it
-    // (`benches/ops`, A/B in one run: the 1x1 512→512 at 16x16 from 67 to 72-99 GFLOP/s
-    // forward and from 55 to 75-81 for the input gradient). Small images (`p < 64`) gain
-    // nothing from the copy: a 4x4 image is one contiguous block already.
-    let tile_taps = (taps.taps() == 1 && p >= 4 * LANES).then(|| {
-        let tail = p % LANES;
-        (
-            self::taps(1, LANES, 1, 1),
-            (tail > 0).then(|| self::taps(1, tail, 1, 1)),
-        )
-    });
-    let image_1x1 = |img: usize, y: &mut [f32]| {
-        let (full, tail) = tile_taps.as_ref().expect("1x1 tile taps");
-        let x0 = img * channels * p;
-        let mut tile = vec![0.0; channels * LANES];
-        for blk in 0..taps.blocks() {
-            let lanes = LANES.min(p - blk * LANES);
-            let tt = if lanes == LANES {
-                full
-            } else {
-                tail.as_ref().expect("tail taps")
-            };
-            for (c, row) in tile.chunks_exact_mut(lanes).take(channels).enumerate() {
-                row.copy_from_slice(&x[x0 + c * p + blk * LANES..][..lanes]);
-            }
-            for (panel, a) in panels.chunks_exact(per_panel).enumerate() {
-                let o0 = panel * ROWS;
-                let rows = ROWS.min(m - o0);
-                let out = &mut y[o0 * p + blk * LANES..];
-                conv_block(
-                    a,
-                    &tile,
-                    0,
-                    channels,
-                    tt,
-                    0,
-                    &bias_of(o0, rows),
-                    out,
-                    p,
-                    rows,
-                );
-            }
-        }
-    };
     let image = |img: usize, y: &mut [f32]| {
-        if tile_taps.is_some() {
-            return image_1x1(img, y);
-        }
         let x0 = img * channels * p;
         for (panel, a) in panels.chunks_exact(per_panel.max(1)).enumerate() {
             let o0 = panel * ROWS;
@@ -366,14 +298,65 @@ fn direct(
         }
     };
     let macs = n * m * p * channels * taps.taps();
-    if macs < PAR_MACS || n == 1 {
-        for (img, y) in y.chunks_mut(m * p).enumerate() {
-            image(img, y);
-        }
-    } else {
-        y.par_chunks_mut(m * p)
-            .enumerate()
-            .for_each(|(img, y)| image(img, y));
-    }
+    for_each_chunk(&mut y, m * p, macs >= PAR_MACS && n > 1, image);
     y
+}
+
+/// Channels (in and out) from which a 1x1 convolution runs as GEMMs (see [`gemm`]).
+const GEMM_MIN_CHANNELS: usize = 128;
+
+/// Whether this convolution's forward and input gradient run on [`gemm`].
+fn as_gemm(d: Conv2dDims) -> bool {
+    d.kh == 1 && d.kw == 1 && d.c_in.min(d.c_out) >= GEMM_MIN_CHANNELS && d.h * d.w >= 64
+}
+
+/// The forward and input gradient of wide 1x1 convolutions on larger images as matrix
+/// products on matrixmultiply, which packs both operands into cache-sized panels: per
+/// image, `y = W · x` and `dx = Wᵀ · dy`. The direct kernels above read their operands in
+/// place, which costs them once an image's tensor outgrows L2 (128 KB at 128 channels and
+/// 16x16). `benches/ops`, A/B in one run (GFLOP/s, medians): at 16x16, 128 channels
+/// forward 58 → 93 and input gradient 56 → 105; 512 channels 70 → 114 and 72 → 117; at
+/// 8x8 and 512 channels 73-80 → 72-100 and 60-66 → 103. At 4x4 the direct kernels are as
+/// fast, and for the weight gradient the blocked direct kernel matched the GEMM at 16x16
+/// and beat it at 4x4 (106 against 69), so those stay direct. Each image's product is one
+/// task: results do not depend on the thread count.
+mod gemm {
+    use super::super::for_each_chunk;
+    use super::super::matmul::{sgemm, Mat};
+    use super::PAR_MACS;
+    use crate::backend::Conv2dDims;
+
+    /// `y[n] = W · x[n] + bias`, `W [c_out, c_in]`.
+    pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims) -> Vec<f32> {
+        let p = d.h * d.w;
+        let mut y = super::super::pool::take(d.n * d.c_out * p);
+        for_each_chunk(&mut y, d.c_out * p, d.macs() >= PAR_MACS, |img, y| {
+            // C = A·B + beta·C with C holding the bias (beta 1) or ignored (beta 0).
+            let beta = match bias {
+                Some(b) => {
+                    for (row, &v) in y.chunks_exact_mut(p).zip(b) {
+                        row.fill(v);
+                    }
+                    1.0
+                }
+                None => 0.0,
+            };
+            let a = Mat::new(w, d.c_out, d.c_in, false);
+            let b = Mat::new(&x[img * d.c_in * p..], d.c_in, p, false);
+            sgemm((d.c_out, d.c_in, p), a, b, beta, y, p);
+        });
+        y
+    }
+
+    /// `dx[n] = Wᵀ · dy[n]`.
+    pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
+        let p = d.h * d.w;
+        let mut dx = super::super::pool::take(d.n * d.c_in * p);
+        for_each_chunk(&mut dx, d.c_in * p, d.macs() >= PAR_MACS, |img, dx| {
+            let a = Mat::new(w, d.c_in, d.c_out, true);
+            let b = Mat::new(&dy[img * d.c_out * p..], d.c_out, p, false);
+            sgemm((d.c_in, d.c_out, p), a, b, 0.0, dx, p);
+        });
+        dx
+    }
 }

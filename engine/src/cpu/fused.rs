@@ -6,10 +6,8 @@
 //! lanes, so that the loop vectorises, and rows added in `f64`. The exponentials and
 //! logarithms are `fastmath`'s polynomials for the same reason.
 
-use rayon::prelude::*;
-
 use super::fastmath::{exp, sigmoid, sigmoid_and_log};
-use super::PAR_THRESHOLD;
+use super::{for_each_chunk, PAR_THRESHOLD};
 use crate::backend::{PairedDims, Pairing};
 
 /// `½ ln 2π`.
@@ -18,15 +16,8 @@ const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 /// Runs `f(image, out_chunk)` over `out` in chunks of `per` elements (one per image), in
 /// parallel when the op touches at least `PAR_THRESHOLD` elements.
 fn per_image<T: Send>(out: &mut [T], per: usize, work: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    if per == 0 {
-        return;
-    }
-    if work < PAR_THRESHOLD {
-        out.chunks_mut(per).enumerate().for_each(|(b, o)| f(b, o));
-    } else {
-        out.par_chunks_mut(per)
-            .enumerate()
-            .for_each(|(b, o)| f(b, o));
+    if per > 0 {
+        for_each_chunk(out, per, work >= PAR_THRESHOLD, f);
     }
 }
 

@@ -100,6 +100,25 @@ where
         .for_each(|(i, c)| f(i * chunk, c));
 }
 
+/// Calls `f(i, chunk)` on each chunk `i` of `per` elements of `out` (the last may be
+/// shorter): as rayon tasks when `parallel`, else in order on this thread. A chunk is
+/// always one call, so what it computes does not depend on the thread count.
+pub(crate) fn for_each_chunk<T: Send>(
+    out: &mut [T],
+    per: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let per = per.max(1);
+    if parallel {
+        out.par_chunks_mut(per)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        out.chunks_mut(per).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
 /// Takes a read lock, turning a poisoned lock (a panic during an in-place update) into
 /// a device error instead of a panic here.
 fn read(b: &CpuBuffer) -> Result<RwLockReadGuard<'_, pool::Block>> {

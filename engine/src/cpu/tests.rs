@@ -399,6 +399,8 @@ fn conv_cases() -> Vec<Conv2dDims> {
         // Big enough for threaded GEMMs and several images per task.
         dims(5, 16, 24, 9, 11, 3, 3),
         dims(5, 32, 40, 9, 11, 1, 1),
+        // Wide enough, on enough pixels, for the GEMM path of 1x1 convolutions.
+        dims(2, 130, 140, 8, 9, 1, 1),
     ]
 }
 
