@@ -80,6 +80,9 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
 /// every row panel; `benches/ops` had the weight gradient of the 1x1 512→512 at 34
 /// GFLOP/s and of the 3x3 6→512 at 11.
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> {
+    if as_gemm(d) && d.c_in.min(d.c_out) >= 256 {
+        return gemm::backward_weight(x, dy, d);
+    }
     let (p, nt) = (d.h * d.w, d.kh * d.kw);
     let cols = d.c_in * nt;
     if d.c_out * cols == 0 || d.n == 0 || p == 0 {
@@ -310,16 +313,22 @@ fn as_gemm(d: Conv2dDims) -> bool {
     d.kh == 1 && d.kw == 1 && d.c_in.min(d.c_out) >= GEMM_MIN_CHANNELS && d.h * d.w >= 64
 }
 
-/// The forward and input gradient of wide 1x1 convolutions on larger images as matrix
-/// products on matrixmultiply, which packs both operands into cache-sized panels: per
-/// image, `y = W · x` and `dx = Wᵀ · dy`. The direct kernels above read their operands in
-/// place, which costs them once an image's tensor outgrows L2 (128 KB at 128 channels and
-/// 16x16). `benches/ops`, A/B in one run (GFLOP/s, medians): at 16x16, 128 channels
-/// forward 58 → 93 and input gradient 56 → 105; 512 channels 70 → 114 and 72 → 117; at
-/// 8x8 and 512 channels 73-80 → 72-100 and 60-66 → 103. At 4x4 the direct kernels are as
-/// fast, and for the weight gradient the blocked direct kernel matched the GEMM at 16x16
-/// and beat it at 4x4 (106 against 69), so those stay direct. Each image's product is one
-/// task: results do not depend on the thread count.
+/// Wide 1x1 convolutions on larger images as matrix products on matrixmultiply, which
+/// packs both operands into cache-sized panels: per image, `y = W · x` and
+/// `dx = Wᵀ · dy`, and from 256 channels `dW = Σ_images dy · xᵀ`. The direct kernels above
+/// read their operands in place, which costs them once an image's tensor outgrows L2
+/// (128 KB at 128 channels and 16x16). `benches/ops`, A/B in one run (GFLOP/s, medians):
+/// - 16x16, 128 channels: forward 58 → 93, input gradient 56 → 105;
+/// - 16x16, 512 channels: forward 70 → 114, input gradient 72 → 117, weight gradient
+///   (one full-width product per image, summed over fixed groups of images) 74-85 →
+///   116-120;
+/// - 8x8, 512 channels: forward 73-80 → 72-100, input gradient 60-66 → 103, weight
+///   gradient the same.
+///
+/// At 4x4 the direct kernels are as fast, and at 128 channels the blocked weight-gradient
+/// kernel matched a GEMM at 16x16 and beat it at 4x4 (106 against 69), so those stay
+/// direct. Each task is fixed by the shape (an image, or a group of images): results do
+/// not depend on the thread count.
 mod gemm {
     use super::super::for_each_chunk;
     use super::super::matmul::{sgemm, Mat};
@@ -358,5 +367,35 @@ mod gemm {
             sgemm((d.c_in, d.c_out, p), a, b, 0.0, dx, p);
         });
         dx
+    }
+
+    /// Images per task in [`backward_weight`]: a fixed split (not one per thread), so
+    /// that the sum's order, and so its rounding, is the same on any machine.
+    const IMAGES_PER_TASK: usize = 4;
+
+    /// `dW = Σ_n dy[n] · x[n]ᵀ`: each task sums a fixed range of images into a private
+    /// `dW` with one full-width product per image; the partial sums are added in order.
+    pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> {
+        let p = d.h * d.w;
+        let len = d.c_out * d.c_in;
+        let tasks = d.n.div_ceil(IMAGES_PER_TASK);
+        let mut partials = super::super::pool::take(tasks * len);
+        for_each_chunk(&mut partials, len, d.macs() >= PAR_MACS, |t, dw| {
+            let images = t * IMAGES_PER_TASK..((t + 1) * IMAGES_PER_TASK).min(d.n);
+            for img in images.clone() {
+                let a = Mat::new(&dy[img * d.c_out * p..], d.c_out, p, false);
+                let b = Mat::new(&x[img * d.c_in * p..], p, d.c_in, true);
+                let beta = if img == images.start { 0.0 } else { 1.0 };
+                sgemm((d.c_out, p, d.c_in), a, b, beta, dw, d.c_in);
+            }
+        });
+        let mut dw = super::super::pool::take(len);
+        dw.fill(0.0);
+        for part in partials.chunks_exact(len.max(1)) {
+            for (a, &b) in dw.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        dw
     }
 }

@@ -399,8 +399,10 @@ fn conv_cases() -> Vec<Conv2dDims> {
         // Big enough for threaded GEMMs and several images per task.
         dims(5, 16, 24, 9, 11, 3, 3),
         dims(5, 32, 40, 9, 11, 1, 1),
-        // Wide enough, on enough pixels, for the GEMM path of 1x1 convolutions.
+        // Wide enough, on enough pixels, for the GEMM paths of 1x1 convolutions (the
+        // weight gradient's from 256 channels, in tasks of 4 images: here 4 + 1).
         dims(2, 130, 140, 8, 9, 1, 1),
+        dims(5, 256, 264, 8, 8, 1, 1),
     ]
 }
 
