@@ -80,7 +80,7 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
 /// every row panel; `benches/ops` had the weight gradient of the 1x1 512→512 at 34
 /// GFLOP/s and of the 3x3 6→512 at 11.
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> {
-    if as_gemm(d) && d.c_in.min(d.c_out) >= 256 {
+    if as_gemm(d) && d.c_in.min(d.c_out) >= gemm::WEIGHT_MIN_CHANNELS {
         return gemm::backward_weight(x, dy, d);
     }
     let (p, nt) = (d.h * d.w, d.kh * d.kw);
@@ -368,6 +368,10 @@ mod gemm {
         });
         dx
     }
+
+    /// Channels (in and out) from which the weight gradient runs here too (see the
+    /// module doc).
+    pub(super) const WEIGHT_MIN_CHANNELS: usize = 256;
 
     /// Images per task in [`backward_weight`]: a fixed split (not one per thread), so
     /// that the sum's order, and so its rounding, is the same on any machine.
