@@ -48,6 +48,14 @@ device_test!(fn softplus(dev) {
     check(|t| t[0].scale(3.0)?.softplus(), &[uniform(&[3, 4], 5, dev)?])
 });
 device_test!(fn relu(dev) { check(|t| t[0].relu(), &[away_from_zero(&[4, 5], 6, dev)?]) });
+// relu's VJP as an op of its own: linear in the gradient; the gate's input is detached
+// (its derivative is zero away from 0, which the finite differences see too).
+device_test!(fn relu_grad(dev) {
+    check(
+        |t| t[0].relu_grad(&t[1]),
+        &[uniform(&[4, 5], 120, dev)?, away_from_zero(&[4, 5], 121, dev)?],
+    )
+});
 device_test!(fn sqrt(dev) { check(|t| t[0].sqrt(), &[positive(&[3, 4], 7, dev)?]) });
 device_test!(fn recip(dev) { check(|t| t[0].recip(), &[away_from_zero(&[3, 4], 8, dev)?]) });
 device_test!(fn square(dev) { check(|t| t[0].square(), &[uniform(&[3, 4], 9, dev)?]) });

@@ -8,7 +8,7 @@
 //! | file | ops |
 //! |---|---|
 //! | `unary.rs` | neg, exp, log, sigmoid, softplus, relu, sqrt, recip, square, abs, tanh, scale, add_scalar, powf, step |
-//! | `binary.rs` | add, sub, mul, div (broadcasting), maximum |
+//! | `binary.rs` | add, sub, mul, div (broadcasting), maximum, relu_grad |
 //! | `reduce.rs` | sum, mean, sum_all, mean_all, max, expand, sum_to |
 //! | `matmul.rs` | matmul (batched, broadcast operand) |
 //! | `conv.rs` | conv2d (stride 1, same padding, optional bias) |
