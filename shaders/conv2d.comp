@@ -2,8 +2,9 @@
 // conv2d.comp: y[n, co, oy, ox] = bias[co] + sum_{ci, ky, kx}
 //     x[n, ci, oy + ky - kh/2, ox + kx - kw/2] * w[co, ci, ky, kx]
 // Stride 1, zero "same" padding, NCHW, PyTorch weight layout [c_out, c_in, kh, kw].
-// Bindings: 0 x (read), 1 w (read), 2 bias (read; any buffer when has_bias is 0),
-// 3 y (written). Push constants: n, c_in, c_out, h, w, kh, kw, has_bias.
+// Bindings: 0 x (read), 1 w (read), 2 bias (read; any buffer without a bias),
+// 3 y (written). Push constants: n, c_in, c_out, h, w, kh, kw, flags (bit 0: add the
+// bias; bit 1: store max(y, 0), the fused conv2d_relu).
 // Tiling: implicit GEMM on gemm_tile.glsl: C[co, pos] = W[co, q] . X[q, pos] with
 // q = (ci, ky, kx) over c_in*kh*kw and pos = (n, oy, ox) over n*h*w; X's elements are
 // read straight from x (zero outside the image), so no im2col buffer exists.
@@ -15,7 +16,7 @@ layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P {
-    uint n; uint c_in; uint c_out; uint h; uint w; uint kh; uint kw; uint has_bias;
+    uint n; uint c_in; uint c_out; uint h; uint w; uint kh; uint kw; uint flags;
 } p;
 
 uint gemm_m() { return p.c_out; }
@@ -35,7 +36,9 @@ float load_b(uint batch, uint q, uint pos) {
 
 void store_c(uint batch, uint co, uint pos, float v) {
     uint hw = p.h * p.w, b = pos / hw;
-    y[(b * p.c_out + co) * hw + pos % hw] = v + (p.has_bias != 0 ? bias[co] : 0.0);
+    float r = v + ((p.flags & 1u) != 0u ? bias[co] : 0.0);
+    // The same relu as unary.comp's.
+    y[(b * p.c_out + co) * hw + pos % hw] = (p.flags & 2u) != 0u ? max(r, 0.0) : r;
 }
 
 #include "gemm_tile.glsl"

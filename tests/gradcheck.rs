@@ -117,6 +117,19 @@ device_test!(fn conv2d_3x3_bias(dev) {
         &[uniform(&[2, 3, 5, 4], 50, dev)?, uniform(&[4, 3, 3, 3], 51, dev)?, uniform(&[4], 52, dev)?],
     )
 });
+// The fused conv2d + relu: weights small enough (|conv| <= 27 · 0.05 < 1.4) that the
+// biases of ±2 keep every pre-activation at least 0.6 from relu's kink, so half the
+// channels pass gradients and half are dead, and no finite difference crosses the kink.
+device_test!(fn conv2d_relu(dev) {
+    check(
+        |t| t[0].conv2d_relu(&t[1], Some(&t[2])),
+        &[
+            uniform(&[2, 3, 5, 4], 122, dev)?,
+            uniform(&[4, 3, 3, 3], 123, dev)?.scale(0.05)?,
+            Tensor::from_vec(vec![2.0, -2.0, 2.0, -2.0], &[4], dev)?,
+        ],
+    )
+});
 device_test!(fn conv2d_1x1(dev) {
     check(|t| t[0].conv2d(&t[1], None), &[uniform(&[2, 4, 3, 3], 53, dev)?, uniform(&[5, 4, 1, 1], 54, dev)?])
 });

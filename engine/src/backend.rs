@@ -283,6 +283,16 @@ pub trait Backend {
         bias: Option<&Self::Buffer>,
         dims: Conv2dDims,
     ) -> Result<Self::Buffer>;
+    /// `relu(conv(x, w) + bias)`: [`Backend::conv2d`] with relu applied as the output is
+    /// stored, one pass instead of two (the coupling network's hidden layers; see
+    /// `Tensor::conv2d_relu`).
+    fn conv2d_relu(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        dims: Conv2dDims,
+    ) -> Result<Self::Buffer>;
     /// Gradient of the convolution with respect to its input: `dx [n, c_in, h, w]` from
     /// `dy [n, c_out, h, w]` and `w`.
     fn conv2d_backward_input(

@@ -37,16 +37,24 @@ fn taps(h: usize, w: usize, kh: usize, kw: usize) -> Arc<Taps> {
         .clone()
 }
 
-/// `y = conv(x, w) + bias`: `x [n, c_in, h, w]`, `w [c_out, c_in, kh, kw]`,
-/// `bias [c_out]`, `y [n, c_out, h, w]`.
-pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims) -> Vec<f32> {
+/// `y = conv(x, w) + bias`, and then `max(y, 0)` when `relu`: `x [n, c_in, h, w]`,
+/// `w [c_out, c_in, kh, kw]`, `bias [c_out]`, `y [n, c_out, h, w]`. The relu is applied
+/// to each image's output right after it is computed, while it is still in cache, not
+/// as a second pass over `y`.
+pub(super) fn forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    d: Conv2dDims,
+    relu: bool,
+) -> Vec<f32> {
     if as_gemm(d) {
-        return gemm::forward(x, w, bias, d);
+        return gemm::forward(x, w, bias, d, relu);
     }
     let taps = taps(d.h, d.w, d.kh, d.kw);
     let nt = taps.taps();
     let panels = pack(d.c_out, d.c_in, nt, |o, c, t| w[(o * d.c_in + c) * nt + t]);
-    direct(x, d.n, d.c_in, &panels, d.c_out, bias, &taps)
+    direct(x, d.n, d.c_in, &panels, d.c_out, bias, &taps, relu)
 }
 
 /// `dx [n, c_in, h, w]` from `dy [n, c_out, h, w]` and `w`: the forward convolution of
@@ -60,7 +68,7 @@ pub(super) fn backward_input(dy: &[f32], w: &[f32], d: Conv2dDims) -> Vec<f32> {
     let panels = pack(d.c_in, d.c_out, nt, |c, o, t| {
         w[(o * d.c_in + c) * nt + (nt - 1 - t)]
     });
-    direct(dy, d.n, d.c_out, &panels, d.c_in, None, &taps)
+    direct(dy, d.n, d.c_out, &panels, d.c_in, None, &taps, false)
 }
 
 /// `dw [c_out, c_in, kh, kw]` from `x` and `dy`, summed over the batch.
@@ -246,7 +254,8 @@ fn pack(
 }
 
 /// The direct convolution of `n` images `x [n, channels, p]` with packed `panels` (see
-/// [`pack`]) into `[n, m, p]`, plus `bias [m]`.
+/// [`pack`]) into `[n, m, p]`, plus `bias [m]`, then `max(·, 0)` when `relu`.
+#[allow(clippy::too_many_arguments)]
 fn direct(
     x: &[f32],
     n: usize,
@@ -255,6 +264,7 @@ fn direct(
     m: usize,
     bias: Option<&[f32]>,
     taps: &Taps,
+    relu: bool,
 ) -> Vec<f32> {
     let p = taps.p;
     // Every element is written by exactly one block store below.
@@ -266,7 +276,8 @@ fn direct(
     if per_panel == 0 {
         // No input channels: the sum is empty and only the bias remains.
         for (i, v) in y.iter_mut().enumerate() {
-            *v = bias.map_or(0.0, |b| b[i / p % m]);
+            let b = bias.map_or(0.0, |b| b[i / p % m]);
+            *v = if relu { b.max(0.0) } else { b };
         }
         return y;
     }
@@ -297,6 +308,11 @@ fn direct(
                     p,
                     rows,
                 );
+            }
+        }
+        if relu {
+            for v in y.iter_mut() {
+                *v = v.max(0.0);
             }
         }
     };
@@ -335,8 +351,15 @@ mod gemm {
     use super::PAR_MACS;
     use crate::backend::Conv2dDims;
 
-    /// `y[n] = W · x[n] + bias`, `W [c_out, c_in]`.
-    pub(super) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: Conv2dDims) -> Vec<f32> {
+    /// `y[n] = W · x[n] + bias`, `W [c_out, c_in]`, and `max(y, 0)` when `relu` (applied to
+    /// each image right after its product, while it is in cache).
+    pub(super) fn forward(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        d: Conv2dDims,
+        relu: bool,
+    ) -> Vec<f32> {
         let p = d.h * d.w;
         let mut y = super::super::pool::take(d.n * d.c_out * p);
         for_each_chunk(&mut y, d.c_out * p, d.macs() >= PAR_MACS, |img, y| {
@@ -353,6 +376,11 @@ mod gemm {
             let a = Mat::new(w, d.c_out, d.c_in, false);
             let b = Mat::new(&x[img * d.c_in * p..], d.c_in, p, false);
             sgemm((d.c_out, d.c_in, p), a, b, beta, y, p);
+            if relu {
+                for v in y.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
         });
         y
     }

@@ -226,7 +226,22 @@ impl Backend for CpuBackend {
         let mut bufs = vec![x, w];
         bufs.extend(bias);
         with_reads(&bufs, |s| {
-            let y = conv::forward(s[0], s[1], s.get(2).copied(), dims);
+            let y = conv::forward(s[0], s[1], s.get(2).copied(), dims, false);
+            Ok(CpuBuffer::from_vec(y))
+        })
+    }
+
+    fn conv2d_relu(
+        &self,
+        x: &CpuBuffer,
+        w: &CpuBuffer,
+        bias: Option<&CpuBuffer>,
+        dims: Conv2dDims,
+    ) -> Result<CpuBuffer> {
+        let mut bufs = vec![x, w];
+        bufs.extend(bias);
+        with_reads(&bufs, |s| {
+            let y = conv::forward(s[0], s[1], s.get(2).copied(), dims, true);
             Ok(CpuBuffer::from_vec(y))
         })
     }

@@ -414,8 +414,15 @@ fn conv2d_matches_direct_convolution() {
         let bias = data(d.c_out, 10);
         let y = host(&B.conv2d(&buf(&x), &buf(&w), None, d).unwrap());
         assert_close(&y, &naive_conv(&x, &w, None, d), 1e-5);
+        let want = naive_conv(&x, &w, Some(&bias), d);
         let y = host(&B.conv2d(&buf(&x), &buf(&w), Some(&buf(&bias)), d).unwrap());
-        assert_close(&y, &naive_conv(&x, &w, Some(&bias), d), 1e-5);
+        assert_close(&y, &want, 1e-5);
+        let y = host(
+            &B.conv2d_relu(&buf(&x), &buf(&w), Some(&buf(&bias)), d)
+                .unwrap(),
+        );
+        let want_relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+        assert_close(&y, &want_relu, 1e-5);
     }
 }
 

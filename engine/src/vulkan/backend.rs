@@ -17,6 +17,31 @@ const GEMM_TILE: u32 = 16;
 /// Longest reduction handled one-output-per-invocation (`reduce_small.comp`).
 const SMALL_REDUCTION: usize = 64;
 impl VulkanDevice {
+    /// [`Backend::conv2d`], and [`Backend::conv2d_relu`] when `relu` (a push-constant flag:
+    /// `conv2d.comp` applies it as it stores).
+    fn conv2d_with(
+        &self,
+        x: &VulkanBuffer,
+        w: &VulkanBuffer,
+        bias: Option<&VulkanBuffer>,
+        dims: Conv2dDims,
+        relu: bool,
+    ) -> Result<VulkanBuffer> {
+        let mut push = conv_push(&dims)?;
+        push.push(bias.is_some() as u32 | (relu as u32) << 1);
+        let y = self.alloc(dims.output_len())?;
+        // Without a bias the binding still needs a buffer; the kernel never reads it.
+        let bufs = [
+            (x, false),
+            (w, false),
+            (bias.unwrap_or(w), false),
+            (&y, true),
+        ];
+        let (spec, groups) = gemm_launch(dims.c_out, dims.n * dims.h * dims.w, 1)?;
+        self.launch(&k::CONV2D, &spec, &bufs, &push, groups)?;
+        Ok(y)
+    }
+
     /// `dst[dst_off + idx.dst_strides] = src[src_off + idx.src_strides]` over `shape`.
     fn strided_copy(
         &self,
@@ -272,19 +297,17 @@ impl Backend for VulkanDevice {
         bias: Option<&VulkanBuffer>,
         dims: Conv2dDims,
     ) -> Result<VulkanBuffer> {
-        let mut push = conv_push(&dims)?;
-        push.push(bias.is_some() as u32);
-        let y = self.alloc(dims.output_len())?;
-        // Without a bias the binding still needs a buffer; the kernel never reads it.
-        let bufs = [
-            (x, false),
-            (w, false),
-            (bias.unwrap_or(w), false),
-            (&y, true),
-        ];
-        let (spec, groups) = gemm_launch(dims.c_out, dims.n * dims.h * dims.w, 1)?;
-        self.launch(&k::CONV2D, &spec, &bufs, &push, groups)?;
-        Ok(y)
+        self.conv2d_with(x, w, bias, dims, false)
+    }
+
+    fn conv2d_relu(
+        &self,
+        x: &VulkanBuffer,
+        w: &VulkanBuffer,
+        bias: Option<&VulkanBuffer>,
+        dims: Conv2dDims,
+    ) -> Result<VulkanBuffer> {
+        self.conv2d_with(x, w, bias, dims, true)
     }
 
     fn conv2d_backward_input(

@@ -46,6 +46,19 @@ impl Conv2dNorm {
     /// two activation-sized passes forward and four backward per layer, which the
     /// `train_step` profile had among its largest elementwise rows (`mul`, `add`, `sum`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (w, shift) = self.folded(x)?;
+        x.conv2d(&w, Some(&shift))
+    }
+
+    /// `relu(actnorm(conv(x)))`, as one [`Tensor::conv2d_relu`] on the folded weights.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let (w, shift) = self.folded(x)?;
+        x.conv2d_relu(&w, Some(&shift))
+    }
+
+    /// The weight and bias with ActNorm folded in (see [`Conv2dNorm::forward`]),
+    /// initialising ActNorm from `x` on the first call.
+    fn folded(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let w = self.weight.get();
         if !self.actnorm.is_initialized() {
             // Data-dependent initialisation needs the unnormalised output once.
@@ -54,7 +67,7 @@ impl Conv2dNorm {
         }
         let (scale, shift) = self.actnorm.scale_and_shift()?;
         let c_out = w.shape()[0];
-        x.conv2d(&w.mul(&scale.reshape(&[c_out, 1, 1, 1])?)?, Some(&shift))
+        Ok((w.mul(&scale.reshape(&[c_out, 1, 1, 1])?)?, shift))
     }
 }
 

@@ -52,8 +52,8 @@ impl CouplingNet {
 
     /// `NN(x)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(x)?.relu()?;
-        let h = self.conv2.forward(&h)?.relu()?;
+        let h = self.conv1.forward_relu(x)?;
+        let h = self.conv2.forward_relu(&h)?;
         self.out.forward(&h)
     }
 }
