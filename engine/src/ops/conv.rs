@@ -7,6 +7,9 @@
 //!   gradients, summed over the batch;
 //! - `dbias = Σ dy` over batch, height and width.
 //!
+//! `conv2d_relu` is the same op with relu applied as the output is stored; its backward
+//! first gates `dy` by `y > 0`.
+//!
 //! The backend implements all three (direct convolutions on the CPU; see `cpu/conv.rs` and
 //! `shaders/conv2d*.comp`).
 
