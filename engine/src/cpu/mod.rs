@@ -119,6 +119,22 @@ pub(crate) fn for_each_chunk<T: Send>(
     }
 }
 
+/// [`Backend::conv2d`], or [`Backend::conv2d_relu`] when `relu`.
+fn conv_forward(
+    x: &CpuBuffer,
+    w: &CpuBuffer,
+    bias: Option<&CpuBuffer>,
+    dims: Conv2dDims,
+    relu: bool,
+) -> Result<CpuBuffer> {
+    let mut bufs = vec![x, w];
+    bufs.extend(bias);
+    with_reads(&bufs, |s| {
+        let y = conv::forward(s[0], s[1], s.get(2).copied(), dims, relu);
+        Ok(CpuBuffer::from_vec(y))
+    })
+}
+
 /// Takes a read lock, turning a poisoned lock (a panic during an in-place update) into
 /// a device error instead of a panic here.
 fn read(b: &CpuBuffer) -> Result<RwLockReadGuard<'_, pool::Block>> {
@@ -223,12 +239,7 @@ impl Backend for CpuBackend {
         bias: Option<&CpuBuffer>,
         dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
-        let mut bufs = vec![x, w];
-        bufs.extend(bias);
-        with_reads(&bufs, |s| {
-            let y = conv::forward(s[0], s[1], s.get(2).copied(), dims, false);
-            Ok(CpuBuffer::from_vec(y))
-        })
+        conv_forward(x, w, bias, dims, false)
     }
 
     fn conv2d_relu(
@@ -238,12 +249,7 @@ impl Backend for CpuBackend {
         bias: Option<&CpuBuffer>,
         dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
-        let mut bufs = vec![x, w];
-        bufs.extend(bias);
-        with_reads(&bufs, |s| {
-            let y = conv::forward(s[0], s[1], s.get(2).copied(), dims, true);
-            Ok(CpuBuffer::from_vec(y))
-        })
+        conv_forward(x, w, bias, dims, true)
     }
 
     fn conv2d_backward_input(
