@@ -311,14 +311,20 @@ fn direct(
             }
         }
         if relu {
-            for v in y.iter_mut() {
-                *v = v.max(0.0);
-            }
+            relu_in_place(y);
         }
     };
     let macs = n * m * p * channels * taps.taps();
     for_each_chunk(&mut y, m * p, macs >= PAR_MACS && n > 1, image);
     y
+}
+
+/// `max(v, 0)` on every element: the engine's relu, applied by `conv2d_relu` to an
+/// image's output while it is still in cache.
+fn relu_in_place(y: &mut [f32]) {
+    for v in y {
+        *v = v.max(0.0);
+    }
 }
 
 /// Channels (in and out) from which a 1x1 convolution runs as GEMMs (see [`gemm`]).
@@ -377,9 +383,7 @@ mod gemm {
             let b = Mat::new(&x[img * d.c_in * p..], d.c_in, p, false);
             sgemm((d.c_out, d.c_in, p), a, b, beta, y, p);
             if relu {
-                for v in y.iter_mut() {
-                    *v = v.max(0.0);
-                }
+                super::relu_in_place(y);
             }
         });
         y

@@ -22,9 +22,9 @@ use crate::backend::MatmulDims;
 const PAR_MACS: usize = 1 << 18;
 
 /// Rows of `C` per task when one product is split: a multiple of 16 (the kernel's row
-/// tile, so no block adds an edge), about an eighth of `m`.
+/// tile, so no block adds an edge), about a quarter of `m`.
 fn row_block(m: usize) -> usize {
-    (m.div_ceil(4)).next_multiple_of(16)
+    m.div_ceil(4).next_multiple_of(16)
 }
 
 /// A matrix operand: data and strides (in elements) of its rows and columns.
@@ -123,20 +123,24 @@ pub(super) fn batched(a: &[f32], b: &[f32], d: MatmulDims) -> Vec<f32> {
     }
     let a_step = if d.a_batched { m * k } else { 0 };
     let b_step = if d.b_batched { k * n } else { 0 };
+    let operands = |i: usize| {
+        (
+            Mat::new(&a[i * a_step..], m, k, d.trans_a),
+            Mat::new(&b[i * b_step..], k, n, d.trans_b),
+        )
+    };
     let macs = m * k * n;
     if d.batch > 1 && macs * d.batch >= PAR_MACS {
         // Enough products to share out: one per task.
         c.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| {
-            let ai = Mat::new(&a[i * a_step..], m, k, d.trans_a);
-            let bi = Mat::new(&b[i * b_step..], k, n, d.trans_b);
+            let (ai, bi) = operands(i);
             sgemm((m, k, n), ai, bi, 0.0, c, n);
         });
         return c;
     }
+    let rb = row_block(m);
     for (i, c) in c.chunks_mut(m * n).enumerate() {
-        let ai = Mat::new(&a[i * a_step..], m, k, d.trans_a);
-        let bi = Mat::new(&b[i * b_step..], k, n, d.trans_b);
-        let rb = row_block(m);
+        let (ai, bi) = operands(i);
         if macs < PAR_MACS || rb >= m {
             sgemm((m, k, n), ai, bi, 0.0, c, n);
             continue;
