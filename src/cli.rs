@@ -20,6 +20,8 @@ pub enum DeviceChoice {
     Auto,
     /// The CPU device.
     Cpu,
+    /// The reference device: plain ndarray loops in f64, the oracle of the tests (slow).
+    Reference,
     /// The Vulkan device (`ENGINE_VULKAN_DEVICE` picks one by index or name).
     Vulkan,
 }
@@ -146,6 +148,10 @@ impl CheckpointArgs {
 pub fn pick_device(choice: DeviceChoice) -> Result<(Device, String)> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::Cpu, "requested with --device cpu".into())),
+        DeviceChoice::Reference => Ok((
+            Device::Reference,
+            "requested with --device reference".into(),
+        )),
         DeviceChoice::Vulkan => vulkan_device(),
         DeviceChoice::Auto => auto_device(),
     }

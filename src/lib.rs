@@ -70,7 +70,7 @@ pub mod testing {
     /// Every device a test should run on.
     pub fn devices() -> Vec<Device> {
         #[allow(unused_mut)]
-        let mut out = vec![Device::Cpu];
+        let mut out = vec![Device::Cpu, Device::Reference];
         #[cfg(feature = "vulkan")]
         out.extend(vulkan_device());
         out
@@ -86,7 +86,8 @@ pub mod testing {
 ///     Ok(())
 /// });
 /// ```
-/// expands to a module `adds` with tests `cpu` and (with the `vulkan` feature) `vulkan`.
+/// expands to a module `adds` with tests `cpu`, `reference` and (with the `vulkan`
+/// feature) `vulkan`.
 /// The body receives `dev: &Device` and returns `engine::Result<()>`.
 #[macro_export]
 macro_rules! device_test {
@@ -99,6 +100,11 @@ macro_rules! device_test {
             #[test]
             fn cpu() {
                 body(&$crate::engine::Device::Cpu).unwrap();
+            }
+
+            #[test]
+            fn reference() {
+                body(&$crate::engine::Device::Reference).unwrap();
             }
 
             #[cfg(feature = "vulkan")]

@@ -7,13 +7,18 @@
 
 use crate::backend::Backend;
 use crate::cpu::{CpuBackend, CpuBuffer};
+use crate::reference::{ReferenceBackend, ReferenceBuffer};
 use crate::Result;
 
 /// A compute device. Cheap to clone; clones refer to the same device.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Device {
-    /// The ndarray/matrixmultiply reference device on the host CPU.
+    /// The fast CPU device: the primitives on slices, rayon and matrixmultiply
+    /// (`cpu/`).
     Cpu,
+    /// The reference device: every primitive written plainly on ndarray in `f64`
+    /// (`reference/`), the oracle the other devices are tested against. Slow.
+    Reference,
     /// A Vulkan compute device.
     #[cfg(feature = "vulkan")]
     Vulkan(crate::vulkan::VulkanDevice),
@@ -48,8 +53,10 @@ impl std::fmt::Display for Device {
 /// A tensor's memory on its device.
 #[derive(Clone)]
 pub enum Storage {
-    /// Host memory.
+    /// Host memory of the CPU device.
     Cpu(CpuBuffer),
+    /// Host memory of the reference device.
+    Reference(ReferenceBuffer),
     /// Device memory of a Vulkan device.
     #[cfg(feature = "vulkan")]
     Vulkan(crate::vulkan::VulkanBuffer),
@@ -72,12 +79,23 @@ impl DeviceBackend for CpuBackend {
     fn buf<'a>(&self, s: &'a Storage) -> &'a CpuBuffer {
         match s {
             Storage::Cpu(b) => b,
-            #[allow(unreachable_patterns)]
             _ => unreachable!("engine bug: a non-CPU buffer reached the CPU backend"),
         }
     }
     fn wrap(&self, b: CpuBuffer) -> Storage {
         Storage::Cpu(b)
+    }
+}
+
+impl DeviceBackend for ReferenceBackend {
+    fn buf<'a>(&self, s: &'a Storage) -> &'a ReferenceBuffer {
+        match s {
+            Storage::Reference(b) => b,
+            _ => unreachable!("engine bug: a non-reference buffer reached the reference backend"),
+        }
+    }
+    fn wrap(&self, b: ReferenceBuffer) -> Storage {
+        Storage::Reference(b)
     }
 }
 
@@ -100,6 +118,10 @@ macro_rules! with_backend {
         match $device {
             $crate::device::Device::Cpu => {
                 let $b = &$crate::cpu::CpuBackend;
+                $body
+            }
+            $crate::device::Device::Reference => {
+                let $b = &$crate::reference::ReferenceBackend;
                 $body
             }
             #[cfg(feature = "vulkan")]

@@ -5,8 +5,9 @@
 //! - `ops/`: one file per op family; each op's forward and its backward (vector-Jacobian
 //!   product) sit side by side.
 //! - `autograd.rs`: the tape, `backward()` and `no_grad`.
-//! - [`backend::Backend`]: the ~20 primitives a device provides; `cpu/` implements them
-//!   on ndarray, `vulkan/` with GLSL compute kernels from `shaders/`.
+//! - [`backend::Backend`]: the ~20 primitives a device provides; `reference/` writes
+//!   each one plainly on ndarray in `f64` (the oracle), `cpu/` fast on slices, `vulkan/`
+//!   with GLSL compute kernels from `shaders/`.
 //! - [`gradcheck`]: finite-difference checks of every backward.
 //! - [`profile`]: per-op time (`ENGINE_PROFILE=1`).
 
@@ -21,6 +22,7 @@ pub mod linalg;
 pub mod ops;
 pub mod profile;
 pub mod random;
+pub mod reference;
 pub mod shape;
 mod tensor;
 #[cfg(feature = "vulkan")]
