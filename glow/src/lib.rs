@@ -4,8 +4,9 @@
 //! Start with [`Glow`] (`model.rs`), built from a [`GlowConfig`]. The layers are in
 //! `layers/`, each an invertible [`layers::Flow`] with its log-determinant; the priors'
 //! Gaussian in `gaussian.rs`; named parameters and the model state in `param.rs`. The
-//! exact model follows `glow-spec.md` of the project; its names follow the common PyTorch
-//! port so weights can be exchanged.
+//! mathematics of every layer, the objective and sampling are explained in
+//! `docs/model.md` at the repository root, with the item computing each part; the names
+//! follow the common PyTorch port so weights can be exchanged.
 //!
 //! The data: `data.rs` loads CIFAR-10 (by default the 3,000-image sample shipped in
 //! `data/cifar10-sample/`, see [`data::default_data_dir`]) and `download.rs` fetches the

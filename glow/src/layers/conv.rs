@@ -3,7 +3,8 @@
 //!
 //! - [`Conv2dNorm`]: convolution without bias (weights `~ N(0, 0.05²)`) then ActNorm.
 //! - [`ZeroConv2d`]: `(conv(x) + bias) · e^(3·logs)`, all zero at init, so every coupling
-//!   starts as the identity and every prior as a standard normal.
+//!   network starts by outputting zeros (see `coupling.rs` for what that makes of each
+//!   coupling) and every prior as a standard normal.
 //! - [`LinearZeros`]: the same with a dense layer, for class conditioning.
 
 use engine::{no_grad, Device, Result, Tensor};
