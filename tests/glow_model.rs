@@ -1,6 +1,7 @@
 //! End-to-end checks of the Glow model: invertibility, log-determinants against a
-//! brute-force Jacobian, gradients against finite differences, parameter counts, and
-//! the state round trip.
+//! brute-force Jacobian, gradients against finite differences, parameter counts, the
+//! state round trip, and every device against the reference device (log p, every
+//! parameter's gradient, decode). The `device_test!` tests run on all three devices.
 
 use engine::backend::AdamKind;
 use engine::gradcheck::GradCheck;
@@ -348,13 +349,11 @@ device_test!(fn interpolation_ends_at_the_inputs_and_directions_are_class_differ
     Ok(())
 });
 
-#[cfg(feature = "vulkan")]
-#[test]
-fn cpu_and_vulkan_agree_on_log_p_gradients_and_decode() -> Result<()> {
-    let Some(vk) = glow_rs::testing::vulkan_device() else {
-        return Ok(());
-    };
-    let cpu = Device::Cpu;
+/// The model on `dev` against the same model on the reference device (the oracle: plain
+/// `f64` loops, `engine/src/reference/`): log p(x), the gradient of every parameter and
+/// decode, for both couplings, two permutations and class conditioning.
+fn agrees_with_the_reference(dev: &Device) -> Result<()> {
+    let reference = Device::Reference;
     for (coupling, permutation) in [
         (Coupling::Affine, Permutation::InvconvLu),
         (Coupling::Additive, Permutation::Invconv),
@@ -364,53 +363,77 @@ fn cpu_and_vulkan_agree_on_log_p_gradients_and_decode() -> Result<()> {
             num_classes: 4,
             ..small(coupling, permutation)
         };
-        // Same seed: the counter-based RNG gives both devices the same initial weights.
-        let (m_cpu, m_vk) = (Glow::new(cfg.clone(), &cpu)?, Glow::new(cfg.clone(), &vk)?);
+        let (m_ref, m_dev) = (
+            Glow::new(cfg.clone(), &reference)?,
+            Glow::new(cfg.clone(), dev)?,
+        );
         let labels = [0usize, 3, 1, 2];
-        let x_cpu = images(&cfg, 4, 31, &cpu)?;
-        let x_vk = x_cpu.to_device(&vk)?;
-        no_grad(|| m_cpu.forward(&x_cpu, Some(&labels)))?;
-        no_grad(|| m_vk.forward(&x_vk, Some(&labels)))?;
-        // Move both to the same generic point: the CPU model's perturbed state on both.
-        perturb(&m_cpu, 0.02, 70)?;
-        m_vk.load_state(&m_cpu.state()?)?;
+        let x_ref = images(&cfg, 4, 31, &reference)?;
+        let x_dev = x_ref.to_device(dev)?;
+        no_grad(|| m_ref.forward(&x_ref, Some(&labels)))?;
+        no_grad(|| m_dev.forward(&x_dev, Some(&labels)))?;
+        // Move both to the same generic point: the reference model's perturbed state.
+        perturb(&m_ref, 0.02, 70)?;
+        m_dev.load_state(&m_ref.state()?)?;
         let rel = |a: &[f32], b: &[f32]| -> f64 {
             let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
             let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
             (num / den.max(1e-30)).sqrt()
         };
-        let (lp_cpu, lp_vk) = (
-            m_cpu.log_prob(&x_cpu, Some(&labels))?,
-            m_vk.log_prob(&x_vk, Some(&labels))?,
+        let (lp_ref, lp_dev) = (
+            m_ref.log_prob(&x_ref, Some(&labels))?,
+            m_dev.log_prob(&x_dev, Some(&labels))?,
         );
-        let e = rel(&lp_vk.to_vec()?, &lp_cpu.to_vec()?);
+        let e = rel(&lp_dev.to_vec()?, &lp_ref.to_vec()?);
         assert!(
             e < 1e-5,
-            "{coupling:?}/{permutation:?} log p: normalised error {e:e}"
+            "{coupling:?}/{permutation:?} log p on {dev}: normalised error {e:e}"
         );
-        let (loss_cpu, _) = m_cpu.loss(&x_cpu, Some(&labels))?;
-        let (loss_vk, _) = m_vk.loss(&x_vk, Some(&labels))?;
-        let (g_cpu, g_vk) = (loss_cpu.backward()?, loss_vk.backward()?);
-        for (p_cpu, p_vk) in m_cpu.trainable_params().iter().zip(m_vk.trainable_params()) {
-            let a = g_cpu.get(&p_cpu.get()).map(|g| g.to_vec()).transpose()?;
-            let b = g_vk.get(&p_vk.get()).map(|g| g.to_vec()).transpose()?;
+        let (loss_ref, _) = m_ref.loss(&x_ref, Some(&labels))?;
+        let (loss_dev, _) = m_dev.loss(&x_dev, Some(&labels))?;
+        let (g_ref, g_dev) = (loss_ref.backward()?, loss_dev.backward()?);
+        for (p_ref, p_dev) in m_ref
+            .trainable_params()
+            .iter()
+            .zip(m_dev.trainable_params())
+        {
+            let a = g_ref.get(&p_ref.get()).map(|g| g.to_vec()).transpose()?;
+            let b = g_dev.get(&p_dev.get()).map(|g| g.to_vec()).transpose()?;
             let (Some(a), Some(b)) = (a, b) else {
-                panic!("{}: gradient on one device only", p_cpu.name());
+                panic!("{}: gradient on one device only", p_ref.name());
             };
-            // Gradients are sums over the batch and pixels in different orders on the two
-            // devices; 1e-4 of the gradient's norm allows for that in f32.
+            // The device sums over the batch and pixels in f32, in its own order; the
+            // reference in f64. 1e-4 of the gradient's norm allows for f32 sums of this size.
             let e = rel(&b, &a);
             assert!(
                 e < 1e-4,
-                "{} gradient: normalised error {e:e}",
-                p_cpu.name()
+                "{} gradient on {dev}: normalised error {e:e}",
+                p_ref.name()
             );
         }
-        let z = m_cpu.encode(&x_cpu, Some(&labels))?;
-        let z_vk: Vec<Tensor> = z.iter().map(|t| t.to_device(&vk)).collect::<Result<_>>()?;
-        let e = rel(&m_vk.decode(&z_vk)?.to_vec()?, &m_cpu.decode(&z)?.to_vec()?);
-        assert!(e < 1e-5, "decode: normalised error {e:e}");
+        let z = m_ref.encode(&x_ref, Some(&labels))?;
+        let z_dev: Vec<Tensor> = z.iter().map(|t| t.to_device(dev)).collect::<Result<_>>()?;
+        let e = rel(
+            &m_dev.decode(&z_dev)?.to_vec()?,
+            &m_ref.decode(&z)?.to_vec()?,
+        );
+        assert!(e < 1e-5, "decode on {dev}: normalised error {e:e}");
     }
+    Ok(())
+}
+
+#[test]
+fn cpu_agrees_with_the_reference_on_log_p_gradients_and_decode() -> Result<()> {
+    agrees_with_the_reference(&Device::Cpu)
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn vulkan_agrees_with_the_reference_on_log_p_gradients_and_decode() -> Result<()> {
+    let Some(vk) = glow_rs::testing::vulkan_device() else {
+        return Ok(());
+    };
+    agrees_with_the_reference(&vk)?;
     glow_rs::testing::assert_no_validation_messages();
     Ok(())
 }

@@ -1,0 +1,119 @@
+//! The engine at micrograd's size: a two-layer MLP learns which points of the square
+//! `[-1, 1]²` lie inside a circle, by plain gradient descent on the logistic loss.
+//!
+//! ```sh
+//! cargo run --release --example mlp              # on the CPU device
+//! cargo run --release --example mlp -- reference # the same on the reference device
+//! ```
+//!
+//! It prints the loss as it falls and ends with a JSON line, like the other examples.
+//! Everything here is the public `engine` API: tensors, ops, `backward()`, `no_grad`.
+
+use engine::{no_grad, Device, Result, Tensor};
+
+/// `n` points in `[-1, 1)²` and their labels: +1 inside the circle of radius 0.7,
+/// else −1 (about 38% of the square is inside).
+fn data(n: usize, seed: u64, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let x = Tensor::rand_uniform(&[n, 2], -1.0, 1.0, seed, dev)?;
+    let labels: Vec<f32> = x
+        .to_vec()?
+        .chunks(2)
+        .map(|p| {
+            if p[0] * p[0] + p[1] * p[1] < 0.49 {
+                1.0
+            } else {
+                -1.0
+            }
+        })
+        .collect();
+    Ok((x, Tensor::from_vec(labels, &[n, 1], dev)?))
+}
+
+/// The network's logits `[n, 1]`: `tanh(x·W1 + b1)·W2 + b2`.
+fn logits(p: &[Tensor], x: &Tensor) -> Result<Tensor> {
+    let hidden = x.matmul(&p[0])?.add(&p[1])?.tanh()?;
+    hidden.matmul(&p[2])?.add(&p[3])
+}
+
+/// The mean logistic loss `softplus(−y · logit)` (labels ±1).
+fn loss(p: &[Tensor], x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    logits(p, x)?.mul(y)?.neg()?.softplus()?.mean_all()
+}
+
+/// The share of points whose logit has the label's sign.
+fn accuracy(p: &[Tensor], x: &Tensor, y: &Tensor) -> Result<f32> {
+    let margins = no_grad(|| logits(p, x)?.mul(y))?.to_vec()?;
+    Ok(margins.iter().filter(|&&m| m > 0.0).count() as f32 / margins.len() as f32)
+}
+
+/// What a run ends with.
+pub struct Summary {
+    /// The loss before training, and after.
+    pub first_loss: f32,
+    /// The training loss after the last step.
+    pub loss: f32,
+    /// Accuracy on the 256 training points and on 256 fresh ones.
+    pub train_accuracy: f32,
+    /// See `train_accuracy`.
+    pub test_accuracy: f32,
+}
+
+/// Trains the MLP on `dev` for 500 steps, printing the loss every 100.
+pub fn run(dev: &Device) -> Result<Summary> {
+    let (x, y) = data(256, 1, dev)?;
+    let (x_test, y_test) = data(256, 2, dev)?;
+    let hidden = 16;
+    // Parameters are leaves that require grad; randn's std keeps tanh out of saturation.
+    let mut params = vec![
+        Tensor::randn(&[2, hidden], 0.0, 1.0, 10, dev)?.with_grad(),
+        Tensor::zeros(&[hidden], dev)?.with_grad(),
+        Tensor::randn(&[hidden, 1], 0.0, 0.5, 11, dev)?.with_grad(),
+        Tensor::zeros(&[1], dev)?.with_grad(),
+    ];
+    let (steps, lr) = (500, 0.5);
+    let first_loss = loss(&params, &x, &y)?.item()?;
+    for step in 0..steps {
+        let l = loss(&params, &x, &y)?;
+        if step % 100 == 0 {
+            println!("step {step:3}  loss {:.4}", l.item()?);
+        }
+        let grads = l.backward()?;
+        // Gradient descent: p <- p - lr * dL/dp, each result a fresh leaf.
+        params = params
+            .iter()
+            .map(|p| {
+                let g = grads.get(p).expect("every parameter reaches the loss");
+                Ok(p.sub(&g.scale(lr)?)?.detach().with_grad())
+            })
+            .collect::<Result<_>>()?;
+    }
+    Ok(Summary {
+        first_loss,
+        loss: loss(&params, &x, &y)?.item()?,
+        train_accuracy: accuracy(&params, &x, &y)?,
+        test_accuracy: accuracy(&params, &x_test, &y_test)?,
+    })
+}
+
+#[allow(dead_code)] // tests/examples.rs includes this file for `run` alone
+fn main() -> Result<()> {
+    let dev = match std::env::args().nth(1).as_deref() {
+        None | Some("cpu") => Device::Cpu,
+        Some("reference") => Device::Reference,
+        Some(other) => {
+            eprintln!("mlp: unknown device `{other}` (expected `cpu` or `reference`)");
+            std::process::exit(2);
+        }
+    };
+    let s = run(&dev)?;
+    println!(
+        "{{\"first_loss\":{:.4},\"loss\":{:.4},\"train_accuracy\":{:.3},\
+         \"test_accuracy\":{:.3},\"device\":\"{}\"}}",
+        s.first_loss,
+        s.loss,
+        s.train_accuracy,
+        s.test_accuracy,
+        dev.name()
+    );
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The small teaching example, run as a test: `examples/mlp.rs` must really learn.
+//!
+//! The example file is included as a module, so the test drives the same `run` that
+//! `cargo run --example mlp` does.
+
+#[path = "../examples/mlp.rs"]
+mod mlp;
+
+use engine::Device;
+
+/// The circle is learnable by 16 tanh units: the loss must fall to well under half its
+/// starting value and fresh points must be classified far above the 62% that always
+/// answering "outside" gets.
+fn learns(dev: &Device) {
+    let s = mlp::run(dev).unwrap();
+    assert!(
+        s.loss < 0.4 * s.first_loss,
+        "loss {} from {}",
+        s.loss,
+        s.first_loss
+    );
+    assert!(s.test_accuracy > 0.9, "test accuracy {}", s.test_accuracy);
+}
+
+#[test]
+fn the_mlp_example_learns_the_circle_on_the_cpu() {
+    learns(&Device::Cpu);
+}
+
+#[test]
+fn the_mlp_example_learns_the_circle_on_the_reference_device() {
+    learns(&Device::Reference);
+}
