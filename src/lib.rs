@@ -9,6 +9,10 @@ pub use glow;
 
 pub mod cli;
 
+/// `docs/tour.md`, included here so that `cargo test` compiles and runs its snippets.
+#[doc = include_str!("../docs/tour.md")]
+pub mod tour {}
+
 pub mod testing {
     //! Running one test body on every device.
     use engine::Device;
