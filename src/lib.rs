@@ -9,6 +9,13 @@ pub use glow;
 
 pub mod cli;
 
+/// `docs/tour.md`, included here so that `cargo test` compiles and runs its snippets.
+// Its excerpts of the code are fragments (a loop's head, the middle of a function),
+// which rustdoc cannot parse to highlight them.
+#[allow(rustdoc::invalid_rust_codeblocks)]
+#[doc = include_str!("../docs/tour.md")]
+pub mod tour {}
+
 pub mod testing {
     //! Running one test body on every device.
     use engine::Device;

@@ -1,10 +1,11 @@
 //! Keeps the Markdown documentation true to the tree: every file path and every Rust
-//! item it names in backticks (or links to) must exist.
+//! item it names in backticks (or links to) must exist, and every excerpt it quotes from
+//! the code must still read as the code does.
 //!
 //! Checked: `README.md`, `engine/README.md`, `glow/README.md` (if there is one),
 //! `shaders/README.md`, `data/cifar10-sample/README.md` and every Markdown file under
-//! `docs/`, at any depth. Fenced code blocks are not read (they hold commands and
-//! examples, not references).
+//! `docs/`, at any depth. Fenced code blocks are not searched for references (they hold
+//! commands and examples); excerpts are the one kind of block that is read.
 //!
 //! - A **path** is a code span (or a relative link target) of path characters that
 //!   contains a `/` or ends in one of [`EXTENSIONS`]. It must exist relative to the
@@ -17,9 +18,15 @@
 //!   enum, enum variant, trait, type, const, static, mod, `macro_rules!` or public field),
 //!   except the crate roots and external names in [`NOT_OURS`]. Single words such as
 //!   `conv2d` are not checked: in prose they are as often op names or variables.
+//! - An **excerpt** is a fenced block right below a line `<!-- excerpt: PATH -->`
+//!   (`docs/tour.md` quotes the code this way). Its lines must appear in the file PATH
+//!   (found as a path is, above) in order, each equal to a file line once leading and
+//!   trailing whitespace are trimmed, and contiguous except that a line `// ...` skips
+//!   any number of file lines. See [`match_excerpt`].
 //!
 //! Run with `cargo test --test docs`; every broken reference is printed with its file,
-//! line and reason.
+//! line and reason, and every drifted excerpt with its file, block and first line that
+//! no longer matches.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -122,20 +129,12 @@ fn spans(markdown: &str) -> Vec<Span> {
     let mut prose = String::new();
     let mut fence: Option<String> = None;
     for line in markdown.lines() {
-        let trimmed = line.trim_start();
-        let marker: String = trimmed
-            .chars()
-            .take_while(|&c| c == '`' || c == '~')
-            .collect();
-        let is_fence = marker.len() >= 3 && line.len() - trimmed.len() <= 3;
-        match &fence {
-            Some(open) => {
-                if is_fence && marker.starts_with(open.as_str()) {
-                    fence = None;
-                }
-            }
-            None if is_fence => fence = Some(marker),
-            None => prose.push_str(line),
+        let marker = fence_marker(line);
+        match (&fence, marker) {
+            (Some(open), Some(marker)) if closes(open, &marker) => fence = None,
+            (Some(_), _) => {}
+            (None, Some(marker)) => fence = Some(marker),
+            (None, None) => prose.push_str(line),
         }
         prose.push('\n');
     }
@@ -207,6 +206,22 @@ fn spans(markdown: &str) -> Vec<Span> {
     }
     out.sort_by_key(|s| s.line);
     out
+}
+
+/// The run of backticks or tildes that opens or closes a fenced code block on `line`, if
+/// the line is a fence (at least three, indented by at most three spaces).
+fn fence_marker(line: &str) -> Option<String> {
+    let trimmed = line.trim_start();
+    let marker: String = trimmed
+        .chars()
+        .take_while(|&c| c == '`' || c == '~')
+        .collect();
+    (marker.len() >= 3 && line.len() - trimmed.len() <= 3).then_some(marker)
+}
+
+/// Whether a fence `marker` closes the block that `open` opened.
+fn closes(open: &str, marker: &str) -> bool {
+    marker.starts_with(open)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -679,6 +694,204 @@ fn check_path(root: &Path, md_dir: &Path, path: &str) -> Option<String> {
     Some(format!("{what} ({places})"))
 }
 
+// ---------------------------------------------------------------------------------------
+// Excerpts: quoted source that must match its file.
+
+/// The comment that marks the fenced block on the next line as an excerpt of a file:
+/// `<!-- excerpt: engine/src/autograd.rs -->`.
+const EXCERPT_OPEN: &str = "<!-- excerpt:";
+const EXCERPT_CLOSE: &str = "-->";
+
+/// An excerpt line that stands for any number of file lines left out.
+const GAP: &str = "// ...";
+
+/// A fenced block quoted from a source file.
+#[derive(Debug, Clone, PartialEq)]
+struct Excerpt {
+    /// The quoted file, as the marker writes it.
+    source: String,
+    /// The marker's line in the Markdown file.
+    line: usize,
+    /// The block's lines (without its fences), each with its line in the Markdown file.
+    lines: Vec<(usize, String)>,
+}
+
+/// The excerpts of `markdown`, and the markers that do not introduce one (a marker must
+/// sit on the line just above a fence, and the block must close). Markers inside other
+/// fenced blocks are text, not markers.
+fn excerpts(markdown: &str) -> (Vec<Excerpt>, Vec<(usize, String)>) {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let closing = |open: &str, from: usize| {
+        (from..lines.len()).find(|&j| fence_marker(lines[j]).is_some_and(|m| closes(open, &m)))
+    };
+    let (mut found, mut problems) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < lines.len() {
+        if let Some(open) = fence_marker(lines[i]) {
+            // An ordinary fenced block: skip it whole.
+            i = closing(&open, i + 1).map_or(lines.len(), |j| j + 1);
+            continue;
+        }
+        let marker = lines[i].trim();
+        let Some(source) = marker
+            .strip_prefix(EXCERPT_OPEN)
+            .and_then(|rest| rest.strip_suffix(EXCERPT_CLOSE))
+        else {
+            i += 1;
+            continue;
+        };
+        let (marker_line, source) = (i + 1, source.trim().to_string());
+        let Some(open) = lines.get(i + 1).and_then(|l| fence_marker(l)) else {
+            problems.push((
+                marker_line,
+                "the line below an excerpt marker must open a fenced code block".to_string(),
+            ));
+            i += 1;
+            continue;
+        };
+        let Some(end) = closing(&open, i + 2) else {
+            problems.push((
+                marker_line,
+                "the excerpt's code block is never closed".to_string(),
+            ));
+            break;
+        };
+        found.push(Excerpt {
+            source,
+            line: marker_line,
+            lines: (i + 2..end)
+                .map(|j| (j + 1, lines[j].to_string()))
+                .collect(),
+        });
+        i = end + 1;
+    }
+    (found, problems)
+}
+
+/// Where an excerpt stops matching its file.
+#[derive(Debug, Clone, PartialEq)]
+struct Divergence {
+    /// Index (into the excerpt's lines) of the first line that does not match.
+    at: usize,
+    /// The file line that stands where that line was expected (1-based, and its text),
+    /// when the lines before it in the same run matched somewhere.
+    instead: Option<(usize, String)>,
+}
+
+/// Checks that the `excerpt` lines appear in `source` in order, each equal to a file line
+/// after trimming whitespace, and contiguous except where a [`GAP`] line skips any number
+/// of file lines (the first run may start anywhere).
+///
+/// Runs between gaps are placed greedily, each at its earliest match after the previous
+/// one: an earlier place never leaves less room for the runs after it, so this finds a
+/// placement whenever there is one. When a run matches nowhere, the place where most of
+/// its leading lines match shows which line diverged.
+fn match_excerpt(excerpt: &[&str], source: &str) -> Result<(), Divergence> {
+    let file: Vec<&str> = source.lines().map(str::trim).collect();
+    // Runs of (index in the excerpt, trimmed line) between gaps.
+    let mut runs: Vec<Vec<(usize, &str)>> = vec![Vec::new()];
+    for (k, line) in excerpt.iter().enumerate() {
+        if line.trim() == GAP {
+            runs.push(Vec::new());
+        } else {
+            runs.last_mut().expect("never empty").push((k, line.trim()));
+        }
+    }
+    let mut from = 0;
+    for run in runs.iter().filter(|r| !r.is_empty()) {
+        let matched_at = |p: usize| {
+            run.iter()
+                .zip(&file[p..])
+                .take_while(|((_, want), have)| want == *have)
+                .count()
+        };
+        match (from..file.len()).find(|&p| matched_at(p) == run.len()) {
+            Some(p) => from = p + run.len(),
+            None => {
+                // The first place with the longest matching prefix.
+                let (mut p, mut n) = (from, 0);
+                for q in from..file.len() {
+                    let m = matched_at(q);
+                    if m > n {
+                        (p, n) = (q, m);
+                    }
+                }
+                let instead = file
+                    .get(p + n)
+                    .filter(|_| n > 0)
+                    .map(|text| (p + n + 1, text.to_string()));
+                return Err(Divergence {
+                    at: run[n].0,
+                    instead,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every excerpt of `markdown`, the text of `file`; `read` returns the text of a
+/// path relative to the repository root, if there is such a file. The quoted file is
+/// looked up beside the Markdown file, then from the root. Adds what is broken to
+/// `broken` in line order and returns the number of excerpts found.
+fn check_excerpts(
+    file: &Path,
+    markdown: &str,
+    read: &dyn Fn(&Path) -> Option<String>,
+    broken: &mut Vec<Broken>,
+) -> usize {
+    let md_dir = file.parent().unwrap_or(Path::new(""));
+    let mut found_broken = Vec::new();
+    let mut report = |line: usize, span: &str, why: String| {
+        found_broken.push(Broken {
+            file: file.to_path_buf(),
+            line,
+            span: span.to_string(),
+            why,
+        })
+    };
+    let (found, problems) = excerpts(markdown);
+    for (line, why) in problems {
+        report(line, EXCERPT_OPEN, why);
+    }
+    for excerpt in &found {
+        let candidates = [md_dir.join(&excerpt.source), PathBuf::from(&excerpt.source)];
+        let Some(source) = candidates
+            .iter()
+            .filter_map(|c| normalise(c))
+            .find_map(|c| read(&c))
+        else {
+            let why = "the excerpt names a file that does not exist".to_string();
+            report(excerpt.line, &excerpt.source, why);
+            continue;
+        };
+        let lines: Vec<&str> = excerpt.lines.iter().map(|(_, l)| l.as_str()).collect();
+        if lines.iter().all(|l| l.trim().is_empty() || l.trim() == GAP) {
+            report(
+                excerpt.line,
+                &excerpt.source,
+                "the excerpt quotes nothing".to_string(),
+            );
+            continue;
+        }
+        if let Err(d) = match_excerpt(&lines, &source) {
+            let (line, text) = &excerpt.lines[d.at];
+            let instead = match &d.instead {
+                Some((n, have)) => format!("; line {n} of the file reads `{have}`"),
+                None => "; no line of the file matches it there".to_string(),
+            };
+            let why = format!(
+                "the excerpt of {} (marker at line {}) no longer matches its file{instead}",
+                excerpt.source, excerpt.line
+            );
+            report(*line, text.trim(), why);
+        }
+    }
+    found_broken.sort_by_key(|b| b.line);
+    broken.extend(found_broken);
+    found.len()
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -718,6 +931,30 @@ fn documentation_names_only_what_exists() {
         tally.paths > 50 && tally.items > 10,
         "too few references found"
     );
+}
+
+#[test]
+fn every_excerpt_matches_its_source() {
+    let root = repo_root();
+    let read = |p: &Path| std::fs::read_to_string(root.join(p)).ok();
+    let mut broken = Vec::new();
+    let mut blocks = 0;
+    for file in markdown_files(&root) {
+        if let Some(text) = read(&file) {
+            blocks += check_excerpts(&file, &text, &read, &mut broken);
+        }
+    }
+    for b in &broken {
+        eprintln!("{b}");
+    }
+    eprintln!("checked {blocks} excerpts; {} broken", broken.len());
+    assert!(
+        broken.is_empty(),
+        "{} excerpts no longer match their files (listed above)",
+        broken.len()
+    );
+    // docs/tour.md quotes the code at every stop: finding none means the parser broke.
+    assert!(blocks >= 10, "too few excerpts found ({blocks})");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -854,4 +1091,140 @@ fn definitions_come_from_code_not_comments_or_strings() {
         assert!(!defs.names.contains(name), "{name} wrongly found");
     }
     assert!(defs.macros.contains("my_macro"));
+}
+
+/// A source file for the excerpt checks below.
+const SOURCE: &str = "\
+//! A module.
+
+fn first() -> u32 {
+    let a = 1;
+    let b = 2;
+    a + b
+}
+
+fn second() {
+    println!(\"two\");
+}
+";
+
+#[test]
+fn excerpts_match_in_order_with_gaps_and_any_indentation() {
+    // A whole function, indented differently.
+    assert_eq!(
+        match_excerpt(
+            &["fn first() -> u32 {", "let a = 1;", "  let b = 2;"],
+            SOURCE
+        ),
+        Ok(())
+    );
+    // A gap skips lines; a leading gap is allowed.
+    let gapped = [
+        "// ...",
+        "fn first() -> u32 {",
+        "// ...",
+        "a + b",
+        "// ...",
+        "println!(\"two\");",
+    ];
+    assert_eq!(match_excerpt(&gapped, SOURCE), Ok(()));
+    // Blank lines are lines too.
+    assert_eq!(match_excerpt(&["}", "", "fn second() {"], SOURCE), Ok(()));
+}
+
+#[test]
+fn excerpts_that_drifted_from_their_file_are_reported() {
+    // A changed line: the first two match, the third reads otherwise in the file.
+    let changed = ["fn first() -> u32 {", "let a = 1;", "let b = 3;"];
+    assert_eq!(
+        match_excerpt(&changed, SOURCE),
+        Err(Divergence {
+            at: 2,
+            instead: Some((5, "let b = 2;".to_string())),
+        })
+    );
+    // Lines left out without a gap: not contiguous.
+    let skipped = ["let a = 1;", "a + b"];
+    assert_eq!(
+        match_excerpt(&skipped, SOURCE),
+        Err(Divergence {
+            at: 1,
+            instead: Some((5, "let b = 2;".to_string())),
+        })
+    );
+    // Out of order: the second run would have to come before the first.
+    let swapped = ["fn second() {", "// ...", "fn first() -> u32 {"];
+    assert_eq!(
+        match_excerpt(&swapped, SOURCE),
+        Err(Divergence {
+            at: 2,
+            instead: None,
+        })
+    );
+}
+
+#[test]
+fn excerpt_blocks_are_found_checked_and_reported_with_their_line() {
+    let md = "\
+# Synthetic
+
+<!-- excerpt: src/synthetic.rs -->
+```rust,ignore
+fn first() -> u32 {
+    // ...
+    a + b
+}
+```
+
+A block that has drifted:
+
+<!-- excerpt: src/synthetic.rs -->
+```rust,ignore
+fn second() {
+    println!(\"three\");
+}
+```
+
+```md
+<!-- excerpt: src/inside_a_fence_is_text.rs -->
+```
+
+<!-- excerpt: src/no_such_file.rs -->
+```rust,ignore
+fn missing() {}
+```
+
+<!-- excerpt: src/synthetic.rs -->
+
+(a marker without its block)
+";
+    let read = |p: &Path| (p == Path::new("src/synthetic.rs")).then(|| SOURCE.to_string());
+    let mut broken = Vec::new();
+    let blocks = check_excerpts(Path::new("docs/synthetic.md"), md, &read, &mut broken);
+    assert_eq!(blocks, 3);
+    let reported: Vec<(usize, &str)> = broken.iter().map(|b| (b.line, b.span.as_str())).collect();
+    assert_eq!(
+        reported,
+        [
+            (16, "println!(\"three\");"),
+            (24, "src/no_such_file.rs"),
+            (29, EXCERPT_OPEN),
+        ],
+        "{broken:#?}"
+    );
+    let drifted = broken[0].to_string();
+    assert!(
+        drifted.contains("docs/synthetic.md:16")
+            && drifted.contains("(marker at line 13)")
+            && drifted.contains("line 10 of the file reads `println!(\"two\");`"),
+        "{drifted}"
+    );
+    // The same path, resolved beside the Markdown file: `../src/` from `docs/`.
+    let md = "<!-- excerpt: ../src/synthetic.rs -->\n```rust,ignore\nfn second() {\n```\n";
+    let mut broken = Vec::new();
+    assert_eq!(
+        check_excerpts(Path::new("docs/x.md"), md, &read, &mut broken),
+        1
+    );
+    assert!(broken.is_empty(), "{broken:#?}");
 }
