@@ -23,6 +23,9 @@
 //!   (found as a path is, above) in order, each equal to a file line once leading and
 //!   trailing whitespace are trimmed, and contiguous except that a line `// ...` skips
 //!   any number of file lines. See [`match_excerpt`].
+//! - A **diff** is a fenced block right below `<!-- diff: PATH -->` (the tour's exercise
+//!   shows each step as one): its `-` lines are dropped and the rest, without the `+` or
+//!   space in front, is checked as an excerpt of PATH as it is now. See [`DIFF_OPEN`].
 //!
 //! Run with `cargo test --test docs`; every broken reference is printed with its file,
 //! line and reason, and every drifted excerpt with its file, block and first line that
@@ -702,6 +705,21 @@ fn check_path(root: &Path, md_dir: &Path, path: &str) -> Option<String> {
 const EXCERPT_OPEN: &str = "<!-- excerpt:";
 const EXCERPT_CLOSE: &str = "-->";
 
+/// The comment that marks the fenced block on the next line as a diff hunk of a file as
+/// it is now (`<!-- diff: engine/src/backend.rs -->`, the tour's exercise): its `-`
+/// lines are dropped, the `+` or space in front of the others is stripped, and what is
+/// left is checked like an excerpt, so every added line must still be in the file.
+const DIFF_OPEN: &str = "<!-- diff:";
+
+/// The new file's lines of a diff hunk: context and added lines, without their prefix.
+fn diff_new_side(line: &str) -> Option<String> {
+    match line.chars().next() {
+        Some('-') => None,
+        Some('+') | Some(' ') => Some(line[1..].to_string()),
+        _ => Some(line.to_string()),
+    }
+}
+
 /// An excerpt line that stands for any number of file lines left out.
 const GAP: &str = "// ...";
 
@@ -733,8 +751,10 @@ fn excerpts(markdown: &str) -> (Vec<Excerpt>, Vec<(usize, String)>) {
             continue;
         }
         let marker = lines[i].trim();
+        let is_diff = marker.starts_with(DIFF_OPEN);
         let Some(source) = marker
             .strip_prefix(EXCERPT_OPEN)
+            .or_else(|| marker.strip_prefix(DIFF_OPEN))
             .and_then(|rest| rest.strip_suffix(EXCERPT_CLOSE))
         else {
             i += 1;
@@ -760,7 +780,10 @@ fn excerpts(markdown: &str) -> (Vec<Excerpt>, Vec<(usize, String)>) {
             source,
             line: marker_line,
             lines: (i + 2..end)
-                .map(|j| (j + 1, lines[j].to_string()))
+                .filter_map(|j| match is_diff {
+                    true => diff_new_side(lines[j]).map(|l| (j + 1, l)),
+                    false => Some((j + 1, lines[j].to_string())),
+                })
                 .collect(),
         });
         i = end + 1;
@@ -1227,4 +1250,33 @@ fn missing() {}
         1
     );
     assert!(broken.is_empty(), "{broken:#?}");
+}
+
+#[test]
+fn diff_blocks_are_checked_on_their_new_side() {
+    // The removed line is not in the file and is ignored; the context and added lines
+    // are, in order.
+    let md = "\
+<!-- diff: src/synthetic.rs -->
+```diff
+ fn first() -> u32 {
+-    let a = 0;
++    let a = 1;
++    let b = 2;
+```
+
+<!-- diff: src/synthetic.rs -->
+```diff
+ fn first() -> u32 {
++    let c = 3;
+```
+";
+    let read = |p: &Path| (p == Path::new("src/synthetic.rs")).then(|| SOURCE.to_string());
+    let mut broken = Vec::new();
+    assert_eq!(
+        check_excerpts(Path::new("docs/d.md"), md, &read, &mut broken),
+        2
+    );
+    let reported: Vec<(usize, &str)> = broken.iter().map(|b| (b.line, b.span.as_str())).collect();
+    assert_eq!(reported, [(12, "let c = 3;")], "{broken:#?}");
 }
