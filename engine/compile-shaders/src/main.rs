@@ -6,7 +6,9 @@
 //! cargo run -p compile-shaders --features compile-shaders -- --check  # compare
 //! ```
 //!
-//! Rewriting compiles every kernel, writes the `.spv` files that changed, removes those
+//! Rewriting first writes `shaders/opcodes.glsl` from `shaders/opcodes.txt` (the op
+//! codes of the elementwise kernels, see `engine/src/vulkan/opcode_table.rs`), then
+//! compiles every kernel, writes the `.spv` files that changed, removes those
 //! whose kernel is gone, and writes `shaders/spirv/SOURCES.md5` (what `engine/build.rs`
 //! checks on every build). `--check` writes nothing: it compiles every kernel and exits
 //! with status 1, naming each file, when a committed file differs from the fresh output.
@@ -23,6 +25,10 @@
 #[allow(dead_code)] // build.rs and the tests use the rest of it
 #[path = "../../src/vulkan/spirv_sources.rs"]
 mod spirv_sources;
+
+#[allow(dead_code)] // build.rs and the tests use the rest of it
+#[path = "../../src/vulkan/opcode_table.rs"]
+mod opcode_table;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +64,18 @@ fn main() -> ExitCode {
 /// Compiles every kernel under `dir` and writes or (with `check`) compares the results;
 /// returns how many files differ.
 fn run(dir: &Path, check: bool) -> Result<usize, String> {
-    let sources = spirv_sources::read_sources(dir)?;
+    // The op-code header first: the kernels include it. With --check it is only
+    // compared (below, with the SPIR-V); the compile then uses the header it should be.
+    let header = opcode_table::glsl_source(&opcode_table::read(dir)?);
+    let header_path = dir.join(opcode_table::GLSL_HEADER);
+    let header_differs = std::fs::read_to_string(&header_path).ok().as_ref() != Some(&header);
+    if !check && header_differs {
+        std::fs::write(&header_path, &header)
+            .map_err(|e| format!("{}: {e}", header_path.display()))?;
+        println!("wrote shaders/{}", opcode_table::GLSL_HEADER);
+    }
+    let mut sources = spirv_sources::read_sources(dir)?;
+    sources.insert(opcode_table::GLSL_HEADER.to_string(), header);
     // Every file shaders/spirv/ should hold, by its path inside shaders/.
     let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for kernel in spirv_sources::kernels(&sources) {
@@ -76,6 +93,13 @@ fn run(dir: &Path, check: bool) -> Result<usize, String> {
     }
     // What differs, and (when rewriting) what was done about it.
     let mut differing = Vec::new();
+    if check && header_differs {
+        differing.push(format!(
+            "shaders/{} is not what shaders/{} generates",
+            opcode_table::GLSL_HEADER,
+            opcode_table::TABLE
+        ));
+    }
     let mut done = Vec::new();
     for (file, bytes) in &wanted {
         let path = dir.join(file);

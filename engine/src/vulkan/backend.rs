@@ -86,25 +86,9 @@ impl VulkanDevice {
     }
 }
 
-fn unary_code(op: UnaryOp) -> (u32, f32) {
-    match op {
-        UnaryOp::Neg => (0, 0.0),
-        UnaryOp::Exp => (1, 0.0),
-        UnaryOp::Log => (2, 0.0),
-        UnaryOp::Sigmoid => (3, 0.0),
-        UnaryOp::Softplus => (4, 0.0),
-        UnaryOp::Relu => (5, 0.0),
-        UnaryOp::Step => (6, 0.0),
-        UnaryOp::Sqrt => (7, 0.0),
-        UnaryOp::Recip => (8, 0.0),
-        UnaryOp::Square => (9, 0.0),
-        UnaryOp::Abs => (10, 0.0),
-        UnaryOp::Tanh => (11, 0.0),
-        UnaryOp::Scale(s) => (12, s),
-        UnaryOp::AddScalar(s) => (13, s),
-        UnaryOp::Powf(p) => (14, p),
-    }
-}
+// `unary_code` and `binary_code`, generated from `shaders/opcodes.txt` (see
+// `opcode_table.rs`), the one place the kernels' op codes are numbered.
+include!(concat!(env!("OUT_DIR"), "/opcodes.rs"));
 
 /// Push constants of the fused Glow kernels: `len = n·c·p`, `c`, `p`, then `extra`.
 fn paired_push(op: &'static str, d: PairedDims, extra: &[u32]) -> Result<Vec<u32>> {
@@ -202,14 +186,7 @@ impl Backend for VulkanDevice {
         };
         let len: usize = out_shape.iter().product();
         let (shape, strides) = coalesce(out_shape, &[bstrides(a_shape), bstrides(b_shape)]);
-        let code = match op {
-            BinaryOp::Add => 0,
-            BinaryOp::Sub => 1,
-            BinaryOp::Mul => 2,
-            BinaryOp::Div => 3,
-            BinaryOp::Max => 4,
-            BinaryOp::ReluGrad => 5,
-        };
+        let code = binary_code(op);
         let mut push = vec![u32_of(len, "binary")?, code];
         push.extend(pad6(&shape, 1, "binary")?);
         push.extend(pad6(&strides[0], 0, "binary")?);

@@ -8,6 +8,8 @@
 //! - `pipelines.rs`: the embedded SPIR-V kernels and their pipelines.
 //! - `spirv_sources.rs`: why the SPIR-V is committed, and the check that it matches the
 //!   GLSL (shared with `build.rs` and the `compile-shaders` tool).
+//! - `opcode_table.rs`: the elementwise kernels' op codes, generated for Rust and GLSL
+//!   from `shaders/opcodes.txt` (also shared with `build.rs` and `compile-shaders`).
 //! - `recorder.rs`: batching dispatches into command buffers, barriers from hazard
 //!   tracking, submission and fences.
 //! - `profile.rs`: per-kernel GPU time from timestamp queries.
@@ -27,6 +29,9 @@ mod args;
 mod backend;
 mod context;
 mod memory;
+#[cfg(test)]
+#[allow(dead_code)] // build.rs and the compile-shaders tool use the rest of it
+mod opcode_table;
 mod pipelines;
 mod profile;
 mod recorder;
