@@ -16,6 +16,7 @@ const uint UNARY_TANH = 11u;
 const uint UNARY_SCALE = 12u;
 const uint UNARY_ADD_SCALAR = 13u;
 const uint UNARY_POWF = 14u;
+const uint UNARY_LEAKY_RELU = 15u;
 const uint BINARY_ADD = 0u;
 const uint BINARY_SUB = 1u;
 const uint BINARY_MUL = 2u;

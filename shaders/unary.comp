@@ -47,6 +47,7 @@ float apply(float v) {
     case UNARY_SCALE: return v * p.s;
     case UNARY_ADD_SCALAR: return v + p.s;
     case UNARY_POWF: return powf(v, p.s);
+    case UNARY_LEAKY_RELU: return v > 0.0 ? v : p.s * v;
     default: return uintBitsToFloat(0x7fc00000u); // an unknown code: NaN, not a silent op
     }
 }

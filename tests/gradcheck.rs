@@ -56,6 +56,13 @@ device_test!(fn relu_grad(dev) {
         &[uniform(&[4, 5], 120, dev)?, away_from_zero(&[4, 5], 121, dev)?],
     )
 });
+// Both slopes matter: 0.1 is the usual choice, -0.5 makes the negative side decrease.
+device_test!(fn leaky_relu(dev) {
+    for slope in [0.1, -0.5] {
+        check(|t| t[0].leaky_relu(slope), &[away_from_zero(&[4, 5], 122, dev)?])?;
+    }
+    Ok(())
+});
 device_test!(fn sqrt(dev) { check(|t| t[0].sqrt(), &[positive(&[3, 4], 7, dev)?]) });
 device_test!(fn recip(dev) { check(|t| t[0].recip(), &[away_from_zero(&[3, 4], 8, dev)?]) });
 device_test!(fn square(dev) { check(|t| t[0].square(), &[uniform(&[3, 4], 9, dev)?]) });

@@ -49,6 +49,8 @@ pub enum UnaryOp {
     AddScalar(f32),
     /// `x^p`
     Powf(f32),
+    /// `x` where `x > 0`, else `s · x` (leaky relu with negative slope `s`).
+    LeakyRelu(f32),
 }
 
 /// A binary op on two tensors with NumPy broadcasting.

@@ -29,6 +29,7 @@ pub(super) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         UnaryOp::Scale(s) => map(x, |v| v * s),
         UnaryOp::AddScalar(s) => map(x, |v| v + s),
         UnaryOp::Powf(p) => map(x, |v| v.powf(p)),
+        UnaryOp::LeakyRelu(s) => map(x, |v| if v > 0.0 { v } else { s * v }),
     }
 }
 

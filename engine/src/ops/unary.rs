@@ -62,6 +62,15 @@ impl Tensor {
         self.unary(UnaryOp::Relu, "relu", |a| a.dy.relu_grad(&a.inputs[0]))
     }
 
+    /// `x` where `x > 0`, else `slope · x`; `dx = dy` where `x > 0`, else `slope · dy`,
+    /// i.e. `dx = dy · (step(x) · (1 - slope) + slope)`.
+    pub fn leaky_relu(&self, slope: f32) -> Result<Tensor> {
+        self.unary(UnaryOp::LeakyRelu(slope), "leaky_relu", move |a| {
+            let gate = a.inputs[0].step()?.scale(1.0 - slope)?.add_scalar(slope)?;
+            a.dy.mul(&gate)
+        })
+    }
+
     /// `√x`; `dx = dy / (2y)`.
     pub fn sqrt(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Sqrt, "sqrt", |a| a.dy.div(&a.out.scale(2.0)?))

@@ -45,6 +45,14 @@ pub(super) fn unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Scale(s) => x * f64::from(s),
         UnaryOp::AddScalar(s) => x + f64::from(s),
         UnaryOp::Powf(p) => x.powf(f64::from(p)),
+        // NaN > 0 is false, so NaN takes the second branch and stays NaN.
+        UnaryOp::LeakyRelu(s) => {
+            if x > 0.0 {
+                x
+            } else {
+                f64::from(s) * x
+            }
+        }
     }
 }
 
