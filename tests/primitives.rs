@@ -15,6 +15,11 @@
 //!   `PAR_THRESHOLD` (32·1024 elements) for its parallel loops; the CPU convolution's
 //!   GEMM paths (`cpu/conv.rs`); ranks past what Vulkan's strided kernels merge to, and
 //!   more workgroups than one grid axis holds.
+//! - The reference itself is checked against values that it does not compute:
+//!   `reference_oracle` holds small cases derived by hand (the derivation beside each
+//!   literal), and `reference_adjoints` checks that its convolution's two backward ops
+//!   are the adjoints of the forward (`tests/ops.rs` adds hand-worked values of the
+//!   tensor-level ops on every device, the reference included).
 //!
 //! Run: `cargo test --test primitives`. Device behaviour that is not about values stays
 //! with the device: `tests/vulkan_backend.rs`, and `engine/src/cpu/tests.rs`.
@@ -851,6 +856,389 @@ fn check_adam_update<B: Backend>(b: &B) {
                     assert_close(&what, got, want, *tol);
                 }
             }
+        }
+    }
+}
+
+// ---- The reference itself -----------------------------------------------------------
+
+/// Small cases on the reference device whose results are derived by hand in the
+/// comments. Unless a comment says otherwise, every literal is exact in `f32`.
+mod reference_oracle {
+    use super::*;
+
+    fn run_unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
+        unary_on(&REF, op, x)
+    }
+
+    /// `|got − want| ≤ rel · |want|` elementwise.
+    #[track_caller]
+    fn near(what: &str, got: &[f32], want: &[f64], rel: f64) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (&g, &w) in got.iter().zip(want) {
+            assert!(
+                (f64::from(g) - w).abs() <= rel * w.abs(),
+                "{what}: {got:?}, want {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn matmul_2x2_transposed_and_a_shared_operand() {
+        // [[1, 2], [3, 4]] · [[5, 6], [7, 8]] with the right operand stored transposed
+        // (memory [5, 7, 6, 8]): [[1·5 + 2·7, 1·6 + 2·8], [3·5 + 4·7, 3·6 + 4·8]].
+        let dims = MatmulDims {
+            batch: 1,
+            m: 2,
+            k: 2,
+            n: 2,
+            a_batched: true,
+            b_batched: true,
+            trans_a: false,
+            trans_b: true,
+        };
+        let c = matmul_on(&REF, &[1.0, 2.0, 3.0, 4.0], &[5.0, 7.0, 6.0, 8.0], dims);
+        assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+        // Two 1x2 rows [1, 2] and [3, 4] times one shared column [10, 1]:
+        // 1·10 + 2·1 = 12 and 3·10 + 4·1 = 34.
+        let dims = MatmulDims {
+            batch: 2,
+            m: 1,
+            k: 2,
+            n: 1,
+            b_batched: false,
+            trans_b: false,
+            ..dims
+        };
+        let c = matmul_on(&REF, &[1.0, 2.0, 3.0, 4.0], &[10.0, 1.0], dims);
+        assert_eq!(c, [12.0, 34.0]);
+        // The same rows times a column each, [10, 1] and [1, 10]: 1·10 + 2·1 = 12 and
+        // 3·1 + 4·10 = 43.
+        let dims = MatmulDims {
+            b_batched: true,
+            ..dims
+        };
+        let c = matmul_on(&REF, &[1.0, 2.0, 3.0, 4.0], &[10.0, 1.0, 1.0, 10.0], dims);
+        assert_eq!(c, [12.0, 43.0]);
+    }
+
+    /// One channel, 3x3 image x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]], and a 3x3 kernel
+    /// that is not symmetric, so that a flipped kernel (a true convolution instead of
+    /// PyTorch's cross-correlation) or a transposed one gives other numbers.
+    const IMAGE: [f32; 9] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    /// w[1][1] = 100 (the pixel itself), w[1][2] = 1 (its right neighbour),
+    /// w[0][1] = 10 (the one above): y[r][s] = 100·x[r][s] + x[r][s+1] + 10·x[r−1][s],
+    /// with x = 0 outside the image.
+    const KERNEL: [f32; 9] = [0.0, 10.0, 0.0, 0.0, 100.0, 1.0, 0.0, 0.0, 0.0];
+    const DIMS: Conv2dDims = Conv2dDims {
+        n: 1,
+        c_in: 1,
+        c_out: 1,
+        h: 3,
+        w: 3,
+        kh: 3,
+        kw: 3,
+    };
+
+    #[test]
+    fn conv_3x3_on_a_3x3_image_with_zero_padding() {
+        // Row 0 (nothing above): 100 + 2, 200 + 3, 300 + 0 (nothing to the right).
+        // Row 1: 400 + 5 + 10·1, 500 + 6 + 10·2, 600 + 0 + 10·3.
+        // Row 2: 700 + 8 + 10·4, 800 + 9 + 10·5, 900 + 0 + 10·6.
+        let y = [
+            102.0, 203.0, 300.0, 415.0, 526.0, 630.0, 748.0, 859.0, 960.0,
+        ];
+        let [plain, biased, relu] = conv_forward_on(&REF, &IMAGE, &KERNEL, &[-500.0], DIMS);
+        assert_eq!(plain, y);
+        // Bias −500 on every pixel, then relu keeps the four that stay positive.
+        assert_eq!(biased, y.map(|v| v - 500.0));
+        assert_eq!(relu, [0.0, 0.0, 0.0, 0.0, 26.0, 130.0, 248.0, 359.0, 460.0]);
+    }
+
+    #[test]
+    fn conv_backward_ops_on_one_pixel() {
+        // dy = 1 at the centre only: y[1][1] = 100·x[1][1] + x[1][2] + 10·x[0][1], so
+        // dx is 100 at (1, 1), 1 at (1, 2), 10 at (0, 1).
+        let mut centre = [0.0; 9];
+        centre[4] = 1.0;
+        let [dx, _] = conv_backward_on(&REF, &IMAGE, &KERNEL, &centre, DIMS);
+        assert_eq!(dx, [0.0, 10.0, 0.0, 0.0, 100.0, 1.0, 0.0, 0.0, 0.0]);
+        // dy = 1 at the top-left corner only: dw[u][v] = x[u − 1][v − 1] (the pixel tap
+        // (u, v) reads for output (0, 0)), 0 where that is outside the image.
+        let mut corner = [0.0; 9];
+        corner[0] = 1.0;
+        let [_, dw] = conv_backward_on(&REF, &IMAGE, &KERNEL, &corner, DIMS);
+        assert_eq!(dw, [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn broadcast_sub_of_a_column_and_a_row() {
+        // [[1], [2]] − [[10, 20, 30]] = [[1 − 10, 1 − 20, 1 − 30], [2 − 10, 2 − 20, 2 − 30]].
+        let y = binary_on(
+            &REF,
+            BinaryOp::Sub,
+            &[1.0, 2.0],
+            &[2, 1],
+            &[10.0, 20.0, 30.0],
+            &[1, 3],
+            &[2, 3],
+        );
+        assert_eq!(y, [-9.0, -19.0, -29.0, -8.0, -18.0, -28.0]);
+        // relu_grad keeps a where b > 0: [5, 6, 7] · [b > 0] for b = [1, 0, −1].
+        let y = binary_on(
+            &REF,
+            BinaryOp::ReluGrad,
+            &[5.0, 6.0, 7.0],
+            &[3],
+            &[1.0, 0.0, -1.0],
+            &[3],
+            &[3],
+        );
+        assert_eq!(y, [5.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn sums_and_maxima_over_axes() {
+        // x = [[1, 2, 3], [4, 5, 6]].
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        // Down the columns: 1 + 4, 2 + 5, 3 + 6. Along the rows: 1 + 2 + 3, 4 + 5 + 6.
+        assert_eq!(
+            reduce_on(&REF, ReduceOp::Sum, &x, &[2, 3], &[0]),
+            [5.0, 7.0, 9.0]
+        );
+        assert_eq!(
+            reduce_on(&REF, ReduceOp::Sum, &x, &[2, 3], &[1]),
+            [6.0, 15.0]
+        );
+        // Everything: 21 = 6·7/2. The largest of each row: 3 and 6.
+        assert_eq!(reduce_on(&REF, ReduceOp::Sum, &x, &[2, 3], &[0, 1]), [21.0]);
+        assert_eq!(
+            reduce_on(&REF, ReduceOp::Max, &x, &[2, 3], &[1]),
+            [3.0, 6.0]
+        );
+        // The max of all-negative values is negative: its identity is −∞, not 0.
+        let y = reduce_on(&REF, ReduceOp::Max, &[-3.0, -2.0], &[2], &[0]);
+        assert_eq!(y, [-2.0]);
+    }
+
+    #[test]
+    fn sigmoid_and_softplus_at_zero_and_far_out() {
+        // σ(0) = 1/(1 + e^0) = 1/2; σ(±1000) = 1 and 0 (e^-1000 is 0 even in f64).
+        assert_eq!(
+            run_unary(UnaryOp::Sigmoid, &[0.0, 1000.0, -1000.0]),
+            [0.5, 1.0, 0.0]
+        );
+        // softplus(0) = ln 2 (to f32 rounding); softplus(±1000) = 1000 + ln(1 + e^-1000)
+        // = 1000 and ln(1 + e^-1000) = 0; softplus(100) = 100 + ln(1 + e^-100), and
+        // e^-100 ≈ 3.7e-44 is far below half an ulp of 100.
+        let y = run_unary(UnaryOp::Softplus, &[0.0, 1000.0, -1000.0, 100.0, -100.0]);
+        assert_eq!(y[..4], [std::f32::consts::LN_2, 1000.0, 0.0, 100.0]);
+        // softplus(−100) = ln(1 + e^-100) ≈ e^-100 = 3.720076e-44: an f32 subnormal,
+        // whose spacing is 2^-149 ≈ 1.4e-45; the nearest is 27·2^-149 ≈ 3.78e-44.
+        assert!(
+            (f64::from(y[4]) - 3.720_076e-44).abs() < 1.4e-45,
+            "{}",
+            y[4]
+        );
+        // σ(−100) = e^-100 / (1 + e^-100): the same subnormal, not 0/0 or a NaN.
+        assert_eq!(run_unary(UnaryOp::Sigmoid, &[-100.0]), [y[4]]);
+    }
+
+    #[test]
+    fn nan_propagates_through_relu_and_max() {
+        // IEEE and PyTorch: relu(NaN) = max(NaN, 0) = NaN, and so is max(NaN, 1) and a
+        // max reduction over a NaN; step(NaN) = [NaN > 0] = 0.
+        let y = run_unary(UnaryOp::Relu, &[f32::NAN, -1.0]);
+        assert!(y[0].is_nan() && y[1] == 0.0, "{y:?}");
+        assert_eq!(run_unary(UnaryOp::Step, &[f32::NAN]), [0.0]);
+        let y = binary_on(
+            &REF,
+            BinaryOp::Max,
+            &[f32::NAN, 2.0],
+            &[2],
+            &[1.0, f32::NAN],
+            &[2],
+            &[2],
+        );
+        assert!(y.iter().all(|v| v.is_nan()), "{y:?}");
+        let y = reduce_on(&REF, ReduceOp::Max, &[1.0, f32::NAN, 3.0], &[3], &[0]);
+        assert!(y[0].is_nan(), "{y:?}");
+        // relu_grad is a product with the gate, so a NaN gradient survives a closed gate.
+        let y = binary_on(
+            &REF,
+            BinaryOp::ReluGrad,
+            &[f32::NAN],
+            &[1],
+            &[-1.0],
+            &[1],
+            &[1],
+        );
+        assert!(y[0].is_nan(), "{y:?}");
+    }
+
+    #[test]
+    fn layout_ops() {
+        // x[i][j][k] = 4i + 2j + k over [2, 2, 2], permuted by [2, 1, 0]: y[k][j][i] =
+        // x[i][j][k], read in y's order (k, j, i): 0, 4, 2, 6, 1, 5, 3, 7.
+        let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let y = permute_on(&REF, &x, &[2, 2, 2], &[2, 1, 0]);
+        assert_eq!(y, [0.0, 4.0, 2.0, 6.0, 1.0, 5.0, 3.0, 7.0]);
+        // Over [3, 2] (rows [0, 1], [2, 3], [4, 5]): rows 1..3 are [2, 3, 4, 5]; gathering
+        // rows 2, 0, 2 gives [4, 5, 0, 1, 4, 5]; column 1 alone is [1, 3, 5].
+        let xb = up(&REF, &x[..6]);
+        assert_eq!(
+            host(&REF, &REF.slice(&xb, &[3, 2], 0, 1, 2).unwrap()),
+            [2.0, 3.0, 4.0, 5.0]
+        );
+        assert_eq!(
+            host(&REF, &REF.slice(&xb, &[3, 2], 1, 1, 1).unwrap()),
+            [1.0, 3.0, 5.0]
+        );
+        let g = REF.gather(&xb, &[3, 2], 0, &[2, 0, 2]).unwrap();
+        assert_eq!(host(&REF, &g), [4.0, 5.0, 0.0, 1.0, 4.0, 5.0]);
+        // Joining [[0], [1]] and [[7, 8], [9, 10]] along axis 1: [[0, 7, 8], [1, 9, 10]].
+        let a = up(&REF, &[0.0, 1.0]);
+        let c = up(&REF, &[7.0, 8.0, 9.0, 10.0]);
+        let y = REF
+            .concat(&[(&a, &[2, 1][..]), (&c, &[2, 2][..])], 1)
+            .unwrap();
+        assert_eq!(host(&REF, &y), [0.0, 7.0, 8.0, 1.0, 9.0, 10.0]);
+    }
+
+    #[test]
+    fn adam_with_weight_decay_at_step_1() {
+        // lr 0.1, β1 0.9, β2 0.999, eps 1e-8, weight decay 0.25, from m = v = 0.
+        // p = 2, grad 0.5: g = 0.5 + 0.25·2 = 1; m = 0.1·1 = 0.1; v = (1 − β2)·1² =
+        // 1 − β2; bias-corrected m̂ = 0.1/(1 − 0.9) = 1 and v̂ = v/(1 − β2) = 1, so
+        // p = 2 − 0.1·1/(√1 + 1e-8) = 1.9 (to f32 rounding).
+        // p = −1, grad −3: g = −3 − 0.25 = −3.25; m̂ = −3.25, v̂ = 3.25², so
+        // p = −1 + 0.1·3.25/(3.25 + 1e-8) = −0.9.
+        let step = AdamStep {
+            kind: AdamKind::Adam,
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.25,
+            step: 1,
+        };
+        let [p, m, v] = [&[2.0, -1.0][..], &[0.0, 0.0], &[0.0, 0.0]].map(|s| up(&REF, s));
+        REF.adam_update(&p, &up(&REF, &[0.5, -3.0]), &m, &v, 2, &step)
+            .unwrap();
+        // β1 and β2 are the f32s nearest 0.9 and 0.999 (0.9 − 2.4e-8, 0.999 + 1.3e-8),
+        // so 1 − β1 and 1 − β2 are 2.4e-7 above and 1.3e-5 below 0.1 and 0.001: m and v
+        // are that far from the decimal values; p, in which they cancel, is not.
+        near("Adam p", &host(&REF, &p), &[1.9, -0.9], 1e-7);
+        near("Adam m", &host(&REF, &m), &[0.1, -0.325], 1e-6);
+        near(
+            "Adam v",
+            &host(&REF, &v),
+            &[0.001, 0.001 * 3.25 * 3.25],
+            2e-5,
+        );
+        // Adamax at step 1 from u = 0: m as above, u = max(β2·0, |g| + eps) = |g| (to
+        // f32), and p −= lr/(1 − β1) · m/u = 0.1 · (0.1 g)/(0.1 |g|) = 0.1 · sign(g).
+        let step = AdamStep {
+            kind: AdamKind::Adamax,
+            ..step
+        };
+        let [p, m, u] = [&[2.0, -1.0][..], &[0.0, 0.0], &[0.0, 0.0]].map(|s| up(&REF, s));
+        REF.adam_update(&p, &up(&REF, &[0.5, -3.0]), &m, &u, 2, &step)
+            .unwrap();
+        near("Adamax p", &host(&REF, &p), &[1.9, -0.9], 1e-7);
+        near("Adamax m", &host(&REF, &m), &[0.1, -0.325], 1e-6);
+        near("Adamax u", &host(&REF, &u), &[1.0, 3.25], 1e-7);
+    }
+
+    #[test]
+    fn affine_coupling_on_one_pixel() {
+        // n = c = p = 1: xb = 1, h = (shift, raw) = (0.5, −2), so t = raw + 2 = 0 and
+        // s = σ(0) = 1/2: yb = (1 + 0.5)·1/2 = 0.75, logdet = ln(1/2).
+        let dims = PairedDims { n: 1, c: 1, p: 1 };
+        let (xb, h) = (up(&REF, &[1.0]), up(&REF, &[0.5, -2.0]));
+        let (yb, logdet) = REF.affine_coupling(&xb, &h, dims).unwrap();
+        assert_eq!(host(&REF, &yb), [0.75]);
+        assert_eq!(host(&REF, &logdet), [-std::f32::consts::LN_2]);
+        // With dyb = dlogdet = 1: dxb = dshift = s = 1/2, and
+        // dt = dyb·(xb + shift)·s(1 − s) + dlogdet·(1 − s) = 1.5·1/4 + 1/2 = 0.875.
+        let one = up(&REF, &[1.0]);
+        let (dxb, dh) = REF
+            .affine_coupling_backward(Some(&one), Some(&one), &xb, &h, dims)
+            .unwrap();
+        assert_eq!(host(&REF, &dxb.unwrap()), [0.5]);
+        assert_eq!(host(&REF, &dh), [0.5, 0.875]);
+    }
+
+    #[test]
+    fn gaussian_log_prob_in_both_pairings() {
+        // c = 2, one pixel: z = (1, 3), channel 0 with (mean, logs) = (1, 0) and
+        // channel 1 with (1, ln 2). Channel 0: u = 0, lp = −½ ln 2π. Channel 1:
+        // u = (3 − 1)/2 = 1, lp = −½(ln 2π + 2 ln 2 + 1). Total
+        // −ln 2π − ln 2 − ½ = −1.837877 − 0.693147 − 0.5 = −3.031024 (to 1e-6).
+        // Gradients of channel 1 (dlp = 1): dz = −u·e^-logs = −1/2, dmean = 1/2,
+        // dlogs = u² − 1 = 0; channel 0: dz = dmean = 0, dlogs = −1.
+        let dims = PairedDims { n: 1, c: 2, p: 1 };
+        let ln2 = std::f32::consts::LN_2;
+        // Interleaved: h = (mean0, logs0, mean1, logs1); halves: (mean0, mean1, logs0, logs1).
+        for (pairing, h, dh) in [
+            (
+                Pairing::Interleaved,
+                [1.0, 0.0, 1.0, ln2],
+                [0.0, -1.0, 0.5, 0.0],
+            ),
+            (Pairing::Halves, [1.0, 1.0, 0.0, ln2], [0.0, 0.5, -1.0, 0.0]),
+        ] {
+            let inputs = [vec![1.0, 3.0], h.to_vec(), vec![], vec![1.0]];
+            let [lp, got_dz, got_dh] = gaussian_log_prob_on(&REF, &inputs, dims, pairing);
+            assert!((lp[0] + 3.031_024).abs() < 1e-6, "{pairing:?}: {lp:?}");
+            near(&format!("dz {pairing:?}"), &got_dz, &[0.0, -0.5], 1e-7);
+            for (g, w) in got_dh.iter().zip(dh) {
+                assert!((g - w).abs() < 1e-7, "{pairing:?}: {got_dh:?}");
+            }
+        }
+    }
+}
+
+/// The reference convolution's backward ops are the adjoints of its forward: for the
+/// linear map `y = conv(x, w)` in `x` (and in `w`),
+/// `⟨conv(x, w), dy⟩ = ⟨x, backward_input(dy, w)⟩ = ⟨w, backward_weight(x, dy)⟩`.
+/// The inner products are taken in `f64` on the host. Each side is computed from
+/// outputs rounded to `f32` once (relative error 2^-24 per element), so by
+/// Cauchy–Schwarz each is within 6e-8 of its scale (`|y|₂·|dy|₂`, `|x|₂·|dx|₂` or
+/// `|w|₂·|dw|₂`); the bound is 1e-6 of the largest scale. A wrong sign, index or
+/// operand in one of the three accumulations misses it by orders of magnitude. (All
+/// three are one loop nest in `reference/conv.rs`; a mistake in that shared loop would
+/// keep them adjoint, and is what the hand-derived convolutions above are for.)
+#[test]
+fn reference_adjoints() {
+    let dot = |a: &[f32], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(&u, &v)| f64::from(u) * f64::from(v))
+            .sum()
+    };
+    let norm = |a: &[f32]| dot(a, a).sqrt();
+    // Every case but the largest few (the reference's loops take a while on those):
+    // odd and non-square kernels, one taller than the image, 1x1 images.
+    for (i, dims) in conv_cases()
+        .iter()
+        .filter(|d| d.macs() < 1 << 20)
+        .enumerate()
+    {
+        let [x, w, _, dy] = conv_inputs(*dims, 900 + 4 * i as u64);
+        let [y, _, _] = conv_forward_on(&REF, &x, &w, &vec![0.0; dims.c_out], *dims);
+        let [dx, dw] = conv_backward_on(&REF, &x, &w, &dy, *dims);
+        let scale = [(&y, &dy), (&x, &dx), (&w, &dw)]
+            .map(|(a, b)| norm(a) * norm(b))
+            .into_iter()
+            .fold(0.0, f64::max);
+        let (forward, input, weight) = (dot(&y, &dy), dot(&x, &dx), dot(&w, &dw));
+        for (name, other) in [("backward_input", input), ("backward_weight", weight)] {
+            let err = (other - forward).abs() / scale;
+            assert!(
+                err < 1e-6,
+                "{name} {dims:?}: ⟨y, dy⟩ = {forward}, adjoint {other} (error {err:e})"
+            );
         }
     }
 }
