@@ -247,6 +247,9 @@ fn check_unary<B: Backend>(b: &B) {
         (UnaryOp::Scale(-1.5), &any, EXACT),
         (UnaryOp::AddScalar(0.25), &any, EXACT),
         (UnaryOp::AddScalar(0.25), &wide, EXACT),
+        // One f32 product on the negative side, as exact as the reference's rounding.
+        (UnaryOp::LeakyRelu(0.1), &any, EXACT),
+        (UnaryOp::LeakyRelu(-0.5), &wide, EXACT),
         (UnaryOp::Sqrt, &pos, DIVISION),
         (UnaryOp::Recip, &pos, DIVISION),
         (UnaryOp::Exp, &any, TRANSCENDENTAL),
