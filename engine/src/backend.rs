@@ -233,6 +233,23 @@ pub struct AdamStep {
     pub step: u32,
 }
 
+/// Refuses an [`Backend::adam_update`] whose `[param, grad, m, v]` are not four distinct
+/// buffers: the update writes three of them in place while reading the others, so an
+/// alias would be a data race or a lock waiting on itself. `same` says whether two of
+/// the device's buffers share memory.
+pub fn distinct_adam_buffers<T>(bufs: [&T; 4], same: impl Fn(&T, &T) -> bool) -> Result<()> {
+    let names = ["param", "grad", "m", "v"];
+    for i in 0..4 {
+        for j in 0..i {
+            if same(bufs[i], bufs[j]) {
+                let msg = format!("{} and {} are the same buffer", names[j], names[i]);
+                return Err(crate::Error::invalid("adam_update", msg));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The primitives of one device. See the module documentation.
 ///
 /// `Buffer` is the device's handle to a dense `f32` array; it is cheap to clone and

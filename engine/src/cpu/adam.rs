@@ -10,7 +10,7 @@ use std::sync::RwLockWriteGuard;
 use rayon::prelude::*;
 
 use super::{read, CpuBuffer, PAR_CHUNK, PAR_THRESHOLD};
-use crate::backend::{AdamKind, AdamStep};
+use crate::backend::{distinct_adam_buffers, AdamKind, AdamStep};
 use crate::{Error, Result};
 
 /// Takes a write lock, reporting a poisoned lock as a device error.
@@ -28,15 +28,7 @@ pub(super) fn update(
     len: usize,
     step: &AdamStep,
 ) -> Result<()> {
-    let named = [(param, "param"), (grad, "grad"), (m, "m"), (v, "v")];
-    for (i, (a, a_name)) in named.iter().enumerate() {
-        for (b, b_name) in &named[..i] {
-            if a.same_as(b) {
-                let msg = format!("{b_name} and {a_name} are the same buffer");
-                return Err(Error::invalid("adam_update", msg));
-            }
-        }
-    }
+    distinct_adam_buffers([param, grad, m, v], CpuBuffer::same_as)?;
     let (mut p, g, mut m, mut v) = (write(param)?, read(grad)?, write(m)?, write(v)?);
     let (p, g, m, v) = (&mut p[..len], &g[..len], &mut m[..len], &mut v[..len]);
     if len < PAR_THRESHOLD {

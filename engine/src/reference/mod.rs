@@ -315,15 +315,7 @@ impl Backend for ReferenceBackend {
         len: usize,
         step: &AdamStep,
     ) -> Result<()> {
-        let named = [(param, "param"), (grad, "grad"), (m, "m"), (v, "v")];
-        for (i, (a, a_name)) in named.iter().enumerate() {
-            for (b, b_name) in &named[..i] {
-                if Arc::ptr_eq(&a.0, &b.0) {
-                    let msg = format!("{b_name} and {a_name} are the same buffer");
-                    return Err(Error::invalid("adam_update", msg));
-                }
-            }
-        }
+        distinct_adam_buffers([param, grad, m, v], |a, b| Arc::ptr_eq(&a.0, &b.0))?;
         let g = load(grad, &[len])?;
         let mut p = param.0.write().map_err(|_| poisoned())?;
         let mut m = m.0.write().map_err(|_| poisoned())?;
