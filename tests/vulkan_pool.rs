@@ -116,3 +116,140 @@ fn oversized_allocation_is_an_error() {
     // The device still works afterwards.
     assert_eq!(d.to_host(&d.full(3, 1.0).unwrap()).unwrap(), vec![1.0; 3]);
 }
+
+/// A private device with validation on and the pipeline cache in `cache` (if any).
+fn private_device(cache: Option<std::path::PathBuf>) -> Option<VulkanDevice> {
+    if std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1") {
+        return None;
+    }
+    let options = VulkanOptions {
+        validation: true,
+        pipeline_cache: cache,
+        ..VulkanOptions::from_env()
+    };
+    Some(
+        VulkanDevice::new(options)
+            .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)")),
+    )
+}
+
+/// Glow training steps in steady state: after the first steps have created what they
+/// need, a step creates no pipeline, no layout and no device memory, and blocks the host
+/// the same small number of times (the read-backs of the loss, the bits/dim and the
+/// gradient norm). The per-step counts are printed (`--nocapture`) for the record.
+#[test]
+fn a_steady_glow_training_step_creates_nothing_and_waits_a_fixed_number_of_times() {
+    use glow::optim::OptimizerConfig;
+    use glow::train::Trainer;
+    use glow::{Glow, GlowConfig};
+    let Some(d) = private_device(None) else {
+        return;
+    };
+    let dev = engine::Device::Vulkan(d.clone());
+    let cfg = GlowConfig {
+        image_shape: [3, 8, 8],
+        levels: 2,
+        depth: 2,
+        hidden: 16,
+        learn_top: true,
+        ..GlowConfig::default()
+    };
+    let opt = OptimizerConfig {
+        max_grad_norm: Some(50.0),
+        ..OptimizerConfig::default()
+    };
+    let mut trainer = Trainer::new(Glow::new(cfg, &dev).unwrap(), opt, 0);
+    let batch = 4;
+    let pixels: Vec<u8> = (0..batch * 3 * 8 * 8)
+        .map(|i| (i * 37 % 256) as u8)
+        .collect();
+    let labels = vec![0usize; batch];
+    let mut per_step = Vec::new();
+    for _ in 0..5 {
+        let before = d.counters();
+        let s = trainer.step(&pixels, &labels).unwrap();
+        assert!(s.loss.is_finite(), "{s:?}");
+        per_step.push(d.counters().since(&before));
+    }
+    for (i, c) in per_step.iter().enumerate() {
+        eprintln!("step {}: {c}", i + 1);
+    }
+    // Steps 1 and 2 may create pipelines (step 1 initialises ActNorm, step 2 is the first
+    // with non-zero optimiser moments); from step 3 on nothing is created.
+    for c in &per_step[2..] {
+        assert_eq!(
+            (c.pipelines_created, c.layouts_created, c.allocations),
+            (0, 0, 0),
+            "{c}"
+        );
+        assert_eq!(c.host_waits, per_step[2].host_waits, "{c}");
+        assert_eq!(c.dispatches, per_step[2].dispatches, "{c}");
+        assert!(c.host_waits <= 3, "{c}");
+    }
+    assert_eq!(
+        validation_message_count(),
+        0,
+        "validation layer reported problems"
+    );
+}
+
+/// The pipeline cache is written when a device closes and read by the next device of
+/// the same model; a file that is not a cache of this driver and device is ignored.
+#[test]
+fn the_pipeline_cache_is_kept_between_devices_and_foreign_data_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("engine-pipeline-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some(first) = private_device(Some(dir.clone())) else {
+        return;
+    };
+    assert_eq!(first.pipeline_cache_loaded_bytes(), 0, "no file yet");
+    let x = first.full(300, -1.5).unwrap();
+    let y = first.unary(UnaryOp::Relu, &x, 300).unwrap();
+    assert_eq!(first.to_host(&y).unwrap(), vec![0.0; 300]);
+    drop((x, y, first));
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let saved = std::fs::read(&files[0]).unwrap();
+    // The spec's header: its own length (32) and version 1 lead the data.
+    assert_eq!(&saved[..8], &[32, 0, 0, 0, 1, 0, 0, 0], "{:?}", &saved[..8]);
+
+    let second = private_device(Some(dir.clone())).unwrap();
+    assert_eq!(second.pipeline_cache_loaded_bytes(), saved.len());
+    let x = second.full(3, 2.0).unwrap();
+    assert_eq!(
+        second
+            .to_host(&second.unary(UnaryOp::Relu, &x, 3).unwrap())
+            .unwrap(),
+        vec![2.0; 3]
+    );
+    drop((x, second));
+
+    std::fs::write(
+        &files[0],
+        b"not a pipeline cache, but long enough to have a header",
+    )
+    .unwrap();
+    let third = private_device(Some(dir.clone())).unwrap();
+    assert_eq!(
+        third.pipeline_cache_loaded_bytes(),
+        0,
+        "foreign data must be ignored"
+    );
+    let x = third.full(3, 2.0).unwrap();
+    assert_eq!(
+        third
+            .to_host(&third.unary(UnaryOp::Relu, &x, 3).unwrap())
+            .unwrap(),
+        vec![2.0; 3]
+    );
+    drop((x, third));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        validation_message_count(),
+        0,
+        "validation layer reported problems"
+    );
+}

@@ -352,6 +352,8 @@ pub(crate) struct Context {
     pub timestamp_period: Option<f64>,
     /// The largest buffer a kernel may bind (`maxStorageBufferRange`), in bytes.
     pub max_storage_bytes: u64,
+    /// The physical device's properties (ids and limits).
+    pub props: vk::PhysicalDeviceProperties,
     /// Declared last so it is dropped after the device.
     pub instance: Instance,
 }
@@ -389,6 +391,7 @@ impl Context {
             info,
             timestamp_period,
             max_storage_bytes: props.limits.max_storage_buffer_range as u64,
+            props,
             instance,
         })
     }

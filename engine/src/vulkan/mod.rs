@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 pub use context::{validation_message_count, DeviceInfo, DeviceKind, DeviceSelector};
 pub use memory::{PoolStats, VulkanBuffer};
-pub use profile::KernelTime;
+pub use profile::{DeviceCounters, KernelTime};
 
 use context::Context;
 use memory::{BufferInner, Place, Pool};
@@ -62,11 +62,16 @@ pub struct VulkanOptions {
     pub validation: bool,
     /// Time every kernel with timestamp queries (see [`VulkanDevice::profile`]).
     pub profile: bool,
+    /// A folder where the driver's compiled pipelines are kept between runs (one file per
+    /// device model); `None` compiles every pipeline afresh.
+    pub pipeline_cache: Option<std::path::PathBuf>,
 }
 
 impl VulkanOptions {
     /// Options from `ENGINE_VULKAN_DEVICE`, `ENGINE_VULKAN_VALIDATION` and
-    /// `ENGINE_VULKAN_PROFILE` (`1`, `true` or `yes` turn a flag on).
+    /// `ENGINE_VULKAN_PROFILE` (`1`, `true` or `yes` turn a flag on), and
+    /// `ENGINE_VULKAN_PIPELINE_CACHE` (a folder, or `off`; by default
+    /// `$XDG_CACHE_HOME/glow-rs`, else `$HOME/.cache/glow-rs`).
     pub fn from_env() -> Self {
         let flag = |name: &str| {
             std::env::var(name)
@@ -80,7 +85,33 @@ impl VulkanOptions {
                 .map(|s| DeviceSelector::parse(&s)),
             validation: flag("ENGINE_VULKAN_VALIDATION"),
             profile: flag("ENGINE_VULKAN_PROFILE"),
+            pipeline_cache: pipeline_cache_from_env(),
         }
+    }
+}
+
+/// The pipeline cache's file for one device model (vendor and device id) in `dir`.
+fn pipeline_cache_file(
+    dir: &std::path::Path,
+    p: &ash::vk::PhysicalDeviceProperties,
+) -> std::path::PathBuf {
+    dir.join(format!(
+        "vulkan-pipelines-{:04x}-{:04x}.bin",
+        p.vendor_id, p.device_id
+    ))
+}
+
+/// `ENGINE_VULKAN_PIPELINE_CACHE`, or the user's cache folder.
+fn pipeline_cache_from_env() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    match std::env::var("ENGINE_VULKAN_PIPELINE_CACHE") {
+        Ok(v) if matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "none" | "") => None,
+        Ok(v) => Some(PathBuf::from(v)),
+        Err(_) => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("glow-rs")),
     }
 }
 
@@ -110,6 +141,7 @@ impl Drop for Shared {
         if self.options.profile {
             eprint!("{}", self.profile_table());
         }
+        self.save_pipeline_cache_or_warn();
         let device = &self.ctx.device;
         if let Ok(mut rec) = self.rec.lock() {
             rec.destroy(&self.ctx, &self.pool);
@@ -132,7 +164,47 @@ impl Shared {
             }
             Err(_) => vec![],
         };
-        profile::table(&self.ctx.info.name, &rows)
+        profile::table(&self.ctx.info.name, &rows, &self.counters())
+    }
+
+    fn counters(&self) -> DeviceCounters {
+        let mut c = self.rec.lock().map(|r| r.counters).unwrap_or_default();
+        if let Ok(p) = self.pipes.lock() {
+            c.pipelines_created = p.created;
+            c.layouts_created = p.layouts_created;
+        }
+        c.allocations = self.pool.lock().map(|p| p.stats().allocations).unwrap_or(0);
+        c
+    }
+
+    /// Writes the pipeline cache if pipelines were created since it was last written:
+    /// to a temporary file, then renamed, so a crash leaves the old file or the new one.
+    fn save_pipeline_cache(&self) -> Result<()> {
+        let Some(dir) = &self.options.pipeline_cache else {
+            return Ok(());
+        };
+        let Some(data) = lock(&self.pipes)?.unsaved_cache_data(&self.ctx.device)? else {
+            return Ok(());
+        };
+        let file = pipeline_cache_file(dir, &self.ctx.props);
+        let io = |e: std::io::Error| {
+            Error::Device(format!(
+                "vulkan: writing the pipeline cache {}: {e}",
+                file.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &data).map_err(io)?;
+        std::fs::rename(&tmp, &file).map_err(io)
+    }
+
+    /// [`Shared::save_pipeline_cache`] where no error can be returned: a cache that cannot
+    /// be written costs the next run compile time, not correctness, so it is one line.
+    fn save_pipeline_cache_or_warn(&self) {
+        if let Err(e) = self.save_pipeline_cache() {
+            eprintln!("engine: {e} (the next run compiles its pipelines again)");
+        }
     }
 }
 
@@ -166,6 +238,13 @@ extern "C" fn print_default_profile() {
     }
 }
 
+/// Saves the shared device's pipeline cache when the process exits.
+extern "C" fn save_default_pipeline_cache() {
+    if let Some(Ok(d)) = DEFAULT.get() {
+        d.0.save_pipeline_cache_or_warn();
+    }
+}
+
 impl VulkanDevice {
     /// Opens a new device with `options` (prefer [`VulkanDevice::default_device`], which
     /// opens one per process).
@@ -192,8 +271,10 @@ impl VulkanDevice {
         } else {
             None
         };
+        let saved = (options.pipeline_cache.as_ref())
+            .and_then(|dir| std::fs::read(pipeline_cache_file(dir, &ctx.props)).ok());
         Ok(VulkanDevice(Arc::new(Shared {
-            pipes: Mutex::new(Pipelines::new(&ctx.device)?),
+            pipes: Mutex::new(Pipelines::new(&ctx.device, &ctx.props, saved.as_deref())?),
             rec: Mutex::new(Recorder::new(timing)),
             pool: Mutex::new(Pool::new(allocator)),
             options,
@@ -212,10 +293,15 @@ impl VulkanDevice {
         DEFAULT
             .get_or_init(|| {
                 let profile = options.profile;
+                let cache = options.pipeline_cache.is_some();
                 let d = VulkanDevice::new(options);
                 if profile && d.is_ok() {
                     // SAFETY: registering a plain function; it only touches `DEFAULT`.
                     unsafe { atexit(print_default_profile) };
+                }
+                if cache && d.is_ok() {
+                    // SAFETY: as above.
+                    unsafe { atexit(save_default_pipeline_cache) };
                 }
                 d
             })
@@ -236,6 +322,25 @@ impl VulkanDevice {
     /// The options the device was opened with.
     pub fn options(&self) -> &VulkanOptions {
         &self.0.options
+    }
+
+    /// Dispatches, barriers, submits, host waits, pipelines, layouts and allocations so
+    /// far; subtract two snapshots with [`DeviceCounters::since`] for one step's.
+    pub fn counters(&self) -> DeviceCounters {
+        self.0.counters()
+    }
+
+    /// Writes the pipeline cache to [`VulkanOptions::pipeline_cache`] now, if pipelines
+    /// were created since it was last written (it is also written when the device is
+    /// dropped, and for the process-wide device at exit).
+    pub fn save_pipeline_cache(&self) -> Result<()> {
+        self.0.save_pipeline_cache()
+    }
+
+    /// Bytes of an earlier run's pipeline cache this device started from: 0 when there
+    /// was none, or when the file was made by another driver or device (it is ignored).
+    pub fn pipeline_cache_loaded_bytes(&self) -> usize {
+        self.0.pipes.lock().map(|p| p.loaded_bytes).unwrap_or(0)
     }
 
     /// Counters of the buffer pool (allocations, reuses, live bytes).

@@ -4,7 +4,10 @@
 //! (`spirv_sources.rs` says how and why, `build.rs` checks it is current); the [`Kernel`]
 //! constants below embed them. A pipeline is created on first use of a (kernel,
 //! specialization constants) pair and kept for the device's lifetime; a
-//! `vk::PipelineCache` lets the driver share compiled code between variants.
+//! `vk::PipelineCache` lets the driver share compiled code between variants, and is
+//! saved to disk (see `VulkanOptions::pipeline_cache`) so that the next run's pipelines
+//! are not compiled again: on a real GPU, compiling a few dozen pipelines is most of a
+//! short run's start-up.
 //!
 //! Every kernel binds only storage buffers (bindings `0..n`, set 0) and reads its shapes
 //! from push constants (at most [`PUSH_BYTES`], the minimum every device supports), so
@@ -73,23 +76,72 @@ pub(crate) struct Pipelines {
     layouts: HashMap<u32, (vk::DescriptorSetLayout, vk::PipelineLayout)>,
     pipelines: HashMap<(&'static str, Vec<u32>), Pipeline>,
     cache: vk::PipelineCache,
+    /// Pipelines created since the cache was last saved.
+    unsaved: u64,
+    /// Pipelines created since the device was opened.
+    pub created: u64,
+    /// Layout pairs created since the device was opened.
+    pub layouts_created: u64,
+    /// Bytes of an earlier run's cache the pipeline cache started from (0: none).
+    pub loaded_bytes: usize,
 }
 
 fn vk_err(what: &'static str) -> impl Fn(vk::Result) -> Error {
     move |e| Error::Device(format!("vulkan: {what} failed: {e}"))
 }
 
+/// The header a pipeline cache's data starts with (Vulkan spec, `vkGetPipelineCacheData`):
+/// header length 32, header version 1, vendor id, device id, pipeline-cache UUID.
+fn cache_header(props: &vk::PhysicalDeviceProperties) -> Vec<u8> {
+    let mut h = Vec::with_capacity(32);
+    h.extend(32u32.to_le_bytes());
+    h.extend(1u32.to_le_bytes());
+    h.extend(props.vendor_id.to_le_bytes());
+    h.extend(props.device_id.to_le_bytes());
+    h.extend(props.pipeline_cache_uuid);
+    h
+}
+
 impl Pipelines {
-    pub fn new(device: &ash::Device) -> Result<Self> {
-        // SAFETY: valid device; an empty cache.
-        let cache =
-            unsafe { device.create_pipeline_cache(&vk::PipelineCacheCreateInfo::default(), None) }
-                .map_err(vk_err("creating the pipeline cache"))?;
+    /// An empty set of pipelines over a pipeline cache seeded from `saved` (the bytes of
+    /// an earlier run's cache), used only when its header says it was made by this
+    /// driver on this device: a driver must reject foreign data, but need not do so
+    /// gracefully, and a stale file (after a driver update) is normal.
+    pub fn new(
+        device: &ash::Device,
+        props: &vk::PhysicalDeviceProperties,
+        saved: Option<&[u8]>,
+    ) -> Result<Self> {
+        let saved = saved.filter(|data| data.starts_with(&cache_header(props)));
+        let info = match saved {
+            Some(data) => vk::PipelineCacheCreateInfo::default().initial_data(data),
+            None => vk::PipelineCacheCreateInfo::default(),
+        };
+        // SAFETY: valid device; the initial data, if any, has this device's header.
+        let cache = unsafe { device.create_pipeline_cache(&info, None) }
+            .map_err(vk_err("creating the pipeline cache"))?;
         Ok(Pipelines {
             layouts: HashMap::new(),
             pipelines: HashMap::new(),
             cache,
+            unsaved: 0,
+            created: 0,
+            layouts_created: 0,
+            loaded_bytes: saved.map_or(0, <[u8]>::len),
         })
+    }
+
+    /// The cache's bytes if pipelines were created since the last call (`None` if not),
+    /// for [`super::VulkanDevice`] to write to disk.
+    pub fn unsaved_cache_data(&mut self, device: &ash::Device) -> Result<Option<Vec<u8>>> {
+        if self.unsaved == 0 {
+            return Ok(None);
+        }
+        // SAFETY: valid device and cache.
+        let data = unsafe { device.get_pipeline_cache_data(self.cache) }
+            .map_err(vk_err("reading the pipeline cache"))?;
+        self.unsaved = 0;
+        Ok(Some(data))
     }
 
     fn layouts(
@@ -131,6 +183,7 @@ impl Pipelines {
         }
         .map_err(vk_err("creating a pipeline layout"))?;
         self.layouts.insert(bindings, (set_layout, layout));
+        self.layouts_created += 1;
         Ok((set_layout, layout))
     }
 
@@ -178,6 +231,8 @@ impl Pipelines {
             set_layout,
         };
         self.pipelines.insert((kernel.name, spec.to_vec()), p);
+        self.created += 1;
+        self.unsaved += 1;
         Ok(p)
     }
 

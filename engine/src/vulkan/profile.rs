@@ -6,8 +6,69 @@
 //! Dispatches without a barrier between them may overlap on a real GPU, so a kernel's
 //! time can include some of its neighbours'; totals over many calls are still the right
 //! place to look first.
+//!
+//! [`DeviceCounters`] are always on: how many dispatches, barriers, submits, host waits,
+//! pipelines, layouts and allocations the device has seen; the table ends with them.
 
 use std::collections::BTreeMap;
+
+/// Counts of the work a device has been given since it was opened, always on (each is
+/// one integer add where the event happens). Subtract two snapshots
+/// ([`DeviceCounters::since`]) to see what one training step costs: on a real GPU every
+/// dispatch, barrier and submit has a fixed cost of microseconds and every host wait
+/// stalls the pipeline, so these, not kernel time, are what a small step is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// Kernel dispatches and buffer copies recorded.
+    pub dispatches: u64,
+    /// Pipeline barriers recorded (one between dependent dispatches, plus one at each
+    /// end of every batch).
+    pub barriers: u64,
+    /// Command buffers submitted to the queue.
+    pub submits: u64,
+    /// Times the host blocked on the device: a read-back (`to_host`), an explicit
+    /// synchronisation, or a full queue of batches.
+    pub host_waits: u64,
+    /// Compute pipelines created (each a shader compile by the driver, unless the
+    /// pipeline cache had it).
+    pub pipelines_created: u64,
+    /// Descriptor-set and pipeline layouts created (one pair per binding count).
+    pub layouts_created: u64,
+    /// Device memory allocations by the buffer pool (see [`super::PoolStats`]).
+    pub allocations: u64,
+}
+
+impl DeviceCounters {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &DeviceCounters) -> DeviceCounters {
+        DeviceCounters {
+            dispatches: self.dispatches - earlier.dispatches,
+            barriers: self.barriers - earlier.barriers,
+            submits: self.submits - earlier.submits,
+            host_waits: self.host_waits - earlier.host_waits,
+            pipelines_created: self.pipelines_created - earlier.pipelines_created,
+            layouts_created: self.layouts_created - earlier.layouts_created,
+            allocations: self.allocations - earlier.allocations,
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} dispatches, {} barriers, {} submits, {} host waits, {} pipelines and {} \
+             layouts created, {} allocations",
+            self.dispatches,
+            self.barriers,
+            self.submits,
+            self.host_waits,
+            self.pipelines_created,
+            self.layouts_created,
+            self.allocations
+        )
+    }
+}
 
 /// Accumulated GPU time per kernel.
 #[derive(Debug, Default)]
@@ -52,7 +113,7 @@ impl Profiler {
 }
 
 /// Formats rows as the table `ENGINE_VULKAN_PROFILE=1` prints.
-pub(crate) fn table(device: &str, rows: &[KernelTime]) -> String {
+pub(crate) fn table(device: &str, rows: &[KernelTime], counters: &DeviceCounters) -> String {
     let mut s = format!("Vulkan kernel profile ({device})\n");
     s += &format!(
         "{:<26} {:>8} {:>12} {:>12}\n",
@@ -67,5 +128,6 @@ pub(crate) fn table(device: &str, rows: &[KernelTime]) -> String {
             r.total_ms * 1e3 / r.calls.max(1) as f64
         );
     }
+    s += &format!("since the device was opened: {counters}\n");
     s
 }

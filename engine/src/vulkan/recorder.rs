@@ -22,7 +22,7 @@ use ash::vk;
 
 use super::memory::{Block, Pool};
 use super::pipelines::{Pipeline, PUSH_BYTES};
-use super::profile::Profiler;
+use super::profile::{DeviceCounters, Profiler};
 use crate::{Error, Result};
 
 /// Dispatches per frame before it is submitted without waiting.
@@ -70,6 +70,9 @@ pub(crate) struct Recorder {
     /// Nanoseconds per tick when profiling, else `None`.
     timing: Option<f64>,
     pub profiler: Profiler,
+    /// Dispatches, barriers, submits and host waits so far (the other fields of
+    /// [`DeviceCounters`] are filled in by the pipelines and the pool).
+    pub counters: DeviceCounters,
     /// The last serial whose fence has signalled.
     pub completed: u64,
 }
@@ -85,6 +88,7 @@ impl Recorder {
             read: HashSet::new(),
             timing,
             profiler: Profiler::default(),
+            counters: DeviceCounters::default(),
             completed: 0,
         }
     }
@@ -178,6 +182,7 @@ impl Recorder {
                 let barrier = [vk::MemoryBarrier::default()
                     .src_access_mask(vk::AccessFlags::MEMORY_WRITE)
                     .dst_access_mask(vk::AccessFlags::MEMORY_READ | vk::AccessFlags::MEMORY_WRITE)];
+                self.counters.barriers += 1;
                 d.cmd_pipeline_barrier(
                     f.cmd,
                     vk::PipelineStageFlags::ALL_COMMANDS,
@@ -211,6 +216,7 @@ impl Recorder {
                         | vk::AccessFlags::TRANSFER_WRITE,
                 )];
             let stages = vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::TRANSFER;
+            self.counters.barriers += 1;
             // SAFETY: recording into the open command buffer.
             unsafe {
                 ctx.device.cmd_pipeline_barrier(
@@ -368,6 +374,7 @@ impl Recorder {
     ) -> Result<()> {
         let f = self.current.as_mut().expect("open");
         f.dispatches += 1;
+        self.counters.dispatches += 1;
         if f.dispatches >= MAX_DISPATCHES {
             self.submit(ctx, pool)?;
         }
@@ -385,6 +392,8 @@ impl Recorder {
         };
         let d = &ctx.device;
         let serial = f.serial;
+        self.counters.barriers += 1;
+        self.counters.submits += 1;
         // SAFETY: ending and submitting the frame's command buffer; the fence is unsignalled.
         let submitted = unsafe {
             let barrier = [vk::MemoryBarrier::default()
@@ -424,6 +433,9 @@ impl Recorder {
         pool: &std::sync::Mutex<Pool>,
         serial: u64,
     ) -> Result<()> {
+        if self.in_flight.front().is_some_and(|f| f.serial <= serial) {
+            self.counters.host_waits += 1;
+        }
         while let Some(f) = self.in_flight.front() {
             if f.serial > serial {
                 break;
