@@ -433,17 +433,20 @@ impl Backend for VulkanDevice {
         d: PairedDims,
     ) -> Result<(VulkanBuffer, VulkanBuffer)> {
         let len = d.n * d.c * d.p;
+        if len == 0 {
+            return Ok((self.alloc(0)?, self.full(d.n, 0.0)?));
+        }
         let push = paired_push("affine_coupling", d, &[])?;
         let yb = self.alloc(len)?;
-        let ls = self.alloc(len)?;
+        let logdet = self.alloc(d.n)?;
+        // One workgroup per image: the kernel sums the log-determinant itself.
         self.launch(
             &k::AFFINE_COUPLING,
             &[],
-            &[(xb, false), (h, false), (&yb, true), (&ls, true)],
+            &[(xb, false), (h, false), (&yb, true), (&logdet, true)],
             &push,
-            grid(len, 256)?,
+            grid(d.n * 256, 256)?,
         )?;
-        let logdet = self.reduce(ReduceOp::Sum, &ls, &[d.n, d.c * d.p], &[1])?;
         Ok((yb, logdet))
     }
 
@@ -457,48 +460,41 @@ impl Backend for VulkanDevice {
     ) -> Result<(Option<VulkanBuffer>, VulkanBuffer)> {
         let len = d.n * d.c * d.p;
         let dh = self.alloc(2 * len)?;
-        // The kernel takes one gradient at a time (mode 0: dyb, mode 1: dlogdet); with
-        // both, the second pass adds its part.
-        let mut out_dx = None;
-        let mut total: Option<VulkanBuffer> = None;
-        for (mode, g) in [(0u32, dyb), (1, dlogdet)] {
-            let Some(g) = g else { continue };
-            let part = if total.is_none() {
-                dh.clone()
-            } else {
-                self.alloc(2 * len)?
-            };
-            let dx = self.alloc(if mode == 0 { len } else { 1 })?;
-            let push = paired_push("affine_coupling_backward", d, &[mode])?;
-            self.launch(
-                &k::AFFINE_COUPLING_BACKWARD,
-                &[],
-                &[
-                    (g, false),
-                    (xb, false),
-                    (h, false),
-                    (&dx, true),
-                    (&part, true),
-                ],
-                &push,
-                grid(len, 256)?,
-            )?;
-            if mode == 0 {
-                out_dx = Some(dx);
-            }
-            total = Some(match total {
-                None => part,
-                Some(t) => {
-                    let shape = [2 * len];
-                    self.binary(BinaryOp::Add, &t, &shape, &part, &shape, &shape)?
-                }
-            });
+        let dxb = dyb.map(|_| self.alloc(len)).transpose()?;
+        if len == 0 {
+            return Ok((dxb, dh));
         }
-        let dh = match total {
-            Some(t) => t,
-            None => self.full(2 * len, 0.0)?,
+        // One dispatch for both gradients; an absent one is flagged off in `mode` and its
+        // binding filled with a buffer the kernel never reads. Without dyb there is no
+        // dxb, and its binding gets a one-element buffer of its own that is never written
+        // (not an input, which would look like a write to something read).
+        let mode = dyb.is_some() as u32 | (dlogdet.is_some() as u32) << 1;
+        let unused_dxb = if dxb.is_none() {
+            Some(self.alloc(1)?)
+        } else {
+            None
         };
-        Ok((out_dx, dh))
+        let push = paired_push("affine_coupling_backward", d, &[mode])?;
+        self.launch(
+            &k::AFFINE_COUPLING_BACKWARD,
+            &[],
+            &[
+                (dyb.unwrap_or(xb), false),
+                (dlogdet.unwrap_or(xb), false),
+                (xb, false),
+                (h, false),
+                (
+                    dxb.as_ref()
+                        .or(unused_dxb.as_ref())
+                        .expect("one of the two"),
+                    true,
+                ),
+                (&dh, true),
+            ],
+            &push,
+            grid(len, 256)?,
+        )?;
+        Ok((dxb, dh))
     }
 
     fn gaussian_log_prob(
@@ -509,16 +505,20 @@ impl Backend for VulkanDevice {
         pairing: Pairing,
     ) -> Result<VulkanBuffer> {
         let len = d.n * d.c * d.p;
+        if len == 0 {
+            return self.full(d.n, 0.0);
+        }
         let push = paired_push("gaussian_log_prob", d, &pairing_push(pairing, d))?;
-        let terms = self.alloc(len)?;
+        let lp = self.alloc(d.n)?;
+        // One workgroup per image: the kernel sums the log-density itself.
         self.launch(
             &k::GAUSSIAN_LOG_PROB,
             &[],
-            &[(z, false), (h, false), (&terms, true)],
+            &[(z, false), (h, false), (&lp, true)],
             &push,
-            grid(len, 256)?,
+            grid(d.n * 256, 256)?,
         )?;
-        self.reduce(ReduceOp::Sum, &terms, &[d.n, d.c * d.p], &[1])
+        Ok(lp)
     }
 
     fn gaussian_log_prob_backward(

@@ -59,7 +59,7 @@ kernel!(GATHER, "gather", 3);
 kernel!(FILL_RANDOM, "fill_random", 1);
 kernel!(ADAM_UPDATE, "adam_update", 4);
 kernel!(AFFINE_COUPLING, "affine_coupling", 4);
-kernel!(AFFINE_COUPLING_BACKWARD, "affine_coupling_backward", 5);
+kernel!(AFFINE_COUPLING_BACKWARD, "affine_coupling_backward", 6);
 kernel!(GAUSSIAN_LOG_PROB, "gaussian_log_prob", 3);
 kernel!(GAUSSIAN_LOG_PROB_BACKWARD, "gaussian_log_prob_backward", 5);
 

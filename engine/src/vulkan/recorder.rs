@@ -27,8 +27,8 @@ use crate::{Error, Result};
 
 /// Dispatches per frame before it is submitted without waiting.
 const MAX_DISPATCHES: u32 = 256;
-/// Storage-buffer descriptors per frame (every kernel binds at most 4).
-const MAX_DESCRIPTORS: u32 = MAX_DISPATCHES * 4;
+/// Storage-buffer descriptors per frame (every kernel binds at most 6).
+const MAX_DESCRIPTORS: u32 = MAX_DISPATCHES * 6;
 /// Frames in flight before a submit waits for the oldest.
 const MAX_IN_FLIGHT: usize = 3;
 
