@@ -14,8 +14,9 @@
 // ty + TILE*i, columns tx + TILE*j, so neighbouring invocations touch neighbouring
 // columns). Each step stages a BM x TILE slab of A and a TILE x BN slab of B in shared
 // memory, loaded cooperatively (WM and WN elements per invocation). TILE, WM and WN
-// are specialization constants 0, 1 and 2; the host picks TILE 16 and WM, WN in
-// {1, 2, 4} by the extents, so a 12-row problem is not padded to 64 rows. The grid is
+// are specialization constants 0, 1 and 2; the host picks TILE from the device's limits
+// (16, or 8 where 256 invocations, their subgroups or 8 KiB of shared memory do not fit:
+// `gemm_tile` in engine/src/vulkan/backend.rs) and WM, WN in {1, 2, 4} by the extents, so a 12-row problem is not padded to 64 rows. The grid is
 // (ceil(N / BN), ceil(M / BM), batches).
 // Speed: WM + WN shared loads feed WM * WN multiply-adds, so large problems are bound by
 // FMA throughput (on GPUs) or by the operand loads' index arithmetic (implicit GEMM).

@@ -74,6 +74,28 @@ primitive_tests! {
     adam_update: check_adam_update,
 }
 
+/// The GEMM-tiled kernels (matmul and the three convolutions) at the other workgroup
+/// edge a device may choose (8 instead of 16, see `gemm_tile` in
+/// `engine/src/vulkan/backend.rs`), on a private device opened with that tile.
+#[cfg(feature = "vulkan")]
+#[test]
+fn gemm_kernels_at_the_small_tile_on_vulkan() {
+    if glow_rs::testing::vulkan_disabled() {
+        return;
+    }
+    let options = engine::vulkan::VulkanOptions {
+        validation: true,
+        gemm_tile: Some(8),
+        ..engine::vulkan::VulkanOptions::from_env()
+    };
+    let d = engine::vulkan::VulkanDevice::new(options)
+        .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"));
+    check_matmul(&d);
+    check_conv2d(&d);
+    check_conv2d_backward(&d);
+    glow_rs::testing::assert_no_validation_messages();
+}
+
 // ---- Tolerances ---------------------------------------------------------------------
 //
 // f32 has a 24-bit significand: one rounding is a relative error of at most

@@ -11,12 +11,32 @@ use super::{VulkanBuffer, VulkanDevice};
 use crate::backend::*;
 use crate::{Error, Result};
 
-/// Workgroup edge of `gemm_tile.glsl` (matmul and the convolutions; specialization
-/// constant 0): 16 x 16 invocations.
-const GEMM_TILE: u32 = 16;
+/// The workgroup edge `TILE` of `gemm_tile.glsl` (matmul and the three convolutions;
+/// specialization constant 0) for a device: the largest of 16 and 8 whose `TILE²`
+/// invocations fit the device's workgroup limit, are whole subgroups (a partial
+/// subgroup idles lanes on every instruction), and whose shared slabs at the widest
+/// blocking, `2 · TILE · 4·TILE` floats, fit its shared memory. 16 (256 invocations,
+/// 8 KiB) suits every GPU we know; 8 is the fallback for devices with small limits or
+/// subgroups wider than 64. Measured on lavapipe only (no GPU has run it yet), so
+/// larger tiles are left out until a GPU profile says they pay.
+pub(crate) fn gemm_tile(subgroup: u32, max_invocations: u32, shared_bytes: u32) -> u32 {
+    [16u32, 8]
+        .into_iter()
+        .find(|&t| {
+            t * t <= max_invocations
+                && (t * t) % subgroup.max(1) == 0
+                && 2 * t * 4 * t * 4 <= shared_bytes
+        })
+        .unwrap_or(8)
+}
 /// Longest reduction handled one-output-per-invocation (`reduce_small.comp`).
 const SMALL_REDUCTION: usize = 64;
 impl VulkanDevice {
+    /// This device's `gemm_tile.glsl` workgroup edge (see [`gemm_tile`]).
+    fn gemm_tile(&self) -> u32 {
+        self.0.gemm_tile
+    }
+
     /// [`Backend::conv2d`], and [`Backend::conv2d_relu`] when `relu` (a push-constant flag:
     /// `conv2d.comp` applies it as it stores).
     fn conv2d_with(
@@ -37,7 +57,8 @@ impl VulkanDevice {
             (bias.unwrap_or(w), false),
             (&y, true),
         ];
-        let (spec, groups) = gemm_launch(dims.c_out, dims.n * dims.h * dims.w, 1)?;
+        let (spec, groups) =
+            gemm_launch(self.gemm_tile(), dims.c_out, dims.n * dims.h * dims.w, 1)?;
         self.launch(&k::CONV2D, &spec, &bufs, &push, groups)?;
         Ok(y)
     }
@@ -117,16 +138,18 @@ fn conv_push(d: &Conv2dDims) -> Result<Vec<u32>> {
 }
 
 /// Specialization constants and grid of a `gemm_tile.glsl` kernel over an `m x n`
-/// output, `batch` times. Each invocation computes up to 4 x 4 outputs; fewer along an
-/// extent below 64, so e.g. 12 output channels are not padded to a 64-row block.
-fn gemm_launch(m: usize, n: usize, batch: usize) -> Result<([u32; 3], [u32; 3])> {
+/// output, `batch` times, with workgroups `tile x tile`. Each invocation computes up to
+/// 4 x 4 outputs; fewer along an extent below `4 · tile`, so e.g. 12 output channels are
+/// not padded to a 64-row block.
+fn gemm_launch(tile: u32, m: usize, n: usize, batch: usize) -> Result<([u32; 3], [u32; 3])> {
+    let t = tile as usize;
     let per_invocation = |extent: usize| match extent {
-        0..32 => 1,
-        32..64 => 2,
+        e if e < 2 * t => 1,
+        e if e < 4 * t => 2,
         _ => 4,
     };
     let (wm, wn) = (per_invocation(m), per_invocation(n));
-    let block = |w: u32| (GEMM_TILE * w) as usize;
+    let block = |w: u32| (tile * w) as usize;
     let groups = [n.div_ceil(block(wn)), m.div_ceil(block(wm)), batch];
     if groups.iter().any(|&g| g > 65535) {
         return Err(Error::Device(format!(
@@ -134,7 +157,7 @@ fn gemm_launch(m: usize, n: usize, batch: usize) -> Result<([u32; 3], [u32; 3])>
         )));
     }
     let groups = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
-    Ok(([GEMM_TILE, wm, wn], groups))
+    Ok(([tile, wm, wn], groups))
 }
 
 impl Backend for VulkanDevice {
@@ -256,7 +279,7 @@ impl Backend for VulkanDevice {
             d.trans_a as u32,
             d.trans_b as u32,
         ];
-        let (spec, groups) = gemm_launch(d.m, d.n, d.batch)?;
+        let (spec, groups) = gemm_launch(self.gemm_tile(), d.m, d.n, d.batch)?;
         self.launch(
             &k::MATMUL,
             &spec,
@@ -295,7 +318,7 @@ impl Backend for VulkanDevice {
     ) -> Result<VulkanBuffer> {
         let dx = self.alloc(dims.input_len())?;
         let bufs = [(dy, false), (w, false), (&dx, true)];
-        let (spec, groups) = gemm_launch(dims.c_in, dims.n * dims.h * dims.w, 1)?;
+        let (spec, groups) = gemm_launch(self.gemm_tile(), dims.c_in, dims.n * dims.h * dims.w, 1)?;
         self.launch(
             &k::CONV2D_BACKWARD_INPUT,
             &spec,
@@ -313,7 +336,12 @@ impl Backend for VulkanDevice {
         dims: Conv2dDims,
     ) -> Result<VulkanBuffer> {
         let dw = self.alloc(dims.weight_len())?;
-        let (spec, groups) = gemm_launch(dims.c_out, dims.c_in * dims.kh * dims.kw, 1)?;
+        let (spec, groups) = gemm_launch(
+            self.gemm_tile(),
+            dims.c_out,
+            dims.c_in * dims.kh * dims.kw,
+            1,
+        )?;
         self.launch(
             &k::CONV2D_BACKWARD_WEIGHT,
             &spec,
@@ -578,5 +606,39 @@ impl Backend for VulkanDevice {
             &push,
             grid(len, 256)?,
         )
+    }
+}
+
+#[cfg(test)]
+mod gemm_shape_tests {
+    use super::*;
+
+    #[test]
+    fn the_tile_follows_the_device_limits() {
+        // A typical GPU (NVIDIA: subgroups of 32, 48 KiB shared memory, 1024 invocations).
+        assert_eq!(gemm_tile(32, 1024, 48 * 1024), 16);
+        // AMD's wave64 and lavapipe's subgroups of 8 also divide 256.
+        assert_eq!(gemm_tile(64, 1024, 32 * 1024), 16);
+        assert_eq!(gemm_tile(8, 1024, 32 * 1024), 16);
+        // Vulkan's minimum limits (128 invocations, 16 KiB): 256 invocations do not fit.
+        assert_eq!(gemm_tile(4, 128, 16 * 1024), 8);
+        // Shared memory below 8 KiB rules out 16 (2 slabs of 16 x 64 floats).
+        assert_eq!(gemm_tile(32, 1024, 6 * 1024), 8);
+        // Subgroups wider than 256 invocations: fall back to 8.
+        assert_eq!(gemm_tile(512, 1024, 64 * 1024), 8);
+    }
+
+    #[test]
+    fn launches_cover_the_output_at_either_tile() {
+        for tile in [8u32, 16] {
+            for (m, n) in [(1, 1), (12, 300), (64, 64), (65, 1000), (500, 7)] {
+                let ([t, wm, wn], [gx, gy, gz]) = gemm_launch(tile, m, n, 3).unwrap();
+                assert_eq!(t, tile);
+                assert!((gy * t * wm) as usize >= m && (gx * t * wn) as usize >= n);
+                // No whole workgroup of padding.
+                assert!(((gy - 1) * t * wm) < m as u32 && ((gx - 1) * t * wn) < n as u32);
+                assert_eq!(gz, 3);
+            }
+        }
     }
 }

@@ -354,6 +354,9 @@ pub(crate) struct Context {
     pub max_storage_bytes: u64,
     /// The physical device's properties (ids and limits).
     pub props: vk::PhysicalDeviceProperties,
+    /// Invocations per subgroup (Vulkan 1.1's `subgroupSize`; 32 on NVIDIA, 64 on older
+    /// AMD, 8 to 16 on CPU drivers).
+    pub subgroup_size: u32,
     /// Declared last so it is dropped after the device.
     pub instance: Instance,
 }
@@ -375,6 +378,15 @@ impl Context {
             .map_err(vk_err("creating the logical device"))?;
         let queue = unsafe { device.get_device_queue(family, 0) };
         let props = unsafe { instance.instance.get_physical_device_properties(physical) };
+        let mut subgroup = vk::PhysicalDeviceSubgroupProperties::default();
+        let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut subgroup);
+        // SAFETY: a Vulkan 1.1 instance (see `Instance::new`) on a valid physical device.
+        unsafe {
+            instance
+                .instance
+                .get_physical_device_properties2(physical, &mut props2)
+        };
+        let subgroup_size = subgroup.subgroup_size.max(1);
         let families = unsafe {
             instance
                 .instance
@@ -392,6 +404,7 @@ impl Context {
             timestamp_period,
             max_storage_bytes: props.limits.max_storage_buffer_range as u64,
             props,
+            subgroup_size,
             instance,
         })
     }

@@ -65,6 +65,9 @@ pub struct VulkanOptions {
     /// A folder where the driver's compiled pipelines are kept between runs (one file per
     /// device model); `None` compiles every pipeline afresh.
     pub pipeline_cache: Option<std::path::PathBuf>,
+    /// The GEMM workgroup edge (8 or 16) instead of the one chosen from the device's
+    /// limits (`backend::gemm_tile`), to run the other tiling in tests.
+    pub gemm_tile: Option<u32>,
 }
 
 impl VulkanOptions {
@@ -86,6 +89,7 @@ impl VulkanOptions {
             validation: flag("ENGINE_VULKAN_VALIDATION"),
             profile: flag("ENGINE_VULKAN_PROFILE"),
             pipeline_cache: pipeline_cache_from_env(),
+            gemm_tile: None,
         }
     }
 }
@@ -125,6 +129,8 @@ pub fn enumerate_devices() -> Result<Vec<DeviceInfo>> {
 pub(crate) struct Shared {
     pipes: Mutex<Pipelines>,
     rec: Mutex<Recorder>,
+    /// The workgroup edge of the GEMM-tiled kernels on this device.
+    gemm_tile: u32,
     pub(crate) pool: Mutex<Pool>,
     options: VulkanOptions,
     /// Declared last: destroyed after everything made from it (see `Drop`).
@@ -273,7 +279,22 @@ impl VulkanDevice {
         };
         let saved = (options.pipeline_cache.as_ref())
             .and_then(|dir| std::fs::read(pipeline_cache_file(dir, &ctx.props)).ok());
+        let limits = &ctx.props.limits;
+        let gemm_tile = match options.gemm_tile {
+            Some(t @ (8 | 16)) => t,
+            Some(t) => {
+                return Err(Error::Device(format!(
+                    "vulkan: a GEMM tile of {t} is not built in (8 or 16)"
+                )))
+            }
+            None => backend::gemm_tile(
+                ctx.subgroup_size,
+                limits.max_compute_work_group_invocations,
+                limits.max_compute_shared_memory_size,
+            ),
+        };
         Ok(VulkanDevice(Arc::new(Shared {
+            gemm_tile,
             pipes: Mutex::new(Pipelines::new(&ctx.device, &ctx.props, saved.as_deref())?),
             rec: Mutex::new(Recorder::new(timing)),
             pool: Mutex::new(Pool::new(allocator)),
