@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use engine::{Error, Result};
 use glow::train::evaluate;
-use glow_rs::cli;
+use glow_rs::cli::{self, validate};
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -37,12 +37,15 @@ struct Args {
     dequant: Dequant,
     /// Seed of the dequantisation noise.
     #[arg(long, default_value_t = 0)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::any_u64())]
     seed: u64,
     /// Images per batch.
     #[arg(long, default_value_t = 64)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::positive_usize())]
     batch: usize,
     /// Write each image's bits/dim here, one "index,label,bpd" line per image.
     #[arg(long)]
+    #[arg(value_parser = validate::output_file())]
     per_image: Option<PathBuf>,
 }
 
@@ -51,12 +54,14 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let (model, data) = args.source.open()?;
+    let (model, data, ()) = args.source.open(|data| {
+        let flag = args.source.data.as_deref();
+        validate::has_test_images(flag, data.train.len(), data.test.len())
+    })?;
     eprintln!("{}", data.describe());
     let test = &data.test;
-    let batch = args.batch.max(1);
     let bar = ProgressBar::new(test.len() as u64);
-    let batches = test.sequential_batches(batch);
+    let batches = test.sequential_batches(args.batch);
     let result = evaluate(
         &model,
         batches,

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use engine::{Error, Result};
+use engine::Result;
 use glow::explore::interpolate;
 use glow::Dequantization;
-use glow_rs::cli;
+use glow_rs::cli::{self, validate};
 use serde_json::json;
 
 /// Interpolate in latent space between two test images.
@@ -22,15 +22,19 @@ struct Args {
     source: cli::CheckpointArgs,
     /// Index of the first image in the test split.
     #[arg(long, default_value_t = 0)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::any_usize())]
     a: usize,
     /// Index of the second image in the test split.
     #[arg(long, default_value_t = 1)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::any_usize())]
     b: usize,
-    /// Frames, ends included.
+    /// Frames, ends included (2-1024).
     #[arg(long, default_value_t = 10)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(2, validate::MAX_FRAMES))]
     steps: usize,
     /// Output PNG.
     #[arg(long, default_value = "runs/interpolation.png")]
+    #[arg(value_parser = validate::output_file())]
     out: PathBuf,
 }
 
@@ -39,17 +43,11 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let (model, data) = args.source.open()?;
-    let n = data.test.len();
-    if args.a >= n || args.b >= n {
-        return Err(Error::invalid(
-            "interpolate",
-            format!(
-                "--a {} / --b {}: the test split has {n} images",
-                args.a, args.b
-            ),
-        ));
-    }
+    let (model, data, ()) = args.source.open(|data| {
+        let n = data.test.len();
+        validate::index("--a", args.a, "the test split", n)?;
+        validate::index("--b", args.b, "the test split", n)
+    })?;
     let (pa, la) = data.test.batch(&[args.a]);
     let (pb, lb) = data.test.batch(&[args.b]);
     let xa = model.preprocess(&pa, 1, Dequantization::Midpoint)?;

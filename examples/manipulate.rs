@@ -10,11 +10,11 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use engine::{Error, Result, Tensor};
-use glow::data::CLASS_NAMES;
+use engine::{Result, Tensor};
+use glow::data::{Dataset, CLASS_NAMES};
 use glow::explore::{attribute_direction, manipulate};
 use glow::Dequantization;
-use glow_rs::cli;
+use glow_rs::cli::{self, validate};
 use serde_json::json;
 
 /// Move a test image along a class direction in latent space.
@@ -25,18 +25,23 @@ struct Args {
     source: cli::CheckpointArgs,
     /// The class (0-9: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck).
     #[arg(long, default_value_t = 7)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::class())]
     class: usize,
     /// Index of the image in the test split.
     #[arg(long, default_value_t = 0)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::any_usize())]
     index: usize,
-    /// Training images per group used for the mean latents.
+    /// Training images per group used for the mean latents (at least 1).
     #[arg(long, default_value_t = 200)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::positive_usize())]
     per_group: usize,
-    /// Steps along the direction.
+    /// Steps along the direction (finite numbers).
     #[arg(long, value_delimiter = ',', default_value = "-1,-0.5,0,0.5,1")]
+    #[arg(allow_hyphen_values = true, value_parser = validate::finite_f32())]
     alphas: Vec<f32>,
     /// Output PNG.
     #[arg(long, default_value = "runs/manipulation.png")]
+    #[arg(value_parser = validate::output_file())]
     out: PathBuf,
 }
 
@@ -63,43 +68,32 @@ fn encode_group(
     ))
 }
 
-fn run(args: Args) -> Result<()> {
-    if args.class >= CLASS_NAMES.len() {
-        return Err(Error::invalid(
-            "manipulate",
-            format!("--class {} is not in 0..10", args.class),
-        ));
-    }
-    let (model, data) = args.source.open()?;
-    if args.index >= data.test.len() {
-        return Err(Error::invalid(
-            "manipulate",
-            format!(
-                "--index {}: the test split has {} images",
-                args.index,
-                data.test.len()
-            ),
-        ));
-    }
-    let train = &data.train;
-    let with: Vec<usize> = (0..train.len())
-        .filter(|&i| train.labels[i] as usize == args.class)
-        .take(args.per_group)
-        .collect();
-    let without: Vec<usize> = (0..train.len())
-        .filter(|&i| train.labels[i] as usize != args.class)
-        .take(args.per_group)
-        .collect();
+/// The first `per_group` training images of `class` and the first `per_group` of the
+/// other classes; a usage error when either group is empty.
+fn groups(data: &Dataset, class: usize, per_group: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+    let pick = |of_class: bool| -> Vec<usize> {
+        (0..data.len())
+            .filter(|&i| (usize::from(data.labels[i]) == class) == of_class)
+            .take(per_group)
+            .collect()
+    };
+    let (with, without) = (pick(true), pick(false));
     if with.is_empty() || without.is_empty() {
-        return Err(Error::invalid(
-            "manipulate",
-            format!(
-                "the training split has no images {} class {}",
-                if with.is_empty() { "of" } else { "outside" },
-                args.class
-            ),
-        ));
+        return Err(validate::usage_error(format!(
+            "--class must be a class with training images and others beside it, got \
+             {class}: the training split has no images {} it",
+            if with.is_empty() { "of" } else { "outside" },
+        )));
     }
+    Ok((with, without))
+}
+
+fn run(args: Args) -> Result<()> {
+    let (model, data, (with, without)) = args.source.open(|data| {
+        validate::index("--index", args.index, "the test split", data.test.len())?;
+        groups(&data.train, args.class, args.per_group)
+    })?;
+    let train = &data.train;
     eprintln!(
         "direction of '{}' from {} + {} training images",
         CLASS_NAMES[args.class],

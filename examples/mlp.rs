@@ -86,7 +86,7 @@ fn main() -> Result<()> {
         None | Some("cpu") => Device::Cpu,
         Some("reference") => Device::Reference,
         Some(other) => {
-            eprintln!("mlp: unknown device `{other}` (expected `cpu` or `reference`)");
+            eprintln!("error: the device must be `cpu` or `reference`, got {other}");
             std::process::exit(2);
         }
     };

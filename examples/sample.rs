@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::Result;
-use glow_rs::cli::{self, DeviceChoice};
+use glow_rs::cli::{self, validate, DeviceChoice};
 use serde_json::json;
 
 /// Draw sample grids from a Glow checkpoint.
@@ -19,18 +19,22 @@ use serde_json::json;
 struct Args {
     /// The checkpoint to sample from.
     #[arg(long)]
+    #[arg(value_parser = validate::existing_file())]
     checkpoint: PathBuf,
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Images per grid.
+    /// Images per grid (1-4096).
     #[arg(long, default_value_t = 64)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_GRID_IMAGES))]
     n: usize,
     /// Seed of the latent draws.
     #[arg(long, default_value_t = 0)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::any_u64())]
     seed: u64,
     /// Output directory.
     #[arg(long, default_value = "runs/samples")]
+    #[arg(value_parser = validate::output_dir())]
     out: PathBuf,
 }
 
@@ -40,7 +44,7 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
-    let files = cli::write_sample_grids(&model, &args.out, "sample", args.n.max(1), args.seed)?;
+    let files = cli::write_sample_grids(&model, &args.out, "sample", args.n, args.seed)?;
     for f in &files {
         eprintln!("wrote {}", f.display());
     }

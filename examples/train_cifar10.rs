@@ -35,56 +35,70 @@ struct Args {
     /// A CIFAR-10 directory (data_batch_*.bin, test_batch.bin) or one .bin file.
     /// Default: the built-in 3,000-image sample.
     #[arg(long)]
+    #[arg(value_parser = cli::validate::existing_path())]
     data: Option<PathBuf>,
     /// Download the official CIFAR-10 binary archive into this directory and train on it.
     #[arg(long)]
+    #[arg(value_parser = cli::validate::output_dir(), conflicts_with = "data")]
     download: Option<PathBuf>,
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     #[command(flatten)]
     model: ModelArgs,
-    /// Images per step.
+    /// Images per step (at most the training split's size).
     #[arg(long, default_value_t = 16)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::positive_usize())]
     batch: usize,
     /// Total training steps (overrides --epochs).
     #[arg(long)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::u64_in(1, cli::validate::MAX_STEPS))]
     steps: Option<u64>,
     /// Passes over the training split, if --steps is not given.
     #[arg(long)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::u64_in(1, cli::validate::MAX_EPOCHS))]
     epochs: Option<u64>,
-    /// Peak learning rate.
+    /// Peak learning rate (> 0).
     #[arg(long, default_value_t = 1e-3)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_positive_f32())]
     lr: f32,
-    /// Linear warmup of the learning rate, in steps.
+    /// Linear warmup of the learning rate, in steps (0: none).
     #[arg(long, default_value_t = 50)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::any_u32())]
     warmup: u32,
     /// Optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamax)]
     optimizer: OptimizerArg,
-    /// L2 weight decay.
+    /// L2 weight decay (>= 0).
     #[arg(long, default_value_t = 0.0)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
     weight_decay: f32,
     /// Clip the global gradient norm to this value (0: off).
     #[arg(long, default_value_t = 50.0)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
     max_grad_norm: f32,
     /// Random horizontal flips of training images.
     #[arg(long)]
     flip: bool,
     /// Seed of initialisation, data order and noise.
     #[arg(long, default_value_t = 0)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::any_u64())]
     seed: u64,
     /// Output directory.
     #[arg(long, default_value = "runs/cifar10")]
+    #[arg(value_parser = cli::validate::output_dir())]
     out: PathBuf,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
-    /// Evaluate on the test split (and save a checkpoint) every this many steps.
+    /// Evaluate on the test split (and save a checkpoint) every this many steps, and at
+    /// the end (at least 1: 0 is refused, not read as "never").
     #[arg(long, default_value_t = 500)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::step_interval())]
     eval_every: u64,
-    /// Write sample grids every this many steps.
+    /// Write sample grids every this many steps, and at the end (at least 1).
     #[arg(long, default_value_t = 1000)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::step_interval())]
     sample_every: u64,
 }
 
@@ -123,6 +137,15 @@ fn read_curves(path: &Path, until: u64) -> (Curve, Curve, String) {
 }
 
 fn run(args: Args) -> Result<()> {
+    cli::validate::training_run(&cli::validate::TrainingFlags {
+        batch: args.batch,
+        data: args.data.as_deref(),
+        download: args.download.as_deref(),
+        resume_from: args
+            .resume
+            .then(|| args.out.join("checkpoint.safetensors"))
+            .as_deref(),
+    })?;
     let (device, why) = cli::pick_device(args.device)?;
     eprintln!("device: {} ({why})", device.name());
     let data_path = match &args.download {

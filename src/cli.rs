@@ -1,5 +1,6 @@
 //! What the examples share: the flags that describe a model, device choice, data loading,
-//! sample grids and the machine-readable last line.
+//! sample grids, the machine-readable last line, and how a run ends on an error
+//! ([`exit_on_error`]; the rules every flag is checked by are in [`validate`]).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,8 @@ use engine::{Device, Result, Tensor};
 use glow::data::Cifar10;
 use glow::picture::{save_grid, ImageBatch};
 use glow::{Coupling, Glow, GlowConfig, Permutation};
+
+pub mod validate;
 
 /// The temperatures of the paper's sample figure.
 pub const TEMPERATURES: [f32; 8] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -69,14 +72,17 @@ impl From<OptimizerArg> for AdamKind {
 /// The flags that describe a model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Levels L (squeeze, K steps, split).
+    /// Levels L (squeeze, K steps, split): 1-5, as a 32x32 image halves at most 5 times.
     #[arg(long, default_value_t = 3)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::levels())]
     pub levels: usize,
-    /// Flow steps per level K.
+    /// Flow steps per level K (1-1024).
     #[arg(long, default_value_t = 8)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_DEPTH))]
     pub depth: usize,
-    /// Channels of each coupling network.
+    /// Channels of each coupling network (1-8192).
     #[arg(long, default_value_t = 128)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_HIDDEN))]
     pub hidden: usize,
     /// Coupling layer.
     #[arg(long, value_enum, default_value_t = CouplingArg::Affine)]
@@ -92,6 +98,7 @@ pub struct ModelArgs {
     pub y_condition: bool,
     /// Bits per colour channel kept (1-8).
     #[arg(long, default_value_t = 8)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::n_bits())]
     pub n_bits: u32,
 }
 
@@ -127,9 +134,11 @@ impl ModelArgs {
 pub struct CheckpointArgs {
     /// The checkpoint to use (e.g. runs/cifar10/checkpoint.safetensors).
     #[arg(long)]
+    #[arg(value_parser = validate::existing_file())]
     pub checkpoint: PathBuf,
     /// CIFAR-10 directory or .bin file (default: the built-in sample).
     #[arg(long)]
+    #[arg(value_parser = validate::existing_path())]
     pub data: Option<PathBuf>,
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -137,10 +146,15 @@ pub struct CheckpointArgs {
 }
 
 impl CheckpointArgs {
-    /// The model on the chosen device, and the dataset.
-    pub fn open(&self) -> Result<(Glow, Cifar10)> {
+    /// The model on the chosen device, the dataset, and what `check` made of the
+    /// dataset. The dataset is read first and handed to `check` (e.g. [`validate::index`]
+    /// of an image against the test split), so that a bad flag is reported before a
+    /// device is chosen or a model built.
+    pub fn open<T>(&self, check: impl FnOnce(&Cifar10) -> Result<T>) -> Result<(Glow, Cifar10, T)> {
+        let data = load_data(self.data.as_deref())?;
+        let checked = check(&data)?;
         let (model, _) = open_checkpoint(&self.checkpoint, self.device)?;
-        Ok((model, load_data(self.data.as_deref())?))
+        Ok((model, data, checked))
     }
 }
 
@@ -276,20 +290,42 @@ pub fn print_summary(value: serde_json::Value) {
     println!("{value}");
 }
 
-/// Runs an example's `run`, printing an error and exiting with status 1 on failure.
+/// The exit status of a wrong command line: a flag's value outside its rule, or too
+/// large for the data it names, or a path that does not exist or is of the wrong kind
+/// (see [`validate`]). Clap's own usage errors (an unknown flag) exit with it too.
+pub const EXIT_USAGE: i32 = 2;
+
+/// The exit status of a failure while working: a file that cannot be read or is not
+/// what it should be (a damaged checkpoint), a device error, an output that cannot be
+/// written.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Ends an example's `run`: on an error, prints one line, `error: …`, on stderr and
+/// exits with [`EXIT_USAGE`] (2) for a [`validate::usage_error`] or [`EXIT_FAILURE`] (1)
+/// for any other error.
 pub fn exit_on_error(result: Result<()>) {
     if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+        match validate::usage_message(&e) {
+            Some(msg) => {
+                eprintln!("error: {msg}");
+                std::process::exit(EXIT_USAGE);
+            }
+            None => {
+                eprintln!("error: {e}");
+                std::process::exit(EXIT_FAILURE);
+            }
+        }
     }
 }
 
-/// Picks the device for `choice`, says which on stderr, and restores the model of a
-/// checkpoint on it.
+/// Reads a checkpoint, picks the device for `choice`, says which on stderr, and restores
+/// the model on it. The file is read and checked first, so a damaged one is reported
+/// before the device is chosen (which may take seconds of calibration).
 pub fn open_checkpoint(path: &Path, choice: DeviceChoice) -> Result<(Glow, Device)> {
+    let checkpoint = glow::checkpoint::load_checkpoint(path)?;
     let (device, why) = pick_device(choice)?;
     eprintln!("device: {} ({why})", device.name());
-    let (model, _) = glow::checkpoint::load_checkpoint(path)?.restore(&device)?;
+    let (model, _) = checkpoint.restore(&device)?;
     Ok((model, device))
 }
 

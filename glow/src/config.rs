@@ -87,7 +87,11 @@ impl GlowConfig {
                 self.levels, self.depth, self.hidden
             ));
         }
-        let factor = 1usize.checked_shl(self.levels as u32).unwrap_or(0);
+        // `levels as u32` would wrap 2^32 + 1 levels to 1 and let them pass.
+        let factor = u32::try_from(self.levels)
+            .ok()
+            .and_then(|l| 1usize.checked_shl(l))
+            .unwrap_or(0);
         if factor == 0 || h % factor != 0 || w % factor != 0 || h < factor || w < factor {
             return bad(format!(
                 "height {h} and width {w} must be positive multiples of 2^levels = 2^{}",

@@ -1,0 +1,390 @@
+//! The rules the examples' flags are checked by, in one place, so that a bad value gets
+//! one line in the same words in every example, before any work:
+//!
+//! ```text
+//! error: --lr must be a finite number > 0, got NaN
+//! ```
+//!
+//! and exit status 2 ([`super::EXIT_USAGE`]). There are two kinds of check:
+//!
+//! - **A value on its own** (a range, a finite number, a path that exists): a clap value
+//!   parser built here, named in the flag's attribute,
+//!   `#[arg(long, value_parser = validate::finite_positive_f32())]`. Clap runs it while it
+//!   parses the command line, so a bad value stops the program before `main` does
+//!   anything; the error is clap's `ValueValidation` kind carrying the one line, which
+//!   clap prints and exits with 2, as it does for its own usage errors.
+//! - **A value against the data it names or another flag** (`--batch` against the
+//!   training split, `--a` against the test split, `--resume` without a checkpoint):
+//!   functions here that return a [`usage_error`], which [`super::exit_on_error`] prints
+//!   as one line with exit status 2. The examples call them before they pick a device or
+//!   build a model.
+//!
+//! `tests/flags.rs` runs every example with bad values of every numeric flag.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use engine::{Error, Result};
+use glow::data::IMAGE_SHAPE;
+
+/// How many times a CIFAR-10 image (32x32) can be squeezed: each level halves its height
+/// and width, so `--levels` is at most 5.
+pub const MAX_LEVELS: usize = IMAGE_SHAPE[1].trailing_zeros() as usize;
+
+/// The largest `--hidden`: 16 times the paper's 512, where the weights alone (`hidden²`
+/// per flow step) already run to tens of GB. A sanity bound: a mistyped `--hidden 1000000`
+/// is refused here rather than aborting on an allocation.
+pub const MAX_HIDDEN: usize = 8192;
+
+/// The largest `--depth`: 32 times the paper's 32 steps per level.
+pub const MAX_DEPTH: usize = 1024;
+
+/// The largest `--steps`: the optimiser counts its steps in 32 bits.
+pub const MAX_STEPS: u64 = u32::MAX as u64;
+
+/// The largest `--epochs`: keeps `epochs × steps per epoch` far from overflowing.
+pub const MAX_EPOCHS: u64 = 1_000_000;
+
+/// The most images of one sample grid (`sample --n`): a 64x64 grid.
+pub const MAX_GRID_IMAGES: usize = 4096;
+
+/// The most frames of an interpolation strip (`interpolate --steps`).
+pub const MAX_FRAMES: usize = 1024;
+
+/// The training images of the official CIFAR-10 archive that `--download` fetches (its
+/// checksum is verified, so the count is known before the download).
+pub const OFFICIAL_TRAIN_IMAGES: usize = 50_000;
+
+/// The test images of the official archive.
+pub const OFFICIAL_TEST_IMAGES: usize = 10_000;
+
+/// What a rejected value is told: the rule (`"must be an integer >= 1"`) and, after the
+/// value, why it broke it when that is not plain (`"no such file or directory"`).
+struct Complaint {
+    must: String,
+    why: Option<String>,
+}
+
+impl Complaint {
+    fn must(must: impl Into<String>) -> Complaint {
+        Complaint {
+            must: must.into(),
+            why: None,
+        }
+    }
+}
+
+/// The check a [`Rule`] runs on a flag's text (not necessarily UTF-8: a path).
+type Check<T> = dyn Fn(&OsStr) -> std::result::Result<T, Complaint> + Send + Sync;
+
+/// A flag's rule as a clap value parser (`#[arg(long, value_parser = …)]`): it turns the
+/// flag's text into a value or rejects it with one line naming the flag and the value,
+/// `--FLAG must be …, got VALUE`. Built by the functions of this module.
+#[derive(Clone)]
+pub struct Rule<T> {
+    check: Arc<Check<T>>,
+}
+
+impl<T> Rule<T> {
+    fn new(
+        check: impl Fn(&OsStr) -> std::result::Result<T, Complaint> + Send + Sync + 'static,
+    ) -> Self {
+        Rule {
+            check: Arc::new(check),
+        }
+    }
+}
+
+/// How a flag is named in an error: `--lr`, or `<DEVICE>` for a positional argument.
+fn flag_name(arg: Option<&clap::Arg>) -> String {
+    match arg {
+        Some(a) => match a.get_long() {
+            Some(long) => format!("--{long}"),
+            None => a.to_string(),
+        },
+        None => "the argument".into(),
+    }
+}
+
+/// A value as an error shows it (an empty one would read as nothing at all).
+fn shown(text: &str) -> String {
+    if text.is_empty() {
+        "an empty value".into()
+    } else {
+        text.into()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Rule<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> std::result::Result<T, clap::Error> {
+        (self.check)(value).map_err(|c| {
+            let text = value.to_string_lossy();
+            let why = c.why.map(|w| format!(" ({w})")).unwrap_or_default();
+            // A raw error is printed as `error: ` and this line, with no usage block: the
+            // one line the module promises. Its kind makes clap exit with status 2.
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("{} {}, got {}{why}\n", flag_name(arg), c.must, shown(&text)),
+            )
+        })
+    }
+}
+
+/// An integer in `min..=max`, as `T`; `why` explains the range to the user.
+fn integer<T>(min: u64, max: u64, why: &str) -> Rule<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    let range = if max == u64::MAX {
+        format!(">= {min}")
+    } else {
+        format!("in {min}..={max}")
+    };
+    let must = format!("must be an integer {range}{why}");
+    Rule::new(move |text| {
+        text.to_str()
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|v| (min..=max).contains(v))
+            .and_then(|v| T::try_from(v).ok())
+            .ok_or_else(|| Complaint::must(must.clone()))
+    })
+}
+
+/// A count of at least 1 (`--batch`, `--per-group`).
+pub fn positive_usize() -> Rule<usize> {
+    integer(1, usize::MAX as u64, "")
+}
+
+/// An integer in `min..=max`, `max` being the largest that makes sense for the flag.
+pub fn usize_in(min: usize, max: usize) -> Rule<usize> {
+    integer(min as u64, max as u64, "")
+}
+
+/// Any integer >= 0 (an index, checked against the data later by [`index`]).
+pub fn any_usize() -> Rule<usize> {
+    integer(0, usize::MAX as u64, "")
+}
+
+/// Any integer >= 0 (`--seed`).
+pub fn any_u64() -> Rule<u64> {
+    integer(0, u64::MAX, "")
+}
+
+/// Any integer that fits 32 bits (`--warmup`, where 0 means none).
+pub fn any_u32() -> Rule<u32> {
+    integer(0, u64::from(u32::MAX), "")
+}
+
+/// An integer in `min..=max` (`--steps`, `--epochs`).
+pub fn u64_in(min: u64, max: u64) -> Rule<u64> {
+    integer(min, max, "")
+}
+
+/// The interval of something done every so many steps (`--eval-every`,
+/// `--sample-every`): at least 1. Zero is refused rather than read as "never": the
+/// training loop divides the step by it, and the evaluation also writes the checkpoint,
+/// which a run must not silently stop doing. The one place to change if "never" is wanted.
+pub fn step_interval() -> Rule<u64> {
+    integer(1, u64::MAX, "")
+}
+
+/// `--levels`: 1 to [`MAX_LEVELS`], the times a 32x32 image can be squeezed.
+pub fn levels() -> Rule<usize> {
+    let why = format!(" (a 32x32 image halves at most {MAX_LEVELS} times)");
+    integer(1, MAX_LEVELS as u64, &why)
+}
+
+/// `--n-bits`: 1 to 8 bits per colour channel.
+pub fn n_bits() -> Rule<u32> {
+    integer(1, 8, "")
+}
+
+/// `--class`: a CIFAR-10 class, 0 to 9.
+pub fn class() -> Rule<usize> {
+    integer(
+        0,
+        glow::data::CLASS_NAMES.len() as u64 - 1,
+        " (a CIFAR-10 class)",
+    )
+}
+
+/// An `f32` accepted by `keep`, described by `must`.
+fn float(must: &'static str, keep: fn(f32) -> bool) -> Rule<f32> {
+    Rule::new(move |text| {
+        text.to_str()
+            .and_then(|t| t.parse::<f32>().ok())
+            .filter(|&v| keep(v))
+            .ok_or_else(|| Complaint::must(must))
+    })
+}
+
+/// A finite number > 0 (`--lr`). Text that overflows `f32` (`1e40`) or rounds to 0
+/// (`1e-50`) is refused too: it reads as infinity or zero.
+pub fn finite_positive_f32() -> Rule<f32> {
+    float("must be a finite number > 0", |v| v.is_finite() && v > 0.0)
+}
+
+/// A finite number >= 0 (`--weight-decay`, `--max-grad-norm`).
+pub fn finite_non_negative_f32() -> Rule<f32> {
+    float("must be a finite number >= 0", |v| {
+        v.is_finite() && v >= 0.0
+    })
+}
+
+/// Any finite number (`--alphas`, each of the list).
+pub fn finite_f32() -> Rule<f32> {
+    float("must be a finite number", f32::is_finite)
+}
+
+/// What is at `path`: `Some(true)` a directory, `Some(false)` something else, `None`
+/// nothing.
+fn kind(path: &Path) -> Option<bool> {
+    std::fs::metadata(path).ok().map(|m| m.is_dir())
+}
+
+/// A path with a complaint when `bad` says what is wrong with what is there.
+fn path_rule(must: &'static str, bad: fn(Option<bool>) -> Option<&'static str>) -> Rule<PathBuf> {
+    Rule::new(move |text| {
+        let path = PathBuf::from(text);
+        match bad(kind(&path)) {
+            None => Ok(path),
+            Some(why) => Err(Complaint {
+                must: must.into(),
+                why: Some(why.into()),
+            }),
+        }
+    })
+}
+
+/// An existing file, not a directory (`--checkpoint`).
+pub fn existing_file() -> Rule<PathBuf> {
+    path_rule("must be an existing file", |k| match k {
+        None => Some("no such file or directory"),
+        Some(true) => Some("a directory"),
+        Some(false) => None,
+    })
+}
+
+/// An existing file or directory (`--data`).
+pub fn existing_path() -> Rule<PathBuf> {
+    path_rule("must be an existing directory or file", |k| {
+        k.is_none().then_some("no such file or directory")
+    })
+}
+
+/// A directory to write into, created if missing; refused if a file is in the way
+/// (`--out` of `train_cifar10` and `sample`, `--download`).
+pub fn output_dir() -> Rule<PathBuf> {
+    path_rule("must be a directory (or not exist yet)", |k| {
+        (k == Some(false)).then_some("a file")
+    })
+}
+
+/// A file to write, created or replaced; refused if a directory is in the way (`--out`
+/// of `interpolate` and `manipulate`, `--per-image`).
+pub fn output_file() -> Rule<PathBuf> {
+    path_rule("must be a file path, not a directory", |k| {
+        (k == Some(true)).then_some("a directory")
+    })
+}
+
+/// The op name that marks an [`Error`] as a usage error (see [`usage_error`]).
+const USAGE: &str = "usage";
+
+/// An error in the command line found after parsing (a value too large for the data it
+/// names, two flags that do not fit together). `msg` is the whole line after `error: `,
+/// in the module's words: `--batch must be at most …, got 5000`.
+/// [`super::exit_on_error`] prints it and exits with status 2.
+pub fn usage_error(msg: impl Into<String>) -> Error {
+    Error::invalid(USAGE, msg)
+}
+
+/// The message of a [`usage_error`], or `None` for any other error.
+pub fn usage_message(e: &Error) -> Option<&str> {
+    match e {
+        Error::Invalid { op, msg } if *op == USAGE => Some(msg),
+        _ => None,
+    }
+}
+
+/// `value` of `flag` must index one of the `len` images of `split` (`"the test split"`).
+pub fn index(flag: &str, value: usize, split: &str, len: usize) -> Result<()> {
+    match len {
+        _ if value < len => Ok(()),
+        0 => Err(usage_error(format!(
+            "{flag} must be an index into {split}, which is empty, got {value}"
+        ))),
+        _ => Err(usage_error(format!(
+            "{flag} must be an index below {len}, the images of {split}, got {value}"
+        ))),
+    }
+}
+
+/// The flags of a training run that are checked against each other and the data.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainingFlags<'a> {
+    /// `--batch`.
+    pub batch: usize,
+    /// `--data`.
+    pub data: Option<&'a Path>,
+    /// `--download`.
+    pub download: Option<&'a Path>,
+    /// The checkpoint `--resume` continues from, when `--resume` is given.
+    pub resume_from: Option<&'a Path>,
+}
+
+/// What `train_cifar10` checks before any work beyond what its flags' rules can: the
+/// checkpoint `--resume` needs exists, and the dataset has at least `--batch` training
+/// images and a test split to evaluate on. It reads the dataset for its size (the
+/// built-in sample in milliseconds; the training run then reads it again); with
+/// `--download` it uses the official archive's size instead.
+pub fn training_run(flags: &TrainingFlags) -> Result<()> {
+    if let Some(ckpt) = flags.resume_from {
+        if !ckpt.is_file() {
+            return Err(usage_error(format!(
+                "--resume needs the checkpoint of an earlier run, got no file at {} \
+                 (train without --resume first, or point --out at that run)",
+                ckpt.display()
+            )));
+        }
+    }
+    let (train, test) = match flags.download {
+        Some(_) => (OFFICIAL_TRAIN_IMAGES, OFFICIAL_TEST_IMAGES),
+        None => {
+            let data = super::load_data(flags.data)?;
+            (data.train.len(), data.test.len())
+        }
+    };
+    if flags.batch > train {
+        return Err(usage_error(format!(
+            "--batch must be at most {train}, the images of the training split, got {}",
+            flags.batch
+        )));
+    }
+    has_test_images(flags.data, train, test)
+}
+
+/// The dataset of `--data` (`data`; `None`: the built-in sample), with `train` and `test`
+/// images, must have test images to evaluate on: it has none when it holds fewer than 10
+/// images and no test batch.
+pub fn has_test_images(data: Option<&Path>, train: usize, test: usize) -> Result<()> {
+    if test > 0 {
+        return Ok(());
+    }
+    Err(usage_error(format!(
+        "--data must hold test images to evaluate on, got {} ({train} training images, \
+         none held out: fewer than 10 and no {})",
+        data.map_or("the built-in sample".into(), |p| p.display().to_string()),
+        glow::data::TEST_FILE
+    )))
+}
