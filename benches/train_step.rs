@@ -20,7 +20,8 @@
 //!
 //! Environment: `BENCH_CONFIGS=S,K32,P` (which ones), `BENCH_STEPS` (timed steps; default
 //! 20 for S, 8 for K32, 4 for P), `BENCH_DEVICES=cpu|vulkan` (default cpu),
-//! `BENCH_PROFILE=1` (print the per-op table of the timed steps, see `engine::profile`).
+//! `BENCH_PROFILE=1` (print the per-op table of the timed steps, see `engine::profile`),
+//! `BENCH_BATCH` (images per step; default 16).
 
 use std::process::Command;
 use std::time::Instant;
@@ -34,7 +35,17 @@ use glow::{Glow, GlowConfig};
 const CONFIGS: [(&str, usize, usize, usize); 3] =
     [("S", 8, 128, 20), ("K32", 32, 128, 8), ("P", 32, 512, 4)];
 
+/// Images per step unless `BENCH_BATCH` says otherwise.
 const BATCH: usize = 16;
+
+/// `BENCH_BATCH`, or [`BATCH`].
+fn batch() -> usize {
+    std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&b| b > 0)
+        .unwrap_or(BATCH)
+}
 
 fn main() {
     let device_name = std::env::var("BENCH_DEVICES").unwrap_or_else(|_| "cpu".into());
@@ -120,7 +131,8 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
         ..GlowConfig::default()
     };
     let model = Glow::new(cfg, device)?;
-    let x = Tensor::rand_uniform(&[BATCH, 3, 32, 32], -0.5, 0.5, 1, device)?;
+    let batch = batch();
+    let x = Tensor::rand_uniform(&[batch, 3, 32, 32], -0.5, 0.5, 1, device)?;
     no_grad(|| model.forward(&x, None))?; // ActNorm's data-dependent initialisation
     let mut opt = Optimizer::new(OptimizerConfig {
         kind: AdamKind::Adamax,
@@ -158,10 +170,10 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     let gflops = flops / median / 1e9;
     let rss = peak_rss();
     println!(
-        "{name:<4} {dev}: K={depth} hidden={hidden} batch={BATCH}: median {median:.3} s/step, \
+        "{name:<4} {dev}: K={depth} hidden={hidden} batch={batch}: median {median:.3} s/step, \
          min {min:.3} ({:.1} images/s), {:.2} GFLOP/step, {gflops:.1} GFLOP/s effective = \
          {:.0}% of the {ceiling:.0} GFLOP/s SGEMM ceiling, peak RSS {}",
-        BATCH as f64 / median,
+        batch as f64 / median,
         flops / 1e9,
         100.0 * gflops / ceiling,
         rss.map_or("?".into(), |b| format!("{:.2} GB", b as f64 / 1e9)),
@@ -176,11 +188,11 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
             "levels": 3,
             "depth": depth,
             "hidden": hidden,
-            "batch": BATCH,
+            "batch": batch,
             "steps": steps,
             "step_s_median": median,
             "step_s_min": min,
-            "images_per_s": BATCH as f64 / median,
+            "images_per_s": batch as f64 / median,
             "flops_per_step": flops,
             "effective_gflops": gflops,
             "sgemm_ceiling_gflops": ceiling,

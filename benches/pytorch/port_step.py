@@ -34,14 +34,17 @@ def main():
     p.add_argument("--K", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile (inductor); its first two steps compile and are not timed")
     a = p.parse_args()
-    batch, levels = 16, 3
+    batch, levels = a.batch, 3
+    dev = torch.device(a.device)
     torch.manual_seed(0)
-    model = Glow((32, 32, 3), a.hidden, a.K, levels, 1.0, "invconv", "affine", True, 10, True, False)
+    model = Glow((32, 32, 3), a.hidden, a.K, levels, 1.0, "invconv", "affine", True, 10, True, False).to(dev)
     opt = torch.optim.Adamax(model.parameters(), lr=1e-4, weight_decay=5e-5)
-    x = torch.from_numpy(np.random.default_rng(1).uniform(-0.5, 0.5, (batch, 3, 32, 32)).astype(np.float32))
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-0.5, 0.5, (batch, 3, 32, 32)).astype(np.float32)).to(dev)
     model.train()
     with torch.no_grad():  # ActNorm's data-dependent initialisation
         model(x, None)

@@ -357,6 +357,8 @@ pub(crate) struct Context {
     /// Invocations per subgroup (Vulkan 1.1's `subgroupSize`; 32 on NVIDIA, 64 on older
     /// AMD, 8 to 16 on CPU drivers).
     pub subgroup_size: u32,
+    /// The memory heaps: size in bytes, and whether each is device-local.
+    pub heaps: Vec<(u64, bool)>,
     /// Declared last so it is dropped after the device.
     pub instance: Instance,
 }
@@ -387,6 +389,16 @@ impl Context {
                 .get_physical_device_properties2(physical, &mut props2)
         };
         let subgroup_size = subgroup.subgroup_size.max(1);
+        // SAFETY: a query on a valid physical device.
+        let memory = unsafe {
+            instance
+                .instance
+                .get_physical_device_memory_properties(physical)
+        };
+        let heaps = memory.memory_heaps[..memory.memory_heap_count as usize]
+            .iter()
+            .map(|h| (h.size, h.flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL)))
+            .collect();
         let families = unsafe {
             instance
                 .instance
@@ -405,6 +417,7 @@ impl Context {
             max_storage_bytes: props.limits.max_storage_buffer_range as u64,
             props,
             subgroup_size,
+            heaps,
             instance,
         })
     }

@@ -53,6 +53,33 @@ use recorder::{Access, Recorder};
 
 use crate::{Error, Result};
 
+/// A device's identity and the limits the engine reads (see [`VulkanDevice::properties`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceProperties {
+    /// The driver's name for the device.
+    pub name: String,
+    /// Discrete, integrated, virtual, CPU.
+    pub kind: DeviceKind,
+    /// Vulkan version, `"major.minor.patch"`.
+    pub api_version: String,
+    /// The driver's version number (its encoding is the vendor's).
+    pub driver_version: u32,
+    /// PCI vendor id (0x10de NVIDIA, 0x1002 AMD, 0x8086 Intel, 0x10005 Mesa's CPU driver).
+    pub vendor_id: u32,
+    /// The vendor's device id.
+    pub device_id: u32,
+    /// Invocations per subgroup.
+    pub subgroup_size: u32,
+    /// Shared memory per workgroup, in bytes.
+    pub max_shared_memory_bytes: u32,
+    /// Invocations per workgroup.
+    pub max_workgroup_invocations: u32,
+    /// The GEMM workgroup edge chosen for it (`gemm_tile` in `backend.rs`).
+    pub gemm_tile: u32,
+    /// Memory heaps: bytes, and whether device-local.
+    pub heaps: Vec<(u64, bool)>,
+}
+
 /// How to open a Vulkan device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VulkanOptions {
@@ -343,6 +370,26 @@ impl VulkanDevice {
     /// The options the device was opened with.
     pub fn options(&self) -> &VulkanOptions {
         &self.0.options
+    }
+
+    /// What the device is and the limits the engine reads from it, for reports such as
+    /// `benches/gpu/`'s.
+    pub fn properties(&self) -> DeviceProperties {
+        let ctx = &self.0.ctx;
+        let p = &ctx.props;
+        DeviceProperties {
+            name: ctx.info.name.clone(),
+            kind: ctx.info.kind,
+            api_version: ctx.info.api_version.clone(),
+            driver_version: p.driver_version,
+            vendor_id: p.vendor_id,
+            device_id: p.device_id,
+            subgroup_size: ctx.subgroup_size,
+            max_shared_memory_bytes: p.limits.max_compute_shared_memory_size,
+            max_workgroup_invocations: p.limits.max_compute_work_group_invocations,
+            gemm_tile: self.0.gemm_tile,
+            heaps: ctx.heaps.clone(),
+        }
     }
 
     /// Dispatches, barriers, submits, host waits, pipelines, layouts and allocations so
