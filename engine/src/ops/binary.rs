@@ -98,8 +98,9 @@ impl Tensor {
         })
     }
 
-    /// `max(a, b)` elementwise with broadcasting. Not differentiated: the result is
-    /// detached (it serves numerically stable reductions such as log-sum-exp).
+    /// `max(a, b)` elementwise with broadcasting, NaN where either is NaN. Not
+    /// differentiated: the result is detached (it serves numerically stable reductions
+    /// such as log-sum-exp).
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
         self.detach()
             .binary(&other.detach(), BinaryOp::Max, "maximum", |_| {

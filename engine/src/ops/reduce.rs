@@ -78,8 +78,9 @@ impl Tensor {
         self.mean(&axes, false)
     }
 
-    /// Largest element over `axes`. Not differentiated (the result is detached); used to
-    /// stabilise log-sum-exp, whose gradient does not depend on the shift.
+    /// Largest element over `axes`, NaN where the reduced elements hold a NaN. Not
+    /// differentiated (the result is detached); used to stabilise log-sum-exp, whose
+    /// gradient does not depend on the shift.
     pub fn max(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let axes = shape::normalize_axes("max", axes, self.shape())?;
         if axes.iter().any(|&a| self.shape()[a] == 0) {

@@ -57,7 +57,8 @@ impl Tensor {
         })
     }
 
-    /// `max(x, 0)`; `dx = dy` where `x > 0`, else 0 (one [`Tensor::relu_grad`]).
+    /// `max(x, 0)` (NaN stays NaN); `dx = dy` where `x > 0`, else 0 (one
+    /// [`Tensor::relu_grad`]).
     pub fn relu(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Relu, "relu", |a| a.dy.relu_grad(&a.inputs[0]))
     }
@@ -122,7 +123,8 @@ impl Tensor {
         })
     }
 
-    /// `1` where `x > 0`, else `0`. Piecewise constant, so no gradient flows through it.
+    /// `1` where `x > 0`, else `0` (so `step(NaN) = 0`). Piecewise constant, so no
+    /// gradient flows through it.
     pub fn step(&self) -> Result<Tensor> {
         let n = self.numel();
         let storage = dispatch!("step", 0, self.device(), b =>
