@@ -18,13 +18,9 @@ impl Tensor {
     ) -> Result<Tensor> {
         let n = self.numel();
         let storage = dispatch!(name, 0, self.device(), b => b.wrap_res(b.unary(op, b.buf(self.storage()), n)))?;
-        Ok(Tensor::from_op(
-            storage,
-            self.shape().to_vec(),
-            name,
-            &[self],
-            move |a| Ok(vec![Some(backward(a)?)]),
-        ))
+        Tensor::from_op(storage, self.shape().to_vec(), name, &[self], move |a| {
+            Ok(vec![Some(backward(a)?)])
+        })
     }
 
     /// `-x`.
