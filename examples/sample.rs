@@ -36,6 +36,8 @@ struct Args {
     #[arg(long, default_value = "runs/samples")]
     #[arg(value_parser = validate::output_dir())]
     out: PathBuf,
+    #[command(flatten)]
+    anomaly: cli::AnomalyArgs,
 }
 
 fn main() {
@@ -43,6 +45,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    args.anomaly.apply();
     let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
     let files = cli::write_sample_grids(&model, &args.out, "sample", args.n, args.seed)?;
     for f in &files {

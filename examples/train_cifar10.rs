@@ -100,6 +100,8 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::step_interval())]
     sample_every: u64,
+    #[command(flatten)]
+    anomaly: cli::AnomalyArgs,
 }
 
 fn main() {
@@ -146,6 +148,7 @@ fn run(args: Args) -> Result<()> {
             .then(|| args.out.join("checkpoint.safetensors"))
             .as_deref(),
     })?;
+    args.anomaly.apply();
     let (device, why) = cli::pick_device(args.device)?;
     eprintln!("device: {} ({why})", device.name());
     let data_path = match &args.download {

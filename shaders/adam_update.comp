@@ -8,6 +8,7 @@
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 #include "common.glsl"
+#include "nan_math.glsl"
 layout(std430, binding = 0) buffer Param { float param[]; };
 layout(std430, binding = 1) readonly buffer Grad { float grad[]; };
 layout(std430, binding = 2) buffer M { float m[]; };
@@ -28,7 +29,7 @@ void main() {
         v[i] = vi;
         param[i] -= p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
     } else {
-        float vi = max(p.beta2 * v[i], abs(g) + p.eps);
+        float vi = nan_max(p.beta2 * v[i], abs(g) + p.eps); // a NaN g makes v NaN
         v[i] = vi;
         param[i] -= p.lr / p.bc1 * mi / vi;
     }

@@ -10,6 +10,7 @@
 layout(local_size_x = 256) in;
 #include "common.glsl"
 #include "opcodes.glsl"
+#include "nan_math.glsl"
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
 layout(std430, binding = 2) writeonly buffer C { float c[]; };
@@ -28,7 +29,7 @@ void main() {
     case BINARY_SUB: r = u - v; break;
     case BINARY_MUL: r = u * v; break;
     case BINARY_DIV: r = u / v; break;
-    case BINARY_MAX: r = max(u, v); break;
+    case BINARY_MAX: r = nan_max(u, v); break; // NaN if either is
     case BINARY_RELU_GRAD: r = u * (v > 0.0 ? 1.0 : 0.0); break;
     default: r = uintBitsToFloat(0x7fc00000u); break; // an unknown code: NaN
     }

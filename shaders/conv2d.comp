@@ -4,13 +4,14 @@
 // Stride 1, zero "same" padding, NCHW, PyTorch weight layout [c_out, c_in, kh, kw].
 // Bindings: 0 x (read), 1 w (read), 2 bias (read; any buffer without a bias),
 // 3 y (written). Push constants: n, c_in, c_out, h, w, kh, kw, flags (bit 0: add the
-// bias; bit 1: store max(y, 0), the fused conv2d_relu).
+// bias; bit 1: store max(y, 0), the fused conv2d_relu, NaN kept as NaN).
 // Tiling: implicit GEMM on gemm_tile.glsl: C[co, pos] = W[co, q] . X[q, pos] with
 // q = (ci, ky, kx) over c_in*kh*kw and pos = (n, oy, ox) over n*h*w; X's elements are
 // read straight from x (zero outside the image), so no im2col buffer exists.
 // Speed: the index arithmetic of each X load (div/mod by kh*kw, kw, h*w, w) costs more
 // than the multiply-add it feeds on CPU drivers; on GPUs it hides behind the FMAs.
 #extension GL_GOOGLE_include_directive : require
+#include "nan_math.glsl"
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
@@ -38,7 +39,7 @@ void store_c(uint batch, uint co, uint pos, float v) {
     uint hw = p.h * p.w, b = pos / hw;
     float r = v + ((p.flags & 1u) != 0u ? bias[co] : 0.0);
     // The same relu as unary.comp's.
-    y[(b * p.c_out + co) * hw + pos % hw] = (p.flags & 2u) != 0u ? max(r, 0.0) : r;
+    y[(b * p.c_out + co) * hw + pos % hw] = (p.flags & 2u) != 0u ? relu(r) : r;
 }
 
 #include "gemm_tile.glsl"

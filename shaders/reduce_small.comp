@@ -7,6 +7,7 @@
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 #include "common.glsl"
+#include "nan_math.glsl"
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform P {
@@ -22,7 +23,7 @@ void main() {
     float acc = is_max ? uintBitsToFloat(0xff800000u) : 0.0; // -inf
     for (uint r = 0; r < p.n_red; ++r) {
         float v = x[base + offset6(r, p.rshape, p.rstride)];
-        acc = is_max ? max(acc, v) : acc + v;
+        acc = is_max ? nan_max(acc, v) : acc + v;
     }
     y[o] = acc;
 }

@@ -15,7 +15,7 @@ float sigmoid_stable(float v) {
     return v >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
-// ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|).
+// ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|); NaN stays NaN (GLSL's max may drop it).
 float softplus_stable(float v) {
-    return max(v, 0.0) + log1p_small(exp(-abs(v)));
+    return isnan(v) ? v : max(v, 0.0) + log1p_small(exp(-abs(v)));
 }

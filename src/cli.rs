@@ -129,6 +129,28 @@ impl ModelArgs {
     }
 }
 
+/// `--detect-anomaly`, shared by the examples that run a model (flattened into
+/// [`CheckpointArgs`], and into the Args of `train_cifar10` and `sample`).
+#[derive(Debug, Clone, Args)]
+pub struct AnomalyArgs {
+    /// Check every op's output for NaN and infinity (forward, backward and the optimiser
+    /// update) and stop at the first op that makes one from finite inputs, naming the op
+    /// and its layer. Several times slower.
+    #[arg(long)]
+    pub detect_anomaly: bool,
+}
+
+impl AnomalyArgs {
+    /// Turns anomaly detection on for this thread when `--detect-anomaly` was given (see
+    /// `engine::anomaly`).
+    pub fn apply(&self) {
+        if self.detect_anomaly {
+            engine::anomaly::set_enabled(true);
+            eprintln!("anomaly detection: on (every op is checked for NaN and infinity)");
+        }
+    }
+}
+
 /// The flags of the examples that work on a trained model and the dataset.
 #[derive(Debug, Clone, Args)]
 pub struct CheckpointArgs {
@@ -143,16 +165,19 @@ pub struct CheckpointArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    #[command(flatten)]
+    pub anomaly: AnomalyArgs,
 }
 
 impl CheckpointArgs {
     /// The model on the chosen device, the dataset, and what `check` made of the
     /// dataset. The dataset is read first and handed to `check` (e.g. [`validate::index`]
     /// of an image against the test split), so that a bad flag is reported before a
-    /// device is chosen or a model built.
+    /// device is chosen or a model built. Applies `--detect-anomaly`.
     pub fn open<T>(&self, check: impl FnOnce(&Cifar10) -> Result<T>) -> Result<(Glow, Cifar10, T)> {
         let data = load_data(self.data.as_deref())?;
         let checked = check(&data)?;
+        self.anomaly.apply();
         let (model, _) = open_checkpoint(&self.checkpoint, self.device)?;
         Ok((model, data, checked))
     }

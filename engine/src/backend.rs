@@ -13,6 +13,10 @@
 //!
 //! Every buffer is dense, row-major `f32`. Shapes are passed as slices of extents; a
 //! buffer's length is the product of its shape.
+//!
+//! NaN and infinities follow IEEE arithmetic and PyTorch on every device: any op with a
+//! NaN operand gives NaN, `relu`, `max` and `maximum` included (the reference device,
+//! `reference/`, defines each case; `tests/nan.rs` checks every device against it).
 
 use crate::Result;
 
@@ -29,9 +33,10 @@ pub enum UnaryOp {
     Sigmoid,
     /// `ln(1 + e^x)`, computed without overflow for large `|x|`.
     Softplus,
-    /// `max(x, 0)`
+    /// `max(x, 0)`; NaN stays NaN.
     Relu,
     /// `1` where `x > 0`, else `0` (the derivative of relu; not itself differentiated).
+    /// `NaN > 0` is false, so `step(NaN) = 0`, as PyTorch's `(x > 0).float()`.
     Step,
     /// `√x`
     Sqrt,
@@ -64,7 +69,8 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`
     Div,
-    /// `max(a, b)`; not differentiated, used for numerically stable reductions.
+    /// `max(a, b)`, NaN if either is NaN (`torch.maximum`); not differentiated, used
+    /// for numerically stable reductions.
     Max,
     /// `a · [b > 0]`: relu's VJP, the output gradient `a` kept where the input `b` is
     /// positive, in one pass instead of `step` then `mul` (in config S of
@@ -78,7 +84,8 @@ pub enum BinaryOp {
 pub enum ReduceOp {
     /// Sum of the elements.
     Sum,
-    /// Largest element; not differentiated (used to stabilise log-sum-exp).
+    /// Largest element, NaN if any element is NaN; not differentiated (used to
+    /// stabilise log-sum-exp).
     Max,
 }
 

@@ -42,6 +42,10 @@ pub enum Error {
     /// A failure inside a device (Vulkan call, out of device memory, shader compilation).
     #[error("device: {0}")]
     Device(String),
+    /// An op made a NaN or an infinity from finite inputs while anomaly detection was
+    /// on (see [`crate::anomaly`]): which op, in which pass and layer, on which shapes.
+    #[error("{0}")]
+    NonFinite(Box<crate::anomaly::NonFinite>),
     /// A file that could not be read or written, or whose contents are not what was
     /// expected (a truncated checkpoint, a missing tensor).
     #[error("{path}: {msg}")]

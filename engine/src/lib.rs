@@ -10,9 +10,11 @@
 //!   with GLSL compute kernels from `shaders/`.
 //! - [`gradcheck`]: finite-difference checks of every backward.
 //! - [`profile`]: per-op time (`ENGINE_PROFILE=1`).
+//! - [`anomaly`]: find the first op that made a NaN or an infinity, and its layer.
 
 #[macro_use]
 pub mod device;
+pub mod anomaly;
 pub mod autograd;
 pub mod backend;
 pub mod cpu;

@@ -165,6 +165,11 @@ pub(crate) fn time<R>(op: &'static str, flops: f64, f: impl FnOnce() -> R) -> R 
     r
 }
 
+/// The pass this thread is in.
+pub(crate) fn phase() -> Phase {
+    PHASE.with(|p| p.get())
+}
+
 /// Marks this thread as running a backward pass until dropped.
 pub(crate) struct BackwardPhase {
     previous: Phase,

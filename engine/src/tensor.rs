@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
 
+use crate::anomaly;
 use crate::autograd::{self, BackwardFn, Node};
 use crate::backend::{Backend, Distribution};
 use crate::device::{DeviceBackend, Storage};
@@ -89,6 +90,9 @@ impl Tensor {
     /// `backward`, which receives the output's gradient and returns one gradient per
     /// input (see [`autograd::BackwardArgs`]). Otherwise nothing is kept, so ops under
     /// [`crate::no_grad`] cost no more than the kernel itself.
+    ///
+    /// Fails only with anomaly detection on ([`crate::anomaly`]), when the result holds
+    /// a NaN or an infinity that finite inputs produced.
     pub(crate) fn from_op(
         storage: Storage,
         shape: Vec<usize>,
@@ -98,7 +102,7 @@ impl Tensor {
             + Send
             + Sync
             + 'static,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         let device = inputs[0].device().clone();
         Tensor::record(storage, shape, device, op, inputs, backward)
     }
@@ -115,21 +119,31 @@ impl Tensor {
             + Send
             + Sync
             + 'static,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
+        // One thread-local read per op while anomaly detection is off.
+        let watch = anomaly::is_enabled();
         let track = autograd::is_recording() && inputs.iter().any(|t| t.requires_grad());
         let node = track.then(|| Node {
             op,
             inputs: inputs.iter().map(|t| (*t).clone()).collect(),
-            backward: Box::new(backward) as BackwardFn,
+            backward: if watch {
+                anomaly::watch_backward(op, backward)
+            } else {
+                Box::new(backward) as BackwardFn
+            },
         });
-        Tensor(Arc::new(Inner {
+        let out = Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
             device,
             storage,
             requires_grad: track,
             node,
-        }))
+        }));
+        if watch {
+            anomaly::check_output(op, &out, inputs)?;
+        }
+        Ok(out)
     }
 
     /// A tensor of `shape` holding `data` (row-major), on `device`.
@@ -289,14 +303,14 @@ impl Tensor {
         let data = self.to_vec()?;
         let storage = dispatch!("to_device", 0, device, b => b.wrap_res(b.from_host(&data)))?;
         let source = self.device().clone();
-        Ok(Tensor::record(
+        Tensor::record(
             storage,
             self.shape().to_vec(),
             device.clone(),
             "to_device",
             &[self],
             move |a| Ok(vec![Some(a.dy.to_device(&source)?)]),
-        ))
+        )
     }
 
     // ----- metadata ----------------------------------------------------------------

@@ -11,9 +11,12 @@
 //! where the last term accounts for the dequantisation of `x` (see [`Glow::preprocess`]).
 //! State names follow the common PyTorch port: `flow.layers.{i}` counts squeezes, steps
 //! and splits in order, e.g. `flow.layers.1.actnorm.bias` is the first step's ActNorm.
+//! Each step and split runs in the [`engine::anomaly::scope`] of its name, so with
+//! anomaly detection on, an op that makes a NaN is reported as e.g. `in flow.layers.17`;
+//! so do the priors' heads (`learn_top_fn`, `project_ycond`, `project_class`).
 
 use engine::backend::Pairing;
-use engine::{no_grad, Device, Error, Result, Tensor};
+use engine::{anomaly, no_grad, Device, Error, Result, Tensor};
 
 use crate::config::{GlowConfig, Permutation};
 use crate::gaussian;
@@ -28,6 +31,8 @@ use crate::param::{ModelState, Param, StateTensor};
 /// One flow step: ActNorm → channel mixing → coupling.
 #[derive(Debug)]
 pub struct FlowStep {
+    /// `flow.layers.{i}`: the prefix of its state names, and its anomaly scope.
+    name: String,
     actnorm: ActNorm,
     mix: Mixing,
     coupling: CouplingLayer,
@@ -86,6 +91,7 @@ impl FlowStep {
             )?),
         };
         Ok(FlowStep {
+            name: prefix.to_string(),
             actnorm: ActNorm::new(&format!("{prefix}.actnorm"), channels, device)?,
             mix,
             coupling: CouplingLayer::new(
@@ -134,6 +140,8 @@ impl Flow for FlowStep {
 struct Level {
     steps: Vec<FlowStep>,
     split: Option<Split>,
+    /// The split's `flow.layers.{i}` (empty without one).
+    split_name: String,
 }
 
 /// How [`Glow::preprocess`] dequantises pixel values.
@@ -213,15 +221,21 @@ impl Glow {
                 )?);
                 index += 1;
             }
+            let mut split_name = String::new();
             let split = if level + 1 < config.levels {
-                let s = Split::new(&format!("flow.layers.{index}"), c, device)?;
+                split_name = format!("flow.layers.{index}");
+                let s = Split::new(&split_name, c, device)?;
                 index += 1;
                 c /= 2;
                 Some(s)
             } else {
                 None
             };
-            levels.push(Level { steps, split });
+            levels.push(Level {
+                steps,
+                split,
+                split_name,
+            });
         }
         let learn_top = config
             .learn_top
@@ -369,10 +383,14 @@ impl Glow {
         let [c, h, w] = self.top_shape;
         let zeros = Tensor::zeros(&[batch, 2 * c, h, w], &self.device)?;
         let mut hp = match &self.learn_top {
-            Some(conv) => conv.forward(&zeros)?,
+            Some(conv) => {
+                let _head = anomaly::scope("learn_top_fn");
+                conv.forward(&zeros)?
+            }
             None => zeros,
         };
         if let (Some(proj), Some(y)) = (&self.project_ycond, y) {
+            let _head = anomaly::scope("project_ycond");
             hp = hp.add(&proj.forward(y)?.reshape(&[batch, 2 * c, 1, 1])?)?;
         }
         Ok(hp)
@@ -390,9 +408,11 @@ impl Glow {
         for level in &self.levels {
             z = squeeze(&z)?;
             for step in &level.steps {
+                let _layer = anomaly::scope(&step.name);
                 (z, logdet) = step.forward(&z, &logdet)?;
             }
             if let Some(split) = &level.split {
+                let _layer = anomaly::scope(&level.split_name);
                 let (z1, z2, logp) = split.forward(&z)?;
                 log_p = log_p.add(&logp)?;
                 latents.push(z2);
@@ -402,7 +422,10 @@ impl Glow {
         let hp = self.top_prior_params(batch, y.as_ref())?;
         log_p = log_p.add(&Tensor::gaussian_log_prob(&z, &hp, Pairing::Halves)?)?;
         let y_logits = match &self.project_class {
-            Some(head) => Some(head.forward(&z.mean(&[2, 3], false)?)?),
+            Some(head) => {
+                let _head = anomaly::scope("project_class");
+                Some(head.forward(&z.mean(&[2, 3], false)?)?)
+            }
             None => None,
         };
         latents.push(z);
@@ -543,10 +566,12 @@ impl Glow {
         let mut z = top;
         for (i, level) in self.levels.iter().enumerate().rev() {
             if level.split.is_some() {
+                let _layer = anomaly::scope(&level.split_name);
                 let z2 = split_latent(i, &z)?;
                 z = Tensor::concat(&[&z, &z2], 1)?;
             }
             for step in level.steps.iter().rev() {
+                let _layer = anomaly::scope(&step.name);
                 z = step.reverse(&z)?;
             }
             z = unsqueeze(&z)?;

@@ -9,6 +9,7 @@ use std::sync::RwLockWriteGuard;
 
 use rayon::prelude::*;
 
+use super::elementwise::nan_max;
 use super::{read, CpuBuffer, PAR_CHUNK, PAR_THRESHOLD};
 use crate::backend::{distinct_adam_buffers, AdamKind, AdamStep};
 use crate::{Error, Result};
@@ -65,7 +66,7 @@ fn kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) 
             for (((p, &g), m), v) in elems {
                 let g = g + wd * *p;
                 *m = b1 * *m + (1.0 - b1) * g;
-                *v = (b2 * *v).max(g.abs() + eps);
+                *v = nan_max(b2 * *v, g.abs() + eps);
                 *p -= lr_t * *m / *v;
             }
         }

@@ -277,7 +277,7 @@ fn direct(
         // No input channels: the sum is empty and only the bias remains.
         for (i, v) in y.iter_mut().enumerate() {
             let b = bias.map_or(0.0, |b| b[i / p % m]);
-            *v = if relu { b.max(0.0) } else { b };
+            *v = if relu { super::elementwise::relu(b) } else { b };
         }
         return y;
     }
@@ -319,11 +319,11 @@ fn direct(
     y
 }
 
-/// `max(v, 0)` on every element: the engine's relu, applied by `conv2d_relu` to an
-/// image's output while it is still in cache.
+/// `max(v, 0)` on every element: the engine's relu (NaN stays NaN), applied by
+/// `conv2d_relu` to an image's output while it is still in cache.
 fn relu_in_place(y: &mut [f32]) {
     for v in y {
-        *v = v.max(0.0);
+        *v = super::elementwise::relu(*v);
     }
 }
 

@@ -19,7 +19,7 @@ pub(super) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         UnaryOp::Log => map(x, f32::ln),
         UnaryOp::Sigmoid => map(x, sigmoid),
         UnaryOp::Softplus => map(x, softplus),
-        UnaryOp::Relu => map(x, |v| v.max(0.0)),
+        UnaryOp::Relu => map(x, relu),
         UnaryOp::Step => map(x, |v| if v > 0.0 { 1.0 } else { 0.0 }),
         UnaryOp::Sqrt => map(x, f32::sqrt),
         UnaryOp::Recip => map(x, |v| 1.0 / v),
@@ -30,6 +30,29 @@ pub(super) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         UnaryOp::AddScalar(s) => map(x, |v| v + s),
         UnaryOp::Powf(p) => map(x, |v| v.powf(p)),
         UnaryOp::LeakyRelu(s) => map(x, |v| if v > 0.0 { v } else { s * v }),
+    }
+}
+
+/// `max(x, 0)`, keeping NaN: `relu(NaN) = NaN`, as in IEEE arithmetic and PyTorch
+/// (`f32::max` would return 0 and hide it). `x < 0` is false for NaN, so NaN falls
+/// through to the second branch; the select compiles to one `maxps`.
+#[inline]
+pub(crate) fn relu(x: f32) -> f32 {
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// `max(a, b)`, NaN when either is NaN (IEEE `maximum`, PyTorch's `max`); `f32::max`
+/// would return the other operand.
+#[inline]
+pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
     }
 }
 
@@ -45,10 +68,10 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 }
 
 /// `ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|)`: the exponent is never positive, so it
-/// cannot overflow, and `ln_1p` keeps precision when `e^-|x|` is tiny.
+/// cannot overflow, and `ln_1p` keeps precision when `e^-|x|` is tiny. NaN stays NaN.
 #[inline]
 pub(crate) fn softplus(x: f32) -> f32 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
+    relu(x) + (-x.abs()).exp().ln_1p()
 }
 
 /// Applies `f` to every element, in parallel for big arrays.
@@ -78,7 +101,7 @@ pub(super) fn binary(
         BinaryOp::Sub => broadcast(a, b, shapes, |x, y| x - y),
         BinaryOp::Mul => broadcast(a, b, shapes, |x, y| x * y),
         BinaryOp::Div => broadcast(a, b, shapes, |x, y| x / y),
-        BinaryOp::Max => broadcast(a, b, shapes, f32::max),
+        BinaryOp::Max => broadcast(a, b, shapes, nan_max),
         BinaryOp::ReluGrad => broadcast(a, b, shapes, |x, y| x * if y > 0.0 { 1.0 } else { 0.0 }),
     }
 }

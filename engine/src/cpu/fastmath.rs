@@ -14,8 +14,12 @@
 /// nearest integer.
 const ROUND: f32 = 12_582_912.0;
 
+/// `ln f32::MAX`: above it `e^x` overflows.
+const LN_MAX: f32 = 88.722_84;
+
 /// `e^x` to within 2 ulp; results below `e^-87` are flushed to zero instead of going
-/// subnormal, and inputs above 88 give `e^88`. NaN stays NaN.
+/// subnormal, inputs in `(88, ln f32::MAX]` give `e^88`, and larger ones overflow to
+/// `+∞` as `f32::exp` does. NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     // `max`/`min` return the other operand for a NaN `x`, so NaN is put back at the end.
@@ -36,6 +40,8 @@ pub(crate) fn exp(x: f32) -> f32 {
         x
     } else if x < -87.0 {
         0.0
+    } else if x > LN_MAX {
+        f32::INFINITY
     } else {
         y * scale
     }
@@ -122,6 +128,11 @@ mod tests {
         assert!(worst(ln_1p_unit, f64::ln_1p, 0.0, 1.0) < ulp3);
         assert!(worst(ln_1p_unit, f64::ln_1p, 1e-12, 1e-5) < ulp3);
         assert!(exp(f32::NAN).is_nan());
+        assert_eq!(
+            (exp(89.0), exp(f32::INFINITY)),
+            (f32::INFINITY, f32::INFINITY)
+        );
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(0.0), 1.0);
         assert_eq!(ln(1.0), 0.0);
     }

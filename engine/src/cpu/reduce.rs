@@ -9,7 +9,8 @@
 //!
 //! Accuracy: sums accumulate in `f64` (eight independent lanes per run, so the loop
 //! still vectorises), which keeps a sum of a million `f32`s exact to `f32` rounding
-//! without pairwise blocking. Max accumulates in `f32` and, like `f32::max`, ignores NaN.
+//! without pairwise blocking. Max accumulates in `f32` and propagates NaN, as IEEE
+//! `maximum` and PyTorch do (`f32::max` would skip it).
 //!
 //! Parallelism splits the outermost collapsed axis: a kept axis gives each task its own
 //! part of the output; a reduced axis gives each task a private accumulator, combined
@@ -17,6 +18,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::nan_max;
 use super::strided::{collapse, Dim, Odometer};
 use super::{contiguous_strides, PAR_THRESHOLD};
 use crate::backend::ReduceOp;
@@ -83,15 +85,15 @@ impl Reducer for Max {
     type Acc = f32;
     const INIT: f32 = f32::NEG_INFINITY;
     fn fold_run(acc: f32, run: &[f32]) -> f32 {
-        run.iter().fold(acc, |m, &v| m.max(v))
+        run.iter().fold(acc, |m, &v| nan_max(m, v))
     }
     fn fold_each(acc: &mut [f32], run: &[f32]) {
         for (a, &v) in acc.iter_mut().zip(run) {
-            *a = a.max(v);
+            *a = nan_max(*a, v);
         }
     }
     fn combine(a: f32, b: f32) -> f32 {
-        a.max(b)
+        nan_max(a, b)
     }
     fn finish(acc: f32) -> f32 {
         acc

@@ -37,18 +37,12 @@ impl Tensor {
             &b_shape,
             &out_shape,
         )))?;
-        Ok(Tensor::from_op(
-            storage,
-            out_shape,
-            name,
-            &[self, other],
-            move |a| {
-                let (da, db) = backward(a)?;
-                let da = da.map(|g| g.sum_to(a.inputs[0].shape())).transpose()?;
-                let db = db.map(|g| g.sum_to(a.inputs[1].shape())).transpose()?;
-                Ok(vec![da, db])
-            },
-        ))
+        Tensor::from_op(storage, out_shape, name, &[self, other], move |a| {
+            let (da, db) = backward(a)?;
+            let da = da.map(|g| g.sum_to(a.inputs[0].shape())).transpose()?;
+            let db = db.map(|g| g.sum_to(a.inputs[1].shape())).transpose()?;
+            Ok(vec![da, db])
+        })
     }
 
     /// `a + b`; `da = dy`, `db = dy`.
@@ -98,8 +92,9 @@ impl Tensor {
         })
     }
 
-    /// `max(a, b)` elementwise with broadcasting. Not differentiated: the result is
-    /// detached (it serves numerically stable reductions such as log-sum-exp).
+    /// `max(a, b)` elementwise with broadcasting, NaN where either is NaN. Not
+    /// differentiated: the result is detached (it serves numerically stable reductions
+    /// such as log-sum-exp).
     pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
         self.detach()
             .binary(&other.detach(), BinaryOp::Max, "maximum", |_| {

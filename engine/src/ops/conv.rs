@@ -130,7 +130,7 @@ impl Tensor {
         })?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
-        Ok(Tensor::from_op(
+        Tensor::from_op(
             storage,
             vec![dims.n, dims.c_out, dims.h, dims.w],
             op,
@@ -168,6 +168,6 @@ impl Tensor {
                 }
                 Ok(grads)
             },
-        ))
+        )
     }
 }

@@ -82,14 +82,14 @@ impl Tensor {
             "affine_coupling",
             &[xb, h],
             move |a| backward(Some(a.dy), None, &a.inputs[0], &a.inputs[1]),
-        );
+        )?;
         let logdet = Tensor::from_op(
             logdet,
             vec![d.n],
             "affine_coupling_logdet",
             &[xb, h],
             move |a| backward(None, Some(a.dy), &a.inputs[0], &a.inputs[1]),
-        );
+        )?;
         Ok((yb, logdet))
     }
 
@@ -100,29 +100,23 @@ impl Tensor {
         let d = paired_dims("gaussian_log_prob", z, h)?;
         let lp = dispatch!("gaussian_log_prob", 0, z.device(), b => b.wrap_res(
             b.gaussian_log_prob(b.buf(z.storage()), b.buf(h.storage()), d, pairing)))?;
-        Ok(Tensor::from_op(
-            lp,
-            vec![d.n],
-            "gaussian_log_prob",
-            &[z, h],
-            move |a| {
-                let (z, h) = (&a.inputs[0], &a.inputs[1]);
-                let dev = z.device();
-                let (dz, dh) = dispatch!("gaussian_log_prob_backward", 0, dev, b => {
-                    b.gaussian_log_prob_backward(
-                        b.buf(a.dy.storage()),
-                        b.buf(z.storage()),
-                        b.buf(h.storage()),
-                        d,
-                        pairing,
-                    )
-                    .map(|(dz, dh)| (b.wrap(dz), b.wrap(dh)))
-                })?;
-                Ok(vec![
-                    Some(Tensor::from_storage(dz, z.shape().to_vec(), dev.clone())),
-                    Some(Tensor::from_storage(dh, h.shape().to_vec(), dev.clone())),
-                ])
-            },
-        ))
+        Tensor::from_op(lp, vec![d.n], "gaussian_log_prob", &[z, h], move |a| {
+            let (z, h) = (&a.inputs[0], &a.inputs[1]);
+            let dev = z.device();
+            let (dz, dh) = dispatch!("gaussian_log_prob_backward", 0, dev, b => {
+                b.gaussian_log_prob_backward(
+                    b.buf(a.dy.storage()),
+                    b.buf(z.storage()),
+                    b.buf(h.storage()),
+                    d,
+                    pairing,
+                )
+                .map(|(dz, dh)| (b.wrap(dz), b.wrap(dh)))
+            })?;
+            Ok(vec![
+                Some(Tensor::from_storage(dz, z.shape().to_vec(), dev.clone())),
+                Some(Tensor::from_storage(dh, h.shape().to_vec(), dev.clone())),
+            ])
+        })
     }
 }

@@ -30,13 +30,13 @@ impl Tensor {
         if new_shape == self.shape() {
             return Ok(self.clone());
         }
-        Ok(Tensor::from_op(
+        Tensor::from_op(
             self.storage().clone(),
             new_shape.to_vec(),
             "reshape",
             &[self],
             |a| Ok(vec![Some(a.dy.reshape(a.inputs[0].shape())?)]),
-        ))
+        )
     }
 
     /// Reorders the axes: output axis `i` is input axis `perm[i]`.
@@ -46,13 +46,9 @@ impl Tensor {
         let storage = dispatch!("permute", 0, self.device(), b => b.wrap_res(
             b.permute(b.buf(self.storage()), self.shape(), perm)))?;
         let inverse = shape::invert_permutation(perm);
-        Ok(Tensor::from_op(
-            storage,
-            out_shape,
-            "permute",
-            &[self],
-            move |a| Ok(vec![Some(a.dy.permute(&inverse)?)]),
-        ))
+        Tensor::from_op(storage, out_shape, "permute", &[self], move |a| {
+            Ok(vec![Some(a.dy.permute(&inverse)?)])
+        })
     }
 
     /// Swaps two axes.
@@ -82,28 +78,22 @@ impl Tensor {
         out_shape[axis] = len;
         let storage = dispatch!("slice", 0, self.device(), b => b.wrap_res(
             b.slice(b.buf(self.storage()), self.shape(), axis, start, len)))?;
-        Ok(Tensor::from_op(
-            storage,
-            out_shape,
-            "slice",
-            &[self],
-            move |a| {
-                // Pad dy with zeros back to the input's extent along `axis`.
-                let full = a.inputs[0].shape();
-                let zeros = |n: usize| {
-                    let mut s = full.to_vec();
-                    s[axis] = n;
-                    Tensor::zeros(&s, a.dy.device())
-                };
-                let before = zeros(start)?;
-                let after = zeros(full[axis] - start - len)?;
-                let parts: Vec<&Tensor> = [&before, a.dy, &after]
-                    .into_iter()
-                    .filter(|t| t.shape()[axis] > 0)
-                    .collect();
-                Ok(vec![Some(Tensor::concat(&parts, axis)?)])
-            },
-        ))
+        Tensor::from_op(storage, out_shape, "slice", &[self], move |a| {
+            // Pad dy with zeros back to the input's extent along `axis`.
+            let full = a.inputs[0].shape();
+            let zeros = |n: usize| {
+                let mut s = full.to_vec();
+                s[axis] = n;
+                Tensor::zeros(&s, a.dy.device())
+            };
+            let before = zeros(start)?;
+            let after = zeros(full[axis] - start - len)?;
+            let parts: Vec<&Tensor> = [&before, a.dy, &after]
+                .into_iter()
+                .filter(|t| t.shape()[axis] > 0)
+                .collect();
+            Ok(vec![Some(Tensor::concat(&parts, axis)?)])
+        })
     }
 
     /// Joins `parts` along `axis`; all other extents must agree.
@@ -132,23 +122,17 @@ impl Tensor {
                 parts.iter().map(|p| (b.buf(p.storage()), p.shape())).collect();
             b.wrap_res(b.concat(&bufs, axis))
         })?;
-        Ok(Tensor::from_op(
-            storage,
-            out_shape,
-            "concat",
-            parts,
-            move |a| {
-                let mut offset = 0;
-                lens.iter()
-                    .zip(a.needs)
-                    .map(|(&len, &need)| {
-                        let g = need.then(|| a.dy.slice(axis, offset, len)).transpose();
-                        offset += len;
-                        g
-                    })
-                    .collect()
-            },
-        ))
+        Tensor::from_op(storage, out_shape, "concat", parts, move |a| {
+            let mut offset = 0;
+            lens.iter()
+                .zip(a.needs)
+                .map(|(&len, &need)| {
+                    let g = need.then(|| a.dy.slice(axis, offset, len)).transpose();
+                    offset += len;
+                    g
+                })
+                .collect()
+        })
     }
 
     /// Picks entries of `axis` by index: output index `j` along `axis` is input index
@@ -184,12 +168,8 @@ impl Tensor {
         out_shape[axis] = indices.len();
         let storage = dispatch!("gather", 0, self.device(), b => b.wrap_res(
             b.gather(b.buf(self.storage()), self.shape(), axis, indices)))?;
-        Ok(Tensor::from_op(
-            storage,
-            out_shape,
-            "gather",
-            &[self],
-            move |a| Ok(vec![Some(a.dy.gather(axis, &inverse)?)]),
-        ))
+        Tensor::from_op(storage, out_shape, "gather", &[self], move |a| {
+            Ok(vec![Some(a.dy.gather(axis, &inverse)?)])
+        })
     }
 }

@@ -42,13 +42,13 @@ impl Tensor {
                 .collect()
         };
         let inv_t = Tensor::from_vec(inv_t, &[n, n], self.device())?;
-        Ok(Tensor::from_op(
+        Tensor::from_op(
             value.storage().clone(),
             vec![],
             "log_abs_det",
             &[self],
             move |a| Ok(vec![Some(inv_t.mul(a.dy)?)]),
-        ))
+        )
     }
 
     /// The inverse of a square matrix.
@@ -57,15 +57,9 @@ impl Tensor {
         let n = lu.n;
         let inv: Vec<f32> = lu.inverse().into_iter().map(|v| v as f32).collect();
         let inv = Tensor::from_vec(inv, &[n, n], self.device())?;
-        Ok(Tensor::from_op(
-            inv.storage().clone(),
-            vec![n, n],
-            "inverse",
-            &[self],
-            |a| {
-                let yt = a.out.transpose(0, 1)?;
-                Ok(vec![Some(yt.matmul(a.dy)?.matmul(&yt)?.neg()?)])
-            },
-        ))
+        Tensor::from_op(inv.storage().clone(), vec![n, n], "inverse", &[self], |a| {
+            let yt = a.out.transpose(0, 1)?;
+            Ok(vec![Some(yt.matmul(a.dy)?.matmul(&yt)?.neg()?)])
+        })
     }
 }

@@ -64,7 +64,7 @@ impl Tensor {
             None => vec![m, n],
         };
         let out = matmul_raw(self, other, dims, out_shape.clone())?;
-        Ok(Tensor::from_op(
+        Tensor::from_op(
             out.storage().clone(),
             out_shape,
             "matmul",
@@ -114,6 +114,6 @@ impl Tensor {
                 };
                 Ok(vec![da, db])
             },
-        ))
+        )
     }
 }

@@ -47,6 +47,9 @@ impl Tensor {
                 ),
             ));
         }
+        // In place, so anomaly detection looks at what it reads before, not after.
+        let read = [self, grad, m, v];
+        let watch = crate::anomaly::is_enabled() && crate::anomaly::all_finite(&read)?;
         let n = self.numel();
         dispatch!("adam_update", 0, self.device(), b => b.adam_update(
             b.buf(self.storage()),
@@ -55,6 +58,11 @@ impl Tensor {
             b.buf(v.storage()),
             n,
             step,
-        ))
+        ))?;
+        if watch {
+            let written = [("param", self), ("m", m), ("v", v)];
+            crate::anomaly::check_written("adam_update", &read, &written)?;
+        }
+        Ok(())
     }
 }

@@ -38,7 +38,7 @@ impl Tensor {
         let axes = shape::normalize_axes("sum", axes, self.shape())?;
         let storage = self.reduce_storage(ReduceOp::Sum, &axes)?;
         let keep_shape = self.reduced_shape(&axes, true);
-        Ok(Tensor::from_op(
+        Tensor::from_op(
             storage,
             self.reduced_shape(&axes, keepdim),
             "sum",
@@ -47,7 +47,7 @@ impl Tensor {
                 let dy = a.dy.reshape(&keep_shape)?;
                 Ok(vec![Some(dy.expand(a.inputs[0].shape())?)])
             },
-        ))
+        )
     }
 
     /// Mean over `axes`: `sum / count`.
@@ -78,8 +78,9 @@ impl Tensor {
         self.mean(&axes, false)
     }
 
-    /// Largest element over `axes`. Not differentiated (the result is detached); used to
-    /// stabilise log-sum-exp, whose gradient does not depend on the shift.
+    /// Largest element over `axes`, NaN where the reduced elements hold a NaN. Not
+    /// differentiated (the result is detached); used to stabilise log-sum-exp, whose
+    /// gradient does not depend on the shift.
     pub fn max(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let axes = shape::normalize_axes("max", axes, self.shape())?;
         if axes.iter().any(|&a| self.shape()[a] == 0) {

@@ -18,13 +18,9 @@ impl Tensor {
     ) -> Result<Tensor> {
         let n = self.numel();
         let storage = dispatch!(name, 0, self.device(), b => b.wrap_res(b.unary(op, b.buf(self.storage()), n)))?;
-        Ok(Tensor::from_op(
-            storage,
-            self.shape().to_vec(),
-            name,
-            &[self],
-            move |a| Ok(vec![Some(backward(a)?)]),
-        ))
+        Tensor::from_op(storage, self.shape().to_vec(), name, &[self], move |a| {
+            Ok(vec![Some(backward(a)?)])
+        })
     }
 
     /// `-x`.
@@ -57,7 +53,8 @@ impl Tensor {
         })
     }
 
-    /// `max(x, 0)`; `dx = dy` where `x > 0`, else 0 (one [`Tensor::relu_grad`]).
+    /// `max(x, 0)` (NaN stays NaN); `dx = dy` where `x > 0`, else 0 (one
+    /// [`Tensor::relu_grad`]).
     pub fn relu(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Relu, "relu", |a| a.dy.relu_grad(&a.inputs[0]))
     }
@@ -122,7 +119,8 @@ impl Tensor {
         })
     }
 
-    /// `1` where `x > 0`, else `0`. Piecewise constant, so no gradient flows through it.
+    /// `1` where `x > 0`, else `0` (so `step(NaN) = 0`). Piecewise constant, so no
+    /// gradient flows through it.
     pub fn step(&self) -> Result<Tensor> {
         let n = self.numel();
         let storage = dispatch!("step", 0, self.device(), b =>

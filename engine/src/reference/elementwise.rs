@@ -9,7 +9,7 @@ use crate::backend::{BinaryOp, ReduceOp, UnaryOp};
 
 /// `max(a, b)` that returns NaN when either is NaN (IEEE `maximum`, PyTorch's `max`);
 /// Rust's `f64::max` returns the other operand instead.
-fn nan_max(a: f64, b: f64) -> f64 {
+pub(super) fn nan_max(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
     } else {
@@ -30,6 +30,8 @@ pub(super) fn unary(op: UnaryOp, x: f64) -> f64 {
         // ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|), which never overflows.
         UnaryOp::Softplus => nan_max(x, 0.0) + (-x.abs()).exp().ln_1p(),
         UnaryOp::Relu => nan_max(x, 0.0),
+        // NaN > 0 is false, so step(NaN) = 0, as PyTorch's `(x > 0).float()`: a gate,
+        // whose gated value carries the NaN (relu's gradient is a product with it).
         UnaryOp::Step => {
             if x > 0.0 {
                 1.0

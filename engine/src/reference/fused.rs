@@ -152,7 +152,8 @@ pub(super) fn adam(s: &AdamStep, p: f64, grad: f64, m: f64, v: f64) -> (f64, f64
             (p - lr * m_hat / (v_hat.sqrt() + eps), m, v)
         }
         AdamKind::Adamax => {
-            let v = (b2 * v).max(g.abs() + eps);
+            // torch.maximum: a NaN gradient makes v NaN (f64::max would drop it).
+            let v = super::elementwise::nan_max(b2 * v, g.abs() + eps);
             (p - lr / (1.0 - b1.powi(t)) * m / v, m, v)
         }
     }

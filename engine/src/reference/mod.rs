@@ -14,8 +14,10 @@
 //! - Nothing is fused, blocked, vectorised or threaded. Matmul is the triple sum of its
 //!   definition, the convolution and its two adjoints are the same seven nested loops
 //!   read three ways (`conv.rs`), reductions fold axis by axis.
-//! - NaN propagates everywhere, as in IEEE arithmetic and PyTorch: `relu(NaN)` and
-//!   `max(NaN, x)` are NaN (Rust's `f64::max` would drop the NaN).
+//! - NaN propagates everywhere, as in IEEE arithmetic and PyTorch: `relu(NaN)`,
+//!   `max(NaN, x)` and Adamax's `max(β2·v, |NaN|)` are NaN (Rust's `f64::max` would drop
+//!   the NaN). `step(NaN) = 0`, since `NaN > 0` is false. `tests/nan.rs` checks every
+//!   device against these rules.
 //!
 //! Files: `elementwise.rs` (unary maps, broadcasting binary ops, reductions), `linear.rs`
 //! (matmul), `conv.rs` (convolution and its adjoints), `layout.rs` (permute, slice,
