@@ -11,11 +11,20 @@
 //! where the last term accounts for the dequantisation of `x` (see [`Glow::preprocess`]).
 //! State names follow the common PyTorch port: `flow.layers.{i}` counts squeezes, steps
 //! and splits in order, e.g. `flow.layers.1.actnorm.bias` is the first step's ActNorm.
+//!
+//! With [`Memory::Reversible`], each level's squeeze and `K` steps run as one
+//! [`engine::invertible::reversible`] op: the backward pass rebuilds every step's input
+//! from its output instead of keeping it, so activation memory does not grow with `K`.
+//! The split stays an ordinary op (its prior is not part of the bijection), so each
+//! level keeps its input and its output: memory grows with `L`, not with `K`.
+
+use std::sync::Arc;
 
 use engine::backend::Pairing;
+use engine::invertible::{self, Invertible};
 use engine::{no_grad, Device, Error, Result, Tensor};
 
-use crate::config::{GlowConfig, Permutation};
+use crate::config::{GlowConfig, Memory, Permutation};
 use crate::gaussian;
 use crate::layers::conv::{LinearZeros, ZeroConv2d};
 use crate::layers::coupling::CouplingLayer;
@@ -129,11 +138,78 @@ impl Flow for FlowStep {
     }
 }
 
+/// A flow step as an [`Invertible`] block: `logdet` per image from zero, and the
+/// step's trainable parameters (read after the forward, which may initialise ActNorms).
+struct StepBlock(Arc<FlowStep>);
+
+impl Invertible for StepBlock {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let [b, _, _, _] = dims4(x)?;
+        Flow::forward(self.0.as_ref(), x, &Tensor::zeros(&[b], x.device())?)
+    }
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        self.0.reverse(y)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        self.0.visit_params(&mut |p| {
+            if p.trainable() {
+                out.push(p.get())
+            }
+        });
+        out
+    }
+}
+
+/// The squeeze as an [`Invertible`] block (log-determinant 0, no parameters).
+struct SqueezeBlock;
+
+impl Invertible for SqueezeBlock {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let [b, _, _, _] = dims4(x)?;
+        Ok((squeeze(x)?, Tensor::zeros(&[b], x.device())?))
+    }
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        unsqueeze(y)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
+}
+
 /// One level: squeeze, `K` steps, and a split unless it is the last level.
 #[derive(Debug)]
 struct Level {
-    steps: Vec<FlowStep>,
+    steps: Vec<Arc<FlowStep>>,
     split: Option<Split>,
+}
+
+impl Level {
+    /// The squeeze and the steps as one sequence of invertible blocks.
+    fn blocks(&self) -> Vec<Arc<dyn Invertible>> {
+        let mut blocks: Vec<Arc<dyn Invertible>> = vec![Arc::new(SqueezeBlock)];
+        for step in &self.steps {
+            blocks.push(Arc::new(StepBlock(step.clone())));
+        }
+        blocks
+    }
+
+    /// Squeeze and steps on `z`: `(z, logdet + Σ log|det|)`, stored or reversible.
+    fn flow(&self, z: &Tensor, logdet: &Tensor, memory: Memory) -> Result<(Tensor, Tensor)> {
+        match memory {
+            Memory::Stored => {
+                let (mut z, mut logdet) = (squeeze(z)?, logdet.clone());
+                for step in &self.steps {
+                    (z, logdet) = step.forward(&z, &logdet)?;
+                }
+                Ok((z, logdet))
+            }
+            Memory::Reversible => {
+                let (z, dlogdet) = invertible::reversible(&self.blocks(), z)?;
+                Ok((z, logdet.add(&dlogdet)?))
+            }
+        }
+    }
 }
 
 /// How [`Glow::preprocess`] dequantises pixel values.
@@ -204,13 +280,13 @@ impl Glow {
             for k in 0..config.depth {
                 let seed = config.seed
                     ^ ((level * 1_000_003 + k) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
-                steps.push(FlowStep::new(
+                steps.push(Arc::new(FlowStep::new(
                     &format!("flow.layers.{index}"),
                     c,
                     &config,
                     seed,
                     device,
-                )?);
+                )?));
                 index += 1;
             }
             let split = if level + 1 < config.levels {
@@ -388,10 +464,7 @@ impl Glow {
         let mut z = x.clone();
         let mut latents = Vec::with_capacity(self.levels.len());
         for level in &self.levels {
-            z = squeeze(&z)?;
-            for step in &level.steps {
-                (z, logdet) = step.forward(&z, &logdet)?;
-            }
+            (z, logdet) = level.flow(&z, &logdet, self.config.memory)?;
             if let Some(split) = &level.split {
                 let (z1, z2, logp) = split.forward(&z)?;
                 log_p = log_p.add(&logp)?;
@@ -530,6 +603,28 @@ impl Glow {
                     seed.wrapping_add(level as u64 + 1),
                 )
             })
+        })
+    }
+
+    /// How far [`Memory::Reversible`]'s backward pass would move the flow steps' inputs
+    /// on `x`: the largest relative error of a rebuilt input over every level
+    /// ([`engine::invertible::reconstruction_drift`], each level rebuilt from its output).
+    pub fn reconstruction_drift(&self, x: &Tensor) -> Result<f32> {
+        no_grad(|| {
+            self.check_input(x)?;
+            let mut z = x.clone();
+            let mut worst = 0.0f32;
+            for level in &self.levels {
+                let blocks = level.blocks();
+                for d in invertible::reconstruction_drift(&blocks, &z)? {
+                    worst = worst.max(d);
+                }
+                z = invertible::reversible(&blocks, &z)?.0;
+                if let Some(split) = &level.split {
+                    z = split.forward(&z)?.0;
+                }
+            }
+            Ok(worst)
         })
     }
 
