@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `S` | K = 8, hidden 128 |
 //! | `K32` | K = 32, hidden 128 |
+//! | `S512` | K = 8, hidden 512 |
 //! | `P` | K = 32, hidden 512 (the paper's) |
 //!
 //! Each line gives the median and minimum step time, images/s, the FLOPs of every
@@ -18,9 +19,10 @@
 //! 2048³ product on the same device, measured just before the configuration, in the
 //! parent process) and the child's peak RSS.
 //!
-//! Environment: `BENCH_CONFIGS=S,K32,P` (which ones), `BENCH_STEPS` (timed steps; default
-//! 20 for S, 8 for K32, 4 for P), `BENCH_DEVICES=cpu|vulkan` (default cpu),
-//! `BENCH_PROFILE=1` (print the per-op table of the timed steps, see `engine::profile`).
+//! Environment: `BENCH_CONFIGS=S,K32,S512,P` (which ones), `BENCH_STEPS` (timed steps; default
+//! 20 for S, 8 for K32, 6 for S512, 4 for P), `BENCH_DEVICES=cpu|vulkan` (default cpu),
+//! `BENCH_PROFILE=1` (print the per-op table of the timed steps, see `engine::profile`),
+//! `BENCH_MEMORY=stored|reversible` (the model's `GlowConfig::memory`; default stored).
 
 use std::process::Command;
 use std::time::Instant;
@@ -28,11 +30,15 @@ use std::time::Instant;
 use engine::backend::AdamKind;
 use engine::{no_grad, profile, Device, Tensor};
 use glow::optim::{Optimizer, OptimizerConfig};
-use glow::{Glow, GlowConfig};
+use glow::{Glow, GlowConfig, Memory};
 
 /// A benchmark configuration: name, depth K, hidden width, default timed steps.
-const CONFIGS: [(&str, usize, usize, usize); 3] =
-    [("S", 8, 128, 20), ("K32", 32, 128, 8), ("P", 32, 512, 4)];
+const CONFIGS: [(&str, usize, usize, usize); 4] = [
+    ("S", 8, 128, 20),
+    ("K32", 32, 128, 8),
+    ("S512", 8, 512, 6),
+    ("P", 32, 512, 4),
+];
 
 const BATCH: usize = 16;
 
@@ -47,7 +53,7 @@ fn main() {
         child(&name, &device, ceiling).expect("train step benchmark");
         return;
     }
-    let wanted = std::env::var("BENCH_CONFIGS").unwrap_or_else(|_| "S,K32,P".into());
+    let wanted = std::env::var("BENCH_CONFIGS").unwrap_or_else(|_| "S,K32,S512,P".into());
     let device = open(&device_name);
     for (name, ..) in CONFIGS {
         if !wanted.split(',').any(|w| w.trim() == name) {
@@ -114,9 +120,20 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_steps)
         .max(1);
+    let memory = match std::env::var("BENCH_MEMORY").as_deref() {
+        Ok("reversible") => Memory::Reversible,
+        Ok("stored") | Err(_) => Memory::Stored,
+        Ok(other) => {
+            return Err(engine::Error::invalid(
+                "BENCH_MEMORY",
+                format!("{other:?} is not stored or reversible"),
+            ))
+        }
+    };
     let cfg = GlowConfig {
         depth,
         hidden,
+        memory,
         ..GlowConfig::default()
     };
     let model = Glow::new(cfg, device)?;
@@ -158,7 +175,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     let gflops = flops / median / 1e9;
     let rss = peak_rss();
     println!(
-        "{name:<4} {dev}: K={depth} hidden={hidden} batch={BATCH}: median {median:.3} s/step, \
+        "{name:<4} {dev} {memory:?}: K={depth} hidden={hidden} batch={BATCH}: median {median:.3} s/step, \
          min {min:.3} ({:.1} images/s), {:.2} GFLOP/step, {gflops:.1} GFLOP/s effective = \
          {:.0}% of the {ceiling:.0} GFLOP/s SGEMM ceiling, peak RSS {}",
         BATCH as f64 / median,
@@ -176,6 +193,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
             "levels": 3,
             "depth": depth,
             "hidden": hidden,
+            "memory": format!("{memory:?}").to_lowercase(),
             "batch": BATCH,
             "steps": steps,
             "step_s_median": median,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::Result;
-use glow_rs::cli::{self, DeviceChoice};
+use glow_rs::cli::{self, DeviceChoice, MemoryArg};
 use serde_json::json;
 
 /// Draw sample grids from a Glow checkpoint.
@@ -23,6 +23,10 @@ struct Args {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// Stored or reversible backward (default: the checkpoint's; sampling runs no
+    /// backward pass, so this only sets the model's mode).
+    #[arg(long, value_enum)]
+    memory: Option<MemoryArg>,
     /// Images per grid.
     #[arg(long, default_value_t = 64)]
     n: usize,
@@ -39,7 +43,10 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
+    let (mut model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
+    if let Some(m) = args.memory {
+        model.set_memory(m.into());
+    }
     let files = cli::write_sample_grids(&model, &args.out, "sample", args.n.max(1), args.seed)?;
     for f in &files {
         eprintln!("wrote {}", f.display());

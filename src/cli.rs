@@ -8,7 +8,7 @@ use engine::backend::AdamKind;
 use engine::{Device, Result, Tensor};
 use glow::data::Cifar10;
 use glow::picture::{save_grid, ImageBatch};
-use glow::{Coupling, Glow, GlowConfig, Permutation};
+use glow::{Coupling, Glow, GlowConfig, Memory, Permutation};
 
 /// The temperatures of the paper's sample figure.
 pub const TEMPERATURES: [f32; 8] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -46,6 +46,24 @@ pub enum PermutationArg {
     Shuffle,
     /// Fixed reversal.
     Reverse,
+}
+
+/// `--memory`: what a training step keeps for its backward pass (see `glow::Memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MemoryArg {
+    /// Keep every flow step's activations (fastest; memory grows with depth).
+    Stored,
+    /// Rebuild them by the inverse in backward (memory does not grow with depth).
+    Reversible,
+}
+
+impl From<MemoryArg> for Memory {
+    fn from(m: MemoryArg) -> Memory {
+        match m {
+            MemoryArg::Stored => Memory::Stored,
+            MemoryArg::Reversible => Memory::Reversible,
+        }
+    }
 }
 
 /// `--optimizer`.
@@ -93,6 +111,9 @@ pub struct ModelArgs {
     /// Bits per colour channel kept (1-8).
     #[arg(long, default_value_t = 8)]
     pub n_bits: u32,
+    /// Stored or reversible backward.
+    #[arg(long, value_enum, default_value_t = MemoryArg::Stored)]
+    pub memory: MemoryArg,
 }
 
 impl ModelArgs {
@@ -117,6 +138,7 @@ impl ModelArgs {
             y_condition: self.y_condition,
             n_bits: self.n_bits,
             seed,
+            memory: self.memory.into(),
             ..GlowConfig::default()
         }
     }
@@ -134,12 +156,18 @@ pub struct CheckpointArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Stored or reversible backward (default: the checkpoint's).
+    #[arg(long, value_enum)]
+    pub memory: Option<MemoryArg>,
 }
 
 impl CheckpointArgs {
     /// The model on the chosen device, and the dataset.
     pub fn open(&self) -> Result<(Glow, Cifar10)> {
-        let (model, _) = open_checkpoint(&self.checkpoint, self.device)?;
+        let (mut model, _) = open_checkpoint(&self.checkpoint, self.device)?;
+        if let Some(m) = self.memory {
+            model.set_memory(m.into());
+        }
         Ok((model, load_data(self.data.as_deref())?))
     }
 }

@@ -337,6 +337,12 @@ impl Glow {
         &self.config
     }
 
+    /// Switches between stored and reversible backward ([`GlowConfig::memory`]); the
+    /// model's function and state are unchanged.
+    pub fn set_memory(&mut self, memory: Memory) {
+        self.config.memory = memory;
+    }
+
     /// The device holding the parameters.
     pub fn device(&self) -> &Device {
         &self.device
