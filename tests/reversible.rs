@@ -150,3 +150,39 @@ device_test!(fn a_shared_parameter_and_a_logdet_only_loss_get_their_gradients(de
     assert!(drift.iter().all(|d| *d <= 1e-6), "{drift:?}");
     Ok(())
 });
+
+#[test]
+fn the_memory_mode_leaves_stored_checkpoints_unchanged_and_old_ones_load_as_stored() -> Result<()> {
+    use glow::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
+    // A config as checkpoints wrote it before the field existed.
+    let old = r#"{"image_shape":[3,32,32],"levels":3,"depth":32,"hidden":512,"coupling":"Affine","permutation":"InvconvLu","learn_top":true,"y_condition":false,"num_classes":10,"y_weight":0.01,"n_bits":8,"seed":0}"#;
+    let cfg: GlowConfig = serde_json::from_str(old).expect("old config");
+    assert_eq!(cfg.memory, Memory::Stored);
+    assert_eq!(
+        serde_json::to_string(&cfg).expect("json"),
+        old,
+        "stored mode writes what it wrote"
+    );
+
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, Memory::Reversible);
+    let model = Glow::new(cfg.clone(), &Device::Cpu)?;
+    train(&model, &images(&cfg, 2, 4, &Device::Cpu)?, 1, 0.01)?;
+    let dir = std::env::temp_dir().join(format!("glow-reversible-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("checkpoint.safetensors");
+    let opt = Optimizer::new(OptimizerConfig::default());
+    let train_state = TrainState {
+        seed: 1,
+        step: 1,
+        epoch: 0,
+        position_in_epoch: 2,
+    };
+    save_checkpoint(&path, &model, &opt, &train_state)?;
+    let ckpt = load_checkpoint(&path)?;
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(ckpt.config, cfg);
+    let (restored, _) = ckpt.restore(&Device::Cpu)?;
+    assert_eq!(restored.config().memory, Memory::Reversible);
+    assert_eq!(restored.state()?, model.state()?);
+    Ok(())
+}

@@ -19,7 +19,9 @@
 //!   small local graph with [`Tensor::backward_from`], seeded with `(y_i, dy_i)` and
 //!   `(logdet_i, dlogdet)`. That yields the parameters' gradients and `dy_{i-1}`, the
 //!   gradient of the rebuilt input, which seeds the next block down. The local graph is
-//!   dropped before the next block is rebuilt.
+//!   dropped before the next block is rebuilt. The rebuild-and-rerun is
+//!   [`Invertible::rebuild`], which a block may override to share work between its
+//!   inverse and its forward.
 //!
 //! Why one op over the whole sequence rather than one op per block: an op's node keeps
 //! its inputs alive (the tape needs their ids to route gradients), so a chain of per-block
@@ -34,7 +36,11 @@
 //!
 //! **Costs.**
 //! - Time: one extra forward and one inverse per block in the backward pass (a stored
-//!   backward needs neither). For Glow that is about a third more work per step.
+//!   backward needs neither). An affine or additive coupling's inverse runs the same
+//!   network as its forward, so by default that network runs three times per step
+//!   instead of once; Glow's coupling overrides [`Invertible::rebuild`] to run it twice,
+//!   which makes a step about a third more work than a stored one (forward 1, backward
+//!   about 2, plus the rerun 1).
 //! - Memory: the peak is one block's local graph plus the parameters' gradients, instead
 //!   of every block's activations: it does not grow with the number of blocks.
 //! - Accuracy: in `f32`, `f⁻¹(f(x))` is `x` only up to rounding, and the error of each
@@ -98,6 +104,46 @@ pub trait Invertible: Send + Sync {
     /// Every tensor the forward reads that may need a gradient (trainable parameters),
     /// as the current leaves. Called after the forward, so a block may create them there.
     fn params(&self) -> Vec<Tensor>;
+
+    /// The backward pass's step for this block: rebuilds the input from `y` and reruns
+    /// the forward on it with recording on. The default inverts without recording, makes
+    /// the input one fresh leaf and calls [`Invertible::forward`]. A block whose inverse
+    /// computes part of its forward can override it to compute that part once: a
+    /// coupling's network reads the half that passes unchanged, so it can run the
+    /// network once, recorded, on that half as a leaf of its own, and invert the other
+    /// half with the result (see [`Rebuilt::parts`]).
+    fn rebuild(&self, y: &Tensor) -> Result<Rebuilt> {
+        let x = no_grad(|| self.inverse(y))?.detach().with_grad();
+        let (y, logdet) = with_recording(|| self.forward(&x))?;
+        Ok(Rebuilt {
+            parts: vec![x],
+            axis: 0,
+            y,
+            logdet,
+        })
+    }
+}
+
+/// What [`Invertible::rebuild`] returns: a local graph from the rebuilt input.
+pub struct Rebuilt {
+    /// The rebuilt input as fresh leaves that the local graph starts from; the input is
+    /// their concatenation along `axis` (one part: the input itself), and so is its
+    /// gradient.
+    pub parts: Vec<Tensor>,
+    /// The axis `parts` are joined along.
+    pub axis: usize,
+    /// The forward's output, recomputed from `parts` with recording on.
+    pub y: Tensor,
+    /// The forward's log-determinant, likewise.
+    pub logdet: Tensor,
+}
+
+/// `parts` joined along `axis`.
+fn join(parts: &[Tensor], axis: usize) -> Result<Tensor> {
+    match parts {
+        [one] => Ok(one.clone()),
+        _ => Tensor::concat(&parts.iter().collect::<Vec<_>>(), axis),
+    }
 }
 
 /// Runs `blocks` in order on `x` and returns `(y, Σ logdet)`, keeping no intermediate
@@ -185,8 +231,12 @@ fn backward(
     for (block, &count) in blocks.iter().zip(counts).rev() {
         let start = end - count;
         let recorded = &inputs[1 + start..1 + end];
-        let x = no_grad(|| block.inverse(&y))?.detach().with_grad();
-        let (y_again, logdet) = with_recording(|| block.forward(&x))?;
+        let Rebuilt {
+            parts,
+            axis,
+            y: y_again,
+            logdet,
+        } = block.rebuild(&y)?;
         let now = block.params();
         if now.len() != count || now.iter().zip(recorded).any(|(a, b)| a.id() != b.id()) {
             return Err(Error::Autodiff(
@@ -207,11 +257,12 @@ fn backward(
                 (acc, g) => acc.or(g),
             };
         }
-        dy = match grads.remove(&x) {
-            Some(dx) => dx,
-            None => x.zeros_like()?,
-        };
-        y = x.detach();
+        let dparts = parts
+            .iter()
+            .map(|p| grads.remove(p).map_or_else(|| p.zeros_like(), Ok))
+            .collect::<Result<Vec<_>>>()?;
+        dy = join(&dparts, axis)?;
+        y = no_grad(|| join(&parts, axis))?.detach();
         end = start;
     }
     let mut out = Vec::with_capacity(inputs.len());

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use engine::backend::Pairing;
-use engine::invertible::{self, Invertible};
+use engine::invertible::{self, Invertible, Rebuilt};
 use engine::{no_grad, Device, Error, Result, Tensor};
 
 use crate::config::{GlowConfig, Memory, Permutation};
@@ -138,26 +138,69 @@ impl Flow for FlowStep {
     }
 }
 
-/// A flow step as an [`Invertible`] block: `logdet` per image from zero, and the
-/// step's trainable parameters (read after the forward, which may initialise ActNorms).
-struct StepBlock(Arc<FlowStep>);
+/// The trainable parameters `visit` reaches, as their current leaves.
+fn trainable(visit: impl FnOnce(&mut dyn FnMut(&Param))) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    visit(&mut |p: &Param| {
+        if p.trainable() {
+            out.push(p.get())
+        }
+    });
+    out
+}
 
-impl Invertible for StepBlock {
+/// A flow step's ActNorm and channel mixing as an [`Invertible`] block (`logdet` per
+/// image from zero); its coupling is the next block, [`CouplingBlock`].
+struct MixBlock(Arc<FlowStep>);
+
+impl Invertible for MixBlock {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let [b, _, _, _] = dims4(x)?;
-        Flow::forward(self.0.as_ref(), x, &Tensor::zeros(&[b], x.device())?)
+        let (x, logdet) = self
+            .0
+            .actnorm
+            .forward(x, &Tensor::zeros(&[b], x.device())?)?;
+        self.0.mix.as_flow().forward(&x, &logdet)
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        self.0.reverse(y)
+        self.0.actnorm.reverse(&self.0.mix.as_flow().reverse(y)?)
     }
     fn params(&self) -> Vec<Tensor> {
-        let mut out = Vec::new();
-        self.0.visit_params(&mut |p| {
-            if p.trainable() {
-                out.push(p.get())
+        trainable(|f| {
+            self.0.actnorm.visit_params(f);
+            match &self.0.mix {
+                Mixing::Conv(c) => c.visit_params(f),
+                Mixing::Fixed(p) => p.visit_params(f),
             }
-        });
-        out
+        })
+    }
+}
+
+/// A flow step's coupling as an [`Invertible`] block, whose rebuild runs the coupling
+/// network once ([`CouplingLayer::rebuild`]).
+struct CouplingBlock(Arc<FlowStep>);
+
+impl Invertible for CouplingBlock {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let [b, _, _, _] = dims4(x)?;
+        self.0
+            .coupling
+            .forward(x, &Tensor::zeros(&[b], x.device())?)
+    }
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        self.0.coupling.reverse(y)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        trainable(|f| self.0.coupling.visit_params(f))
+    }
+    fn rebuild(&self, y: &Tensor) -> Result<Rebuilt> {
+        let (parts, y, logdet) = self.0.coupling.rebuild(y)?;
+        Ok(Rebuilt {
+            parts: parts.to_vec(),
+            axis: 1,
+            y,
+            logdet,
+        })
     }
 }
 
@@ -189,7 +232,8 @@ impl Level {
     fn blocks(&self) -> Vec<Arc<dyn Invertible>> {
         let mut blocks: Vec<Arc<dyn Invertible>> = vec![Arc::new(SqueezeBlock)];
         for step in &self.steps {
-            blocks.push(Arc::new(StepBlock(step.clone())));
+            blocks.push(Arc::new(MixBlock(step.clone())));
+            blocks.push(Arc::new(CouplingBlock(step.clone())));
         }
         blocks
     }
