@@ -105,18 +105,20 @@ device_test!(fn additive_couplings_get_the_stored_gradients(dev) {
 
 device_test!(fn rebuilt_inputs_stay_close_after_training(dev) {
     // Training moves the couplings' scales and the 1x1 convolutions away from the
-    // identity and a rotation, which is what makes inverses lose precision. With f32
-    // rounding near 6e-8 and a dozen blocks per level, a relative drift of 1e-4 would
-    // mean the inverses amplify rounding a thousandfold: a broken or ill-conditioned
-    // inverse, not rounding.
+    // identity and a rotation, which is what makes inverses lose precision. Measured:
+    // 2e-7 to 8e-7 on the CPU, reference and Vulkan (lavapipe) devices, before and
+    // after. With f32 rounding near 6e-8 and seven blocks per level, a relative drift of
+    // 1e-5 would mean the inverses amplify rounding a hundredfold: a broken or
+    // ill-conditioned inverse, not rounding.
     let cfg = small(Coupling::Affine, Permutation::Invconv, Memory::Reversible);
     let model = Glow::new(cfg.clone(), dev)?;
     let x = images(&cfg, 4, 3, dev)?;
     let before = model.reconstruction_drift(&x)?;
     train(&model, &x, 10, 0.01)?;
     let after = model.reconstruction_drift(&x)?;
+    eprintln!("{dev}: relative drift of rebuilt inputs {before:e} at init, {after:e} after 10 steps");
     assert!(before <= 1e-5, "drift at initialisation {before:e}");
-    assert!(after <= 1e-4, "drift after 10 steps {after:e}");
+    assert!(after <= 1e-5, "drift after 10 steps {after:e}");
     Ok(())
 });
 
