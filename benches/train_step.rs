@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `S` | K = 8, hidden 128 |
 //! | `K32` | K = 32, hidden 128 |
+//! | `S512` | K = 8, hidden 512 |
 //! | `P` | K = 32, hidden 512 (the paper's) |
 //!
 //! Each line gives the median and minimum step time, images/s, the FLOPs of every
@@ -18,10 +19,11 @@
 //! 2048³ product on the same device, measured just before the configuration, in the
 //! parent process) and the child's peak RSS.
 //!
-//! Environment: `BENCH_CONFIGS=S,K32,P` (which ones), `BENCH_STEPS` (timed steps; default
-//! 20 for S, 8 for K32, 4 for P), `BENCH_DEVICES=cpu|vulkan` (default cpu),
-//! `BENCH_PROFILE=1` (print the per-op table of the timed steps, see `engine::profile`),
-//! `BENCH_BATCH` (images per step; default 16).
+//! Environment: `BENCH_CONFIGS=S,K32,S512,P` (which ones), `BENCH_STEPS` (timed steps;
+//! default 20 for S, 8 for K32, 6 for S512, 4 for P), `BENCH_DEVICES=cpu|vulkan`
+//! (default cpu), `BENCH_PROFILE=1` (print the per-op table of the timed steps, see
+//! `engine::profile`), `BENCH_BATCH` (images per step; default 16),
+//! `BENCH_MEMORY=stored|reversible` (the model's `GlowConfig::memory`; default stored).
 
 use std::process::Command;
 use std::time::Instant;
@@ -29,11 +31,15 @@ use std::time::Instant;
 use engine::backend::AdamKind;
 use engine::{no_grad, profile, Device, Tensor};
 use glow::optim::{Optimizer, OptimizerConfig};
-use glow::{Glow, GlowConfig};
+use glow::{Glow, GlowConfig, Memory};
 
 /// A benchmark configuration: name, depth K, hidden width, default timed steps.
-const CONFIGS: [(&str, usize, usize, usize); 3] =
-    [("S", 8, 128, 20), ("K32", 32, 128, 8), ("P", 32, 512, 4)];
+const CONFIGS: [(&str, usize, usize, usize); 4] = [
+    ("S", 8, 128, 20),
+    ("K32", 32, 128, 8),
+    ("S512", 8, 512, 6),
+    ("P", 32, 512, 4),
+];
 
 /// Images per step unless `BENCH_BATCH` says otherwise.
 const BATCH: usize = 16;
@@ -58,7 +64,7 @@ fn main() {
         child(&name, &device, ceiling).expect("train step benchmark");
         return;
     }
-    let wanted = std::env::var("BENCH_CONFIGS").unwrap_or_else(|_| "S,K32,P".into());
+    let wanted = std::env::var("BENCH_CONFIGS").unwrap_or_else(|_| "S,K32,S512,P".into());
     let device = open(&device_name);
     for (name, ..) in CONFIGS {
         if !wanted.split(',').any(|w| w.trim() == name) {
@@ -125,9 +131,20 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_steps)
         .max(1);
+    let memory = match std::env::var("BENCH_MEMORY").as_deref() {
+        Ok("reversible") => Memory::Reversible,
+        Ok("stored") | Err(_) => Memory::Stored,
+        Ok(other) => {
+            return Err(engine::Error::invalid(
+                "BENCH_MEMORY",
+                format!("{other:?} is not stored or reversible"),
+            ))
+        }
+    };
     let cfg = GlowConfig {
         depth,
         hidden,
+        memory,
         ..GlowConfig::default()
     };
     let model = Glow::new(cfg, device)?;
@@ -170,7 +187,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     let gflops = flops / median / 1e9;
     let rss = peak_rss();
     println!(
-        "{name:<4} {dev}: K={depth} hidden={hidden} batch={batch}: median {median:.3} s/step, \
+        "{name:<4} {dev} {memory:?}: K={depth} hidden={hidden} batch={batch}: median {median:.3} s/step, \
          min {min:.3} ({:.1} images/s), {:.2} GFLOP/step, {gflops:.1} GFLOP/s effective = \
          {:.0}% of the {ceiling:.0} GFLOP/s SGEMM ceiling, peak RSS {}",
         batch as f64 / median,
@@ -188,6 +205,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
             "levels": 3,
             "depth": depth,
             "hidden": hidden,
+            "memory": format!("{memory:?}").to_lowercase(),
             "batch": batch,
             "steps": steps,
             "step_s_median": median,

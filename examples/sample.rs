@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::Result;
-use glow_rs::cli::{self, validate, DeviceChoice};
+use glow_rs::cli::{self, validate, DeviceChoice, MemoryArg};
 use serde_json::json;
 
 /// Draw sample grids from a Glow checkpoint.
@@ -24,6 +24,10 @@ struct Args {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// Stored or reversible backward (default: the checkpoint's; sampling runs no
+    /// backward pass, so this only sets the model's mode).
+    #[arg(long, value_enum)]
+    memory: Option<MemoryArg>,
     /// Images per grid (1-4096).
     #[arg(long, default_value_t = 64)]
     #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_GRID_IMAGES))]
@@ -46,7 +50,10 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     args.anomaly.apply();
-    let (model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
+    let (mut model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
+    if let Some(m) = args.memory {
+        model.set_memory(m.into());
+    }
     let files = cli::write_sample_grids(&model, &args.out, "sample", args.n, args.seed)?;
     for f in &files {
         eprintln!("wrote {}", f.display());

@@ -174,7 +174,8 @@ fn run(args: Args) -> Result<()> {
     let ckpt_path = args.out.join("checkpoint.safetensors");
 
     let mut trainer = if args.resume {
-        let (model, optimizer, state) = resume(&ckpt_path, &device)?;
+        let (mut model, optimizer, state) = resume(&ckpt_path, &device)?;
+        model.set_memory(args.model.memory.into()); // a run's choice, not the model's
         eprintln!("resumed {} at step {}", ckpt_path.display(), state.step);
         Trainer {
             model,

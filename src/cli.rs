@@ -9,7 +9,7 @@ use engine::backend::AdamKind;
 use engine::{Device, Result, Tensor};
 use glow::data::Cifar10;
 use glow::picture::{save_grid, ImageBatch};
-use glow::{Coupling, Glow, GlowConfig, Permutation};
+use glow::{Coupling, Glow, GlowConfig, Memory, Permutation};
 
 pub mod validate;
 
@@ -49,6 +49,24 @@ pub enum PermutationArg {
     Shuffle,
     /// Fixed reversal.
     Reverse,
+}
+
+/// `--memory`: what a training step keeps for its backward pass (see `glow::Memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MemoryArg {
+    /// Keep every flow step's activations (fastest; memory grows with depth).
+    Stored,
+    /// Rebuild them by the inverse in backward (memory does not grow with depth).
+    Reversible,
+}
+
+impl From<MemoryArg> for Memory {
+    fn from(m: MemoryArg) -> Memory {
+        match m {
+            MemoryArg::Stored => Memory::Stored,
+            MemoryArg::Reversible => Memory::Reversible,
+        }
+    }
 }
 
 /// `--optimizer`.
@@ -100,6 +118,9 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 8)]
     #[arg(allow_hyphen_values = true, value_parser = validate::n_bits())]
     pub n_bits: u32,
+    /// Stored or reversible backward.
+    #[arg(long, value_enum, default_value_t = MemoryArg::Stored)]
+    pub memory: MemoryArg,
 }
 
 impl ModelArgs {
@@ -124,6 +145,7 @@ impl ModelArgs {
             y_condition: self.y_condition,
             n_bits: self.n_bits,
             seed,
+            memory: self.memory.into(),
             ..GlowConfig::default()
         }
     }
@@ -167,18 +189,24 @@ pub struct CheckpointArgs {
     pub device: DeviceChoice,
     #[command(flatten)]
     pub anomaly: AnomalyArgs,
+    /// Stored or reversible backward (default: the checkpoint's).
+    #[arg(long, value_enum)]
+    pub memory: Option<MemoryArg>,
 }
 
 impl CheckpointArgs {
     /// The model on the chosen device, the dataset, and what `check` made of the
     /// dataset. The dataset is read first and handed to `check` (e.g. [`validate::index`]
     /// of an image against the test split), so that a bad flag is reported before a
-    /// device is chosen or a model built. Applies `--detect-anomaly`.
+    /// device is chosen or a model built. Applies `--detect-anomaly` and `--memory`.
     pub fn open<T>(&self, check: impl FnOnce(&Cifar10) -> Result<T>) -> Result<(Glow, Cifar10, T)> {
         let data = load_data(self.data.as_deref())?;
         let checked = check(&data)?;
         self.anomaly.apply();
-        let (model, _) = open_checkpoint(&self.checkpoint, self.device)?;
+        let (mut model, _) = open_checkpoint(&self.checkpoint, self.device)?;
+        if let Some(m) = self.memory {
+            model.set_memory(m.into());
+        }
         Ok((model, data, checked))
     }
 }

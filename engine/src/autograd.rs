@@ -91,6 +91,14 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Runs `f` with recording on, whatever the caller's state: for a backward closure that
+/// builds and differentiates a local graph (see [`crate::invertible`]).
+pub fn with_recording<T>(f: impl FnOnce() -> T) -> T {
+    let previous = RECORDING.with(|r| r.replace(true));
+    let _restore = NoGradGuard { previous };
+    f()
+}
+
 /// The gradients of one backward pass, keyed by the leaf tensors that required grad.
 #[derive(Default, Debug)]
 pub struct Gradients {
@@ -131,18 +139,42 @@ impl Tensor {
                 shape::fmt(self.shape())
             )));
         }
-        if !self.requires_grad() {
+        let seed = Tensor::ones(self.shape(), self.device())?;
+        Tensor::backward_from(&[(self.clone(), seed)])
+    }
+
+    /// Back-propagates from several outputs at once, each seeded with its own gradient
+    /// (`(output, d loss / d output)`, same shapes): the vector-Jacobian product of the
+    /// whole graph. [`Tensor::backward`] is the case of one scalar seeded with 1.
+    pub fn backward_from(seeds: &[(Tensor, Tensor)]) -> Result<Gradients> {
+        for (out, dy) in seeds {
+            if out.shape() != dy.shape() {
+                return Err(Error::Autodiff(format!(
+                    "backward_from: a seed of shape {} for an output of shape {}",
+                    shape::fmt(dy.shape()),
+                    shape::fmt(out.shape())
+                )));
+            }
+        }
+        if !seeds.iter().any(|(out, _)| out.requires_grad()) {
             return Err(Error::Autodiff(
                 "backward(): the loss does not depend on any tensor that requires grad \
                  (mark parameters with with_grad(), and do not compute the loss under no_grad)"
                     .into(),
             ));
         }
-        let tape = self.tape();
+        let roots: Vec<Tensor> = seeds.iter().map(|(out, _)| out.clone()).collect();
+        let tape = Tensor::tape(&roots);
         let _guard = NoGradGuard::new();
         let _phase = crate::profile::BackwardPhase::enter();
         let mut pending: HashMap<usize, Tensor> = HashMap::new();
-        pending.insert(self.id(), Tensor::ones(self.shape(), self.device())?);
+        for (out, dy) in seeds.iter().filter(|(out, _)| out.requires_grad()) {
+            let total = match pending.remove(&out.id()) {
+                Some(acc) => acc.add(dy)?,
+                None => dy.clone(),
+            };
+            pending.insert(out.id(), total);
+        }
         let mut leaves = Gradients::default();
         for t in &tape {
             let Some(dy) = pending.remove(&t.id()) else {
@@ -191,12 +223,16 @@ impl Tensor {
         Ok(leaves)
     }
 
-    /// Every tensor the loss depends on through tensors that require grad, newest first.
-    fn tape(&self) -> Vec<Tensor> {
+    /// Every tensor the roots depend on through tensors that require grad, newest first.
+    fn tape(roots: &[Tensor]) -> Vec<Tensor> {
         let mut seen = HashSet::new();
-        let mut stack = vec![self.clone()];
+        let mut stack = Vec::new();
         let mut tape = Vec::new();
-        seen.insert(self.id());
+        for r in roots.iter().filter(|r| r.requires_grad()) {
+            if seen.insert(r.id()) {
+                stack.push(r.clone());
+            }
+        }
         while let Some(t) = stack.pop() {
             if let Some(node) = &t.0.node {
                 for input in &node.inputs {

@@ -9,8 +9,9 @@
 //!   each one plainly on ndarray in `f64` (the oracle), `cpu/` fast on slices, `vulkan/`
 //!   with GLSL compute kernels from `shaders/`.
 //! - [`gradcheck`]: finite-difference checks of every backward.
-//! - [`profile`]: per-op time (`ENGINE_PROFILE=1`).
+//! - [`profile`]: per-op time (`ENGINE_PROFILE=1`); [`memory`]: live and peak bytes.
 //! - [`anomaly`]: find the first op that made a NaN or an infinity, and its layer.
+//! - [`invertible`]: backward through invertible blocks without storing activations.
 
 #[macro_use]
 pub mod device;
@@ -20,7 +21,9 @@ pub mod backend;
 pub mod cpu;
 mod error;
 pub mod gradcheck;
+pub mod invertible;
 pub mod linalg;
+pub mod memory;
 pub mod ops;
 pub mod profile;
 pub mod random;

@@ -25,6 +25,27 @@ pub enum Permutation {
     Reverse,
 }
 
+/// How a training step keeps what its backward pass needs (see `engine::invertible`).
+/// It changes memory and time, not the function: both give the same gradients up to
+/// `f32` reconstruction error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Memory {
+    /// Ordinary reverse mode: every flow step's activations are kept until backward.
+    /// Memory grows linearly with depth `K`; the fastest step.
+    #[default]
+    Stored,
+    /// Each level (squeeze and its `K` steps) is one reversible op: its backward rebuilds
+    /// every step's input from the step's output by the inverse and reruns the step.
+    /// Activation memory does not grow with `K`; costs one extra forward per step.
+    Reversible,
+}
+
+impl Memory {
+    fn is_stored(&self) -> bool {
+        *self == Memory::Stored
+    }
+}
+
 /// Everything that fixes a Glow model's architecture and initialisation.
 /// Serialised as JSON in checkpoints (see `docs/checkpoint-format.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +74,11 @@ pub struct GlowConfig {
     pub n_bits: u32,
     /// Seed of the random initialisation (1x1 convolutions, coupling weights, shuffles).
     pub seed: u64,
+    /// Stored or reversible backward. Not part of the model's function: written to a
+    /// checkpoint only when reversible, and read as [`Memory::Stored`] when absent, so
+    /// checkpoints of stored-mode models are unchanged and old ones still load.
+    #[serde(default, skip_serializing_if = "Memory::is_stored")]
+    pub memory: Memory,
 }
 
 impl Default for GlowConfig {
@@ -72,6 +98,7 @@ impl Default for GlowConfig {
             y_weight: 0.01,
             n_bits: 8,
             seed: 0,
+            memory: Memory::default(),
         }
     }
 }

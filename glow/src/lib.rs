@@ -29,7 +29,7 @@ pub mod param;
 pub mod picture;
 pub mod train;
 
-pub use config::{Coupling, GlowConfig, Permutation};
+pub use config::{Coupling, GlowConfig, Memory, Permutation};
 pub use engine;
 pub use model::{Dequantization, FlowOutput, Glow};
 pub use param::{ModelState, Param, StateTensor};

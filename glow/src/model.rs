@@ -14,11 +14,20 @@
 //! Each step and split runs in the [`engine::anomaly::scope`] of its name, so with
 //! anomaly detection on, an op that makes a NaN is reported as e.g. `in flow.layers.17`;
 //! so do the priors' heads (`learn_top_fn`, `project_ycond`, `project_class`).
+//!
+//! With [`Memory::Reversible`], each level's squeeze and `K` steps run as one
+//! [`engine::invertible::reversible`] op: the backward pass rebuilds every step's input
+//! from its output instead of keeping it, so activation memory does not grow with `K`.
+//! The split stays an ordinary op (its prior is not part of the bijection), so each
+//! level keeps its input and its output: memory grows with `L`, not with `K`.
+
+use std::sync::Arc;
 
 use engine::backend::Pairing;
+use engine::invertible::{self, Invertible, Rebuilt};
 use engine::{anomaly, no_grad, Device, Error, Result, Tensor};
 
-use crate::config::{GlowConfig, Permutation};
+use crate::config::{GlowConfig, Memory, Permutation};
 use crate::gaussian;
 use crate::layers::conv::{LinearZeros, ZeroConv2d};
 use crate::layers::coupling::CouplingLayer;
@@ -135,13 +144,125 @@ impl Flow for FlowStep {
     }
 }
 
+/// The trainable parameters `visit` reaches, as their current leaves.
+fn trainable(visit: impl FnOnce(&mut dyn FnMut(&Param))) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    visit(&mut |p: &Param| {
+        if p.trainable() {
+            out.push(p.get())
+        }
+    });
+    out
+}
+
+/// A flow step's ActNorm and channel mixing as an [`Invertible`] block (`logdet` per
+/// image from zero); its coupling is the next block, [`CouplingBlock`].
+struct MixBlock(Arc<FlowStep>);
+
+impl Invertible for MixBlock {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let [b, _, _, _] = dims4(x)?;
+        let (x, logdet) = self
+            .0
+            .actnorm
+            .forward(x, &Tensor::zeros(&[b], x.device())?)?;
+        self.0.mix.as_flow().forward(&x, &logdet)
+    }
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        self.0.actnorm.reverse(&self.0.mix.as_flow().reverse(y)?)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        trainable(|f| {
+            self.0.actnorm.visit_params(f);
+            match &self.0.mix {
+                Mixing::Conv(c) => c.visit_params(f),
+                Mixing::Fixed(p) => p.visit_params(f),
+            }
+        })
+    }
+}
+
+/// A flow step's coupling as an [`Invertible`] block, whose rebuild runs the coupling
+/// network once ([`CouplingLayer::rebuild`]).
+struct CouplingBlock(Arc<FlowStep>);
+
+impl Invertible for CouplingBlock {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let [b, _, _, _] = dims4(x)?;
+        self.0
+            .coupling
+            .forward(x, &Tensor::zeros(&[b], x.device())?)
+    }
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        self.0.coupling.reverse(y)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        trainable(|f| self.0.coupling.visit_params(f))
+    }
+    fn rebuild(&self, y: &Tensor) -> Result<Rebuilt> {
+        let (parts, y, logdet) = self.0.coupling.rebuild(y)?;
+        Ok(Rebuilt {
+            parts: parts.to_vec(),
+            axis: 1,
+            y,
+            logdet,
+        })
+    }
+}
+
+/// The squeeze as an [`Invertible`] block (log-determinant 0, no parameters).
+struct SqueezeBlock;
+
+impl Invertible for SqueezeBlock {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let [b, _, _, _] = dims4(x)?;
+        Ok((squeeze(x)?, Tensor::zeros(&[b], x.device())?))
+    }
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        unsqueeze(y)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
+}
+
 /// One level: squeeze, `K` steps, and a split unless it is the last level.
 #[derive(Debug)]
 struct Level {
-    steps: Vec<FlowStep>,
+    steps: Vec<Arc<FlowStep>>,
     split: Option<Split>,
     /// The split's `flow.layers.{i}` (empty without one).
     split_name: String,
+}
+
+impl Level {
+    /// The squeeze and the steps as one sequence of invertible blocks.
+    fn blocks(&self) -> Vec<Arc<dyn Invertible>> {
+        let mut blocks: Vec<Arc<dyn Invertible>> = vec![Arc::new(SqueezeBlock)];
+        for step in &self.steps {
+            blocks.push(Arc::new(MixBlock(step.clone())));
+            blocks.push(Arc::new(CouplingBlock(step.clone())));
+        }
+        blocks
+    }
+
+    /// Squeeze and steps on `z`: `(z, logdet + Σ log|det|)`, stored or reversible.
+    fn flow(&self, z: &Tensor, logdet: &Tensor, memory: Memory) -> Result<(Tensor, Tensor)> {
+        match memory {
+            Memory::Stored => {
+                let (mut z, mut logdet) = (squeeze(z)?, logdet.clone());
+                for step in &self.steps {
+                    let _layer = anomaly::scope(&step.name);
+                    (z, logdet) = step.forward(&z, &logdet)?;
+                }
+                Ok((z, logdet))
+            }
+            Memory::Reversible => {
+                let (z, dlogdet) = invertible::reversible(&self.blocks(), z)?;
+                Ok((z, logdet.add(&dlogdet)?))
+            }
+        }
+    }
 }
 
 /// How [`Glow::preprocess`] dequantises pixel values.
@@ -212,13 +333,13 @@ impl Glow {
             for k in 0..config.depth {
                 let seed = config.seed
                     ^ ((level * 1_000_003 + k) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
-                steps.push(FlowStep::new(
+                steps.push(Arc::new(FlowStep::new(
                     &format!("flow.layers.{index}"),
                     c,
                     &config,
                     seed,
                     device,
-                )?);
+                )?));
                 index += 1;
             }
             let mut split_name = String::new();
@@ -273,6 +394,12 @@ impl Glow {
     /// The configuration.
     pub fn config(&self) -> &GlowConfig {
         &self.config
+    }
+
+    /// Switches between stored and reversible backward ([`GlowConfig::memory`]); the
+    /// model's function and state are unchanged.
+    pub fn set_memory(&mut self, memory: Memory) {
+        self.config.memory = memory;
     }
 
     /// The device holding the parameters.
@@ -406,11 +533,7 @@ impl Glow {
         let mut z = x.clone();
         let mut latents = Vec::with_capacity(self.levels.len());
         for level in &self.levels {
-            z = squeeze(&z)?;
-            for step in &level.steps {
-                let _layer = anomaly::scope(&step.name);
-                (z, logdet) = step.forward(&z, &logdet)?;
-            }
+            (z, logdet) = level.flow(&z, &logdet, self.config.memory)?;
             if let Some(split) = &level.split {
                 let _layer = anomaly::scope(&level.split_name);
                 let (z1, z2, logp) = split.forward(&z)?;
@@ -553,6 +676,28 @@ impl Glow {
                     seed.wrapping_add(level as u64 + 1),
                 )
             })
+        })
+    }
+
+    /// How far [`Memory::Reversible`]'s backward pass would move the flow steps' inputs
+    /// on `x`: the largest relative error of a rebuilt input over every level
+    /// ([`engine::invertible::reconstruction_drift`], each level rebuilt from its output).
+    pub fn reconstruction_drift(&self, x: &Tensor) -> Result<f32> {
+        no_grad(|| {
+            self.check_input(x)?;
+            let mut z = x.clone();
+            let mut worst = 0.0f32;
+            for level in &self.levels {
+                let blocks = level.blocks();
+                for d in invertible::reconstruction_drift(&blocks, &z)? {
+                    worst = worst.max(d);
+                }
+                z = invertible::reversible(&blocks, &z)?.0;
+                if let Some(split) = &level.split {
+                    z = split.forward(&z)?.0;
+                }
+            }
+            Ok(worst)
         })
     }
 

@@ -61,7 +61,9 @@ fn give(v: Vec<f32>) {
 pub(crate) struct Block(Vec<f32>);
 
 impl Block {
+    /// Wraps `v`, counting its bytes as live in [`crate::memory`] until dropped.
     pub(crate) fn new(v: Vec<f32>) -> Block {
+        crate::memory::CPU.add(v.len() * 4);
         Block(v)
     }
 }
@@ -81,6 +83,7 @@ impl DerefMut for Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
+        crate::memory::CPU.sub(self.0.len() * 4);
         give(std::mem::take(&mut self.0));
     }
 }

@@ -44,17 +44,41 @@ pub struct ReferenceBackend;
 /// A reference buffer: a shared `Vec<f32>`. The lock exists for the optimiser's
 /// in-place update; every other primitive only reads.
 #[derive(Clone, Debug)]
-pub struct ReferenceBuffer(Arc<RwLock<Vec<f32>>>);
+pub struct ReferenceBuffer(Arc<RwLock<Counted>>);
 
 impl ReferenceBuffer {
     fn new(data: Vec<f32>) -> Self {
-        ReferenceBuffer(Arc::new(RwLock::new(data)))
+        crate::memory::REFERENCE.add(data.len() * 4);
+        ReferenceBuffer(Arc::new(RwLock::new(Counted(data))))
     }
 
     /// A copy of the contents.
     fn to_vec(&self) -> Result<Vec<f32>> {
         let data = self.0.read().map_err(|_| poisoned())?;
-        Ok(data.clone())
+        Ok(data.to_vec())
+    }
+}
+
+/// A buffer's vector, counted as live in [`crate::memory`] until dropped.
+#[derive(Debug)]
+struct Counted(Vec<f32>);
+
+impl std::ops::Deref for Counted {
+    type Target = Vec<f32>;
+    fn deref(&self) -> &Vec<f32> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Counted {
+    fn deref_mut(&mut self) -> &mut Vec<f32> {
+        &mut self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::memory::REFERENCE.sub(self.0.len() * 4);
     }
 }
 

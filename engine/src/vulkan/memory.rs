@@ -40,6 +40,8 @@ pub struct PoolStats {
     pub reuses: u64,
     /// Bytes in blocks currently held by buffers (size classes, not requested sizes).
     pub bytes_live: u64,
+    /// The most `bytes_live` since the pool was made or its peak last reset.
+    pub bytes_peak: u64,
     /// Bytes in all blocks the pool owns, live or cached.
     pub bytes_reserved: u64,
 }
@@ -110,6 +112,11 @@ impl Pool {
         self.stats
     }
 
+    /// Starts a new high-water mark at the current live bytes.
+    pub fn reset_peak(&mut self) {
+        self.stats.bytes_peak = self.stats.bytes_live;
+    }
+
     /// A block of at least `bytes` in `place`; `completed` is the last finished batch.
     pub fn acquire(
         &mut self,
@@ -125,6 +132,7 @@ impl Pool {
                 let f = list.swap_remove(pos);
                 self.stats.reuses += 1;
                 self.stats.bytes_live += class;
+                self.stats.bytes_peak = self.stats.bytes_peak.max(self.stats.bytes_live);
                 return Ok(f.block);
             }
         }
@@ -142,6 +150,7 @@ impl Pool {
         };
         self.stats.allocations += 1;
         self.stats.bytes_live += class;
+        self.stats.bytes_peak = self.stats.bytes_peak.max(self.stats.bytes_live);
         self.stats.bytes_reserved += class;
         Ok(block)
     }

@@ -416,6 +416,13 @@ impl VulkanDevice {
         self.0.pool.lock().map(|p| p.stats()).unwrap_or_default()
     }
 
+    /// Starts a new high-water mark of the pool's live bytes ([`PoolStats::bytes_peak`]).
+    pub fn reset_pool_peak(&self) {
+        if let Ok(mut p) = self.0.pool.lock() {
+            p.reset_peak();
+        }
+    }
+
     /// Submits all recorded work and waits for it.
     pub fn synchronize(&self) -> Result<()> {
         lock(&self.0.rec)?.flush(&self.0.ctx, &self.0.pool)

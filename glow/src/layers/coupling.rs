@@ -11,7 +11,8 @@
 //! `h = 0` at initialisation: an additive coupling starts as the identity, an affine one
 //! as the fixed scaling `yb = sigmoid(2) · xb ≈ 0.881 · xb`.
 
-use engine::{Device, Error, Result, Tensor};
+use engine::autograd::with_recording;
+use engine::{no_grad, Device, Error, Result, Tensor};
 
 use super::conv::{Conv2dNorm, ZeroConv2d};
 use super::{channels, dims4, split_interleaved, ActNorm, Flow, Module};
@@ -119,6 +120,35 @@ impl CouplingLayer {
     }
 
     /// `(shift, raw scale + 2)` of the affine coupling for conditioning half `xa`.
+    /// Reversible backward's rebuild of this layer's input from `y` (see
+    /// `engine::invertible::Invertible::rebuild`), running the network once instead of
+    /// once in the inverse and again in the forward: `xa = ya` becomes a leaf, `h =
+    /// NN(xa)` is recorded, `xb` is inverted with `h` and becomes a leaf, and the map on
+    /// `xb` is recorded. Returns `([xa, xb], y, logdet)` with `logdet` per image `[B]`.
+    pub(crate) fn rebuild(&self, y: &Tensor) -> Result<([Tensor; 2], Tensor, Tensor)> {
+        let (ya, yb) = self.halves(y)?;
+        let [batch, _, _, _] = dims4(y)?;
+        let xa = ya.detach().with_grad();
+        let h = with_recording(|| self.net.forward(&xa))?;
+        let xb = no_grad(|| match self.kind {
+            Coupling::Additive => yb.sub(&h),
+            Coupling::Affine => {
+                let (shift, raw) = split_interleaved(&h)?;
+                yb.div(&raw.add_scalar(2.0)?.sigmoid()?)?.sub(&shift)
+            }
+        })?
+        .detach()
+        .with_grad();
+        let (y, logdet) = with_recording(|| -> Result<(Tensor, Tensor)> {
+            let (yb, logdet) = match self.kind {
+                Coupling::Additive => (xb.add(&h)?, Tensor::zeros(&[batch], y.device())?),
+                Coupling::Affine => Tensor::affine_coupling(&xb, &h)?,
+            };
+            Ok((Tensor::concat(&[&xa, &yb], 1)?, logdet))
+        })?;
+        Ok(([xa, xb], y, logdet))
+    }
+
     fn shift_and_logit(&self, xa: &Tensor) -> Result<(Tensor, Tensor)> {
         let (shift, raw) = split_interleaved(&self.net.forward(xa)?)?;
         Ok((shift, raw.add_scalar(2.0)?))
