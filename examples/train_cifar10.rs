@@ -306,7 +306,13 @@ fn run(args: Args) -> Result<()> {
         }
         if s.step % args.sample_every == 0 || at_end {
             let dir = args.out.join("samples");
-            cli::write_sample_grids(&trainer.model, &dir, &format!("step{:06}", s.step), 16, 0)?;
+            glow::picture::save_sample_grids(
+                &trainer.model,
+                &dir,
+                &format!("step{:06}", s.step),
+                16,
+                0,
+            )?;
         }
     }
     bar.finish_and_clear();
