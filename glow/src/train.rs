@@ -13,8 +13,11 @@ use engine::{no_grad, Error, Result, Tensor};
 use crate::model::{Dequantization, Glow};
 use crate::optim::{Optimizer, OptimizerConfig};
 
+/// The whole training loop around [`Trainer`]: see [`crate::run`].
+pub use crate::run::{Event, Interrupt, Run, RunConfig, RunSummary};
+
 /// What one step measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
     /// The 1-based step number just taken.
     pub step: u64,
@@ -121,7 +124,7 @@ impl Trainer {
 }
 
 /// What [`Trainer::try_step`] did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StepOutcome {
     /// The parameters were updated.
     Updated(StepStats),
