@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use engine::Result;
 use glow::explore::interpolate;
+use glow::picture::save_tensor_grid;
 use glow::Dequantization;
 use glow_rs::cli::{self, validate};
 use serde_json::json;
@@ -58,7 +59,7 @@ fn run(args: Args) -> Result<()> {
         .then_some((la.as_slice(), lb.as_slice()));
     let strip = interpolate(&model, &xa, &xb, labels, args.steps)?;
     cli::create_parent(&args.out)?;
-    cli::write_grid(&args.out, &strip, args.steps)?;
+    save_tensor_grid(&args.out, &strip, args.steps)?;
     eprintln!("wrote {}", args.out.display());
     cli::print_summary(
         json!({"file": args.out.display().to_string(), "a": args.a, "b": args.b, "steps": args.steps}),

@@ -13,6 +13,7 @@ use clap::Parser;
 use engine::{Result, Tensor};
 use glow::data::{Dataset, CLASS_NAMES};
 use glow::explore::{attribute_direction, manipulate};
+use glow::picture::save_tensor_grid;
 use glow::Dequantization;
 use glow_rs::cli::{self, validate};
 use serde_json::json;
@@ -119,7 +120,7 @@ fn run(args: Args) -> Result<()> {
         &args.alphas,
     )?;
     cli::create_parent(&args.out)?;
-    cli::write_grid(&args.out, &strip, args.alphas.len())?;
+    save_tensor_grid(&args.out, &strip, args.alphas.len())?;
     eprintln!("wrote {}", args.out.display());
     cli::print_summary(
         json!({"file": args.out.display().to_string(), "class": CLASS_NAMES[args.class], "index": args.index, "alphas": args.alphas}),

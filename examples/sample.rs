@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::Result;
+use glow::picture::{save_sample_grids, TEMPERATURES};
 use glow_rs::cli::{self, validate, DeviceChoice, MemoryArg};
 use serde_json::json;
 
@@ -54,11 +55,11 @@ fn run(args: Args) -> Result<()> {
     if let Some(m) = args.memory {
         model.set_memory(m.into());
     }
-    let files = cli::write_sample_grids(&model, &args.out, "sample", args.n, args.seed)?;
+    let files = save_sample_grids(&model, &args.out, "sample", args.n, args.seed)?;
     for f in &files {
         eprintln!("wrote {}", f.display());
     }
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    cli::print_summary(json!({"files": names, "n": args.n, "temperatures": cli::TEMPERATURES}));
+    cli::print_summary(json!({"files": names, "n": args.n, "temperatures": TEMPERATURES}));
     Ok(())
 }

@@ -2,9 +2,14 @@
 //!
 //! With no arguments it trains the L=3, K=8, hidden-128 model on the built-in 3,000-image
 //! sample (2,700 for training, the last 300 held out), shows progress, and writes into
-//! `--out` (default `runs/cifar10`): `checkpoint.safetensors`, `metrics.jsonl`,
-//! `loss_curve.png` and sample grids at the paper's temperatures under `samples/`.
-//! It ends with one JSON line on stdout.
+//! `--out` (default `runs/cifar10`): `checkpoint.safetensors`, `best.safetensors`,
+//! `metrics.jsonl`, `loss_curve.png` and sample grids at the paper's temperatures under
+//! `samples/`. It ends with one JSON line on stdout.
+//!
+//! The run itself is `glow::run::Run`; this file turns flags into its configuration and
+//! its events into a progress bar. Ctrl-C (or SIGTERM) finishes the current step, writes
+//! a checkpoint, prints the command that resumes, and exits with status 130 (143); a
+//! second Ctrl-C exits at once.
 //!
 //! ```sh
 //! cargo run --release --example train_cifar10
@@ -12,17 +17,19 @@
 //! cargo run --release --example train_cifar10 -- --resume   # continue runs/cifar10
 //! ```
 
-use std::fs::OpenOptions;
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
-use engine::{Error, Result};
-use glow::checkpoint::{resume, save_checkpoint, TrainState};
+use engine::Result;
 use glow::optim::OptimizerConfig;
-use glow::picture::{save_loss_curve, PlotOptions};
-use glow::train::{batch_for_step, evaluate, Trainer};
+use glow::run::{
+    CheckpointReason, Event, Interrupt, Run, RunConfig, DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_CHECKPOINT_MINUTES, DEFAULT_MAX_BAD_STEPS, SIGINT, SIGTERM,
+};
+use glow::train::Trainer;
 use glow::Glow;
 use glow_rs::cli::{self, DeviceChoice, ModelArgs, OptimizerArg};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,7 +37,7 @@ use serde_json::json;
 
 /// Train Glow on CIFAR-10 (the built-in sample by default).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "train_cifar10", version, about)]
 struct Args {
     /// A CIFAR-10 directory (data_batch_*.bin, test_batch.bin) or one .bin file.
     /// Default: the built-in 3,000-image sample.
@@ -88,65 +95,131 @@ struct Args {
     #[arg(long, default_value = "runs/cifar10")]
     #[arg(value_parser = cli::validate::output_dir())]
     out: PathBuf,
-    /// Continue from the checkpoint in --out.
+    /// Continue from the checkpoint in --out (the model, optimiser and learning rate
+    /// come from it; the other flags from this command line).
     #[arg(long)]
     resume: bool,
-    /// Evaluate on the test split (and save a checkpoint) every this many steps, and at
-    /// the end (at least 1: 0 is refused, not read as "never").
+    /// Evaluate on the test split every this many steps and at the last step (0: never).
+    /// A new best test bits/dim is saved to best.safetensors.
     #[arg(long, default_value_t = 500)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::step_interval())]
     eval_every: u64,
-    /// Write sample grids every this many steps, and at the end (at least 1).
+    /// Write sample grids every this many steps and at the last step (0: never).
     #[arg(long, default_value_t = 1000)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::step_interval())]
     sample_every: u64,
+    /// Write checkpoint.safetensors every this many steps (0: not by step count).
+    ///
+    /// The default is the default --eval-every, so checkpoints and evaluations land on
+    /// the same steps: about two minutes of the default model on a 2-core CPU. A
+    /// checkpoint is also written at the start, at the end and on Ctrl-C.
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_EVERY)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::step_interval())]
+    checkpoint_every: u64,
+    /// Also write checkpoint.safetensors after the first step at least this many minutes
+    /// after the last one (0: not by time).
+    ///
+    /// The default bounds the work a crash can lose to three minutes whatever the
+    /// model's size (a step of the paper's model takes 5 s on a 2-core CPU, so 500
+    /// steps would be 45 minutes), for a write of 0.15 s for the default model and 3 s
+    /// for the paper's.
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_MINUTES as f32)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
+    checkpoint_minutes: f32,
+    /// After this many non-finite steps in a row (each one skipped and logged), roll
+    /// back to the checkpoint and halve the learning rate.
+    #[arg(long, default_value_t = DEFAULT_MAX_BAD_STEPS)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::positive_u32())]
+    max_bad_steps: u32,
     #[command(flatten)]
     anomaly: cli::AnomalyArgs,
 }
 
-fn main() {
-    cli::exit_on_error(run(Args::parse()));
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::invalid("train_cifar10", format!("{}: {e}", path.display()))
-}
-
-/// `(step, value)` points of a plotted series.
-type Curve = Vec<(f64, f64)>;
-
-/// `(step, train bpd)` and `(step, test bpd)` points of a metrics log up to step `until`,
-/// and the text of those lines.
-fn read_curves(path: &Path, until: u64) -> (Curve, Curve, String) {
-    let (mut train, mut test, mut kept) = (Vec::new(), Vec::new(), String::new());
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let Some(step) = v["step"].as_u64().filter(|&s| s <= until) else {
-            continue;
-        };
-        kept.push_str(line);
-        kept.push('\n');
-        if let Some(b) = v["test_bpd"].as_f64() {
-            test.push((step as f64, b));
-        } else if let Some(b) = v["bpd"].as_f64() {
-            train.push((step as f64, b));
+impl Args {
+    /// The run's configuration for `steps` steps in all.
+    fn run_config(&self, steps: u64) -> RunConfig {
+        RunConfig {
+            batch: self.batch,
+            flip: self.flip,
+            eval_every: self.eval_every,
+            sample_every: self.sample_every,
+            checkpoint_every: self.checkpoint_every,
+            // 0: not by time; so many minutes that no duration holds them: not either.
+            checkpoint_interval: (self.checkpoint_minutes > 0.0)
+                .then(|| Duration::try_from_secs_f64(f64::from(self.checkpoint_minutes) * 60.0))
+                .and_then(|d| d.ok()),
+            max_bad_steps: self.max_bad_steps,
+            ..RunConfig::new(&self.out, steps)
         }
     }
-    (train, test, kept)
 }
 
-fn run(args: Args) -> Result<()> {
+#[allow(dead_code)] // tests/train_interrupt.rs includes this file and calls `main_with`
+fn main() {
+    std::process::exit(main_with(std::env::args_os().collect()));
+}
+
+/// Runs the example on the command line `argv` (program first) and returns its exit
+/// status: 0 when done, [`cli::EXIT_FAILURE`] (1) on an error, [`cli::EXIT_USAGE`] (2) on
+/// a bad flag (clap exits with it itself for a value outside its rule in
+/// `cli::validate`), 130 (143) when stopped by SIGINT (SIGTERM).
+pub fn main_with(argv: Vec<OsString>) -> i32 {
+    let args = Args::parse_from(&argv);
+    match train(&args, &argv) {
+        Ok(None) => 0,
+        Ok(Some(signal)) => 128 + signal,
+        // As cli::exit_on_error prints it, returned rather than exited with.
+        Err(e) => match cli::validate::usage_message(&e) {
+            Some(msg) => {
+                eprintln!("error: {msg}");
+                cli::EXIT_USAGE
+            }
+            None => {
+                eprintln!("error: {e}");
+                cli::EXIT_FAILURE
+            }
+        },
+    }
+}
+
+/// `argv` as a shell command with `--resume` added: what continues this run.
+fn resume_command(argv: &[OsString]) -> String {
+    let mut words: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if !words.iter().skip(1).any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    let quote = |w: &String| {
+        let plain = !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        if plain {
+            w.clone()
+        } else {
+            format!("'{}'", w.replace('\'', r"'\''"))
+        }
+    };
+    words.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        SIGINT => "SIGINT".into(),
+        SIGTERM => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Trains; returns the signal that stopped the run early, if one did.
+fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
+    let checkpoint = args.out.join(glow::run::CHECKPOINT_FILE);
     cli::validate::training_run(&cli::validate::TrainingFlags {
         batch: args.batch,
         data: args.data.as_deref(),
         download: args.download.as_deref(),
-        resume_from: args
-            .resume
-            .then(|| args.out.join("checkpoint.safetensors"))
-            .as_deref(),
+        resume_from: args.resume.then_some(checkpoint.as_path()),
     })?;
     args.anomaly.apply();
     let (device, why) = cli::pick_device(args.device)?;
@@ -160,29 +233,19 @@ fn run(args: Args) -> Result<()> {
     };
     let data = cli::load_data(data_path.as_deref())?;
     eprintln!("{}", data.describe());
-    if data.train.len() < args.batch || args.batch == 0 {
-        return Err(Error::invalid(
-            "train_cifar10",
-            format!(
-                "--batch {} needs at least that many training images (have {})",
-                args.batch,
-                data.train.len()
-            ),
-        ));
-    }
-    std::fs::create_dir_all(&args.out).map_err(|e| io_err(&args.out, e))?;
-    let ckpt_path = args.out.join("checkpoint.safetensors");
+    let per_epoch = (data.train.len() / args.batch) as u64;
+    let total = args
+        .steps
+        .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
+    let config = args.run_config(total);
 
-    let mut trainer = if args.resume {
-        let (mut model, optimizer, state) = resume(&ckpt_path, &device)?;
-        model.set_memory(args.model.memory.into()); // a run's choice, not the model's
-        eprintln!("resumed {} at step {}", ckpt_path.display(), state.step);
-        Trainer {
-            model,
-            optimizer,
-            seed: state.seed,
-            step: state.step,
-        }
+    let mut run = if args.resume {
+        let path = config.checkpoint_path();
+        let mut run = Run::resume(config, &device)?;
+        // Stored or reversible backward is a choice of the run, not of the model.
+        run.trainer.model.set_memory(args.model.memory.into());
+        eprintln!("resumed {} at step {}", path.display(), run.trainer.step);
+        run
     } else {
         let model = Glow::new(args.model.config(args.seed), &device)?;
         let opt = OptimizerConfig {
@@ -193,9 +256,10 @@ fn run(args: Args) -> Result<()> {
             max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
             ..OptimizerConfig::default()
         };
-        Trainer::new(model, opt, args.seed)
+        Run::new(config, Trainer::new(model, opt, args.seed))?
     };
-    let cfg = trainer.model.config().clone();
+    let model = &run.trainer.model;
+    let cfg = model.config();
     eprintln!(
         "model: L={} K={} hidden={} {:?} {:?} learn_top={} y_condition={}, {} parameters",
         cfg.levels,
@@ -205,33 +269,8 @@ fn run(args: Args) -> Result<()> {
         cfg.permutation,
         cfg.learn_top,
         cfg.y_condition,
-        trainer.model.num_parameters()
+        model.num_parameters()
     );
-    let per_epoch = (data.train.len() / args.batch) as u64;
-    let total = args
-        .steps
-        .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
-
-    let metrics_path = args.out.join("metrics.jsonl");
-    // On resume, the log and the curves keep what came before the checkpoint; lines the
-    // interrupted run wrote after it are dropped, since those steps run again.
-    let (mut train_curve, mut test_curve) = if args.resume {
-        let (train, test, kept) = read_curves(&metrics_path, trainer.step);
-        std::fs::write(&metrics_path, kept).map_err(|e| io_err(&metrics_path, e))?;
-        (train, test)
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let mut metrics = OpenOptions::new()
-        .create(true)
-        .append(args.resume)
-        .write(true)
-        .truncate(!args.resume)
-        .open(&metrics_path)
-        .map_err(|e| io_err(&metrics_path, e))?;
-    let mut log = |line: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{line}").map_err(|e| io_err(&metrics_path, e))
-    };
 
     let interactive = std::io::stderr().is_terminal();
     let bar = ProgressBar::new(total);
@@ -241,91 +280,99 @@ fn run(args: Args) -> Result<()> {
         )
         .expect("valid template"),
     );
-    bar.set_position(trainer.step);
-    let mut recent: Vec<f32> = Vec::new();
-    let mut last_test = None;
-    let started = Instant::now();
-    let mut images_seen = 0usize;
-
-    let evaluate_now = |model: &Glow| -> Result<f64> {
-        let batches = data.test.sequential_batches(64);
-        Ok(evaluate(model, batches, 0, false, |_| {})?.mean_bpd)
-    };
-
-    while trainer.step < total {
-        let (mut pixels, labels) =
-            batch_for_step(&data.train, args.batch, trainer.seed, trainer.step)?;
-        if args.flip {
-            glow::data::random_hflip(&mut pixels, [3, 32, 32], trainer.seed, trainer.step)?;
+    let batch = args.batch as f64;
+    let show = |event: &Event| {
+        match event {
+        Event::Started { step, .. } => bar.set_position(*step),
+        Event::Step {
+            stats: s,
+            images_per_sec: rate,
+        } => {
+            bar.set_position(s.step);
+            bar.set_message(format!("{:.3} bits/dim, {rate:.1} img/s", s.bpd));
+            if !interactive && s.step % 50 == 0 {
+                // No terminal (a log file, CI): the bar is hidden, so print a plain line.
+                let eta = (total - s.step) as f64 * batch / rate;
+                eprintln!(
+                    "step {}/{total}: {:.3} bits/dim, {rate:.1} images/s, ETA {eta:.0} s",
+                    s.step, s.bpd
+                );
+            }
         }
-        let s = trainer.step(&pixels, &labels)?;
-        images_seen += labels.len();
-        recent.push(s.bpd);
-        train_curve.push((s.step as f64, f64::from(s.bpd)));
-        let rate = images_seen as f64 / started.elapsed().as_secs_f64();
-        bar.set_position(s.step);
-        bar.set_message(format!("{:.3} bits/dim, {rate:.1} img/s", s.bpd));
-        if !interactive && s.step % 50 == 0 {
-            // No terminal (a log file, CI): the bar is hidden, so print a plain line.
-            let eta = (total - s.step) as f64 * args.batch as f64 / rate;
-            eprintln!(
-                "step {}/{total}: {:.3} bits/dim, {rate:.1} images/s, ETA {eta:.0} s",
-                s.step, s.bpd
-            );
+        Event::Skipped { skipped, in_a_row } => bar.println(format!(
+            "step {}: skipped, {} ({in_a_row} in a row)",
+            skipped.step, skipped.why
+        )),
+        Event::RolledBack {
+            from_step,
+            to_step,
+            lr,
+        } => bar.println(format!(
+            "step {from_step}: rolled back to the checkpoint at step {to_step}, learning rate now {lr:e}"
+        )),
+        Event::Evaluated {
+            step,
+            train_bpd,
+            test_bpd,
+            best,
+        } => bar.println(format!(
+            "step {step}: train {} bits/dim, test {test_bpd:.3} bits/dim{}",
+            train_bpd.map_or("n/a".into(), |v| format!("{v:.3}")),
+            if *best { " (best so far)" } else { "" }
+        )),
+        Event::Checkpoint { step, path, reason } => {
+            if !matches!(reason, CheckpointReason::Best) && !interactive {
+                eprintln!("step {step}: wrote {} ({})", path.display(), reason.name());
+            }
         }
-        log(
-            json!({"step": s.step, "loss": s.loss, "bpd": s.bpd, "lr": s.lr, "grad_norm": s.grad_norm, "images_per_sec": rate}),
-        )?;
-
-        let at_end = s.step == total;
-        if s.step % args.eval_every == 0 || at_end {
-            let test_bpd = evaluate_now(&trainer.model)?;
-            let train_bpd = recent.iter().map(|&v| f64::from(v)).sum::<f64>() / recent.len() as f64;
-            recent.clear();
-            test_curve.push((s.step as f64, test_bpd));
-            last_test = Some(test_bpd);
-            bar.println(format!(
-                "step {}: train {train_bpd:.3} bits/dim, test {test_bpd:.3} bits/dim",
-                s.step
-            ));
-            log(json!({"step": s.step, "train_bpd": train_bpd, "test_bpd": test_bpd}))?;
-            let state = TrainState {
-                seed: trainer.seed,
-                step: trainer.step,
-                epoch: trainer.step / per_epoch,
-                position_in_epoch: (trainer.step % per_epoch) * args.batch as u64,
-            };
-            save_checkpoint(&ckpt_path, &trainer.model, &trainer.optimizer, &state)?;
-            save_loss_curve(
-                args.out.join("loss_curve.png"),
-                &[
-                    ("train bits/dim", &train_curve),
-                    ("test bits/dim", &test_curve),
-                ],
-                &PlotOptions::default(),
-            )?;
-        }
-        if s.step % args.sample_every == 0 || at_end {
-            let dir = args.out.join("samples");
-            cli::write_sample_grids(&trainer.model, &dir, &format!("step{:06}", s.step), 16, 0)?;
-        }
+        Event::Samples { .. } | Event::Interrupted { .. } => {}
     }
+    };
+    // From here on the first Ctrl-C stops the run cleanly; before, it kills the process
+    // at once, and nothing is lost.
+    let interrupt = Interrupt::on_signals()?;
+    let summary = run.run(&data, &interrupt, show)?;
     bar.finish_and_clear();
-    let rate = images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let train_bpd = train_curve.iter().rev().take(50).map(|p| p.1).sum::<f64>()
-        / train_curve.len().clamp(1, 50) as f64;
-    eprintln!(
-        "done: {} steps, train {train_bpd:.3} bits/dim (last 50 steps), test {} bits/dim, {rate:.1} images/s; outputs in {}",
-        trainer.step,
-        last_test.map_or("n/a".into(), |v| format!("{v:.3}")),
-        args.out.display()
-    );
-    cli::print_summary(json!({
-        "steps": trainer.step,
-        "train_bpd": train_bpd,
-        "test_bpd": last_test,
-        "images_per_sec": rate,
+
+    let out = args.out.display();
+    let test = summary.test_bpd.map_or("n/a".into(), |v| format!("{v:.3}"));
+    let train = summary
+        .train_bpd
+        .map_or("n/a".into(), |v| format!("{v:.3}"));
+    match summary.interrupted {
+        Some(signal) => {
+            eprintln!(
+                "interrupted by {} at step {}; the checkpoint in {out} holds step {}",
+                signal_name(signal),
+                summary.step,
+                summary.checkpoint_step
+            );
+            eprintln!("resume with:\n  {}", resume_command(argv));
+        }
+        None => eprintln!(
+            "done: {} steps, train {train} bits/dim (last 50 steps), test {test} bits/dim, {:.1} images/s; outputs in {out}",
+            summary.step, summary.images_per_sec
+        ),
+    }
+    if summary.skipped_steps > 0 {
+        eprintln!(
+            "{} non-finite steps were skipped and {} rollbacks made (see {})",
+            summary.skipped_steps,
+            summary.rollbacks,
+            run.config.metrics_path().display()
+        );
+    }
+    let mut line = json!({
+        "steps": summary.step,
+        "train_bpd": summary.train_bpd,
+        "test_bpd": summary.test_bpd,
+        "best_test_bpd": summary.best_test_bpd,
+        "images_per_sec": summary.images_per_sec,
         "device": device.name(),
-    }));
-    Ok(())
+    });
+    if let Some(signal) = summary.interrupted {
+        line["interrupted"] = json!(signal_name(signal));
+    }
+    cli::print_summary(line);
+    Ok(summary.interrupted)
 }

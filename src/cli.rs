@@ -1,20 +1,18 @@
 //! What the examples share: the flags that describe a model, device choice, data loading,
-//! sample grids, the machine-readable last line, and how a run ends on an error
-//! ([`exit_on_error`]; the rules every flag is checked by are in [`validate`]).
+//! the machine-readable last line, and how a run ends on an error ([`exit_on_error`]; the
+//! rules every flag is checked by are in [`validate`]). Sample grids are `glow::picture`'s.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use engine::backend::AdamKind;
-use engine::{Device, Result, Tensor};
+#[cfg(feature = "vulkan")]
+use engine::Tensor;
+use engine::{Device, Result};
 use glow::data::Cifar10;
-use glow::picture::{save_grid, ImageBatch};
 use glow::{Coupling, Glow, GlowConfig, Memory, Permutation};
 
 pub mod validate;
-
-/// The temperatures of the paper's sample figure.
-pub const TEMPERATURES: [f32; 8] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -295,47 +293,6 @@ pub fn load_data(path: Option<&Path>) -> Result<Cifar10> {
         .map(Path::to_path_buf)
         .unwrap_or_else(glow::data::default_data_dir);
     Cifar10::load(&path)
-}
-
-/// Writes `images` `[N, 3, H, W]` (flow range) as a grid PNG with `columns` columns.
-pub fn write_grid(path: &Path, images: &Tensor, columns: usize) -> Result<()> {
-    let s = images.shape();
-    let data = images.to_vec()?;
-    let batch = ImageBatch::new(&data, [s[0], s[1], s[2], s[3]])?;
-    save_grid(path, &batch, columns, 2)
-}
-
-/// Sample grids at every temperature of [`TEMPERATURES`]: one PNG per temperature
-/// (`{prefix}_t{T}.png`, `n` images) and an overview with one row per temperature
-/// (`{prefix}_all.png`). Returns the paths written.
-pub fn write_sample_grids(
-    model: &Glow,
-    dir: &Path,
-    prefix: &str,
-    n: usize,
-    seed: u64,
-) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        engine::Error::invalid("samples", format!("cannot create {}: {e}", dir.display()))
-    })?;
-    let labels: Option<Vec<usize>> = model
-        .config()
-        .y_condition
-        .then(|| (0..n).map(|i| i % model.config().num_classes).collect());
-    let mut rows = Vec::new();
-    let mut written = Vec::new();
-    for &t in &TEMPERATURES {
-        let images = model.sample(n, t, labels.as_deref(), seed)?;
-        let path = dir.join(format!("{prefix}_t{t:.2}.png"));
-        write_grid(&path, &images, (n as f64).sqrt().ceil() as usize)?;
-        written.push(path);
-        rows.push(images.slice(0, 0, n.min(8))?);
-    }
-    let all = Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?;
-    let path = dir.join(format!("{prefix}_all.png"));
-    write_grid(&path, &all, n.min(8))?;
-    written.push(path);
-    Ok(written)
 }
 
 /// Prints the one JSON line that ends every example's output.

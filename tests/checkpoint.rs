@@ -9,7 +9,8 @@ use engine::backend::AdamKind;
 use engine::{Device, Error, Result, Tensor};
 use glow::atomic::write_atomic;
 use glow::checkpoint::{
-    load_checkpoint, resume, save_checkpoint, Checkpoint, TrainState, FORMAT, OPTIMIZER_PREFIX,
+    keys, load_checkpoint, resume, save_checkpoint, tensor_checksum, Checkpoint, TrainState,
+    FORMAT, FORMAT_VERSION, OPTIMIZER_PREFIX,
 };
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Coupling, Glow, GlowConfig, Permutation};
@@ -397,5 +398,208 @@ fn a_checkpoint_of_another_architecture_is_refused() -> Result<()> {
         msg.contains("ckpt.safetensors") && msg.contains("shape"),
         "{msg}"
     );
+    Ok(())
+}
+
+/// Rewrites the checkpoint at `from` to `to` with each tensor's bytes passed through
+/// `data(name, bytes)` and the metadata through `meta`.
+fn rewritten(
+    from: &Path,
+    to: &Path,
+    data: impl Fn(&str, &[u8]) -> Vec<u8>,
+    meta: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) {
+    let bytes = read(from);
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+    let mut metadata = header.metadata().clone().expect("metadata");
+    meta(&mut metadata);
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let d = data(&name, v.data());
+            (name, v.dtype(), v.shape().to_vec(), d)
+        })
+        .collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, dtype, shape, d)| {
+            let view =
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), d).expect("view");
+            (name.as_str(), view)
+        })
+        .collect();
+    let out = safetensors::serialize(views, Some(metadata)).expect("serialize");
+    std::fs::write(to, out).expect("write");
+}
+
+/// A one-step checkpoint of the small affine model in `dir`, and its path.
+fn good_checkpoint(dir: &Scratch) -> Result<PathBuf> {
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let good = dir.path("good.safetensors");
+    save_checkpoint(&good, &model, &opt, &TRAIN)?;
+    Ok(good)
+}
+
+#[test]
+fn a_damaged_tensor_is_named() -> Result<()> {
+    let dir = Scratch::new("damaged");
+    let good = good_checkpoint(&dir)?;
+    let mut bytes = read(&good);
+    let (header_len, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+    let victim = "flow.layers.2.block.0.conv.weight";
+    let (start, end) = header.info(victim).expect("the tensor").data_offsets;
+    // One flipped bit in the middle of the tensor, as a bad sector or a cosmic ray would.
+    bytes[8 + header_len + (start + end) / 2] ^= 0x10;
+    let damaged = dir.path("damaged.safetensors");
+    std::fs::write(&damaged, &bytes).expect("write");
+    let msg = load_error(&damaged);
+    assert!(msg.contains(victim) && msg.contains("damaged"), "{msg}");
+
+    // A tensor without a recorded checksum is refused as well.
+    let unlisted = dir.path("unlisted.safetensors");
+    rewritten(
+        &good,
+        &unlisted,
+        |_, d| d.to_vec(),
+        |meta| {
+            let key = keys::CHECKSUMS;
+            let mut sums: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&meta[key]).expect("checksums");
+            sums.remove(victim);
+            meta.insert(key.into(), serde_json::to_string(&sums).expect("json"));
+        },
+    );
+    let msg = load_error(&unlisted);
+    assert!(msg.contains(victim) && msg.contains("no checksum"), "{msg}");
+    Ok(())
+}
+
+#[test]
+fn a_non_finite_tensor_is_refused_on_load() -> Result<()> {
+    let dir = Scratch::new("non-finite-load");
+    let good = good_checkpoint(&dir)?;
+    for (victim, value, shown) in [
+        ("flow.layers.1.actnorm.logs", f32::NAN, "NaN"),
+        (
+            "optimizer.flow.layers.5.block.4.conv.bias.m",
+            f32::INFINITY,
+            "inf",
+        ),
+    ] {
+        // A well-formed file with a correct checksum: only the value is wrong.
+        let bytes = read(&good);
+        let file = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+        let mut bad = file.tensor(victim).expect("the tensor").data().to_vec();
+        bad[4..8].copy_from_slice(&value.to_le_bytes());
+        let sum = tensor_checksum(&bad);
+        let poisoned = dir.path("poisoned.safetensors");
+        let data = |name: &str, d: &[u8]| {
+            if name == victim {
+                bad.clone()
+            } else {
+                d.to_vec()
+            }
+        };
+        rewritten(&good, &poisoned, data, |meta| {
+            let mut all: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&meta[keys::CHECKSUMS]).expect("checksums");
+            all.insert(victim.into(), sum);
+            meta.insert(
+                keys::CHECKSUMS.into(),
+                serde_json::to_string(&all).expect("json"),
+            );
+        });
+        let msg = load_error(&poisoned);
+        assert!(
+            msg.contains(victim) && msg.contains(shown) && msg.contains("index 1"),
+            "{msg}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_non_finite_model_is_not_saved() -> Result<()> {
+    let dir = Scratch::new("non-finite-save");
+    let good = good_checkpoint(&dir)?;
+    let before = read(&good);
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 1)?;
+    let victim = "flow.layers.2.invconv.lower";
+    let p = model
+        .params()
+        .into_iter()
+        .find(|p| p.name() == victim)
+        .expect("the parameter");
+    let mut values = p.get().to_vec()?;
+    values[3] = f32::NAN;
+    p.set(&Tensor::from_vec(values, &p.shape(), &Device::Cpu)?)?;
+    let msg = save_checkpoint(&good, &model, &opt, &TRAIN)
+        .expect_err("a NaN parameter")
+        .to_string();
+    assert!(
+        msg.contains("good.safetensors") && msg.contains(victim) && msg.contains("NaN"),
+        "{msg}"
+    );
+    assert_eq!(read(&good), before, "the checkpoint on disk is untouched");
+    assert_eq!(dir.listing(), ["good.safetensors"]);
+    Ok(())
+}
+
+#[test]
+fn a_version_1_checkpoint_still_loads_and_other_versions_are_refused() -> Result<()> {
+    let dir = Scratch::new("versions");
+    let good = good_checkpoint(&dir)?;
+    let v1 = dir.path("v1.safetensors");
+    rewritten(
+        &good,
+        &v1,
+        |_, d| d.to_vec(),
+        |meta| {
+            meta.insert(keys::FORMAT_VERSION.into(), "1".into());
+            meta.remove(keys::CHECKSUMS);
+        },
+    );
+    let old = load_checkpoint(&v1)?;
+    let new = load_checkpoint(&good)?;
+    assert_eq!(
+        (old.format_version, new.format_version),
+        (1, FORMAT_VERSION)
+    );
+    assert_eq!(old.model_state, new.model_state);
+    assert_eq!(old.optimizer, new.optimizer);
+    old.restore(&Device::Cpu)?;
+
+    // Version 2 must carry its checksums.
+    let stripped = dir.path("stripped.safetensors");
+    rewritten(
+        &good,
+        &stripped,
+        |_, d| d.to_vec(),
+        |meta| {
+            meta.remove(keys::CHECKSUMS);
+        },
+    );
+    assert!(load_error(&stripped).contains(keys::CHECKSUMS));
+
+    for version in ["0", "3"] {
+        let other = dir.path(&format!("v{version}.safetensors"));
+        rewritten(
+            &good,
+            &other,
+            |_, d| d.to_vec(),
+            |meta| {
+                meta.insert(keys::FORMAT_VERSION.into(), version.into());
+            },
+        );
+        let msg = load_error(&other);
+        assert!(
+            msg.contains(&format!("format version {version}")) && msg.contains("1 to 2"),
+            "{msg}"
+        );
+    }
     Ok(())
 }

@@ -163,8 +163,20 @@ fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             BAD_NON_NEGATIVE.to_vec(),
         ),
         ("train_cifar10", "--seed", BAD_INTEGER.to_vec()),
-        ("train_cifar10", "--eval-every", BAD_COUNT.to_vec()),
-        ("train_cifar10", "--sample-every", BAD_COUNT.to_vec()),
+        // 0 is "never" for these three.
+        ("train_cifar10", "--eval-every", BAD_INTEGER.to_vec()),
+        ("train_cifar10", "--sample-every", BAD_INTEGER.to_vec()),
+        ("train_cifar10", "--checkpoint-every", BAD_INTEGER.to_vec()),
+        (
+            "train_cifar10",
+            "--checkpoint-minutes",
+            BAD_NON_NEGATIVE.to_vec(),
+        ),
+        (
+            "train_cifar10",
+            "--max-bad-steps",
+            with(BAD_COUNT, &["4294967296"]),
+        ),
         ("evaluate", "--batch", BAD_COUNT.to_vec()),
         ("evaluate", "--seed", BAD_INTEGER.to_vec()),
         ("sample", "--n", with(BAD_COUNT, &["4097"])),

@@ -1,74 +1,310 @@
-//! A training run interrupted by a checkpoint and resumed gives the same losses as an
-//! uninterrupted run with the same seed (CPU device, bit for bit).
+//! The training run of `glow::run`, in process on the CPU device: a run stopped part-way
+//! and resumed gives the same losses as an uninterrupted one, bit for bit, and a NaN in
+//! the parameters is skipped, logged and rolled back, after which training goes on.
+//! `tests/train_interrupt.rs` does the same to the example's process with real signals.
+
+use std::path::{Path, PathBuf};
 
 use engine::{Device, Result};
-use glow::checkpoint::{resume, save_checkpoint, TrainState};
 use glow::data::Cifar10;
 use glow::optim::OptimizerConfig;
-use glow::train::{batch_for_step, Trainer};
+use glow::run::{CheckpointReason, Event, Interrupt, Run, RunConfig, RunSummary, SIGINT};
+use glow::train::Trainer;
 use glow::{Glow, GlowConfig};
+use serde_json::Value;
 
-fn config() -> GlowConfig {
-    GlowConfig {
+/// A fresh, empty directory for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("glow-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn trainer() -> Result<Trainer> {
+    let cfg = GlowConfig {
         levels: 3,
         depth: 1,
         hidden: 16,
         learn_top: true,
         ..GlowConfig::default()
-    }
-}
-
-fn trainer(dev: &Device) -> Result<Trainer> {
+    };
     let opt = OptimizerConfig {
         lr: 1e-3,
         warmup: 3,
         max_grad_norm: Some(50.0),
         ..Default::default()
     };
-    Ok(Trainer::new(Glow::new(config(), dev)?, opt, 7))
+    Ok(Trainer::new(Glow::new(cfg, &Device::Cpu)?, opt, 7))
 }
 
-fn run(t: &mut Trainer, data: &Cifar10, steps: u64) -> Result<Vec<f32>> {
-    let mut losses = Vec::new();
-    while t.step < steps {
-        let (pixels, labels) = batch_for_step(&data.train, 4, t.seed, t.step)?;
-        losses.push(t.step(&pixels, &labels)?.loss);
+/// `steps` steps of batches of 4 into `out`, checkpoints only where the run must write
+/// them (start, end, stop, rollback).
+fn config(out: &Path, steps: u64) -> RunConfig {
+    RunConfig {
+        batch: 4,
+        eval_every: 0,
+        sample_every: 0,
+        checkpoint_every: 0,
+        checkpoint_interval: None,
+        ..RunConfig::new(out, steps)
     }
-    Ok(losses)
+}
+
+/// Runs `run`, returning its summary and every event. `stop_at`: request a stop (as
+/// SIGINT would) once this step is done.
+fn drive(run: &mut Run, data: &Cifar10, stop_at: Option<u64>) -> Result<(RunSummary, Vec<Event>)> {
+    let interrupt = Interrupt::new();
+    let mut events = Vec::new();
+    let summary = run.run(data, &interrupt, |e| {
+        if let Event::Step { stats, .. } = e {
+            if Some(stats.step) == stop_at {
+                interrupt.request(SIGINT);
+            }
+        }
+        events.push(e.clone());
+    })?;
+    Ok((summary, events))
+}
+
+/// The losses of the events' good steps, in order.
+fn losses(events: &[Event]) -> Vec<f32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { stats, .. } => Some(stats.loss),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every line of a run's metrics log.
+fn log(out: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(out.join(glow::run::METRICS_FILE)).expect("read the log");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect()
+}
+
+/// `(step, loss)` of the log's good steps, in order.
+fn logged_losses(out: &Path) -> Vec<(u64, f32)> {
+    log(out)
+        .iter()
+        .filter(|v| v["loss"].is_number())
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn interrupted_and_resumed_matches_uninterrupted() -> Result<()> {
-    let dev = Device::Cpu;
     let data = Cifar10::load(glow::data::default_data_dir())?;
-    let straight = run(&mut trainer(&dev)?, &data, 6)?;
+    let (a, b) = (Scratch::new("straight"), Scratch::new("stopped"));
 
-    let mut first = trainer(&dev)?;
-    let mut resumed_losses = run(&mut first, &data, 3)?;
-    let dir = std::env::temp_dir().join(format!("glow-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("checkpoint.safetensors");
-    let state = TrainState {
-        seed: first.seed,
-        step: first.step,
-        ..TrainState::default()
+    // Uninterrupted, evaluating every 3 steps and drawing samples at the end.
+    let straight_config = RunConfig {
+        eval_every: 3,
+        eval_batch: 100,
+        sample_every: 6,
+        sample_images: 4,
+        ..config(&a.0, 6)
     };
-    save_checkpoint(&path, &first.model, &first.optimizer, &state)?;
+    let mut straight = Run::new(straight_config, trainer()?)?;
+    let (done, events) = drive(&mut straight, &data, None)?;
+    let want = losses(&events);
+    assert_eq!(want.len(), 6);
+    assert!(
+        want.windows(2).all(|w| w[0] != w[1]),
+        "the run really trains"
+    );
+    assert_eq!(
+        (done.step, done.checkpoint_step, done.interrupted),
+        (6, 6, None)
+    );
+    let evals = events
+        .iter()
+        .filter(|e| matches!(e, Event::Evaluated { .. }))
+        .count();
+    assert_eq!(evals, 2, "evaluations at steps 3 and 6");
+    for file in [
+        "best.safetensors",
+        "loss_curve.png",
+        "samples/step000006_all.png",
+    ] {
+        assert!(a.0.join(file).is_file(), "{file} written");
+    }
+    glow::checkpoint::load_checkpoint(a.0.join("best.safetensors"))?;
+
+    // Stopped after step 3 (evaluation off: 0 means never), then resumed in a new Run.
+    let mut first = Run::new(config(&b.0, 6), trainer()?)?;
+    let (stopped, events) = drive(&mut first, &data, Some(3))?;
+    assert_eq!(stopped.interrupted, Some(SIGINT));
+    assert_eq!((stopped.step, stopped.checkpoint_step), (3, 3));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Checkpoint {
+            step: 3,
+            reason: CheckpointReason::Interrupted,
+            ..
+        }
+    )));
+    let mut got = losses(&events);
     drop(first);
+    assert!(
+        !b.0.join("best.safetensors").exists(),
+        "no evaluation, no best"
+    );
 
-    let (model, optimizer, state) = resume(&path, &dev)?;
-    let mut second = Trainer {
-        model,
-        optimizer,
-        seed: state.seed,
-        step: state.step,
+    // What a crash after the checkpoint leaves: lines of steps that will run again, and a
+    // line cut short. The resume must drop both.
+    let log_path = b.0.join(glow::run::METRICS_FILE);
+    let mut text = std::fs::read_to_string(&log_path).expect("read");
+    text.push_str("{\"step\":4,\"loss\":1.0,\"bpd\":1.0}\n{\"step\":5,\"lo");
+    std::fs::write(&log_path, text).expect("write");
+
+    let mut second = Run::resume(config(&b.0, 6), &Device::Cpu)?;
+    assert_eq!(second.trainer.step, 3);
+    let (done, events) = drive(&mut second, &data, None)?;
+    assert_eq!((done.step, done.interrupted), (6, None));
+    got.extend(losses(&events));
+    assert_eq!(got, want, "losses must agree bit for bit");
+
+    // The log holds each step once, with the uninterrupted run's losses.
+    let steps: Vec<(u64, f32)> = (1..=6).zip(want.iter().copied()).collect();
+    assert_eq!(logged_losses(&b.0), steps);
+    assert_eq!(logged_losses(&a.0), steps);
+    Ok(())
+}
+
+#[test]
+fn a_nan_is_skipped_logged_and_rolled_back() -> Result<()> {
+    let data = Cifar10::load(glow::data::default_data_dir())?;
+    let dir = Scratch::new("nan");
+    let config = RunConfig {
+        max_bad_steps: 3,
+        ..config(&dir.0, 4)
     };
-    resumed_losses.extend(run(&mut second, &data, 6)?);
-    std::fs::remove_dir_all(&dir).ok();
+    let mut run = Run::new(config, trainer()?)?;
+    drive(&mut run, &data, None)?;
+    let lr = run.trainer.optimizer.config.lr;
 
-    assert_eq!(straight.len(), 6);
-    assert_eq!(straight, resumed_losses, "losses must agree bit for bit");
-    // Guard: the run really trains (losses change step to step).
-    assert!(straight.windows(2).all(|w| w[0] != w[1]));
+    // Poison one parameter after the checkpoint of step 4: every loss is now NaN.
+    let victim = "flow.layers.1.actnorm.bias";
+    let p = run
+        .trainer
+        .model
+        .params()
+        .into_iter()
+        .find(|p| p.name() == victim)
+        .expect("the parameter");
+    let mut values = p.get().to_vec()?;
+    values[0] = f32::NAN;
+    p.set(&engine::Tensor::from_vec(values, &p.shape(), &Device::Cpu)?)?;
+
+    run.config.steps = 8;
+    let (done, events) = drive(&mut run, &data, None)?;
+    let skipped: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Skipped { skipped, .. } => Some(skipped.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped, [5, 6, 7], "three NaN steps, then the rollback");
+    let rollback = events
+        .iter()
+        .find(|e| matches!(e, Event::RolledBack { .. }))
+        .expect("a rollback");
+    assert_eq!(
+        *rollback,
+        Event::RolledBack {
+            from_step: 7,
+            to_step: 4,
+            lr: lr * 0.5
+        }
+    );
+    let after: Vec<(u64, f32, f32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { stats, .. } => Some((stats.step, stats.loss, stats.lr)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(after.iter().map(|s| s.0).collect::<Vec<_>>(), [5, 6, 7, 8]);
+    assert!(
+        after.iter().all(|s| s.1.is_finite() && s.2 == lr * 0.5),
+        "{after:?}"
+    );
+    assert_eq!((done.step, done.skipped_steps, done.rollbacks), (8, 3, 1));
+
+    // All of it is in the log, with why.
+    let lines = log(&dir.0);
+    let skipped_lines: Vec<&Value> = lines.iter().filter(|v| v["skipped"] == true).collect();
+    assert_eq!(skipped_lines.len(), 3);
+    for v in &skipped_lines {
+        assert!(v["reason"].as_str().unwrap().contains("loss is NaN"), "{v}");
+    }
+    let rollback_line = lines
+        .iter()
+        .find(|v| v["rollback"] == true)
+        .expect("logged");
+    assert_eq!(rollback_line["from_step"], 7);
+    assert_eq!(rollback_line["step"], 4);
+    assert_eq!(rollback_line["lr"].as_f64().unwrap() as f32, lr * 0.5);
+
+    // The lowered learning rate is in the checkpoint, so it survives a resume.
+    drop(run);
+    let resumed = Run::resume(RunConfig::new(&dir.0, 8), &Device::Cpu)?;
+    assert_eq!(resumed.trainer.optimizer.config.lr, lr * 0.5);
+    assert_eq!(resumed.trainer.step, 8);
+    Ok(())
+}
+
+#[test]
+fn a_run_that_keeps_diverging_gives_up_after_max_rollbacks() -> Result<()> {
+    let data = Cifar10::load(glow::data::default_data_dir())?;
+    let dir = Scratch::new("diverging");
+    // A learning rate no model survives: each first step throws the parameters so far
+    // that the next losses are not finite, however often it is halved.
+    let mut t = trainer()?;
+    t.optimizer.config.lr = 1e30;
+    t.optimizer.config.max_grad_norm = None;
+    let config = RunConfig {
+        max_bad_steps: 2,
+        max_rollbacks: 3,
+        ..config(&dir.0, 50)
+    };
+    let mut run = Run::new(config, t)?;
+    let interrupt = Interrupt::new();
+    let mut rollbacks = Vec::new();
+    let err = run
+        .run(&data, &interrupt, |e| {
+            if let Event::RolledBack { to_step, lr, .. } = e {
+                rollbacks.push((*to_step, *lr));
+            }
+        })
+        .expect_err("it must give up");
+    assert_eq!(rollbacks, [(0, 5e29), (0, 2.5e29), (0, 1.25e29)]);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("gave up") && msg.contains("checkpoint.safetensors"),
+        "{msg}"
+    );
+    // What is left on disk is the last good state, ready for a resume.
+    let ckpt = glow::checkpoint::load_checkpoint(dir.0.join("checkpoint.safetensors"))?;
+    assert_eq!((ckpt.train.step, ckpt.optimizer.config.lr), (0, 1.25e29));
     Ok(())
 }

@@ -62,6 +62,35 @@ fn commit(tmp: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the temporary files that interrupted writes to `path` left beside it
+/// (`.{name}.tmp.*`), returning how many there were. For a file that nothing else is writing
+/// at the same time: a write in progress would lose its temporary file and fail.
+pub fn remove_stale_temporaries(path: &Path) -> Result<usize> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::io(path, "the path names no file"))?;
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_error(dir, "cannot list the folder", e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, "cannot list the folder", e))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let stale = entry.path();
+            std::fs::remove_file(&stale).map_err(|e| io_error(&stale, "cannot remove", e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Wraps an I/O error on `path` as an [`Error::Io`] saying what was being done.
 pub(crate) fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::io(path, format!("{what}: {e}"))

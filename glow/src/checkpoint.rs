@@ -3,14 +3,17 @@
 //! A checkpoint holds every model state tensor under its state name (PyTorch layouts, as
 //! [`Glow::state`] gives them), the optimiser's moments as `optimizer.{param}.m` and
 //! `optimizer.{param}.v`, and in the safetensors `__metadata__` map the format version,
-//! the [`GlowConfig`] and the optimiser settings as JSON, the optimiser's step counter and
-//! the [`TrainState`]. `docs/checkpoint-format.md` describes the file for readers in other
-//! frameworks.
+//! the [`GlowConfig`] and the optimiser settings as JSON, the optimiser's step counter,
+//! the [`TrainState`] and a CRC-32 of every tensor's bytes. `docs/checkpoint-format.md`
+//! describes the file for readers in other frameworks.
 //!
 //! Save with [`save_checkpoint`]; read with [`load_checkpoint`] (host side, checks the
 //! file) and rebuild the model and optimiser on a device with [`Checkpoint::restore`], or
 //! do both with [`resume`]. Writes are atomic ([`crate::atomic`]): a crash while saving
-//! leaves the previous checkpoint intact. Every error names the file.
+//! leaves the previous checkpoint intact. Reads verify each tensor's checksum, so a file
+//! damaged after it was written is refused, naming the tensor; a NaN or an infinity in
+//! any tensor is refused both ways, so a run never saves, or resumes from, a model that
+//! has already diverged. Every error names the file.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,7 +33,11 @@ use crate::param::{ModelState, StateTensor};
 /// The value of the `format` metadata key.
 pub const FORMAT: &str = "glow-rs-checkpoint";
 /// The value of the `format_version` metadata key; bumped when the layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added [`keys::CHECKSUMS`].
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version [`load_checkpoint`] reads: version 1, the same file without
+/// checksums, whose tensors are read unverified.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Prefix of the optimiser's tensors: `optimizer.{param}.m` and `optimizer.{param}.v`.
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
@@ -54,6 +61,24 @@ pub mod keys {
     pub const TRAIN_EPOCH: &str = "train.epoch";
     /// [`super::TrainState::position_in_epoch`] in decimal.
     pub const TRAIN_POSITION: &str = "train.position_in_epoch";
+    /// Every tensor's CRC-32 as JSON: `{"name": "8 hex digits", ...}` (see
+    /// [`super::tensor_checksum`]). Since format version 2.
+    pub const CHECKSUMS: &str = "checksums.crc32";
+}
+
+/// The checksum stored for a tensor: the CRC-32 (IEEE, as zlib and PNG compute it) of its
+/// little-endian data bytes, as 8 lowercase hex digits.
+pub fn tensor_checksum(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// The name of the first tensor among `tensors` holding a NaN or an infinity, with the
+/// offending value and its flat index.
+fn first_non_finite<'a>(tensors: impl IntoIterator<Item = &'a StateTensor>) -> Option<String> {
+    tensors.into_iter().find_map(|t| {
+        let (k, v) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite())?;
+        Some(format!("tensor {} holds {v} (at flat index {k})", t.name))
+    })
 }
 
 /// Where training stands. All training randomness (data order, dequantisation noise) is
@@ -86,6 +111,9 @@ pub struct OptimizerState {
 pub struct Checkpoint {
     /// The file it was read from (named in errors).
     pub path: PathBuf,
+    /// The file's format version: [`FORMAT_VERSION`], or an older one still read (whose
+    /// tensors carried no checksums to verify).
+    pub format_version: u32,
     /// The model's architecture.
     pub config: GlowConfig,
     /// Every model state tensor, sorted by name.
@@ -232,6 +260,20 @@ pub fn save_checkpoint(
     if names.len() != tensors.len() {
         return Err(Error::io(path, "two state tensors share a name"));
     }
+    let stored = state
+        .tensors
+        .iter()
+        .chain(moments.iter().flat_map(|(_, m, v)| [m, v]));
+    if let Some(bad) = first_non_finite(stored) {
+        return Err(Error::io(
+            path,
+            format!("not saved: {bad}; a checkpoint holds finite values only"),
+        ));
+    }
+    let checksums: BTreeMap<&str, String> = tensors
+        .iter()
+        .map(|(name, view)| (name.as_str(), tensor_checksum(&view.data())))
+        .collect();
 
     let meta: HashMap<String, String> = [
         (keys::FORMAT, FORMAT.to_string()),
@@ -253,6 +295,10 @@ pub fn save_checkpoint(
         (keys::TRAIN_STEP, train.step.to_string()),
         (keys::TRAIN_EPOCH, train.epoch.to_string()),
         (keys::TRAIN_POSITION, train.position_in_epoch.to_string()),
+        (
+            keys::CHECKSUMS,
+            serde_json::to_string(&checksums).map_err(|e| io_error(path, "checksums", e))?,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -265,9 +311,12 @@ pub fn save_checkpoint(
 }
 
 /// Reads and checks the checkpoint at `path` into host memory. Fails, naming the file,
-/// when it is missing, not safetensors, truncated, not a checkpoint of this format, or
-/// holds an optimiser moment without its partner. Whether every model tensor is present
-/// is checked by [`Checkpoint::restore`], which knows the model.
+/// when it is missing, not safetensors, truncated, not a checkpoint of this format (or
+/// of a version before [`OLDEST_FORMAT_VERSION`] or after [`FORMAT_VERSION`]), holds an
+/// optimiser moment without its partner, or a tensor whose bytes do not match their
+/// checksum (naming the tensor: the file was damaged after it was written) or that holds
+/// a NaN or an infinity (naming it too). Whether every model tensor is present is
+/// checked by [`Checkpoint::restore`], which knows the model.
 pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| io_error(path, "cannot read checkpoint", e))?;
@@ -303,12 +352,22 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
         ));
     }
     let version = number(keys::FORMAT_VERSION)?;
-    if version != u64::from(FORMAT_VERSION) {
+    if !(u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&version) {
         return Err(Error::io(
             path,
-            format!("format version {version}; this build reads version {FORMAT_VERSION}"),
+            format!(
+                "format version {version}; this build reads versions \
+                 {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
+            ),
         ));
     }
+    // Version 1 files carry no checksums; from version 2 on every tensor has one.
+    let checksums: Option<BTreeMap<String, String>> = if version >= 2 {
+        let json = get(keys::CHECKSUMS)?;
+        Some(serde_json::from_str(json).map_err(|e| io_error(path, "bad checksums", e))?)
+    } else {
+        None
+    };
     let config: GlowConfig = serde_json::from_str(get(keys::GLOW_CONFIG)?)
         .map_err(|e| io_error(path, "bad model configuration", e))?;
     config
@@ -341,6 +400,24 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
                 ),
             ));
         }
+        if let Some(sums) = &checksums {
+            let Some(want) = sums.get(&name) else {
+                return Err(Error::io(
+                    path,
+                    format!("tensor {name} has no checksum in {:?}", keys::CHECKSUMS),
+                ));
+            };
+            let got = tensor_checksum(view.data());
+            if got != *want {
+                return Err(Error::io(
+                    path,
+                    format!(
+                        "tensor {name} is damaged: its bytes have CRC-32 {got}, \
+                         the file recorded {want}"
+                    ),
+                ));
+            }
+        }
         let t = StateTensor {
             data: view
                 .data()
@@ -350,6 +427,12 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
             shape: view.shape().to_vec(),
             name,
         };
+        if let Some(bad) = first_non_finite([&t]) {
+            return Err(Error::io(
+                path,
+                format!("{bad}; a checkpoint holds finite values only"),
+            ));
+        }
         let Some(rest) = t.name.strip_prefix(OPTIMIZER_PREFIX) else {
             model_tensors.push(t);
             continue;
@@ -397,6 +480,7 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     }
     Ok(Checkpoint {
         path: path.to_path_buf(),
+        format_version: version as u32,
         config,
         model_state: ModelState {
             tensors: model_tensors,

@@ -13,6 +13,11 @@
 //! full dataset. Checkpoints (one safetensors file: model, optimiser, training position) are in
 //! `checkpoint.rs`, described for other frameworks in `docs/checkpoint-format.md`;
 //! PNG sample grids and loss curves in `picture.rs`.
+//!
+//! Training: one step and evaluation in `train.rs`; a whole run (the loop, periodic
+//! evaluation, checkpoints on their own schedule and the best one, sample grids, the
+//! metrics log, resume, stopping on a signal, and skipping and rolling back non-finite
+//! steps) in `run.rs`, which `examples/train_cifar10.rs` drives.
 
 pub mod atomic;
 pub mod checkpoint;
@@ -27,6 +32,7 @@ pub mod model;
 pub mod optim;
 pub mod param;
 pub mod picture;
+pub mod run;
 pub mod train;
 
 pub use config::{Coupling, GlowConfig, Memory, Permutation};

@@ -85,29 +85,40 @@ impl Optimizer {
         }
     }
 
-    /// Applies one update to every trainable parameter that has a gradient in `grads`.
+    /// Applies one update to every trainable parameter that has a gradient in `grads`:
+    /// [`Optimizer::grad_norm`], then [`Optimizer::update`] with it.
     pub fn step(&mut self, params: &[&Param], grads: &Gradients) -> Result<StepInfo> {
-        let with_grad: Vec<(&Param, Tensor, Tensor)> = params
-            .iter()
-            .filter(|p| p.trainable())
-            .filter_map(|p| {
-                let value = p.get();
-                grads.get(&value).map(|g| (*p, value.clone(), g.clone()))
-            })
-            .collect();
+        let grad_norm = self.grad_norm(params, grads)?;
+        self.update(params, grads, grad_norm)
+    }
+
+    /// The global L2 norm of the gradients of the trainable `params` (0 when none has
+    /// one): what clipping compares with `max_grad_norm`, and what a caller checks to
+    /// skip a step whose gradient is not finite before anything is changed.
+    pub fn grad_norm(&self, params: &[&Param], grads: &Gradients) -> Result<f32> {
         // One sum on the device and a single read-back, not one per parameter.
         let mut sq: Option<Tensor> = None;
-        for (_, _, g) in &with_grad {
+        for (_, _, g) in with_grad(params, grads) {
             let s = g.square()?.sum_all()?;
             sq = Some(match sq {
                 Some(acc) => acc.add(&s)?,
                 None => s,
             });
         }
-        let grad_norm = match sq {
+        Ok(match sq {
             Some(s) => s.item()?.sqrt(),
             None => 0.0,
-        };
+        })
+    }
+
+    /// Applies one update to every trainable parameter that has a gradient in `grads`,
+    /// given their global norm `grad_norm` (from [`Optimizer::grad_norm`]) for clipping.
+    pub fn update(
+        &mut self,
+        params: &[&Param],
+        grads: &Gradients,
+        grad_norm: f32,
+    ) -> Result<StepInfo> {
         let clip = match self.config.max_grad_norm {
             Some(max) if grad_norm > max && grad_norm.is_finite() => max / grad_norm,
             _ => 1.0,
@@ -123,7 +134,7 @@ impl Optimizer {
             weight_decay: self.config.weight_decay,
             step: self.step,
         };
-        for (p, value, g) in with_grad {
+        for (p, value, g) in with_grad(params, grads) {
             let g = if clip < 1.0 { g.scale(clip)? } else { g };
             if !self.moments.contains_key(p.name()) {
                 let zeros = || value.zeros_like();
@@ -135,4 +146,17 @@ impl Optimizer {
         }
         Ok(StepInfo { lr, grad_norm })
     }
+}
+
+/// The trainable parameters among `params` that have a gradient in `grads`, with their
+/// value and gradient.
+fn with_grad<'a>(params: &[&'a Param], grads: &Gradients) -> Vec<(&'a Param, Tensor, Tensor)> {
+    params
+        .iter()
+        .filter(|p| p.trainable())
+        .filter_map(|p| {
+            let value = p.get();
+            grads.get(&value).map(|g| (*p, value.clone(), g.clone()))
+        })
+        .collect()
 }

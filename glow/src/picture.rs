@@ -2,18 +2,21 @@
 //!
 //! - [`save_grid`] / [`save_strip`]: a batch `[N, C, H, W]` in the flow's range
 //!   `[-0.5, 0.5]` (as [`crate::Glow::sample`] returns it) laid out in a grid, 8-bit RGB.
+//! - [`save_tensor_grid`] / [`save_sample_grids`]: the same for a tensor, and a model's
+//!   samples at every temperature of [`TEMPERATURES`] (what a training run writes).
 //! - [`save_loss_curve`]: a line plot of one or more series with axes, ticks, labels and
 //!   a legend, drawn with the 5x7 font of [`crate::font`].
 //!
 //! Everything is drawn on a plain RGB [`Canvas`] and written with the `png` crate; every
 //! write is atomic ([`crate::atomic`]), so a viewer never sees half a picture.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use engine::{Error, Result};
+use engine::{Error, Result, Tensor};
 
 use crate::atomic::{io_error, write_atomic};
 use crate::font;
+use crate::model::Glow;
 
 /// An RGB colour.
 pub type Rgb = [u8; 3];
@@ -239,6 +242,54 @@ pub fn save_grid(
 /// Writes `images` side by side in one row.
 pub fn save_strip(path: impl AsRef<Path>, images: &ImageBatch, padding: usize) -> Result<()> {
     save_grid(path, images, images.shape()[0], padding)
+}
+
+/// The temperatures of the paper's sample figure.
+pub const TEMPERATURES: [f32; 8] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// Writes `images` `[N, 3, H, W]` (flow range) as a grid PNG with `columns` columns.
+pub fn save_tensor_grid(path: &Path, images: &Tensor, columns: usize) -> Result<()> {
+    let s = images.shape();
+    if s.len() != 4 {
+        return Err(Error::io(
+            path,
+            format!("a grid needs images [N, C, H, W], got shape {s:?}"),
+        ));
+    }
+    let data = images.to_vec()?;
+    let batch = ImageBatch::new(&data, [s[0], s[1], s[2], s[3]])?;
+    save_grid(path, &batch, columns, 2)
+}
+
+/// Sample grids at every temperature of [`TEMPERATURES`]: one PNG per temperature
+/// (`{prefix}_t{T}.png`, `n` images) and an overview with one row per temperature
+/// (`{prefix}_all.png`), in `dir` (created if need be). Returns the paths written.
+pub fn save_sample_grids(
+    model: &Glow,
+    dir: &Path,
+    prefix: &str,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create the folder", e))?;
+    let labels: Option<Vec<usize>> = model
+        .config()
+        .y_condition
+        .then(|| (0..n).map(|i| i % model.config().num_classes).collect());
+    let mut rows = Vec::new();
+    let mut written = Vec::new();
+    for &t in &TEMPERATURES {
+        let images = model.sample(n, t, labels.as_deref(), seed)?;
+        let path = dir.join(format!("{prefix}_t{t:.2}.png"));
+        save_tensor_grid(&path, &images, (n as f64).sqrt().ceil() as usize)?;
+        written.push(path);
+        rows.push(images.slice(0, 0, n.min(8))?);
+    }
+    let all = Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?;
+    let path = dir.join(format!("{prefix}_all.png"));
+    save_tensor_grid(&path, &all, n.min(8))?;
+    written.push(path);
+    Ok(written)
 }
 
 /// Size and labels of a line plot.

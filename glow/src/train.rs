@@ -3,17 +3,21 @@
 //!
 //! A step: preprocess the batch's bytes with fresh dequantisation noise (seeded by
 //! `(seed, step)`, so a resumed run draws the same noise), compute the loss, back-propagate,
-//! and apply the optimiser. A loss that is not finite stops the step before the update, so
-//! the parameters stay at their last good values and the caller can roll back or stop.
-//! The first batch also initialises every ActNorm from data.
+//! and apply the optimiser. A loss or gradient that is not finite skips the update
+//! ([`StepOutcome::Skipped`]), so the parameters stay at their last good values and the
+//! caller can go on, roll back or stop ([`crate::run`] does all three). The first batch
+//! also initialises every ActNorm from data.
 
 use engine::{no_grad, Error, Result, Tensor};
 
 use crate::model::{Dequantization, Glow};
 use crate::optim::{Optimizer, OptimizerConfig};
 
+/// The whole training loop around [`Trainer`]: see [`crate::run`].
+pub use crate::run::{Event, Interrupt, Run, RunConfig, RunSummary};
+
 /// What one step measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
     /// The 1-based step number just taken.
     pub step: u64,
@@ -68,8 +72,27 @@ impl Trainer {
         Ok(())
     }
 
-    /// One optimisation step on a batch of `labels.len()` images (NCHW bytes).
+    /// One optimisation step on a batch of `labels.len()` images (NCHW bytes), which
+    /// fails if the loss or the gradient is not finite ([`Trainer::try_step`] reports
+    /// that as an outcome instead). Either way the parameters were not updated.
     pub fn step(&mut self, pixels: &[u8], labels: &[usize]) -> Result<StepStats> {
+        match self.try_step(pixels, labels)? {
+            StepOutcome::Updated(stats) => Ok(stats),
+            StepOutcome::Skipped(skipped) => Err(Error::invalid(
+                "train step",
+                format!(
+                    "{} at step {}; parameters were not updated",
+                    skipped.why, skipped.step
+                ),
+            )),
+        }
+    }
+
+    /// One optimisation step on a batch of `labels.len()` images (NCHW bytes), or, when
+    /// the loss or the gradient norm is not finite, none: the batch is used up (the step
+    /// counter advances, so the next call takes the next batch) but the parameters and
+    /// the optimiser are left as they were.
+    pub fn try_step(&mut self, pixels: &[u8], labels: &[usize]) -> Result<StepOutcome> {
         self.initialize(pixels, labels)?;
         let noise = engine::random::hash(self.seed, self.step as u32) as u64 | (self.step << 32);
         let x = self
@@ -77,27 +100,63 @@ impl Trainer {
             .preprocess(pixels, labels.len(), Dequantization::Uniform(noise))?;
         let (loss, bpd) = self.model.loss(&x, self.labels(labels))?;
         let (loss_value, bpd_value) = (loss.item()?, bpd.item()?);
+        self.step += 1;
+        let step = self.step;
+        let skip = |why| Ok(StepOutcome::Skipped(SkippedStep { step, why }));
         if !loss_value.is_finite() {
-            return Err(Error::invalid(
-                "train step",
-                format!(
-                    "the loss is {loss_value} at step {}; parameters were not updated",
-                    self.step + 1
-                ),
-            ));
+            return skip(NonFinite::Loss(loss_value));
         }
         let grads = loss.backward()?;
-        let info = self
-            .optimizer
-            .step(&self.model.trainable_params(), &grads)?;
-        self.step += 1;
-        Ok(StepStats {
-            step: self.step,
+        let params = self.model.trainable_params();
+        let grad_norm = self.optimizer.grad_norm(&params, &grads)?;
+        if !grad_norm.is_finite() {
+            return skip(NonFinite::GradNorm(grad_norm));
+        }
+        let info = self.optimizer.update(&params, &grads, grad_norm)?;
+        Ok(StepOutcome::Updated(StepStats {
+            step,
             loss: loss_value,
             bpd: bpd_value,
             lr: info.lr,
             grad_norm: info.grad_norm,
-        })
+        }))
+    }
+}
+
+/// What [`Trainer::try_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepOutcome {
+    /// The parameters were updated.
+    Updated(StepStats),
+    /// Something was not finite; nothing was updated.
+    Skipped(SkippedStep),
+}
+
+/// A step that used up its batch without updating anything.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SkippedStep {
+    /// The 1-based step number of the batch.
+    pub step: u64,
+    /// What was not finite.
+    pub why: NonFinite,
+}
+
+/// What was not finite in a skipped step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NonFinite {
+    /// The loss (no gradient was computed).
+    Loss(f32),
+    /// The global gradient norm (some gradient holds a NaN or an infinity, or the sum of
+    /// their squares overflows).
+    GradNorm(f32),
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NonFinite::Loss(v) => write!(f, "the loss is {v}"),
+            NonFinite::GradNorm(v) => write!(f, "the gradient norm is {v}"),
+        }
     }
 }
 

@@ -180,6 +180,11 @@ pub fn any_u64() -> Rule<u64> {
     integer(0, u64::MAX, "")
 }
 
+/// A count of at least 1 that fits 32 bits (`--max-bad-steps`).
+pub fn positive_u32() -> Rule<u32> {
+    integer(1, u64::from(u32::MAX), "")
+}
+
 /// Any integer that fits 32 bits (`--warmup`, where 0 means none).
 pub fn any_u32() -> Rule<u32> {
     integer(0, u64::from(u32::MAX), "")
@@ -191,11 +196,11 @@ pub fn u64_in(min: u64, max: u64) -> Rule<u64> {
 }
 
 /// The interval of something done every so many steps (`--eval-every`,
-/// `--sample-every`): at least 1. Zero is refused rather than read as "never": the
-/// training loop divides the step by it, and the evaluation also writes the checkpoint,
-/// which a run must not silently stop doing. The one place to change if "never" is wanted.
+/// `--sample-every`, `--checkpoint-every`): any integer >= 0, where 0 means never. (It
+/// was refused while the loop divided the step by it and the evaluation also wrote the
+/// checkpoint; `glow::run` does neither, and checkpoints have their own schedule.)
 pub fn step_interval() -> Rule<u64> {
-    integer(1, u64::MAX, "")
+    integer(0, u64::MAX, "")
 }
 
 /// `--levels`: 1 to [`MAX_LEVELS`], the times a 32x32 image can be squeezed.
