@@ -135,8 +135,9 @@ fn private_device(cache: Option<std::path::PathBuf>) -> Option<VulkanDevice> {
 
 /// Glow training steps in steady state: after the first steps have created what they
 /// need, a step creates no pipeline, no layout and no device memory, and blocks the host
-/// the same small number of times (the read-backs of the loss, the bits/dim and the
-/// gradient norm). The per-step counts are printed (`--nocapture`) for the record.
+/// once: the one read-back of the loss, its bits/dim and the gradient norm together
+/// (`Trainer::try_step`), which the skip-or-update decision needs. The per-step counts
+/// are printed (`--nocapture`) for the record.
 #[test]
 fn a_steady_glow_training_step_creates_nothing_and_waits_a_fixed_number_of_times() {
     use glow::optim::OptimizerConfig;
@@ -182,9 +183,8 @@ fn a_steady_glow_training_step_creates_nothing_and_waits_a_fixed_number_of_times
             (0, 0, 0),
             "{c}"
         );
-        assert_eq!(c.host_waits, per_step[2].host_waits, "{c}");
+        assert_eq!(c.host_waits, 1, "{c}");
         assert_eq!(c.dispatches, per_step[2].dispatches, "{c}");
-        assert!(c.host_waits <= 3, "{c}");
     }
     assert_eq!(
         validation_message_count(),

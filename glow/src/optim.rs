@@ -96,7 +96,16 @@ impl Optimizer {
     /// one): what clipping compares with `max_grad_norm`, and what a caller checks to
     /// skip a step whose gradient is not finite before anything is changed.
     pub fn grad_norm(&self, params: &[&Param], grads: &Gradients) -> Result<f32> {
-        // One sum on the device and a single read-back, not one per parameter.
+        Ok(match self.grad_sq_norm(params, grads)? {
+            Some(s) => s.item()?.sqrt(),
+            None => 0.0,
+        })
+    }
+
+    /// The squared global gradient norm as a one-element tensor on the device (`None`
+    /// without gradients), left there so that the caller can read it back together
+    /// with the loss: one host wait per step instead of two.
+    pub fn grad_sq_norm(&self, params: &[&Param], grads: &Gradients) -> Result<Option<Tensor>> {
         let mut sq: Option<Tensor> = None;
         for (_, _, g) in with_grad(params, grads) {
             let s = g.square()?.sum_all()?;
@@ -105,10 +114,7 @@ impl Optimizer {
                 None => s,
             });
         }
-        Ok(match sq {
-            Some(s) => s.item()?.sqrt(),
-            None => 0.0,
-        })
+        Ok(sq)
     }
 
     /// Applies one update to every trainable parameter that has a gradient in `grads`,

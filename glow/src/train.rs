@@ -99,16 +99,26 @@ impl Trainer {
             .model
             .preprocess(pixels, labels.len(), Dequantization::Uniform(noise))?;
         let (loss, bpd) = self.model.loss(&x, self.labels(labels))?;
-        let (loss_value, bpd_value) = (loss.item()?, bpd.item()?);
+        // Back-propagate before reading anything, and read the loss, the bits/dim and
+        // the squared gradient norm back together: the step's one host wait (on a GPU
+        // every read-back stalls the queue). A non-finite loss has been back-propagated
+        // for nothing then, but nothing is updated.
+        let grads = loss.backward()?;
+        let params = self.model.trainable_params();
+        let sq = self.optimizer.grad_sq_norm(&params, &grads)?;
+        let values = no_grad(|| -> Result<Vec<f32>> {
+            let mut parts = vec![loss.reshape(&[1])?, bpd.reshape(&[1])?];
+            parts.extend(sq.map(|s| s.reshape(&[1])).transpose()?);
+            Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?.to_vec()
+        })?;
+        let (loss_value, bpd_value) = (values[0], values[1]);
+        let grad_norm = values.get(2).map_or(0.0, |s| s.sqrt());
         self.step += 1;
         let step = self.step;
         let skip = |why| Ok(StepOutcome::Skipped(SkippedStep { step, why }));
         if !loss_value.is_finite() {
             return skip(NonFinite::Loss(loss_value));
         }
-        let grads = loss.backward()?;
-        let params = self.model.trainable_params();
-        let grad_norm = self.optimizer.grad_norm(&params, &grads)?;
         if !grad_norm.is_finite() {
             return skip(NonFinite::GradNorm(grad_norm));
         }
@@ -144,7 +154,7 @@ pub struct SkippedStep {
 /// What was not finite in a skipped step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum NonFinite {
-    /// The loss (no gradient was computed).
+    /// The loss (its gradient is not used).
     Loss(f32),
     /// The global gradient norm (some gradient holds a NaN or an infinity, or the sum of
     /// their squares overflows).
