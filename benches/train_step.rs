@@ -24,6 +24,9 @@
 //! (default cpu), `BENCH_PROFILE=1` (print the per-op table of the timed steps, see
 //! `engine::profile`), `BENCH_BATCH` (images per step; default 16),
 //! `BENCH_MEMORY=stored|reversible` (the model's `GlowConfig::memory`; default stored).
+//! On the Vulkan device the JSON line also gives, per timed step, the dispatches,
+//! barriers, submits, host waits, pipelines created and allocations
+//! (`engine::vulkan::DeviceCounters`).
 
 use std::process::Command;
 use std::time::Instant;
@@ -111,6 +114,26 @@ fn sgemm_ceiling(device: &Device) -> engine::Result<f64> {
     Ok(median(&mut rates))
 }
 
+/// The Vulkan device's counters (`engine::vulkan::DeviceCounters`): dispatches,
+/// barriers, submits, host waits, pipelines created, allocations; `None` elsewhere.
+fn vulkan_counters(device: &Device) -> Option<[u64; 6]> {
+    match device {
+        #[cfg(feature = "vulkan")]
+        Device::Vulkan(v) => {
+            let c = v.counters();
+            Some([
+                c.dispatches,
+                c.barriers,
+                c.submits,
+                c.host_waits,
+                c.pipelines_created,
+                c.allocations,
+            ])
+        }
+        _ => None,
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -176,11 +199,29 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     profile::set_enabled(show_profile);
     profile::reset();
 
+    let counters_before = vulkan_counters(device);
     let mut times = Vec::new();
     for _ in 0..steps {
         let t = Instant::now();
         step()?;
         times.push(t.elapsed().as_secs_f64());
+    }
+    // On the Vulkan device: what one timed step records and waits for, on average.
+    let per_step = vulkan_counters(device)
+        .zip(counters_before)
+        .map(|(after, before)| {
+            let per = |i: usize| (after[i] - before[i]) as f64 / steps as f64;
+            serde_json::json!({
+                "dispatches": per(0),
+                "barriers": per(1),
+                "submits": per(2),
+                "host_waits": per(3),
+                "pipelines_created": per(4),
+                "allocations": per(5),
+            })
+        });
+    if let Some(c) = &per_step {
+        println!("{name:<4} per step on the device: {c}");
     }
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let median = median(&mut times);
@@ -216,6 +257,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
             "sgemm_ceiling_gflops": ceiling,
             "fraction_of_ceiling": gflops / ceiling,
             "peak_rss_bytes": rss,
+            "vulkan_per_step": per_step,
         })
     );
     if show_profile {
