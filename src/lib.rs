@@ -74,6 +74,38 @@ pub mod testing {
         );
     }
 
+    /// A batch of `b` images of `cfg`'s shape in the flow's input range [-0.5, 0.5).
+    pub fn glow_images(
+        cfg: &glow::GlowConfig,
+        b: usize,
+        seed: u64,
+        dev: &Device,
+    ) -> engine::Result<engine::Tensor> {
+        let [c, h, w] = cfg.image_shape;
+        engine::Tensor::rand_uniform(&[b, c, h, w], -0.5, 0.5, seed, dev)
+    }
+
+    /// `steps` Adamax steps of `model` on the fixed batch `x`, so that its weights move
+    /// away from their identity-like initialisation.
+    pub fn train_adamax(
+        model: &glow::Glow,
+        x: &engine::Tensor,
+        steps: usize,
+        lr: f32,
+    ) -> engine::Result<()> {
+        let mut opt = glow::optim::Optimizer::new(glow::optim::OptimizerConfig {
+            kind: engine::backend::AdamKind::Adamax,
+            lr,
+            ..Default::default()
+        });
+        for _ in 0..steps {
+            let (loss, _) = model.loss(x, None)?;
+            let grads = loss.backward()?;
+            opt.step(&model.trainable_params(), &grads)?;
+        }
+        Ok(())
+    }
+
     /// Every device a test should run on.
     pub fn devices() -> Vec<Device> {
         #[allow(unused_mut)]

@@ -3,12 +3,10 @@
 //! state round trip, and every device against the reference device (log p, every
 //! parameter's gradient, decode). The `device_test!` tests run on all three devices.
 
-use engine::backend::AdamKind;
 use engine::gradcheck::GradCheck;
 use engine::linalg::Lu;
 use engine::{no_grad, Device, Result, Tensor};
 use glow::layers::Flow;
-use glow::optim::{Optimizer, OptimizerConfig};
 use glow::Glow;
 use glow::{Coupling, GlowConfig, Permutation};
 use glow_rs::device_test;
@@ -27,26 +25,7 @@ fn small(coupling: Coupling, permutation: Permutation) -> GlowConfig {
     }
 }
 
-/// A batch of `b` images in the flow's input range [-0.5, 0.5).
-fn images(cfg: &GlowConfig, b: usize, seed: u64, dev: &Device) -> Result<Tensor> {
-    let [c, h, w] = cfg.image_shape;
-    Tensor::rand_uniform(&[b, c, h, w], -0.5, 0.5, seed, dev)
-}
-
-/// `steps` Adamax steps on fixed data, so weights move away from their identity-like init.
-fn train(model: &Glow, x: &Tensor, steps: usize, lr: f32) -> Result<()> {
-    let mut opt = Optimizer::new(OptimizerConfig {
-        kind: AdamKind::Adamax,
-        lr,
-        ..Default::default()
-    });
-    for _ in 0..steps {
-        let (loss, _) = model.loss(x, None)?;
-        let grads = loss.backward()?;
-        opt.step(&model.trainable_params(), &grads)?;
-    }
-    Ok(())
-}
+use glow_rs::testing::{glow_images as images, train_adamax as train};
 
 /// Adds `scale · N(0, 1)` to every trainable parameter: a generic non-trivial point.
 fn perturb(model: &Glow, scale: f32, seed: u64) -> Result<()> {

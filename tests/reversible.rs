@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use engine::backend::AdamKind;
 use engine::invertible::{reconstruction_drift, reversible, Invertible};
 use engine::{Device, Result, Tensor};
 use glow::optim::{Optimizer, OptimizerConfig};
@@ -27,26 +26,7 @@ fn small(coupling: Coupling, permutation: Permutation, memory: Memory) -> GlowCo
     }
 }
 
-/// A batch of `b` images in the flow's input range [-0.5, 0.5).
-fn images(cfg: &GlowConfig, b: usize, seed: u64, dev: &Device) -> Result<Tensor> {
-    let [c, h, w] = cfg.image_shape;
-    Tensor::rand_uniform(&[b, c, h, w], -0.5, 0.5, seed, dev)
-}
-
-/// `steps` Adamax steps on fixed data, so weights move away from their identity-like init.
-fn train(model: &Glow, x: &Tensor, steps: usize, lr: f32) -> Result<()> {
-    let mut opt = Optimizer::new(OptimizerConfig {
-        kind: AdamKind::Adamax,
-        lr,
-        ..Default::default()
-    });
-    for _ in 0..steps {
-        let (loss, _) = model.loss(x, None)?;
-        let grads = loss.backward()?;
-        opt.step(&model.trainable_params(), &grads)?;
-    }
-    Ok(())
-}
+use glow_rs::testing::{glow_images as images, train_adamax as train};
 
 /// `‖a − b‖ / ‖b‖` (or `‖a − b‖` when `b` is zero).
 fn relative_error(a: &[f32], b: &[f32]) -> f64 {
