@@ -100,6 +100,20 @@ fn store(a: &ArrayD<f64>) -> ReferenceBuffer {
     ReferenceBuffer::new(a.iter().map(|&v| v as f32).collect())
 }
 
+/// `conv(x, w) + bias` in `f64`, before its one rounding: shared by
+/// [`Backend::conv2d`] and [`Backend::conv2d_relu`].
+fn conv_forward(
+    x: &ReferenceBuffer,
+    w: &ReferenceBuffer,
+    bias: Option<&ReferenceBuffer>,
+    dims: Conv2dDims,
+) -> Result<ArrayD<f64>> {
+    let x = load(x, &conv::input_shape(dims))?;
+    let w = load(w, &conv::weight_shape(dims))?;
+    let bias = bias.map(|b| load(b, &[dims.c_out])).transpose()?;
+    Ok(conv::forward(&x, &w, bias.as_ref(), dims))
+}
+
 impl Backend for ReferenceBackend {
     type Buffer = ReferenceBuffer;
 
@@ -166,12 +180,7 @@ impl Backend for ReferenceBackend {
         bias: Option<&ReferenceBuffer>,
         dims: Conv2dDims,
     ) -> Result<ReferenceBuffer> {
-        let (x, w) = (
-            load(x, &conv::input_shape(dims))?,
-            load(w, &conv::weight_shape(dims))?,
-        );
-        let bias = bias.map(|b| load(b, &[dims.c_out])).transpose()?;
-        Ok(store(&conv::forward(&x, &w, bias.as_ref(), dims)))
+        Ok(store(&conv_forward(x, w, bias, dims)?))
     }
 
     fn conv2d_relu(
@@ -182,12 +191,7 @@ impl Backend for ReferenceBackend {
         dims: Conv2dDims,
     ) -> Result<ReferenceBuffer> {
         // By definition: the convolution, then relu. The fast devices fuse the two.
-        let (x, w) = (
-            load(x, &conv::input_shape(dims))?,
-            load(w, &conv::weight_shape(dims))?,
-        );
-        let bias = bias.map(|b| load(b, &[dims.c_out])).transpose()?;
-        let y = conv::forward(&x, &w, bias.as_ref(), dims);
+        let y = conv_forward(x, w, bias, dims)?;
         Ok(store(&y.mapv(|v| elementwise::unary(UnaryOp::Relu, v))))
     }
 
