@@ -74,6 +74,32 @@ pub mod testing {
         );
     }
 
+    /// `‖got − want‖₂ / max(‖want‖₂, 1e-30)`, in `f64`: how far one device's output is
+    /// from another's, as the agreement tests and the GPU check measure it. NaN when
+    /// either holds a NaN.
+    pub fn normalised_error(got: &[f32], want: &[f32]) -> f64 {
+        assert_eq!(got.len(), want.len(), "normalised_error: lengths differ");
+        let sq = |v: f64| v * v;
+        let num: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(&g, &w)| sq(f64::from(g) - f64::from(w)))
+            .sum();
+        let den: f64 = want.iter().map(|&w| sq(f64::from(w))).sum();
+        num.sqrt() / den.sqrt().max(1e-30)
+    }
+
+    /// Adds `scale · N(0, 1)` to every trainable parameter of `model`: a generic point,
+    /// away from an initialisation where some gradients are zero up to rounding.
+    pub fn perturb(model: &glow::Glow, scale: f32, seed: u64) -> engine::Result<()> {
+        for (i, p) in model.trainable_params().into_iter().enumerate() {
+            let v = p.get();
+            let noise = engine::Tensor::randn(v.shape(), 0.0, scale, seed + i as u64, v.device())?;
+            p.set(&v.add(&noise)?)?;
+        }
+        Ok(())
+    }
+
     /// A batch of `b` images of `cfg`'s shape in the flow's input range [-0.5, 0.5).
     pub fn glow_images(
         cfg: &glow::GlowConfig,

@@ -27,15 +27,7 @@ fn small(coupling: Coupling, permutation: Permutation) -> GlowConfig {
 
 use glow_rs::testing::{glow_images as images, train_adamax as train};
 
-/// Adds `scale · N(0, 1)` to every trainable parameter: a generic non-trivial point.
-fn perturb(model: &Glow, scale: f32, seed: u64) -> Result<()> {
-    for (i, p) in model.trainable_params().into_iter().enumerate() {
-        let v = p.get();
-        let noise = Tensor::randn(v.shape(), 0.0, scale, seed + i as u64, v.device())?;
-        p.set(&v.add(&noise)?)?;
-    }
-    Ok(())
-}
+use glow_rs::testing::perturb;
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     let (a, b) = (a.to_vec()?, b.to_vec()?);
@@ -354,11 +346,7 @@ fn agrees_with_the_reference(dev: &Device) -> Result<()> {
         // Move both to the same generic point: the reference model's perturbed state.
         perturb(&m_ref, 0.02, 70)?;
         m_dev.load_state(&m_ref.state()?)?;
-        let rel = |a: &[f32], b: &[f32]| -> f64 {
-            let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-            let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-            (num / den.max(1e-30)).sqrt()
-        };
+        let rel = glow_rs::testing::normalised_error;
         let (lp_ref, lp_dev) = (
             m_ref.log_prob(&x_ref, Some(&labels))?,
             m_dev.log_prob(&x_dev, Some(&labels))?,

@@ -198,17 +198,7 @@ fn once_per_process<T: Clone + Send + Sync + 'static>(key: String, f: impl FnOnc
     value.downcast_ref::<T>().expect("one type per key").clone()
 }
 
-/// `|got − want|₂ / max(|want|₂, 1e-30)`, in `f64`.
-fn norm_err(got: &[f32], want: &[f32]) -> f64 {
-    let sq = |v: f64| v * v;
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| sq(f64::from(g) - f64::from(w)))
-        .sum();
-    let den: f64 = want.iter().map(|&w| sq(f64::from(w))).sum();
-    num.sqrt() / den.sqrt().max(1e-30)
-}
+use glow_rs::testing::normalised_error as norm_err;
 
 /// Asserts that `got` (the device's) is finite and within `tol` of `want` (the
 /// reference's) in normalised error; names the worst element when it is not.
