@@ -100,6 +100,21 @@ pub mod testing {
         Ok(())
     }
 
+    /// `(step, loss)` of the good steps among a run's `metrics.jsonl` lines (those with a
+    /// numeric `loss`; evaluations and skipped steps have none), in order.
+    pub fn step_losses(lines: &[serde_json::Value]) -> Vec<(u64, f32)> {
+        lines
+            .iter()
+            .filter(|v| v["loss"].is_number())
+            .map(|v| {
+                (
+                    v["step"].as_u64().unwrap(),
+                    v["loss"].as_f64().unwrap() as f32,
+                )
+            })
+            .collect()
+    }
+
     /// A batch of `b` images of `cfg`'s shape in the flow's input range [-0.5, 0.5).
     pub fn glow_images(
         cfg: &glow::GlowConfig,

@@ -137,16 +137,7 @@ fn log_lines(out: &Path) -> Vec<Value> {
 
 /// `(step, loss)` of the log's good steps, in order.
 fn logged_losses(out: &Path) -> Vec<(u64, f32)> {
-    log_lines(out)
-        .iter()
-        .filter(|v| v["loss"].is_number())
-        .map(|v| {
-            (
-                v["step"].as_u64().unwrap(),
-                v["loss"].as_f64().unwrap() as f32,
-            )
-        })
-        .collect()
+    glow_rs::testing::step_losses(&log_lines(out))
 }
 
 /// The last good step in the log.

@@ -97,16 +97,7 @@ fn log(out: &Path) -> Vec<Value> {
 
 /// `(step, loss)` of the log's good steps, in order.
 fn logged_losses(out: &Path) -> Vec<(u64, f32)> {
-    log(out)
-        .iter()
-        .filter(|v| v["loss"].is_number())
-        .map(|v| {
-            (
-                v["step"].as_u64().unwrap(),
-                v["loss"].as_f64().unwrap() as f32,
-            )
-        })
-        .collect()
+    glow_rs::testing::step_losses(&log(out))
 }
 
 #[test]
