@@ -15,10 +15,7 @@ use engine::{no_grad, Device, Result, Tensor};
 use glow::{Coupling, Glow, GlowConfig, Permutation};
 use serde_json::{json, Value};
 
-/// Varied values in `[lo, hi)` from a seeded xorshift stream.
-fn data(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    glow_rs::testing::test_data(len, seed, lo, hi)
-}
+use glow_rs::testing::test_data as data;
 
 /// The coupling network's three convolutions of the paper's model at its first level
 /// (16 images of 16x16 after the squeeze, hidden 512): 3x3 6→512, 1x1 512→512 and the

@@ -15,12 +15,14 @@ CONFIGS="${GPU_CHECK_CONFIGS:-S:16 S:64 P:16 P:64}"
 STEPS="${GPU_CHECK_STEPS:-5}"
 TORCH_DEVICE="${GPU_CHECK_TORCH_DEVICE:-cuda}"
 
-# The benchmark executable cargo built for bench target $1 (cargo prints its path).
+# Builds bench target $1 (progress on stderr) and prints the executable's path.
 executable() {
-    (cd "$ROOT" && cargo bench --no-run --bench "$1" --message-format=json 2>/dev/null) |
+    (cd "$ROOT" && cargo bench --no-run --bench "$1" --message-format=json) |
         python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
+    if m.get("reason") == "compiler-message":
+        print(m["message"].get("rendered", ""), file=sys.stderr, end="")
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
         print(m["executable"])' "$1" | tail -1
 }
@@ -28,15 +30,18 @@ for line in sys.stdin:
 build() {
     mkdir -p "$OUT"
     for bench in gpu_check train_step; do
-        (cd "$ROOT" && cargo bench --no-run --bench "$bench" >&2)
-        cp "$(executable "$bench")" "$OUT/$bench"
+        local exe
+        exe="$(executable "$bench")"
+        [ -n "$exe" ] || { echo "check.sh: building $bench failed" >&2; exit 1; }
+        cp "$exe" "$OUT/$bench"
         strip "$OUT/$bench" 2>/dev/null || true
     done
     cp "$ROOT/benches/pytorch/port_step.py" "$OUT/"
     # The port's model files (benchmark-only), from the shared folder beside the checkout.
     local peer="${PEER_GLOW_DIR:-$ROOT/../shared/peer/glow-pytorch}"
     if [ -f "$peer/model.py" ]; then
-        rm -rf "$OUT/glow-pytorch" && cp -r "$peer" "$OUT/glow-pytorch"
+        # Writable copies (the shared folder is read-only), so the next --build can replace them.
+        rm -rf "$OUT/glow-pytorch" && cp -r "$peer" "$OUT/glow-pytorch" && chmod -R u+w "$OUT/glow-pytorch"
     else
         echo "check.sh: no port at $peer (set PEER_GLOW_DIR); the report will skip PyTorch" >&2
     fi
