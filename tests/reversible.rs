@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use engine::invertible::{reconstruction_drift, reversible, Invertible};
+use engine::invertible::{reconstruction_drift, reversible, Block, Chain, Factor, Invertible};
 use engine::{Device, Result, Tensor};
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Coupling, Glow, GlowConfig, Memory, Permutation};
@@ -130,6 +130,69 @@ device_test!(fn a_shared_parameter_and_a_logdet_only_loss_get_their_gradients(de
     assert_eq!(grads.get(&x).unwrap().to_vec()?, vec![0.0; 6]);
     let drift = reconstruction_drift(&blocks, &x)?;
     assert!(drift.iter().all(|d| *d <= 1e-6), "{drift:?}");
+    Ok(())
+});
+
+/// Sets aside the last two columns of `[B, 4]`: `y = x[:, ..2]`, `z = x[:, 2..]`, with
+/// the term `Σ_j y_j · w_j + z_j²` per row, which reads both halves and a parameter.
+struct Halves(Tensor);
+
+impl Factor for Halves {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (y, z) = (x.slice(1, 0, 2)?, x.slice(1, 2, 2)?);
+        let term = y.mul(&self.0)?.add(&z.mul(&z)?)?.sum(&[1], false)?;
+        Ok((y, z, term))
+    }
+    fn inverse(&self, y: &Tensor, z: &Tensor) -> Result<Tensor> {
+        Tensor::concat(&[y, z], 1)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        vec![self.0.clone()]
+    }
+}
+
+device_test!(fn a_factor_routes_the_gradients_of_all_its_outputs(dev) {
+    // Scale → Halves → Scale on [3, 4], with a loss that reads every output of the chain
+    // (y, the log-determinant, the set-aside z and the term), each with its own weight.
+    // The expected gradients come from running the same blocks as ordinary ops.
+    let s1 = Tensor::from_slice(&[0.3, -0.2, 0.1, 0.4], &[4], dev)?.with_grad();
+    let w = Tensor::from_slice(&[0.7, -1.1], &[2], dev)?.with_grad();
+    let s2 = Tensor::from_slice(&[-0.5, 0.25], &[2], dev)?.with_grad();
+    let x = Tensor::from_slice(&[0.5, -1.0, 2.0, 0.25, 1.5, 0.75, -0.5, 1.0, -2.0, 0.1, 0.3, -0.7], &[3, 4], dev)?.with_grad();
+    let loss = |y: &Tensor, logdet: &Tensor, z: &Tensor, term: &Tensor| -> Result<Tensor> {
+        y.mul(y)?.sum_all()?
+            .add(&logdet.scale(0.5)?.sum_all()?)?
+            .add(&z.scale(3.0)?.sum_all()?)?
+            .add(&term.scale(-2.0)?.sum_all()?)
+    };
+    let (scale1, halves, scale2) = (Scale(s1.clone()), Halves(w.clone()), Scale(s2.clone()));
+    let (h, ld1) = scale1.forward(&x)?;
+    let (h, z, term) = halves.forward(&h)?;
+    let (y, ld2) = scale2.forward(&h)?;
+    let plain = loss(&y, &ld1.add(&ld2)?, &z, &term)?;
+    let chain = Chain::new(vec![Block::Map(Arc::new(scale1)), Block::Factor(Arc::new(halves)), Block::Map(Arc::new(scale2))]);
+    let out = chain.run(&x)?;
+    assert_eq!(out.factored.len(), 1);
+    let (z_r, term_r) = &out.factored[0];
+    let rev = loss(&out.y, &out.logdet, z_r, term_r)?;
+    assert!((plain.item()? - rev.item()?).abs() <= 1e-5, "loss {} vs {}", plain.item()?, rev.item()?);
+    let (gp, gr) = (plain.backward()?, rev.backward()?);
+    for (name, t) in [("x", &x), ("s1", &s1), ("w", &w), ("s2", &s2)] {
+        let (a, b) = (gp.get(t).unwrap().to_vec()?, gr.get(t).unwrap().to_vec()?);
+        assert!(relative_error(&b, &a) <= 1e-6, "{name}: {b:?} vs {a:?}");
+        assert!(a.iter().any(|v| *v != 0.0), "{name}: a zero gradient tests nothing");
+    }
+    let drift = chain.drift(&x)?;
+    assert_eq!(drift.len(), 3);
+    assert!(drift.iter().all(|d| *d <= 1e-6), "{drift:?}");
+    Ok(())
+});
+
+device_test!(fn a_chain_of_factors_alone_is_refused(dev) {
+    let w = Tensor::from_slice(&[0.7, -1.1], &[2], dev)?.with_grad();
+    let x = Tensor::zeros(&[3, 4], dev)?;
+    let err = Chain::new(vec![Block::Factor(Arc::new(Halves(w)))]).run(&x).err().expect("refused");
+    assert!(err.to_string().contains("invertible map"), "{err}");
     Ok(())
 });
 

@@ -28,11 +28,22 @@
 //! ops would keep every block's input, exactly what this is meant to avoid. The sequence
 //! op keeps only `x` (which its producer holds anyway) and `y`.
 //!
-//! **Two outputs, one backward.** The log-determinant is a second tape entry, made after
-//! `y` (so it has the larger id and the tape reaches it first). Its closure only stashes
-//! `dlogdet` for `y`'s closure, which then does the single reconstruction pass with both
-//! gradients. It also hands `y` a zero gradient, so `y`'s closure runs even when the loss
-//! reads only the log-determinant.
+//! **Setting parts aside.** A multi-scale flow (Glow, RealNVP) stops transforming half of
+//! its channels after each level: the split `x → (y, z)` sends `y` on and keeps `z` as a
+//! latent, scored by a prior computed from `y`. A [`Factor`] block is such a step, and a
+//! [`Chain`] is a sequence of [`Block`]s, each an [`Invertible`] map or a [`Factor`]; it
+//! returns the last `y`, `Σ logdet`, and every factor's `(z, term)`. Each `z` is an
+//! output of the op, so the op keeps it anyway and the backward pass rebuilds the
+//! factor's input from `(y, z)` like any other block's. All the outputs of a flow
+//! together are the size of its input, so a whole multi-scale flow keeps no more than
+//! that for its backward pass, however many levels and steps it has. ([`reversible`] is
+//! the chain of maps only.)
+//!
+//! **Several outputs, one backward.** Every output but `y` (the log-determinant, each
+//! `z` and `term`) is a tape entry of its own, made after `y` (so it has a larger id and
+//! the tape reaches it first). Its closure only stashes its gradient for `y`'s closure,
+//! which then does the single reconstruction pass with all of them. It also hands `y` a
+//! zero gradient, so `y`'s closure runs even when the loss reads only the other outputs.
 //!
 //! **Costs.**
 //! - Time: one extra forward and one inverse per block in the backward pass (a stored
@@ -84,16 +95,17 @@
 //! # Ok::<(), engine::Error>(())
 //! ```
 //!
-//! Tests: `tests/reversible.rs` (gradients against stored mode, drift, peak memory, on
-//! every device).
+//! Tests: `tests/reversible.rs` (gradients against ordinary ops and stored mode, a
+//! factor's outputs, drift) and `tests/reversible_memory.rs` (peak and kept bytes), on
+//! every device.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::autograd::{is_recording, no_grad, with_recording};
 use crate::shape;
 use crate::{Error, Result, Tensor};
 
-/// An invertible function with a log-determinant, usable by [`reversible`].
+/// An invertible function with a log-determinant, usable by [`reversible`] and [`Chain`].
 pub trait Invertible: Send + Sync {
     /// `y = f(x)` and `log|det ∂f/∂x|` per sample (the same shape for every block of a
     /// sequence, e.g. `[B]`). Must read its parameters from [`Invertible::params`]'s
@@ -120,11 +132,45 @@ pub trait Invertible: Send + Sync {
             axis: 0,
             y,
             logdet,
+            z: None,
         })
     }
 }
 
-/// What [`Invertible::rebuild`] returns: a local graph from the rebuilt input.
+/// A block that sets part of its input aside, as a multi-scale flow's split does:
+/// `x → (y, z, term)`. `y` goes on through the chain; `z` leaves it as an output of the
+/// op of its own (a latent), so the backward pass has it back without storing anything
+/// more; `term` is a per-sample scalar that depends on both (Glow: `log p(z | y)` under
+/// a prior computed from `y`). The map `x ↦ (y, z)` must be a bijection, typically a
+/// partition of `x`'s channels, with `x` rebuilt as their concatenation.
+pub trait Factor: Send + Sync {
+    /// `(y, z, term)`, with `term` of the same shape as the chain's log-determinants.
+    /// The same rules as [`Invertible::forward`] apply.
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)>;
+    /// `x` from `y` and `z`.
+    fn inverse(&self, y: &Tensor, z: &Tensor) -> Result<Tensor>;
+    /// Every tensor the forward reads that may need a gradient, as for
+    /// [`Invertible::params`].
+    fn params(&self) -> Vec<Tensor>;
+
+    /// As [`Invertible::rebuild`], from the output `y` and the set-aside `z`. The default
+    /// rebuilds `x` as one leaf and reruns [`Factor::forward`]; a partition can instead
+    /// make `y` and `z` the leaves themselves (`parts = [y, z]`) and skip the copies.
+    fn rebuild(&self, y: &Tensor, z: &Tensor) -> Result<Rebuilt> {
+        let x = no_grad(|| self.inverse(y, z))?.detach().with_grad();
+        let (y, z, term) = with_recording(|| self.forward(&x))?;
+        Ok(Rebuilt {
+            parts: vec![x],
+            axis: 0,
+            y,
+            logdet: term,
+            z: Some(z),
+        })
+    }
+}
+
+/// What [`Invertible::rebuild`] and [`Factor::rebuild`] return: a local graph from the
+/// rebuilt input.
 pub struct Rebuilt {
     /// The rebuilt input as fresh leaves that the local graph starts from; the input is
     /// their concatenation along `axis` (one part: the input itself), and so is its
@@ -134,8 +180,46 @@ pub struct Rebuilt {
     pub axis: usize,
     /// The forward's output, recomputed from `parts` with recording on.
     pub y: Tensor,
-    /// The forward's log-determinant, likewise.
+    /// The forward's log-determinant (a [`Factor`]'s `term`), likewise.
     pub logdet: Tensor,
+    /// A [`Factor`]'s set-aside `z`, likewise; `None` for an [`Invertible`].
+    pub z: Option<Tensor>,
+}
+
+/// One element of a [`Chain`].
+#[derive(Clone)]
+pub enum Block {
+    /// A bijection `x → y` with a log-determinant.
+    Map(Arc<dyn Invertible>),
+    /// A bijection `x → (y, z)` whose `z` leaves the chain, with a scalar term.
+    Factor(Arc<dyn Factor>),
+}
+
+impl Block {
+    fn params(&self) -> Vec<Tensor> {
+        match self {
+            Block::Map(b) => b.params(),
+            Block::Factor(f) => f.params(),
+        }
+    }
+}
+
+/// What a [`Chain`] produces.
+pub struct Reversed {
+    /// The last block's output.
+    pub y: Tensor,
+    /// `Σ logdet` over the [`Block::Map`]s.
+    pub logdet: Tensor,
+    /// Each [`Block::Factor`]'s `(z, term)`, in chain order.
+    pub factored: Vec<(Tensor, Tensor)>,
+}
+
+/// A sequence of [`Block`]s run as one op of the tape that keeps no intermediate
+/// activation for the backward pass: see the module doc. Each of its outputs (`y`, the
+/// log-determinant, every `z` and `term`) may feed the loss.
+#[derive(Clone)]
+pub struct Chain {
+    blocks: Vec<Block>,
 }
 
 /// `parts` joined along `axis`.
@@ -146,156 +230,276 @@ fn join(parts: &[Tensor], axis: usize) -> Result<Tensor> {
     }
 }
 
+/// The slots where the outputs other than `y` leave their gradients for `y`'s backward.
+type Slots = Arc<Mutex<Vec<Option<Tensor>>>>;
+
+fn lock(slots: &Slots) -> MutexGuard<'_, Vec<Option<Tensor>>> {
+    slots.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `blocks` in order on `x` and returns `(y, Σ logdet)`, keeping no intermediate
-/// activation for the backward pass: see the module doc. With recording off, or when
-/// neither `x` nor any parameter requires grad, it is the plain composition.
+/// activation for the backward pass: a [`Chain`] of [`Block::Map`]s only. With recording
+/// off, or when neither `x` nor any parameter requires grad, it is the plain composition.
 pub fn reversible(blocks: &[Arc<dyn Invertible>], x: &Tensor) -> Result<(Tensor, Tensor)> {
-    if blocks.is_empty() {
-        return Err(Error::invalid("reversible", "needs at least one block"));
-    }
-    let (y, logdet) = no_grad(|| chain(blocks, x))?;
-    let ranges: Vec<usize> = blocks.iter().map(|b| b.params().len()).collect();
-    let params: Vec<Tensor> = blocks.iter().flat_map(|b| b.params()).collect();
-    let tracked = x.requires_grad() || params.iter().any(Tensor::requires_grad);
-    if !is_recording() || !tracked {
-        return Ok((y, logdet));
-    }
-    let mut inputs: Vec<&Tensor> = vec![x];
-    inputs.extend(params.iter());
-    let stash: Arc<Mutex<Option<Tensor>>> = Arc::new(Mutex::new(None));
-    let blocks: Vec<Arc<dyn Invertible>> = blocks.to_vec();
-    let y_stash = stash.clone();
-    let y_out = Tensor::from_op(
-        y.storage().clone(),
-        y.shape().to_vec(),
-        "reversible",
-        &inputs,
-        move |a| {
-            let dlogdet = y_stash.lock().unwrap_or_else(|e| e.into_inner()).take();
-            backward(&blocks, &ranges, a.out, a.dy, dlogdet, a.inputs)
-        },
-    )?;
-    let logdet_out = Tensor::from_op(
-        logdet.storage().clone(),
-        logdet.shape().to_vec(),
-        "reversible_logdet",
-        &[&y_out],
-        move |a| {
-            *stash.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.dy.clone());
-            Ok(vec![Some(a.inputs[0].zeros_like()?)])
-        },
-    )?;
-    Ok((y_out, logdet_out))
+    let out = Chain::maps(blocks).run(x)?;
+    Ok((out.y, out.logdet))
 }
 
-/// The plain composition: `(f_n(…f_1(x)), Σ logdet_i)`.
-fn chain(blocks: &[Arc<dyn Invertible>], x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let mut y = x.clone();
-    let mut total: Option<Tensor> = None;
-    for block in blocks {
-        let (next, logdet) = block.forward(&y)?;
-        y = next;
-        total = Some(match total {
-            None => logdet,
-            Some(t) if t.shape() == logdet.shape() => t.add(&logdet)?,
-            Some(t) => {
-                return Err(Error::shape(
-                    "reversible",
-                    format!(
-                        "blocks give log-determinants of shapes {} and {}",
-                        shape::fmt(t.shape()),
-                        shape::fmt(logdet.shape())
-                    ),
-                ))
-            }
-        });
-    }
-    Ok((y, total.expect("at least one block")))
+/// How far rebuilt inputs drift from the stored ones ([`Chain::drift`] of a chain of
+/// [`Block::Map`]s).
+pub fn reconstruction_drift(blocks: &[Arc<dyn Invertible>], x: &Tensor) -> Result<Vec<f32>> {
+    Chain::maps(blocks).drift(x)
 }
 
-/// The sequence's backward: rebuild, rerun and differentiate each block, last first.
-/// `inputs` are the op's inputs, `[x, params of block 1, params of block 2, …]`, and
-/// `counts[i]` how many parameters block `i` has.
-fn backward(
-    blocks: &[Arc<dyn Invertible>],
-    counts: &[usize],
-    y: &Tensor,
-    dy: &Tensor,
-    dlogdet: Option<Tensor>,
-    inputs: &[Tensor],
-) -> Result<Vec<Option<Tensor>>> {
-    let mut dparams: Vec<Option<Tensor>> = vec![None; inputs.len() - 1];
-    let mut end = inputs.len() - 1;
-    let mut y = y.clone();
-    let mut dy = dy.clone();
-    for (block, &count) in blocks.iter().zip(counts).rev() {
-        let start = end - count;
-        let recorded = &inputs[1 + start..1 + end];
-        let Rebuilt {
-            parts,
-            axis,
-            y: y_again,
-            logdet,
-        } = block.rebuild(&y)?;
-        let now = block.params();
-        if now.len() != count || now.iter().zip(recorded).any(|(a, b)| a.id() != b.id()) {
-            return Err(Error::Autodiff(
-                "reversible: a block's parameters changed between its forward and backward \
-                 (update parameters only after backward)"
-                    .into(),
+impl Chain {
+    /// A chain of `blocks`, first block first.
+    pub fn new(blocks: Vec<Block>) -> Chain {
+        Chain { blocks }
+    }
+
+    /// A chain of invertible maps only.
+    pub fn maps(blocks: &[Arc<dyn Invertible>]) -> Chain {
+        Chain::new(blocks.iter().cloned().map(Block::Map).collect())
+    }
+
+    /// The blocks, first first.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// Runs the chain on `x`. With recording off, or when neither `x` nor any parameter
+    /// requires grad, it is the plain composition; otherwise its outputs are one op
+    /// whose backward rebuilds each block's input from its output.
+    pub fn run(&self, x: &Tensor) -> Result<Reversed> {
+        if !self.blocks.iter().any(|b| matches!(b, Block::Map(_))) {
+            return Err(Error::invalid(
+                "reversible",
+                "needs at least one invertible map (the log-determinant comes from them)",
             ));
         }
-        let mut seeds = vec![(y_again, dy)];
-        if let Some(dld) = &dlogdet {
-            seeds.push((logdet, dld.clone()));
+        let plain = no_grad(|| self.compose(x))?;
+        let counts: Vec<usize> = self.blocks.iter().map(|b| b.params().len()).collect();
+        let params: Vec<Tensor> = self.blocks.iter().flat_map(Block::params).collect();
+        let tracked = x.requires_grad() || params.iter().any(Tensor::requires_grad);
+        if !is_recording() || !tracked {
+            return Ok(plain);
         }
-        let mut grads = Tensor::backward_from(&seeds)?;
-        for (slot, p) in dparams[start..end].iter_mut().zip(recorded) {
-            // remove(): a tensor listed twice gets its gradient once.
-            *slot = match (slot.take(), grads.remove(p)) {
-                (Some(acc), Some(g)) => Some(acc.add(&g)?),
-                (acc, g) => acc.or(g),
-            };
-        }
-        let dparts = parts
+        let mut inputs: Vec<&Tensor> = vec![x];
+        inputs.extend(params.iter());
+        // Slot 0: the log-determinant's gradient; 1 + 2j and 2 + 2j: factor j's z and term.
+        let slots: Slots = Arc::new(Mutex::new(vec![None; 1 + 2 * plain.factored.len()]));
+        let zs: Vec<Tensor> = plain.factored.iter().map(|(z, _)| z.clone()).collect();
+        let chain = self.clone();
+        let y_slots = slots.clone();
+        let y = Tensor::from_op(
+            plain.y.storage().clone(),
+            plain.y.shape().to_vec(),
+            "reversible",
+            &inputs,
+            move |a| {
+                let taken: Vec<Option<Tensor>> =
+                    lock(&y_slots).iter_mut().map(Option::take).collect();
+                chain.backward(&counts, a.out, a.dy, taken, &zs, a.inputs)
+            },
+        )?;
+        // The other outputs come after `y` (larger ids, so the tape reaches them first).
+        // Each only leaves its gradient in its slot for `y`'s backward, which then does
+        // the single reconstruction pass with all of them, and hands `y` a zero gradient
+        // so that `y`'s backward runs even when the loss reads only the other outputs.
+        let satellite = |t: &Tensor, slot: usize, op: &'static str| {
+            let slots = slots.clone();
+            Tensor::from_op(
+                t.storage().clone(),
+                t.shape().to_vec(),
+                op,
+                &[&y],
+                move |a| {
+                    lock(&slots)[slot] = Some(a.dy.clone());
+                    Ok(vec![Some(a.inputs[0].zeros_like()?)])
+                },
+            )
+        };
+        let logdet = satellite(&plain.logdet, 0, "reversible_logdet")?;
+        let factored = plain
+            .factored
             .iter()
-            .map(|p| grads.remove(p).map_or_else(|| p.zeros_like(), Ok))
+            .enumerate()
+            .map(|(j, (z, term))| {
+                Ok((
+                    satellite(z, 1 + 2 * j, "reversible_factored")?,
+                    satellite(term, 2 + 2 * j, "reversible_term")?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
-        dy = join(&dparts, axis)?;
-        y = no_grad(|| join(&parts, axis))?.detach();
-        end = start;
+        Ok(Reversed {
+            y,
+            logdet,
+            factored,
+        })
     }
-    let mut out = Vec::with_capacity(inputs.len());
-    out.push(Some(dy));
-    out.extend(dparams);
-    Ok(out)
-}
 
-/// How far rebuilt inputs drift from the stored ones: runs `blocks` on `x` keeping every
-/// block's input, then rebuilds them from the last output by the inverses, as the
-/// backward of [`reversible`] does (each from the previous rebuild). Returns, for each
-/// block (first block first), the largest `|rebuilt − stored|` of its input divided by
-/// the largest `|stored|` (a relative error; 0 for an all-zero input).
-pub fn reconstruction_drift(blocks: &[Arc<dyn Invertible>], x: &Tensor) -> Result<Vec<f32>> {
-    no_grad(|| {
-        let mut stored = vec![x.clone()];
-        for block in blocks {
-            let (y, _) = block.forward(stored.last().expect("non-empty"))?;
-            stored.push(y);
+    /// The plain composition.
+    fn compose(&self, x: &Tensor) -> Result<Reversed> {
+        let mut y = x.clone();
+        let mut total: Option<Tensor> = None;
+        let mut factored = Vec::new();
+        for block in &self.blocks {
+            match block {
+                Block::Map(b) => {
+                    let (next, logdet) = b.forward(&y)?;
+                    y = next;
+                    total = Some(match total {
+                        None => logdet,
+                        Some(t) if t.shape() == logdet.shape() => t.add(&logdet)?,
+                        Some(t) => {
+                            return Err(Error::shape(
+                                "reversible",
+                                format!(
+                                    "blocks give log-determinants of shapes {} and {}",
+                                    shape::fmt(t.shape()),
+                                    shape::fmt(logdet.shape())
+                                ),
+                            ))
+                        }
+                    });
+                }
+                Block::Factor(f) => {
+                    let (next, z, term) = f.forward(&y)?;
+                    y = next;
+                    factored.push((z, term));
+                }
+            }
         }
-        let mut y = stored.pop().expect("non-empty");
-        let mut drift = vec![0.0; blocks.len()];
-        for (i, block) in blocks.iter().enumerate().rev() {
-            let rebuilt = block.inverse(&y)?;
-            let (a, b) = (rebuilt.to_vec()?, stored[i].to_vec()?);
-            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let err = a
+        Ok(Reversed {
+            y,
+            logdet: total.expect("run() checked for a map"),
+            factored,
+        })
+    }
+
+    /// The chain's backward: rebuild, rerun and differentiate each block, last first.
+    /// `inputs` are the op's inputs, `[x, params of block 1, params of block 2, …]`,
+    /// `counts[i]` how many parameters block `i` has, `slots` the other outputs'
+    /// gradients (see [`Chain::run`]) and `zs` the factors' set-aside parts.
+    fn backward(
+        &self,
+        counts: &[usize],
+        y: &Tensor,
+        dy: &Tensor,
+        mut slots: Vec<Option<Tensor>>,
+        zs: &[Tensor],
+        inputs: &[Tensor],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let dlogdet = slots[0].take();
+        let mut dparams: Vec<Option<Tensor>> = vec![None; inputs.len() - 1];
+        let mut end = inputs.len() - 1;
+        let mut y = y.clone();
+        let mut dy = dy.clone();
+        let mut factor = zs.len();
+        for (block, &count) in self.blocks.iter().zip(counts).rev() {
+            let start = end - count;
+            let recorded = &inputs[1 + start..1 + end];
+            let (rebuilt, dz, dscalar) = match block {
+                Block::Map(b) => (b.rebuild(&y)?, None, dlogdet.clone()),
+                Block::Factor(f) => {
+                    factor -= 1;
+                    let rebuilt = f.rebuild(&y, &zs[factor])?;
+                    (
+                        rebuilt,
+                        slots[1 + 2 * factor].take(),
+                        slots[2 + 2 * factor].take(),
+                    )
+                }
+            };
+            let now = block.params();
+            if now.len() != count || now.iter().zip(recorded).any(|(a, b)| a.id() != b.id()) {
+                return Err(Error::Autodiff(
+                    "reversible: a block's parameters changed between its forward and backward \
+                     (update parameters only after backward)"
+                        .into(),
+                ));
+            }
+            let Rebuilt {
+                parts,
+                axis,
+                y: y_again,
+                logdet: scalar,
+                z,
+            } = rebuilt;
+            let mut seeds = vec![(y_again, dy)];
+            match (z, dz) {
+                (Some(z), Some(dz)) => seeds.push((z, dz)),
+                (None, Some(_)) => {
+                    return Err(Error::Autodiff(
+                        "reversible: a factor's rebuild gave no z to take its gradient".into(),
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(d) = dscalar {
+                seeds.push((scalar, d));
+            }
+            let mut grads = Tensor::backward_from(&seeds)?;
+            for (slot, p) in dparams[start..end].iter_mut().zip(recorded) {
+                // remove(): a tensor listed twice gets its gradient once.
+                *slot = match (slot.take(), grads.remove(p)) {
+                    (Some(acc), Some(g)) => Some(acc.add(&g)?),
+                    (acc, g) => acc.or(g),
+                };
+            }
+            let dparts = parts
                 .iter()
-                .zip(&b)
-                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
-            drift[i] = if scale > 0.0 { err / scale } else { err };
-            y = rebuilt;
+                .map(|p| grads.remove(p).map_or_else(|| p.zeros_like(), Ok))
+                .collect::<Result<Vec<_>>>()?;
+            dy = join(&dparts, axis)?;
+            y = no_grad(|| join(&parts, axis))?.detach();
+            end = start;
         }
-        Ok(drift)
-    })
+        let mut out = Vec::with_capacity(inputs.len());
+        out.push(Some(dy));
+        out.extend(dparams);
+        Ok(out)
+    }
+
+    /// How far rebuilt inputs drift from the stored ones: runs the chain on `x` keeping
+    /// every block's input, then rebuilds them from the last output by the inverses, as
+    /// the backward pass does (each from the previous rebuild, with the factors' `z` as
+    /// the op keeps them). Returns, for each block (first block first), the largest
+    /// `|rebuilt − stored|` of its input divided by the largest `|stored|` (a relative
+    /// error; 0 for an all-zero input).
+    pub fn drift(&self, x: &Tensor) -> Result<Vec<f32>> {
+        no_grad(|| {
+            let mut stored = vec![x.clone()];
+            let mut zs = Vec::new();
+            for block in &self.blocks {
+                let last = stored.last().expect("non-empty");
+                let next = match block {
+                    Block::Map(b) => b.forward(last)?.0,
+                    Block::Factor(f) => {
+                        let (y, z, _) = f.forward(last)?;
+                        zs.push(z);
+                        y
+                    }
+                };
+                stored.push(next);
+            }
+            let mut y = stored.pop().expect("non-empty");
+            let mut drift = vec![0.0; self.blocks.len()];
+            for (i, block) in self.blocks.iter().enumerate().rev() {
+                let rebuilt = match block {
+                    Block::Map(b) => b.inverse(&y)?,
+                    Block::Factor(f) => f.inverse(&y, &zs.pop().expect("one z per factor"))?,
+                };
+                let (a, b) = (rebuilt.to_vec()?, stored[i].to_vec()?);
+                let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let err = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+                drift[i] = if scale > 0.0 { err / scale } else { err };
+                y = rebuilt;
+            }
+            Ok(drift)
+        })
+    }
 }

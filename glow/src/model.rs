@@ -15,16 +15,18 @@
 //! anomaly detection on, an op that makes a NaN is reported as e.g. `in flow.layers.17`;
 //! so do the priors' heads (`learn_top_fn`, `project_ycond`, `project_class`).
 //!
-//! With [`Memory::Reversible`], each level's squeeze and `K` steps run as one
-//! [`engine::invertible::reversible`] op: the backward pass rebuilds every step's input
-//! from its output instead of keeping it, so activation memory does not grow with `K`.
-//! The split stays an ordinary op (its prior is not part of the bijection), so each
-//! level keeps its input and its output: memory grows with `L`, not with `K`.
+//! With [`Memory::Reversible`], the whole flow (every squeeze, step and split of every
+//! level) runs as one [`engine::invertible::Chain`] op: the backward pass rebuilds every
+//! block's input from its output instead of keeping it. Each split is a
+//! [`engine::invertible::Factor`]: its `z2` leaves the chain as a latent, and the chain's
+//! backward rebuilds the split's input as `z1 ‖ z2`. What stays alive for the backward
+//! pass is the input, the latents (together the size of the input) and one block's local
+//! graph at a time, so activation memory grows with neither `K` nor `L`.
 
 use std::sync::Arc;
 
 use engine::backend::Pairing;
-use engine::invertible::{self, Invertible, Rebuilt};
+use engine::invertible::{Block, Chain, Factor, Invertible, Rebuilt};
 use engine::{anomaly, no_grad, Device, Error, Result, Tensor};
 
 use crate::config::{GlowConfig, Memory, Permutation};
@@ -161,6 +163,7 @@ struct MixBlock(Arc<FlowStep>);
 
 impl Invertible for MixBlock {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let _layer = anomaly::scope(&self.0.name);
         let [b, _, _, _] = dims4(x)?;
         let (x, logdet) = self
             .0
@@ -169,6 +172,7 @@ impl Invertible for MixBlock {
         self.0.mix.as_flow().forward(&x, &logdet)
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        let _layer = anomaly::scope(&self.0.name);
         self.0.actnorm.reverse(&self.0.mix.as_flow().reverse(y)?)
     }
     fn params(&self) -> Vec<Tensor> {
@@ -188,24 +192,28 @@ struct CouplingBlock(Arc<FlowStep>);
 
 impl Invertible for CouplingBlock {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let _layer = anomaly::scope(&self.0.name);
         let [b, _, _, _] = dims4(x)?;
         self.0
             .coupling
             .forward(x, &Tensor::zeros(&[b], x.device())?)
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        let _layer = anomaly::scope(&self.0.name);
         self.0.coupling.reverse(y)
     }
     fn params(&self) -> Vec<Tensor> {
         trainable(|f| self.0.coupling.visit_params(f))
     }
     fn rebuild(&self, y: &Tensor) -> Result<Rebuilt> {
+        let _layer = anomaly::scope(&self.0.name);
         let (parts, y, logdet) = self.0.coupling.rebuild(y)?;
         Ok(Rebuilt {
             parts: parts.to_vec(),
             axis: 1,
             y,
             logdet,
+            z: None,
         })
     }
 }
@@ -226,42 +234,62 @@ impl Invertible for SqueezeBlock {
     }
 }
 
+/// The split as a [`Factor`]: `z → (z1, z2, log p(z2 | z1))`, rebuilt from `z1` and
+/// `z2` as leaves of their own (no copy of `z` is made).
+struct SplitBlock {
+    split: Arc<Split>,
+    name: String,
+}
+
+impl Factor for SplitBlock {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let _layer = anomaly::scope(&self.name);
+        self.split.forward(x)
+    }
+    fn inverse(&self, y: &Tensor, z: &Tensor) -> Result<Tensor> {
+        Tensor::concat(&[y, z], 1)
+    }
+    fn params(&self) -> Vec<Tensor> {
+        trainable(|f| self.split.visit_params(f))
+    }
+    fn rebuild(&self, y: &Tensor, z: &Tensor) -> Result<Rebuilt> {
+        let _layer = anomaly::scope(&self.name);
+        let (z1, z2) = (y.detach().with_grad(), z.detach().with_grad());
+        let logp = engine::autograd::with_recording(|| self.split.log_prob(&z1, &z2))?;
+        Ok(Rebuilt {
+            parts: vec![z1.clone(), z2.clone()],
+            axis: 1,
+            y: z1,
+            logdet: logp,
+            z: Some(z2),
+        })
+    }
+}
+
 /// One level: squeeze, `K` steps, and a split unless it is the last level.
 #[derive(Debug)]
 struct Level {
     steps: Vec<Arc<FlowStep>>,
-    split: Option<Split>,
+    split: Option<Arc<Split>>,
     /// The split's `flow.layers.{i}` (empty without one).
     split_name: String,
 }
 
 impl Level {
-    /// The squeeze and the steps as one sequence of invertible blocks.
-    fn blocks(&self) -> Vec<Arc<dyn Invertible>> {
-        let mut blocks: Vec<Arc<dyn Invertible>> = vec![Arc::new(SqueezeBlock)];
+    /// The squeeze, the steps and the split as blocks of a [`Chain`].
+    fn blocks(&self) -> Vec<Block> {
+        let mut blocks = vec![Block::Map(Arc::new(SqueezeBlock))];
         for step in &self.steps {
-            blocks.push(Arc::new(MixBlock(step.clone())));
-            blocks.push(Arc::new(CouplingBlock(step.clone())));
+            blocks.push(Block::Map(Arc::new(MixBlock(step.clone()))));
+            blocks.push(Block::Map(Arc::new(CouplingBlock(step.clone()))));
+        }
+        if let Some(split) = &self.split {
+            blocks.push(Block::Factor(Arc::new(SplitBlock {
+                split: split.clone(),
+                name: self.split_name.clone(),
+            })));
         }
         blocks
-    }
-
-    /// Squeeze and steps on `z`: `(z, logdet + Σ log|det|)`, stored or reversible.
-    fn flow(&self, z: &Tensor, logdet: &Tensor, memory: Memory) -> Result<(Tensor, Tensor)> {
-        match memory {
-            Memory::Stored => {
-                let (mut z, mut logdet) = (squeeze(z)?, logdet.clone());
-                for step in &self.steps {
-                    let _layer = anomaly::scope(&step.name);
-                    (z, logdet) = step.forward(&z, &logdet)?;
-                }
-                Ok((z, logdet))
-            }
-            Memory::Reversible => {
-                let (z, dlogdet) = invertible::reversible(&self.blocks(), z)?;
-                Ok((z, logdet.add(&dlogdet)?))
-            }
-        }
     }
 }
 
@@ -345,7 +373,7 @@ impl Glow {
             let mut split_name = String::new();
             let split = if level + 1 < config.levels {
                 split_name = format!("flow.layers.{index}");
-                let s = Split::new(&split_name, c, device)?;
+                let s = Arc::new(Split::new(&split_name, c, device)?);
                 index += 1;
                 c /= 2;
                 Some(s)
@@ -528,20 +556,37 @@ impl Glow {
     pub fn forward(&self, x: &Tensor, labels: Option<&[usize]>) -> Result<FlowOutput> {
         let batch = self.check_input(x)?;
         let y = self.check_labels(labels, batch)?;
-        let mut logdet = Tensor::zeros(&[batch], &self.device)?;
         let mut log_p = Tensor::zeros(&[batch], &self.device)?;
-        let mut z = x.clone();
         let mut latents = Vec::with_capacity(self.levels.len());
-        for level in &self.levels {
-            (z, logdet) = level.flow(&z, &logdet, self.config.memory)?;
-            if let Some(split) = &level.split {
-                let _layer = anomaly::scope(&level.split_name);
-                let (z1, z2, logp) = split.forward(&z)?;
-                log_p = log_p.add(&logp)?;
-                latents.push(z2);
-                z = z1;
+        let (z, logdet) = match self.config.memory {
+            Memory::Stored => {
+                let mut logdet = Tensor::zeros(&[batch], &self.device)?;
+                let mut z = x.clone();
+                for level in &self.levels {
+                    z = squeeze(&z)?;
+                    for step in &level.steps {
+                        let _layer = anomaly::scope(&step.name);
+                        (z, logdet) = step.forward(&z, &logdet)?;
+                    }
+                    if let Some(split) = &level.split {
+                        let _layer = anomaly::scope(&level.split_name);
+                        let (z1, z2, logp) = split.forward(&z)?;
+                        log_p = log_p.add(&logp)?;
+                        latents.push(z2);
+                        z = z1;
+                    }
+                }
+                (z, logdet)
             }
-        }
+            Memory::Reversible => {
+                let out = self.chain().run(x)?;
+                for (z2, logp) in out.factored {
+                    log_p = log_p.add(&logp)?;
+                    latents.push(z2);
+                }
+                (out.y, out.logdet)
+            }
+        };
         let hp = self.top_prior_params(batch, y.as_ref())?;
         log_p = log_p.add(&Tensor::gaussian_log_prob(&z, &hp, Pairing::Halves)?)?;
         let y_logits = match &self.project_class {
@@ -679,26 +724,20 @@ impl Glow {
         })
     }
 
-    /// How far [`Memory::Reversible`]'s backward pass would move the flow steps' inputs
-    /// on `x`: the largest relative error of a rebuilt input over every level
-    /// ([`engine::invertible::reconstruction_drift`], each level rebuilt from its output).
+    /// The whole flow, every level's squeeze, steps and split, as one chain of
+    /// invertible blocks ([`Memory::Reversible`]).
+    fn chain(&self) -> Chain {
+        Chain::new(self.levels.iter().flat_map(Level::blocks).collect())
+    }
+
+    /// How far [`Memory::Reversible`]'s backward pass would move the blocks' inputs on
+    /// `x`: the largest relative error of a rebuilt input over the whole flow, every
+    /// input rebuilt from the top latent and the split latents as the backward pass does
+    /// ([`Chain::drift`]).
     pub fn reconstruction_drift(&self, x: &Tensor) -> Result<f32> {
-        no_grad(|| {
-            self.check_input(x)?;
-            let mut z = x.clone();
-            let mut worst = 0.0f32;
-            for level in &self.levels {
-                let blocks = level.blocks();
-                for d in invertible::reconstruction_drift(&blocks, &z)? {
-                    worst = worst.max(d);
-                }
-                z = invertible::reversible(&blocks, &z)?.0;
-                if let Some(split) = &level.split {
-                    z = split.forward(&z)?.0;
-                }
-            }
-            Ok(worst)
-        })
+        self.check_input(x)?;
+        let drift = self.chain().drift(x)?;
+        Ok(drift.into_iter().fold(0.0f32, f32::max))
     }
 
     /// Runs the levels backwards from the top `z`; `split_latent(level, z1)` supplies the

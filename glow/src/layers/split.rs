@@ -36,9 +36,14 @@ impl Split {
     pub fn forward(&self, z: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let [_, c, _, _] = dims4(z)?;
         let (z1, z2) = (channels(z, 0, c / 2)?, channels(z, c / 2, c / 2)?);
-        let h = self.prior.forward(&z1)?;
-        let logp = Tensor::gaussian_log_prob(&z2, &h, Pairing::Interleaved)?;
+        let logp = self.log_prob(&z1, &z2)?;
         Ok((z1, z2, logp))
+    }
+
+    /// `log p(z2 | z1)` per image `[B]`.
+    pub fn log_prob(&self, z1: &Tensor, z2: &Tensor) -> Result<Tensor> {
+        let h = self.prior.forward(z1)?;
+        Tensor::gaussian_log_prob(z2, &h, Pairing::Interleaved)
     }
 }
 
