@@ -1,8 +1,10 @@
 //! Bits/dim of a trained model on the test split, averaged over every image.
 //!
 //! Dequantisation is reproducible: per-image noise from a fixed seed (`--seed`, default 0)
-//! or the bin midpoints with `--dequant midpoint`. Ends with one JSON line:
-//! `{"bpd": …, "images": …}`.
+//! or the bin midpoints with `--dequant midpoint`. With `--drift`, also measures how far
+//! reversible mode's backward pass would move the rebuilt inputs on each test batch
+//! (`glow::Glow::reconstruction_drift`). Ends with one JSON line:
+//! `{"bpd": …, "images": …}` (with `--drift`, also `"drift_max"` and `"drift_median"`).
 //!
 //! ```sh
 //! cargo run --release --example evaluate -- --checkpoint runs/cifar10/checkpoint.safetensors
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use engine::{Error, Result};
 use glow::train::evaluate;
+use glow::Dequantization;
 use glow_rs::cli::{self, validate};
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -47,6 +50,11 @@ struct Args {
     #[arg(long)]
     #[arg(value_parser = validate::output_file())]
     per_image: Option<PathBuf>,
+    /// Also measure the reconstruction drift of reversible mode's backward pass on every
+    /// test batch: the largest relative error of an input rebuilt by the inverses from
+    /// the latents (one more forward and inverse per batch).
+    #[arg(long)]
+    drift: bool,
 }
 
 fn main() {
@@ -84,6 +92,30 @@ fn run(args: Args) -> Result<()> {
         result.mean_bpd,
         result.per_image.len()
     );
-    cli::print_summary(json!({"bpd": result.mean_bpd, "images": result.per_image.len()}));
+    let mut summary = json!({"bpd": result.mean_bpd, "images": result.per_image.len()});
+    if args.drift {
+        let mut drifts = Vec::new();
+        for (first_index, pixels, labels) in test.sequential_batches(args.batch) {
+            let dequant = if args.dequant == Dequant::Midpoint {
+                Dequantization::Midpoint
+            } else {
+                Dequantization::PerImage {
+                    seed: args.seed,
+                    first_index,
+                }
+            };
+            let x = model.preprocess(&pixels, labels.len(), dequant)?;
+            drifts.push(model.reconstruction_drift(&x)?);
+        }
+        drifts.sort_by(f32::total_cmp);
+        let (max, median) = (drifts[drifts.len() - 1], drifts[drifts.len() / 2]);
+        eprintln!(
+            "reconstruction drift of reversible backward over {} batches: max {max:e}, median {median:e}",
+            drifts.len()
+        );
+        summary["drift_max"] = json!(max);
+        summary["drift_median"] = json!(median);
+    }
+    cli::print_summary(summary);
     Ok(())
 }

@@ -581,4 +581,20 @@ fn good_values_pass_the_checks_and_every_example_runs() {
         summary(&o, &format!("{name} {args:?}"));
     }
     assert!(scratch.path("i.png").is_file() && scratch.path("m.png").is_file());
+
+    // --drift reports reversible mode's reconstruction drift on every test batch (2).
+    let args = vec![
+        ckpt,
+        data_flag,
+        cpu,
+        "--memory=reversible".into(),
+        "--drift".into(),
+    ];
+    let o = run(&scratch, "evaluate", &args);
+    let json = summary(&o, &format!("evaluate {args:?}"));
+    let (max, median) = (json["drift_max"].as_f64(), json["drift_median"].as_f64());
+    assert!(
+        matches!((max, median), (Some(m), Some(d)) if d <= m && m < 1e-5),
+        "drift {max:?}, median {median:?}"
+    );
 }
