@@ -117,6 +117,20 @@ impl Gradients {
         self.grads.remove(&t.id())
     }
 
+    /// Sets the gradient of `t` (e.g. to one averaged over the processes of a
+    /// data-parallel run), replacing any it had. Fails when the shapes differ.
+    pub fn insert(&mut self, t: &Tensor, grad: Tensor) -> Result<()> {
+        if grad.shape() != t.shape() {
+            return Err(Error::Autodiff(format!(
+                "Gradients::insert: a gradient of shape {} for a tensor of shape {}",
+                shape::fmt(grad.shape()),
+                shape::fmt(t.shape())
+            )));
+        }
+        self.grads.insert(t.id(), grad);
+        Ok(())
+    }
+
     /// Number of leaves with a gradient.
     pub fn len(&self) -> usize {
         self.grads.len()

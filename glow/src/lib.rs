@@ -30,6 +30,7 @@ pub mod gaussian;
 pub mod layers;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod param;
 pub mod picture;
 pub mod run;

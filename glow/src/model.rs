@@ -298,6 +298,17 @@ impl Level {
 pub enum Dequantization {
     /// `u ~ U(0, 1/n_bins)` per element, drawn from this seed (reproducible on every device).
     Uniform(u64),
+    /// Images `first..first + B` of the [`Dequantization::Uniform`] noise of a batch of
+    /// `total` images: a data-parallel rank's shard of a global batch gets the noise one
+    /// process would give those images ([`crate::parallel`]).
+    UniformRows {
+        /// Seed of the whole batch's noise.
+        seed: u64,
+        /// The shard's first image in the whole batch.
+        first: usize,
+        /// Images in the whole batch.
+        total: usize,
+    },
     /// `u ~ U(0, 1/n_bins)` drawn per image: image `i` of the batch uses the stream of
     /// seed `hash(seed, first_index + i)`, so each image of a dataset gets the same noise
     /// whatever the batch size (for reproducible evaluation).
@@ -479,6 +490,17 @@ impl Glow {
                 seed,
                 &self.device,
             )?),
+            Dequantization::UniformRows { seed, first, total } => {
+                if first + batch > total {
+                    return Err(Error::invalid(
+                        "preprocess",
+                        format!("images {first}..{} of a batch of {total}", first + batch),
+                    ));
+                }
+                let noise =
+                    Tensor::rand_uniform(&[total, c, h, w], 0.0, 1.0 / n_bins, seed, &self.device)?;
+                x.add(&noise.slice(0, first, batch)?)
+            }
             Dequantization::PerImage { seed, first_index } => {
                 let noise: Vec<Tensor> = (0..batch as u64)
                     .map(|i| {

@@ -42,6 +42,7 @@ use serde_json::{json, Value};
 use crate::atomic::write_atomic;
 use crate::checkpoint::{resume, save_checkpoint, TrainState};
 use crate::data::Cifar10;
+use crate::parallel::Solo;
 use crate::picture::{save_loss_curve, save_sample_grids, PlotOptions};
 use crate::train::{batch_for_step, evaluate, SkippedStep, StepOutcome, StepStats, Trainer};
 
@@ -425,6 +426,7 @@ impl Run {
             optimizer,
             seed: state.seed,
             step: state.step,
+            collective: Arc::new(Solo),
         };
         let path = config.metrics_path();
         let text = match std::fs::read_to_string(&path) {
@@ -822,6 +824,7 @@ impl Run {
             optimizer,
             seed: state.seed,
             step: state.step,
+            collective: self.trainer.collective.clone(),
         };
         self.bad_in_a_row = 0;
         self.rollbacks += 1;

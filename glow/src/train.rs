@@ -7,8 +7,16 @@
 //! ([`StepOutcome::Skipped`]), so the parameters stay at their last good values and the
 //! caller can go on, roll back or stop ([`crate::run`] does all three). The first batch
 //! also initialises every ActNorm from data.
+//!
+//! In a data-parallel run ([`Trainer::collective`] of more than one rank), every rank is
+//! given the same global batch and works on its own shard of it; the gradients and the
+//! loss are averaged over the ranks before the update ([`crate::parallel`]).
+
+use std::sync::Arc;
 
 use engine::{no_grad, Error, Result, Tensor};
+
+use crate::parallel::{self, Collective, Solo};
 
 use crate::model::{Dequantization, Glow};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -32,7 +40,6 @@ pub struct StepStats {
 }
 
 /// A model with its optimiser and step counter.
-#[derive(Debug)]
 pub struct Trainer {
     /// The model being trained.
     pub model: Glow,
@@ -42,6 +49,27 @@ pub struct Trainer {
     pub seed: u64,
     /// Steps taken.
     pub step: u64,
+    /// The ranks this trainer shares its steps with ([`Solo`] for one process).
+    pub collective: Arc<dyn Collective>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.model)
+            .field("optimizer", &self.optimizer)
+            .field("seed", &self.seed)
+            .field("step", &self.step)
+            .field(
+                "collective",
+                &format_args!(
+                    "rank {} of {}",
+                    self.collective.rank(),
+                    self.collective.size()
+                ),
+            )
+            .finish()
+    }
 }
 
 impl Trainer {
@@ -52,7 +80,41 @@ impl Trainer {
             optimizer: Optimizer::new(optimizer),
             seed,
             step: 0,
+            collective: Arc::new(Solo),
         }
+    }
+
+    /// This trainer as one rank of a data-parallel run over `collective`.
+    pub fn with_collective(mut self, collective: Arc<dyn Collective>) -> Trainer {
+        self.collective = collective;
+        self
+    }
+
+    /// This rank's shard of a global batch and its model input, dequantised with the
+    /// noise of `seed` for the whole batch: `(input, labels of the shard)`.
+    fn shard_input<'a>(
+        &self,
+        pixels: &[u8],
+        labels: &'a [usize],
+        seed: u64,
+    ) -> Result<(Tensor, &'a [usize])> {
+        let total = labels.len();
+        if self.collective.size() == 1 {
+            let x = self
+                .model
+                .preprocess(pixels, total, Dequantization::Uniform(seed))?;
+            return Ok((x, labels));
+        }
+        let (first, count) =
+            parallel::shard(total, self.collective.rank(), self.collective.size())?;
+        let per_image = pixels.len() / total.max(1);
+        let dequant = Dequantization::UniformRows { seed, first, total };
+        let x = self.model.preprocess(
+            &pixels[first * per_image..(first + count) * per_image],
+            count,
+            dequant,
+        )?;
+        Ok((x, &labels[first..first + count]))
     }
 
     /// The labels the model needs, if it is class-conditional.
@@ -60,14 +122,13 @@ impl Trainer {
         self.model.config().y_condition.then_some(labels)
     }
 
-    /// Initialises every ActNorm from one batch (a no-op once initialised).
+    /// Initialises every ActNorm from one (global) batch (a no-op once initialised).
     pub fn initialize(&self, pixels: &[u8], labels: &[usize]) -> Result<()> {
         if self.model.is_initialized() {
             return Ok(());
         }
-        let x = self
-            .model
-            .preprocess(pixels, labels.len(), Dequantization::Uniform(self.seed))?;
+        let (x, labels) = self.shard_input(pixels, labels, self.seed)?;
+        let _global = parallel::init_scope(self.collective.clone());
         no_grad(|| self.model.forward(&x, self.labels(labels)))?;
         Ok(())
     }
@@ -91,28 +152,31 @@ impl Trainer {
     /// One optimisation step on a batch of `labels.len()` images (NCHW bytes), or, when
     /// the loss or the gradient norm is not finite, none: the batch is used up (the step
     /// counter advances, so the next call takes the next batch) but the parameters and
-    /// the optimiser are left as they were.
+    /// the optimiser are left as they were. In a data-parallel run every rank passes the
+    /// same global batch and computes on its shard.
     pub fn try_step(&mut self, pixels: &[u8], labels: &[usize]) -> Result<StepOutcome> {
         self.initialize(pixels, labels)?;
         let noise = engine::random::hash(self.seed, self.step as u32) as u64 | (self.step << 32);
-        let x = self
-            .model
-            .preprocess(pixels, labels.len(), Dequantization::Uniform(noise))?;
+        let (x, labels) = self.shard_input(pixels, labels, noise)?;
         let (loss, bpd) = self.model.loss(&x, self.labels(labels))?;
-        // Back-propagate before reading anything, and read the loss, the bits/dim and
-        // the squared gradient norm back together: the step's one host wait (on a GPU
-        // every read-back stalls the queue). A non-finite loss has been back-propagated
-        // for nothing then, but nothing is updated.
-        let grads = loss.backward()?;
         let params = self.model.trainable_params();
-        let sq = self.optimizer.grad_sq_norm(&params, &grads)?;
-        let values = no_grad(|| -> Result<Vec<f32>> {
-            let mut parts = vec![loss.reshape(&[1])?, bpd.reshape(&[1])?];
-            parts.extend(sq.map(|s| s.reshape(&[1])).transpose()?);
-            Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?.to_vec()
-        })?;
-        let (loss_value, bpd_value) = (values[0], values[1]);
-        let grad_norm = values.get(2).map_or(0.0, |s| s.sqrt());
+        let (grads, loss_value, bpd_value, grad_norm) = if self.collective.size() > 1 {
+            self.parallel_backward(&params, &loss, &bpd)?
+        } else {
+            // Back-propagate before reading anything, and read the loss, the bits/dim and
+            // the squared gradient norm back together: the step's one host wait (on a GPU
+            // every read-back stalls the queue). A non-finite loss has been
+            // back-propagated for nothing then, but nothing is updated.
+            let grads = loss.backward()?;
+            let sq = self.optimizer.grad_sq_norm(&params, &grads)?;
+            let values = no_grad(|| -> Result<Vec<f32>> {
+                let mut parts = vec![loss.reshape(&[1])?, bpd.reshape(&[1])?];
+                parts.extend(sq.map(|s| s.reshape(&[1])).transpose()?);
+                Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?.to_vec()
+            })?;
+            let grad_norm = values.get(2).map_or(0.0, |s| s.sqrt());
+            (grads, values[0], values[1], grad_norm)
+        };
         self.step += 1;
         let step = self.step;
         let skip = |why| Ok(StepOutcome::Skipped(SkippedStep { step, why }));
@@ -130,6 +194,28 @@ impl Trainer {
             lr: info.lr,
             grad_norm: info.grad_norm,
         }))
+    }
+
+    /// [`Trainer::try_step`]'s backward pass in a data-parallel run: back-propagate this
+    /// rank's loss, then average the gradients, the loss and the bits/dim over the ranks
+    /// in one all-reduce. Returns the averaged gradients, loss, bits/dim and gradient
+    /// norm, which every rank shares.
+    fn parallel_backward(
+        &self,
+        params: &[&crate::param::Param],
+        loss: &Tensor,
+        bpd: &Tensor,
+    ) -> Result<(engine::Gradients, f32, f32, f32)> {
+        let mut grads = loss.backward()?;
+        let local =
+            no_grad(|| Tensor::concat(&[&loss.reshape(&[1])?, &bpd.reshape(&[1])?], 0)?.to_vec())?;
+        let averaged =
+            parallel::average_gradients(self.collective.as_ref(), params, &mut grads, &local)?;
+        let grad_norm = match self.optimizer.grad_sq_norm(params, &grads)? {
+            Some(sq) => sq.item()?.sqrt(),
+            None => 0.0,
+        };
+        Ok((grads, averaged[0], averaged[1], grad_norm))
     }
 }
 

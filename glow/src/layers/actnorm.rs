@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::parallel::average_for_init;
 use engine::{no_grad, Device, Error, Result, Tensor};
 
 use super::{dims4, Flow, Module};
@@ -60,8 +61,10 @@ impl ActNorm {
             return Ok(());
         }
         no_grad(|| -> Result<()> {
-            let bias = x.mean(&[0, 2, 3], true)?.neg()?;
-            let var = x.add(&bias)?.square()?.mean(&[0, 2, 3], true)?;
+            // In a data-parallel run, each statistic is averaged over the ranks' equal
+            // shards: those of the whole global batch (crate::parallel::init_scope).
+            let bias = average_for_init(x.mean(&[0, 2, 3], true)?)?.neg()?;
+            let var = average_for_init(x.add(&bias)?.square()?.mean(&[0, 2, 3], true)?)?;
             let logs = var.sqrt()?.add_scalar(1e-6)?.recip()?.log()?;
             self.bias.set(&bias)?;
             self.logs.set(&logs)

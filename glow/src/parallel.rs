@@ -1,0 +1,210 @@
+//! Data-parallel training across processes: every process (a *rank*) holds the same
+//! model, takes its own shard of every global batch, and the ranks average their
+//! gradients before each update, so every rank applies the same update and the models
+//! stay identical. With `N` ranks and a global batch of `B`, a step computes what one
+//! process computes on the whole batch, up to the order of summation.
+//!
+//! [`Collective`] is what training needs from a communicator: a rank, a size and an
+//! element-wise sum over ranks. [`Solo`] is the one-process case. With the `mpi` cargo
+//! feature, [`mpi::MpiWorld`] is MPI's world communicator through the `mpi` crate
+//! (Open MPI on Debian).
+//!
+//! What the ranks exchange:
+//! - Every step, one all-reduce of one buffer ([`average_gradients`]): every gradient
+//!   laid end to end, then the loss and bits/dim. Every rank then sees the same averaged
+//!   loss and gradient norm, so they all take the same decision on a non-finite step.
+//! - Once, when the ActNorms initialise from data: two small all-reduces per ActNorm
+//!   (the mean, then the variance about that global mean), so the statistics are those
+//!   of the whole global batch ([`init_scope`]).
+//!
+//! Every rank starts from the same seed, so the models are identical before the first
+//! step without a broadcast; a resumed run loads the same checkpoint on every rank.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use engine::{no_grad, Error, Gradients, Result, Tensor};
+
+use crate::param::Param;
+
+/// A communicator over the ranks of a data-parallel run.
+pub trait Collective: Send + Sync {
+    /// This process's rank, `0..size()`.
+    fn rank(&self) -> usize;
+    /// The number of ranks.
+    fn size(&self) -> usize;
+    /// Replaces `values` on every rank by their element-wise sum over all ranks. Every
+    /// rank must call it with the same length, in the same order of calls.
+    fn sum_in_place(&self, values: &mut [f32]) -> Result<()>;
+}
+
+/// The one-process communicator: rank 0 of 1, and sums are the values themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Solo;
+
+impl Collective for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn sum_in_place(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// This rank's images of a global batch of `global` images: `(first, count)`, the
+/// `rank`-th of `size` equal shards. Fails unless `size` divides `global`.
+pub fn shard(global: usize, rank: usize, size: usize) -> Result<(usize, usize)> {
+    if size == 0 || rank >= size || !global.is_multiple_of(size) {
+        return Err(Error::invalid(
+            "data-parallel batch",
+            format!(
+                "a global batch of {global} does not split into {size} equal shards \
+                 (choose a batch that is a multiple of the number of ranks)"
+            ),
+        ));
+    }
+    let count = global / size;
+    Ok((rank * count, count))
+}
+
+/// Averages `values` over the ranks in place (a sum, then a division by the size).
+pub fn average_in_place(comm: &dyn Collective, values: &mut [f32]) -> Result<()> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    comm.sum_in_place(values)?;
+    let n = comm.size() as f32;
+    for v in values.iter_mut() {
+        *v /= n;
+    }
+    Ok(())
+}
+
+/// Averages the gradients of `params` in `grads` and the scalars `extra` (e.g. the loss)
+/// over the ranks, in one all-reduce of one buffer: the gradients in `params`' order,
+/// then `extra`. Every rank must pass the same parameters in the same order; a parameter
+/// without a gradient on this rank takes part as zeros. Returns the averaged `extra`.
+pub fn average_gradients(
+    comm: &dyn Collective,
+    params: &[&Param],
+    grads: &mut Gradients,
+    extra: &[f32],
+) -> Result<Vec<f32>> {
+    if comm.size() == 1 {
+        return Ok(extra.to_vec());
+    }
+    let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
+    let mut buffer = Vec::new();
+    for leaf in &leaves {
+        match grads.get(leaf) {
+            Some(g) => buffer.extend(g.to_vec()?),
+            None => buffer.resize(buffer.len() + leaf.numel(), 0.0),
+        }
+    }
+    buffer.extend_from_slice(extra);
+    average_in_place(comm, &mut buffer)?;
+    let mut at = 0;
+    for leaf in &leaves {
+        let n = leaf.numel();
+        let g = no_grad(|| Tensor::from_slice(&buffer[at..at + n], leaf.shape(), leaf.device()))?;
+        grads.insert(leaf, g)?;
+        at += n;
+    }
+    Ok(buffer[at..].to_vec())
+}
+
+thread_local! {
+    static INIT: RefCell<Option<Arc<dyn Collective>>> = const { RefCell::new(None) };
+}
+
+/// While the returned guard lives, ActNorms that initialise on this thread average their
+/// statistics over the ranks of `comm` (see the module doc). The previous scope comes
+/// back when it drops.
+pub fn init_scope(comm: Arc<dyn Collective>) -> InitScope {
+    let previous = INIT.with(|c| c.borrow_mut().replace(comm));
+    InitScope { previous }
+}
+
+/// The guard of [`init_scope`].
+pub struct InitScope {
+    previous: Option<Arc<dyn Collective>>,
+}
+
+impl Drop for InitScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        INIT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// `t` averaged over the ranks of the current [`init_scope`] (unchanged outside one).
+pub(crate) fn average_for_init(t: Tensor) -> Result<Tensor> {
+    let Some(comm) = INIT.with(|c| c.borrow().clone()) else {
+        return Ok(t);
+    };
+    if comm.size() == 1 {
+        return Ok(t);
+    }
+    let mut values = t.to_vec()?;
+    average_in_place(comm.as_ref(), &mut values)?;
+    Tensor::from_slice(&values, t.shape(), t.device())
+}
+
+/// MPI's world communicator (cargo feature `mpi`).
+#[cfg(feature = "mpi")]
+pub mod mpi {
+    use ::mpi::collective::SystemOperation;
+    use ::mpi::environment::Universe;
+    use ::mpi::topology::SimpleCommunicator;
+    use ::mpi::traits::{Communicator, CommunicatorCollectives};
+
+    use super::Collective;
+    use engine::{Error, Result};
+
+    /// The ranks `mpirun` started, through MPI's world communicator. MPI is initialised
+    /// when this is made and finalised when it drops; make one per process.
+    pub struct MpiWorld {
+        // Dropped last: finalises MPI.
+        _universe: Universe,
+        world: SimpleCommunicator,
+    }
+
+    // The communicator is used from the training thread only; MPI is initialised with
+    // the default thread level, and `Collective` needs `Send + Sync` to be shared.
+    unsafe impl Send for MpiWorld {}
+    unsafe impl Sync for MpiWorld {}
+
+    impl MpiWorld {
+        /// Initialises MPI. Fails when it was initialised already.
+        pub fn init() -> Result<MpiWorld> {
+            let universe = ::mpi::initialize().ok_or_else(|| {
+                Error::invalid("MPI", "MPI was already initialised in this process")
+            })?;
+            let world = universe.world();
+            Ok(MpiWorld {
+                _universe: universe,
+                world,
+            })
+        }
+    }
+
+    impl Collective for MpiWorld {
+        fn rank(&self) -> usize {
+            self.world.rank() as usize
+        }
+        fn size(&self) -> usize {
+            self.world.size() as usize
+        }
+        fn sum_in_place(&self, values: &mut [f32]) -> Result<()> {
+            // MPI's default error handler aborts the whole job on a failure (a rank that
+            // died included), so a return here has succeeded.
+            let send = values.to_vec();
+            self.world
+                .all_reduce_into(&send[..], values, SystemOperation::sum());
+            Ok(())
+        }
+    }
+}
