@@ -222,7 +222,14 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
         resume_from: args.resume.then_some(checkpoint.as_path()),
     })?;
     args.anomaly.apply();
-    let (device, why) = cli::pick_device(args.device)?;
+    // Under `mpirun` (built with the `mpi` feature), one rank of a data-parallel run:
+    // every rank trains on its shard of each batch and rank 0 alone writes and prints.
+    let comm = cli::collective()?;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let (device, why) = cli::pick_device_for_rank(args.device, rank, ranks)?;
+    if ranks > 1 {
+        cli::validate::batch_splits(args.batch, ranks)?;
+    }
     eprintln!("device: {} ({why})", device.name());
     let data_path = match &args.download {
         Some(dir) => Some(glow::download::download_cifar10(
@@ -232,7 +239,9 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
         None => args.data.clone(),
     };
     let data = cli::load_data(data_path.as_deref())?;
-    eprintln!("{}", data.describe());
+    if rank == 0 {
+        eprintln!("{}", data.describe());
+    }
     let per_epoch = (data.train.len() / args.batch) as u64;
     let total = args
         .steps
@@ -241,7 +250,7 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
 
     let mut run = if args.resume {
         let path = config.checkpoint_path();
-        let mut run = Run::resume(config, &device)?;
+        let mut run = Run::resume_with(config, &device, comm.clone())?;
         // Stored or reversible backward is a choice of the run, not of the model.
         run.trainer.model.set_memory(args.model.memory.into());
         eprintln!("resumed {} at step {}", path.display(), run.trainer.step);
@@ -256,8 +265,23 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
             max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
             ..OptimizerConfig::default()
         };
-        Run::new(config, Trainer::new(model, opt, args.seed))?
+        Run::new(
+            config,
+            Trainer::new(model, opt, args.seed).with_collective(comm.clone()),
+        )?
     };
+    if rank != 0 {
+        // The other ranks train in silence; rank 0 reports for the whole run.
+        let summary = run.run(&data, &Interrupt::on_signals()?, |_| {})?;
+        return Ok(summary.interrupted);
+    }
+    if ranks > 1 {
+        eprintln!(
+            "data-parallel: {ranks} ranks, {} images each per step of {}",
+            args.batch / ranks,
+            args.batch
+        );
+    }
     let model = &run.trainer.model;
     let cfg = model.config();
     eprintln!(
@@ -369,6 +393,7 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
         "best_test_bpd": summary.best_test_bpd,
         "images_per_sec": summary.images_per_sec,
         "device": device.name(),
+        "ranks": summary.ranks,
     });
     if let Some(signal) = summary.interrupted {
         line["interrupted"] = json!(signal_name(signal));

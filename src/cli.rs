@@ -209,6 +209,86 @@ impl CheckpointArgs {
     }
 }
 
+/// The ranks of this run: MPI's world when built with the `mpi` feature (one rank when
+/// not started by `mpirun`), else [`glow::parallel::Solo`]. When several ranks share
+/// this machine and `RAYON_NUM_THREADS` is not set, the CPU device's thread pool gets
+/// an equal share of the cores, so the ranks do not fight over them.
+pub fn collective() -> Result<std::sync::Arc<dyn glow::parallel::Collective>> {
+    #[cfg(feature = "mpi")]
+    {
+        use glow::parallel::Collective;
+        let world = glow::parallel::mpi::MpiWorld::init()?;
+        let local: usize = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(world.size());
+        if local > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Fails only when the pool exists already; then it keeps its size.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads((cores / local).max(1))
+                .build_global();
+        }
+        Ok(std::sync::Arc::new(world))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        Ok(std::sync::Arc::new(glow::parallel::Solo))
+    }
+}
+
+/// [`pick_device`] for rank `rank` of `size`: with more than one rank, `--device vulkan`
+/// (and `auto` on a machine with GPUs) takes Vulkan device `rank mod count`, so one
+/// machine with several GPUs runs one rank per GPU.
+pub fn pick_device_for_rank(
+    choice: DeviceChoice,
+    rank: usize,
+    size: usize,
+) -> Result<(Device, String)> {
+    if size == 1 {
+        return pick_device(choice);
+    }
+    #[cfg(feature = "vulkan")]
+    {
+        use engine::vulkan::{enumerate_devices, DeviceKind, DeviceSelector, VulkanOptions};
+        let gpus = || -> Result<Vec<usize>> {
+            Ok(enumerate_devices()?
+                .iter()
+                .filter(|d| d.kind != DeviceKind::Cpu)
+                .map(|d| d.index)
+                .collect())
+        };
+        let open = |index: usize, count: usize| -> Result<(Device, String)> {
+            let options = VulkanOptions {
+                device: Some(DeviceSelector::Index(index)),
+                ..VulkanOptions::from_env()
+            };
+            let dev = Device::Vulkan(engine::vulkan::VulkanDevice::new(options)?);
+            Ok((
+                dev,
+                format!("rank {rank} of {size}: Vulkan device {index}, rank mod {count}"),
+            ))
+        };
+        match choice {
+            DeviceChoice::Vulkan => {
+                let count = enumerate_devices()?.len();
+                if count == 0 {
+                    return Err(engine::Error::Device("no Vulkan device found".into()));
+                }
+                return open(rank % count, count);
+            }
+            DeviceChoice::Auto => {
+                let gpus = gpus()?;
+                if !gpus.is_empty() {
+                    return open(gpus[rank % gpus.len()], gpus.len());
+                }
+            }
+            _ => {}
+        }
+    }
+    pick_device(choice)
+}
+
 /// Picks the device for `choice` and says why.
 pub fn pick_device(choice: DeviceChoice) -> Result<(Device, String)> {
     match choice {

@@ -50,6 +50,30 @@ pub mod testing {
         }
     }
 
+    /// The built example `name`. `cargo test` builds the examples as plain programs, in
+    /// the test profile, into `target/<profile>/examples/`, beside
+    /// `target/<profile>/deps/` where test binaries live; this finds them from
+    /// [`std::env::current_exe`]. `cargo test --test NAME` alone does not build (or
+    /// rebuild) them: run `cargo build --profile test --examples` first, or the test
+    /// fails naming the missing file.
+    pub fn example_binary(name: &str) -> std::path::PathBuf {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("the test binary lives in target/<profile>/deps/");
+        let path = profile_dir
+            .join("examples")
+            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            path.is_file(),
+            "the example binary {} is missing: `cargo test` builds the examples, \
+             `cargo test --test NAME` alone does not (run `cargo build --profile test --examples`)",
+            path.display()
+        );
+        path
+    }
+
     /// `len` varied values in `[lo, hi)` from a xorshift stream (test data that needs no
     /// device).
     pub fn test_data(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {

@@ -203,3 +203,37 @@ fn a_batch_that_does_not_split_evenly_is_refused() {
     let err = shard(15, 0, 2).unwrap_err().to_string();
     assert!(err.contains("multiple of the number of ranks"), "{err}");
 }
+
+#[test]
+fn ranks_with_other_weights_are_named() -> Result<()> {
+    // Rank 1 builds its model from another seed: the check must fail on both ranks and
+    // name rank 1; with the same seed it passes.
+    for (seed1, diverged) in [(11u64, false), (12, true)] {
+        let handles: Vec<_> = Threads::world(2)
+            .into_iter()
+            .map(|comm| {
+                std::thread::spawn(move || -> Result<std::result::Result<(), String>> {
+                    let seed = if comm.rank() == 1 { seed1 } else { 11 };
+                    let cfg = GlowConfig {
+                        levels: 2,
+                        depth: 1,
+                        hidden: 8,
+                        seed,
+                        ..GlowConfig::default()
+                    };
+                    let model = Glow::new(cfg, &Device::Cpu)?;
+                    Ok(glow::parallel::check_replicas(&comm, &model).map_err(|e| e.to_string()))
+                })
+            })
+            .collect();
+        for h in handles {
+            let outcome = h.join().expect("a rank panicked")?;
+            match (diverged, outcome) {
+                (false, Ok(())) => {}
+                (true, Err(e)) => assert!(e.contains("rank 1 holds other weights"), "{e}"),
+                (d, o) => panic!("diverged {d}: {o:?}"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -22,21 +22,7 @@ use glow::data::RECORD_BYTES;
 
 /// The built example `name`, found beside this test binary (see the module doc).
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps/");
-    let path = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "the example binary {} is missing: `cargo test` builds the examples, \
-         `cargo test --test flags` alone does not (run `cargo build --profile test --examples`)",
-        path.display()
-    );
-    path
+    glow_rs::testing::example_binary(name)
 }
 
 /// A fresh directory under Cargo's scratch folder for tests, removed when dropped unless

@@ -116,6 +116,42 @@ pub fn average_gradients(
     Ok(buffer[at..].to_vec())
 }
 
+/// Checks that every rank holds the same weights: each rank's CRC-32 of its model state
+/// is gathered by one all-reduce (two exact 16-bit halves per rank), and a rank whose
+/// state differs from rank 0's fails the check on every rank, naming it.
+pub fn check_replicas(comm: &dyn Collective, model: &crate::Glow) -> Result<()> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    for t in model.state()?.tensors {
+        hasher.update(t.name.as_bytes());
+        for v in &t.data {
+            hasher.update(&v.to_le_bytes());
+        }
+    }
+    let crc = hasher.finalize();
+    let mut all = vec![0.0f32; 2 * comm.size()];
+    all[2 * comm.rank()] = (crc >> 16) as f32;
+    all[2 * comm.rank() + 1] = (crc & 0xffff) as f32;
+    comm.sum_in_place(&mut all)?;
+    let crcs: Vec<u32> = all
+        .chunks(2)
+        .map(|h| ((h[0] as u32) << 16) | h[1] as u32)
+        .collect();
+    match crcs.iter().position(|&c| c != crcs[0]) {
+        None => Ok(()),
+        Some(rank) => Err(Error::invalid(
+            "data-parallel run",
+            format!(
+                "rank {rank} holds other weights than rank 0 (CRC-32 {:08x} against {:08x}): \
+                 the ranks diverged",
+                crcs[rank], crcs[0]
+            ),
+        )),
+    }
+}
+
 thread_local! {
     static INIT: RefCell<Option<Arc<dyn Collective>>> = const { RefCell::new(None) };
 }

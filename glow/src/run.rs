@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 use crate::atomic::write_atomic;
 use crate::checkpoint::{resume, save_checkpoint, TrainState};
 use crate::data::Cifar10;
-use crate::parallel::Solo;
+use crate::parallel::{Collective, Solo};
 use crate::picture::{save_loss_curve, save_sample_grids, PlotOptions};
 use crate::train::{batch_for_step, evaluate, SkippedStep, StepOutcome, StepStats, Trainer};
 
@@ -353,6 +353,9 @@ pub struct RunSummary {
     pub rollbacks: u64,
     /// `Some(signal)` when the run stopped on an [`Interrupt`] before its last step.
     pub interrupted: Option<i32>,
+    /// The ranks of a data-parallel run (1 otherwise); at the end of [`Run::run`] every
+    /// rank was checked to hold the same weights ([`crate::parallel::check_replicas`]).
+    pub ranks: usize,
 }
 
 /// `(step, value)` points of a plotted series.
@@ -385,8 +388,8 @@ pub struct Run {
     skipped_steps: u64,
     /// Rollbacks, whole run.
     rollbacks: u64,
-    /// The metrics log, open for appending.
-    metrics: File,
+    /// The metrics log, open for appending (rank 0 of a data-parallel run only).
+    metrics: Option<File>,
 }
 
 /// Wraps an I/O error on `path`.
@@ -399,8 +402,15 @@ impl Run {
     /// folder, starts an empty metrics log and removes a [`BEST_FILE`] left by an
     /// earlier run there, which this one has not earned. The first checkpoint is written
     /// when [`Run::run`] starts.
+    ///
+    /// In a data-parallel run (the trainer's [`Trainer::collective`]), every rank makes
+    /// its `Run` and calls [`Run::run`] with the same data; rank 0 alone writes files
+    /// and evaluates, and every rank stops at the same step when any of them is asked to.
     pub fn new(config: RunConfig, trainer: Trainer) -> Result<Run> {
         config.check()?;
+        if trainer.collective.rank() != 0 {
+            return Ok(Run::with(config, trainer, None, false));
+        }
         prepare_folder(&config)?;
         let best = config.best_path();
         if best.exists() {
@@ -408,7 +418,7 @@ impl Run {
         }
         let path = config.metrics_path();
         let metrics = File::create(&path).map_err(|e| io_err(&path, "cannot create", e))?;
-        Ok(Run::with(config, trainer, metrics, false))
+        Ok(Run::with(config, trainer, Some(metrics), false))
     }
 
     /// Continues the run in `config.out` from its [`CHECKPOINT_FILE`], on `device`. The
@@ -418,15 +428,29 @@ impl Run {
     /// describe steps that run again), and the curves, best evaluation and counters are
     /// read back from it.
     pub fn resume(config: RunConfig, device: &engine::Device) -> Result<Run> {
+        Run::resume_with(config, device, Arc::new(Solo))
+    }
+
+    /// [`Run::resume`] as one rank of a data-parallel run over `collective`, with any
+    /// number of ranks that divides the batch: every rank loads the same checkpoint, and
+    /// rank 0 alone rewrites the metrics log.
+    pub fn resume_with(
+        config: RunConfig,
+        device: &engine::Device,
+        collective: Arc<dyn Collective>,
+    ) -> Result<Run> {
         config.check()?;
-        prepare_folder(&config)?;
+        let writer = collective.rank() == 0;
+        if writer {
+            prepare_folder(&config)?;
+        }
         let (model, optimizer, state) = resume(config.checkpoint_path(), device)?;
         let trainer = Trainer {
             model,
             optimizer,
             seed: state.seed,
             step: state.step,
-            collective: Arc::new(Solo),
+            collective,
         };
         let path = config.metrics_path();
         let text = match std::fs::read_to_string(&path) {
@@ -435,18 +459,23 @@ impl Run {
             Err(e) => return Err(io_err(&path, "cannot read", e)),
         };
         let kept = log_up_to_checkpoint(&text, state.step);
-        let mut out = String::new();
-        for (line, _) in &kept {
-            out.push_str(line);
-            out.push('\n');
-        }
-        write_atomic(&path, |tmp| {
-            std::fs::write(tmp, &out).map_err(|e| io_err(&path, "writing", e))
-        })?;
-        let metrics = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_err(&path, "cannot open", e))?;
+        let metrics = if writer {
+            let mut out = String::new();
+            for (line, _) in &kept {
+                out.push_str(line);
+                out.push('\n');
+            }
+            write_atomic(&path, |tmp| {
+                std::fs::write(tmp, &out).map_err(|e| io_err(&path, "writing", e))
+            })?;
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| io_err(&path, "cannot open", e))?;
+            Some(file)
+        } else {
+            None
+        };
         let mut run = Run::with(config, trainer, metrics, true);
         run.checkpoint_step = Some(state.step);
         for (_, v) in &kept {
@@ -456,7 +485,7 @@ impl Run {
         Ok(run)
     }
 
-    fn with(config: RunConfig, trainer: Trainer, metrics: File, resumed: bool) -> Run {
+    fn with(config: RunConfig, trainer: Trainer, metrics: Option<File>, resumed: bool) -> Run {
         Run {
             trainer,
             config,
@@ -501,12 +530,34 @@ impl Run {
         self.test_curve.retain(|p| p.0 <= step);
     }
 
-    /// Appends one line to the metrics log, in one write.
+    /// Appends one line to the metrics log, in one write (rank 0 only).
     fn log(&mut self, line: Value) -> Result<()> {
+        let Some(metrics) = &mut self.metrics else {
+            return Ok(());
+        };
         let text = format!("{line}\n");
-        self.metrics
+        metrics
             .write_all(text.as_bytes())
             .map_err(|e| io_err(&self.config.metrics_path(), "writing", e))
+    }
+
+    /// Whether this process writes the run's files: rank 0 (the only one outside a
+    /// data-parallel run).
+    fn writer(&self) -> bool {
+        self.trainer.collective.rank() == 0
+    }
+
+    /// A stop request, agreed by every rank: one all-reduce of one flag per step in a
+    /// data-parallel run, so that all of them stop after the same step.
+    fn stop_requested(&self, interrupt: &Interrupt) -> Result<Option<i32>> {
+        let local = interrupt.requested();
+        let comm = self.trainer.collective.as_ref();
+        if comm.size() == 1 {
+            return Ok(local);
+        }
+        let mut flag = [if local.is_some() { 1.0 } else { 0.0 }];
+        comm.sum_in_place(&mut flag)?;
+        Ok((flag[0] > 0.0).then(|| local.unwrap_or(SIGTERM)))
     }
 
     /// Trains until [`RunConfig::steps`] or a stop request, calling `on_event` with each
@@ -541,7 +592,7 @@ impl Run {
         let rate = |images: usize| images as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let mut interrupted = None;
         while self.trainer.step < self.config.steps {
-            if let Some(signal) = interrupt.requested() {
+            if let Some(signal) = self.stop_requested(interrupt)? {
                 self.stop(signal, per_epoch, &mut on_event)?;
                 interrupted = Some(signal);
                 break;
@@ -587,8 +638,10 @@ impl Run {
             }
             self.after_step(data, interrupt, per_epoch, &mut on_event)?;
         }
-        let path = self.config.out.join(LOSS_CURVE_FILE);
-        self.save_loss_curve(&path)?;
+        if self.writer() {
+            self.save_loss_curve(&self.config.out.join(LOSS_CURVE_FILE))?;
+        }
+        crate::parallel::check_replicas(self.trainer.collective.as_ref(), &self.trainer.model)?;
         Ok(RunSummary {
             step: self.trainer.step,
             checkpoint_step: self.checkpoint_step.unwrap_or(0),
@@ -599,6 +652,7 @@ impl Run {
             skipped_steps: self.skipped_steps,
             rollbacks: self.rollbacks,
             interrupted,
+            ranks: self.trainer.collective.size(),
         })
     }
 
@@ -619,10 +673,10 @@ impl Run {
         }
         // Everything the run does at a step comes before that step's checkpoint, so a
         // resume from it neither repeats nor loses any of it.
-        if due(self.config.eval_every) {
+        if due(self.config.eval_every) && self.writer() {
             self.evaluate(data, per_epoch, on_event)?;
         }
-        if due(self.config.sample_every) {
+        if due(self.config.sample_every) && self.writer() {
             let dir = self.config.out.join(SAMPLES_DIR);
             let prefix = format!("step{step:06}");
             let n = self.config.sample_images;
@@ -758,7 +812,9 @@ impl Run {
     ) -> Result<()> {
         let path = self.config.checkpoint_path();
         let state = self.train_state(per_epoch);
-        save_checkpoint(&path, &self.trainer.model, &self.trainer.optimizer, &state)?;
+        if self.writer() {
+            save_checkpoint(&path, &self.trainer.model, &self.trainer.optimizer, &state)?;
+        }
         self.checkpoint_step = Some(state.step);
         self.checkpoint_time = Instant::now();
         self.log(
@@ -799,6 +855,10 @@ impl Run {
         let path = self.config.checkpoint_path();
         let device = self.trainer.model.device().clone();
         let (model, mut optimizer, state) = resume(&path, &device)?;
+        if self.trainer.collective.size() > 1 {
+            // Every rank has read the checkpoint before rank 0 replaces it below.
+            self.trainer.collective.sum_in_place(&mut [0.0])?;
+        }
         let count = match self.rollback_target {
             Some((s, k)) if s == state.step => k + 1,
             _ => 1,

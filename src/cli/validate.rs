@@ -379,6 +379,17 @@ pub fn training_run(flags: &TrainingFlags) -> Result<()> {
     has_test_images(flags.data, train, test)
 }
 
+/// In a data-parallel run of `ranks` ranks, `--batch` (the global batch) must split
+/// into equal shards.
+pub fn batch_splits(batch: usize, ranks: usize) -> Result<()> {
+    if ranks > 0 && batch.is_multiple_of(ranks) {
+        return Ok(());
+    }
+    Err(usage_error(format!(
+        "--batch must be a multiple of the {ranks} ranks (each takes an equal shard of every batch), got {batch}"
+    )))
+}
+
 /// The dataset of `--data` (`data`; `None`: the built-in sample), with `train` and `test`
 /// images, must have test images to evaluate on: it has none when it holds fewer than 10
 /// images and no test batch.

@@ -1,0 +1,244 @@
+//! Data-parallel training over MPI, end to end: `mpirun -np 2` of the `train_cifar10`
+//! example (built with the `mpi` feature) against one process of it.
+//!
+//! Runs only with the feature: `cargo test --features mpi --test mpi`, after
+//! `cargo build --profile test --features mpi --examples` (see
+//! `glow_rs::testing::example_binary`). Needs Open MPI's `mpirun` on the `PATH`; as root
+//! it sets `OMPI_ALLOW_RUN_AS_ROOT` and `OMPI_ALLOW_RUN_AS_ROOT_CONFIRM` for its children.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use glow_rs::testing::{example_binary, step_losses};
+use serde_json::Value;
+
+/// A fresh directory under Cargo's scratch folder, removed when dropped unless the test
+/// failed.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("mpi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The model and schedule of every run here: small enough for 20 steps in seconds.
+fn train_args(out: &Path, steps: u64) -> Vec<String> {
+    [
+        "--device=cpu",
+        "--levels=2",
+        "--depth=2",
+        "--hidden=16",
+        "--learn-top",
+        "--batch=16",
+        "--eval-every=10",
+        "--sample-every=0",
+        "--checkpoint-every=5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("--steps={steps}"),
+        format!("--out={}", out.display()),
+    ])
+    .collect()
+}
+
+/// `mpirun -np ranks` of the example (`ranks` = 0: the example alone), one thread each.
+fn command(ranks: usize, args: &[String]) -> Command {
+    let mut cmd = if ranks == 0 {
+        Command::new(example_binary("train_cifar10"))
+    } else {
+        let mut c = Command::new("mpirun");
+        c.args(["--oversubscribe", "-np", &ranks.to_string()]);
+        c.arg(example_binary("train_cifar10"));
+        c
+    };
+    cmd.args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(ranks: usize, args: &[String]) -> Output {
+    let out = command(ranks, args)
+        .output()
+        .expect("start mpirun (is Open MPI installed?)");
+    assert!(
+        out.status.success(),
+        "{ranks} ranks: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The JSON summary: the last line of stdout.
+fn summary(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("summary {last:?}: {e}"))
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn two_ranks_of_8_train_as_one_process_of_16() {
+    let scratch = Scratch::new("equal");
+    let (one, two) = (scratch.0.join("one"), scratch.0.join("two"));
+    let single = run(0, &train_args(&one, 20));
+    let parallel = run(2, &train_args(&two, 20));
+    let (a, b) = (step_losses(&metrics(&one)), step_losses(&metrics(&two)));
+    assert_eq!(a.len(), 20);
+    assert_eq!(
+        a.iter().map(|p| p.0).collect::<Vec<_>>(),
+        b.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        // Two shard means averaged against one mean of 16: equal up to the order of
+        // summation. Measured: at most 6.7e-6 over the 20 steps.
+        assert!(
+            (x - y).abs() <= 1e-5,
+            "step {step}: one process {x}, two ranks {y}"
+        );
+    }
+    let s = summary(&parallel);
+    // The run checks at its end that every rank holds the same weights
+    // (glow::parallel::check_replicas) and fails otherwise; "ranks" says it ran as two.
+    assert_eq!(s["ranks"], 2, "{s}");
+    assert_eq!(summary(&single)["ranks"], 1);
+    // Rank 0 alone writes: one summary line, one metrics log, one set of checkpoints.
+    let stdout = String::from_utf8_lossy(&parallel.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with('{')).count(),
+        1,
+        "{stdout}"
+    );
+    for f in [
+        "checkpoint.safetensors",
+        "best.safetensors",
+        "loss_curve.png",
+    ] {
+        assert!(two.join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn a_rank_that_dies_ends_the_job_and_the_checkpoint_resumes_with_other_rank_counts() {
+    let scratch = Scratch::new("death");
+    let out = scratch.0.join("run");
+    let mut job = command(2, &train_args(&out, 100_000))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mpirun");
+    // Wait for the checkpoint of step 5, then kill rank 1.
+    let started = Instant::now();
+    let has_checkpoint = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.jsonl")).is_ok_and(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|v| v["checkpoint"] == "checkpoint.safetensors" && v["step"] == 5)
+        })
+    };
+    while !has_checkpoint(&out) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint at step 5 after 2 minutes"
+        );
+        assert!(
+            job.try_wait().expect("wait").is_none(),
+            "the job ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rank1 = rank_pid(job.id(), 1).expect("rank 1's process");
+    unsafe { libc::kill(rank1 as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = job.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job went on after rank 1 died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = job.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!status.success(), "the job succeeded after a rank died");
+    for line in stderr.lines().filter(|l| l.contains("rank 1")) {
+        eprintln!("mpirun: {line}");
+    }
+    // Open MPI's own report of the death, naming the rank and the signal.
+    assert!(
+        stderr.contains("rank 1") && stderr.contains("signal 9"),
+        "no clear error naming the dead rank:\n{stderr}"
+    );
+    // The last checkpoint resumes, with one rank and with two.
+    let step = |dir: &Path| {
+        metrics(dir)
+            .iter()
+            .filter(|v| v["checkpoint"] == "checkpoint.safetensors")
+            .filter_map(|v| v["step"].as_u64())
+            .max()
+            .expect("a checkpoint line")
+    };
+    let at = step(&out);
+    assert!(at >= 5, "checkpoint at step {at}");
+    for (ranks, more) in [(0usize, 2u64), (2, 4)] {
+        let mut args = train_args(&out, at + more);
+        args.push("--resume".into());
+        let s = summary(&run(ranks, &args));
+        assert_eq!(s["steps"], at + more, "{s}");
+        let metrics = metrics(&out);
+        assert!(metrics
+            .iter()
+            .any(|v| v["resumed"] == "checkpoint.safetensors"));
+    }
+}
+
+/// The process of MPI rank `rank` among the descendants of `root` (mpirun's children,
+/// or their children), found by `OMPI_COMM_WORLD_RANK` in its environment.
+fn rank_pid(root: u32, rank: usize) -> Option<u32> {
+    let mut frontier = vec![root];
+    while let Some(pid) = frontier.pop() {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let env = std::fs::read(format!("/proc/{child}/environ")).unwrap_or_default();
+            let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+            if env.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()) {
+                return Some(child);
+            }
+            frontier.push(child);
+        }
+    }
+    None
+}
