@@ -609,11 +609,15 @@ impl Run {
                     self.train_curve
                         .push((stats.step as f64, f64::from(stats.bpd)));
                     let images_per_sec = rate(images);
-                    self.log(json!({
+                    let mut line = json!({
                         "step": stats.step, "loss": stats.loss, "bpd": stats.bpd,
                         "lr": stats.lr, "grad_norm": stats.grad_norm,
                         "images_per_sec": images_per_sec,
-                    }))?;
+                    });
+                    if self.trainer.collective.size() > 1 {
+                        line["allreduce_s"] = json!(stats.allreduce_s);
+                    }
+                    self.log(line)?;
                     on_event(&Event::Step {
                         stats,
                         images_per_sec,

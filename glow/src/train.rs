@@ -37,6 +37,9 @@ pub struct StepStats {
     pub lr: f32,
     /// Gradient norm before clipping.
     pub grad_norm: f32,
+    /// Seconds this rank spent in the step's gradient all-reduce, waiting for the other
+    /// ranks included (0 outside a data-parallel run).
+    pub allreduce_s: f64,
 }
 
 /// A model with its optimiser and step counter.
@@ -160,8 +163,11 @@ impl Trainer {
         let (x, labels) = self.shard_input(pixels, labels, noise)?;
         let (loss, bpd) = self.model.loss(&x, self.labels(labels))?;
         let params = self.model.trainable_params();
+        let mut allreduce_s = 0.0;
         let (grads, loss_value, bpd_value, grad_norm) = if self.collective.size() > 1 {
-            self.parallel_backward(&params, &loss, &bpd)?
+            let (grads, loss, bpd, norm, seconds) = self.parallel_backward(&params, &loss, &bpd)?;
+            allreduce_s = seconds;
+            (grads, loss, bpd, norm)
         } else {
             // Back-propagate before reading anything, and read the loss, the bits/dim and
             // the squared gradient norm back together: the step's one host wait (on a GPU
@@ -193,29 +199,33 @@ impl Trainer {
             bpd: bpd_value,
             lr: info.lr,
             grad_norm: info.grad_norm,
+            allreduce_s,
         }))
     }
 
     /// [`Trainer::try_step`]'s backward pass in a data-parallel run: back-propagate this
     /// rank's loss, then average the gradients, the loss and the bits/dim over the ranks
     /// in one all-reduce. Returns the averaged gradients, loss, bits/dim and gradient
-    /// norm, which every rank shares.
+    /// norm, which every rank shares, and the seconds the all-reduce took (the copies
+    /// to and from its host buffer included).
     fn parallel_backward(
         &self,
         params: &[&crate::param::Param],
         loss: &Tensor,
         bpd: &Tensor,
-    ) -> Result<(engine::Gradients, f32, f32, f32)> {
+    ) -> Result<(engine::Gradients, f32, f32, f32, f64)> {
         let mut grads = loss.backward()?;
         let local =
             no_grad(|| Tensor::concat(&[&loss.reshape(&[1])?, &bpd.reshape(&[1])?], 0)?.to_vec())?;
+        let started = std::time::Instant::now();
         let averaged =
             parallel::average_gradients(self.collective.as_ref(), params, &mut grads, &local)?;
+        let seconds = started.elapsed().as_secs_f64();
         let grad_norm = match self.optimizer.grad_sq_norm(params, &grads)? {
             Some(sq) => sq.item()?.sqrt(),
             None => 0.0,
         };
-        Ok((grads, averaged[0], averaged[1], grad_norm))
+        Ok((grads, averaged[0], averaged[1], grad_norm, seconds))
     }
 }
 
