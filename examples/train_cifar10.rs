@@ -225,6 +225,23 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
     // Under `mpirun` (built with the `mpi` feature), one rank of a data-parallel run:
     // every rank trains on its shard of each batch and rank 0 alone writes and prints.
     let comm = cli::collective()?;
+    let result = train_rank(args, argv, comm.clone());
+    if let Err(e) = &result {
+        if comm.size() > 1 {
+            // The other ranks would wait for this one for ever: end the whole job.
+            eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size());
+            comm.abort(cli::EXIT_FAILURE);
+        }
+    }
+    result
+}
+
+/// [`train`] as rank `comm.rank()` of `comm.size()`.
+fn train_rank(
+    args: &Args,
+    argv: &[OsString],
+    comm: std::sync::Arc<dyn glow::parallel::Collective>,
+) -> Result<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
     let (device, why) = cli::pick_device_for_rank(args.device, rank, ranks)?;
     if ranks > 1 {

@@ -36,6 +36,12 @@ pub trait Collective: Send + Sync {
     /// Replaces `values` on every rank by their element-wise sum over all ranks. Every
     /// rank must call it with the same length, in the same order of calls.
     fn sum_in_place(&self, values: &mut [f32]) -> Result<()>;
+    /// Ends every rank's process with `code`: what a rank that fails must do, since the
+    /// others would wait for it in their next sum for ever. The default ends this
+    /// process only.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// The one-process communicator: rank 0 of 1, and sums are the values themselves.
@@ -241,6 +247,9 @@ pub mod mpi {
             self.world
                 .all_reduce_into(&send[..], values, SystemOperation::sum());
             Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            self.world.abort(code)
         }
     }
 }
