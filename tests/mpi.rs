@@ -2,7 +2,7 @@
 //! example (built with the `mpi` feature) against one process of it.
 //!
 //! Runs only with the feature: `cargo test --features mpi --test mpi`, after
-//! `cargo build --profile test --features mpi --examples` (see
+//! `cargo build --profile test --features mpi --example train_cifar10` (see
 //! `glow_rs::testing::example_binary`). Needs Open MPI's `mpirun` on the `PATH`; as root
 //! it sets `OMPI_ALLOW_RUN_AS_ROOT` and `OMPI_ALLOW_RUN_AS_ROOT_CONFIRM` for its children.
 #![cfg(feature = "mpi")]
