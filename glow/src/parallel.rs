@@ -103,23 +103,35 @@ pub fn average_gradients(
         return Ok(extra.to_vec());
     }
     let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
-    let mut buffer = Vec::new();
-    for leaf in &leaves {
-        match grads.get(leaf) {
-            Some(g) => buffer.extend(g.to_vec()?),
-            None => buffer.resize(buffer.len() + leaf.numel(), 0.0),
+    // One read-back and one upload for the whole buffer: on a GPU each read-back
+    // stalls the queue.
+    let mut buffer = no_grad(|| -> Result<Vec<f32>> {
+        let flat = leaves
+            .iter()
+            .map(|leaf| match grads.get(leaf) {
+                Some(g) => g.reshape(&[leaf.numel()]),
+                None => Tensor::zeros(&[leaf.numel()], leaf.device()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if flat.is_empty() {
+            return Ok(Vec::new());
         }
-    }
+        Tensor::concat(&flat.iter().collect::<Vec<_>>(), 0)?.to_vec()
+    })?;
     buffer.extend_from_slice(extra);
     average_in_place(comm, &mut buffer)?;
-    let mut at = 0;
-    for leaf in &leaves {
-        let n = leaf.numel();
-        let g = no_grad(|| Tensor::from_slice(&buffer[at..at + n], leaf.shape(), leaf.device()))?;
-        grads.insert(leaf, g)?;
-        at += n;
+    let total: usize = leaves.iter().map(Tensor::numel).sum();
+    if let Some(first) = leaves.first() {
+        let all = no_grad(|| Tensor::from_slice(&buffer[..total], &[total], first.device()))?;
+        let mut at = 0;
+        for leaf in &leaves {
+            let n = leaf.numel();
+            let g = no_grad(|| all.slice(0, at, n)?.reshape(leaf.shape()))?;
+            grads.insert(leaf, g)?;
+            at += n;
+        }
     }
-    Ok(buffer[at..].to_vec())
+    Ok(buffer[total..].to_vec())
 }
 
 /// Checks that every rank holds the same weights: each rank's CRC-32 of its model state
