@@ -16,6 +16,10 @@
 //! cargo run --release --example train_cifar10 -- --download data/cifar10 --steps 20000
 //! cargo run --release --example train_cifar10 -- --resume   # continue runs/cifar10
 //! ```
+//!
+//! Built with `--features mpi` and started by `mpirun -np N`, each process is one rank of
+//! a data-parallel run: `--batch` is the global batch, each rank trains on its shard, and
+//! rank 0 alone prints and writes (`glow::parallel`, and the README's section on it).
 
 use std::ffi::OsString;
 use std::io::IsTerminal;

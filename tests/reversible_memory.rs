@@ -15,13 +15,14 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Peak live bytes on `dev` from the start of a backward pass to its end, for a model of
-/// depth `k`. Small coupling networks and a large batch, so that activations, not the
-/// parameters and their gradients (which must grow with `K`), dominate. Measured:
-/// reversible K=32 / K=8 is 1.07 on the CPU and reference devices and 1.09 on Vulkan
-/// (whose 256-byte minimum size class inflates the many tiny parameters), stored mode
-/// 3.7; at batch 32 Vulkan's ratio was 1.17, too close to the bound.
-fn backward_peak(levels: usize, k: usize, memory: Memory, dev: &Device) -> Result<usize> {
+/// A model of `levels` levels of depth `k` on `[3, 16, 16]` images, with coupling
+/// networks of width 2, and a batch of 48 images for it.
+fn model_and_batch(
+    levels: usize,
+    k: usize,
+    memory: Memory,
+    dev: &Device,
+) -> Result<(Glow, Tensor)> {
     let cfg = GlowConfig {
         image_shape: [3, 16, 16],
         levels,
@@ -35,6 +36,17 @@ fn backward_peak(levels: usize, k: usize, memory: Memory, dev: &Device) -> Resul
     };
     let model = Glow::new(cfg, dev)?;
     let x = Tensor::rand_uniform(&[48, 3, 16, 16], -0.5, 0.5, 7, dev)?;
+    Ok((model, x))
+}
+
+/// Peak live bytes on `dev` from the start of a backward pass to its end, for a model of
+/// depth `k`. Small coupling networks and a large batch, so that activations, not the
+/// parameters and their gradients (which must grow with `K`), dominate. Measured:
+/// reversible K=32 / K=8 is 1.07 on the CPU and reference devices and 1.09 on Vulkan
+/// (whose 256-byte minimum size class inflates the many tiny parameters), stored mode
+/// 3.7; at batch 32 Vulkan's ratio was 1.17, too close to the bound.
+fn backward_peak(levels: usize, k: usize, memory: Memory, dev: &Device) -> Result<usize> {
+    let (model, x) = model_and_batch(levels, k, memory, dev)?;
     let (loss, _) = model.loss(&x, None)?;
     dev.reset_peak();
     let grads = loss.backward()?;
@@ -57,19 +69,7 @@ device_test!(fn reversible_backward_peak_does_not_grow_with_depth(dev) {
 /// Live bytes that `model`'s loss keeps for the backward pass on a batch of 48: live
 /// bytes with the loss alive minus live bytes before the forward.
 fn kept_for_backward(levels: usize, memory: Memory, dev: &Device) -> Result<usize> {
-    let cfg = GlowConfig {
-        image_shape: [3, 16, 16],
-        levels,
-        depth: 4,
-        hidden: 2,
-        coupling: Coupling::Additive,
-        permutation: Permutation::Reverse,
-        learn_top: false,
-        memory,
-        ..GlowConfig::default()
-    };
-    let model = Glow::new(cfg, dev)?;
-    let x = Tensor::rand_uniform(&[48, 3, 16, 16], -0.5, 0.5, 7, dev)?;
+    let (model, x) = model_and_batch(levels, 4, memory, dev)?;
     engine::no_grad(|| model.loss(&x, None))?; // ActNorm's data-dependent initialisation
     let before = dev.memory_stats().live_bytes;
     let (loss, _) = model.loss(&x, None)?;
