@@ -237,3 +237,44 @@ fn ranks_with_other_weights_are_named() -> Result<()> {
     }
     Ok(())
 }
+
+/// Two ranks that hold the same values: the sum doubles them.
+struct Twin;
+
+impl Collective for Twin {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        2
+    }
+    fn sum_in_place(&self, values: &mut [f32]) -> Result<()> {
+        values.iter_mut().for_each(|v| *v *= 2.0);
+        Ok(())
+    }
+}
+
+glow_rs::device_test!(fn averaging_equal_gradients_leaves_them_as_they_were(dev) {
+    // The averaging's gather into one buffer and its scatter back (concat, read-back,
+    // upload, slices) on every device: with both ranks equal, every gradient must come
+    // back unchanged, shape included, and a parameter without one comes back as zeros.
+    let cfg = GlowConfig { image_shape: [3, 8, 8], levels: 2, depth: 1, hidden: 4, learn_top: true, ..GlowConfig::default() };
+    let model = Glow::new(cfg.clone(), dev)?;
+    let x = glow_rs::testing::glow_images(&cfg, 2, 3, dev)?;
+    let (loss, _) = model.loss(&x, None)?;
+    let mut grads = loss.backward()?;
+    let params = model.trainable_params();
+    let before: Vec<Option<Vec<f32>>> = params.iter().map(|p| grads.get(&p.get()).map(|g| g.to_vec()).transpose()).collect::<Result<_>>()?;
+    let extra = glow::parallel::average_gradients(&Twin, &params, &mut grads, &[1.5, -2.0])?;
+    assert_eq!(extra, vec![1.5, -2.0]);
+    for (p, was) in params.iter().zip(before) {
+        let g = grads.get(&p.get()).expect("every parameter has a gradient after averaging");
+        assert_eq!(g.shape(), p.get().shape(), "{}", p.name());
+        let now = g.to_vec()?;
+        match was {
+            Some(was) => assert_eq!(now, was, "{}", p.name()),
+            None => assert!(now.iter().all(|v| *v == 0.0), "{}", p.name()),
+        }
+    }
+    Ok(())
+});
