@@ -392,7 +392,12 @@ fn train_rank(
                 summary.step,
                 summary.checkpoint_step
             );
-            eprintln!("resume with:\n  {}", resume_command(argv));
+            let launcher = if ranks > 1 {
+                format!("mpirun -np {ranks} ")
+            } else {
+                String::new()
+            };
+            eprintln!("resume with:\n  {launcher}{}", resume_command(argv));
         }
         None => eprintln!(
             "done: {} steps, train {train} bits/dim (last 50 steps), test {test} bits/dim, {:.1} images/s; outputs in {out}",

@@ -250,6 +250,45 @@ fn a_rank_that_dies_ends_the_job_and_the_checkpoint_resumes_with_other_rank_coun
     }
 }
 
+#[test]
+fn ctrl_c_stops_every_rank_at_the_same_step_with_a_checkpoint() {
+    // mpirun passes SIGINT on to the ranks as SIGTERM; each requests a stop, and the
+    // ranks agree on it (one flag summed each step), so they stop after the same step
+    // and rank 0 writes the checkpoint of that step.
+    let scratch = Scratch::new("interrupt");
+    let out = scratch.0.join("run");
+    let mut job = command(2, &train_args(&out, 100_000))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mpirun");
+    let started = Instant::now();
+    while !std::fs::read_to_string(out.join("metrics.jsonl"))
+        .is_ok_and(|t| t.contains("\"step\":10"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no step 10 after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(job.id() as i32, libc::SIGINT) };
+    let output = job.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines = metrics(&out);
+    let stopped = lines
+        .iter()
+        .find_map(|v| v["interrupted"].as_u64().and(v["step"].as_u64()))
+        .unwrap_or_else(|| panic!("no interruption logged:\n{stderr}"));
+    let last = lines.last().expect("a line");
+    assert_eq!(last["checkpoint"], "checkpoint.safetensors", "{last}");
+    assert_eq!(last["reason"], "interrupted", "{last}");
+    assert_eq!(last["step"], stopped, "{last}");
+    assert!(stderr.contains("resume with:\n  mpirun -np 2 "), "{stderr}");
+    let s = summary(&output);
+    assert_eq!(s["steps"], stopped, "{s}");
+}
+
 /// The process of MPI rank `rank` among the descendants of `root` (mpirun's children,
 /// or their children), found by `OMPI_COMM_WORLD_RANK` in its environment.
 fn rank_pid(root: u32, rank: usize) -> Option<u32> {
