@@ -257,7 +257,7 @@ fn ctrl_c_stops_every_rank_at_the_same_step_with_a_checkpoint() {
     // and rank 0 writes the checkpoint of that step.
     let scratch = Scratch::new("interrupt");
     let out = scratch.0.join("run");
-    let mut job = command(2, &train_args(&out, 100_000))
+    let job = command(2, &train_args(&out, 100_000))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
