@@ -232,9 +232,19 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
     let result = train_rank(args, argv, comm.clone());
     if let Err(e) = &result {
         if comm.size() > 1 {
-            // The other ranks would wait for this one for ever: end the whole job.
-            eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size());
-            comm.abort(cli::EXIT_FAILURE);
+            // The other ranks would wait for this one for ever: end the whole job. A bad
+            // flag is the same on every rank: rank 0 says it, as one process would.
+            match cli::validate::usage_message(e) {
+                Some(msg) if comm.rank() == 0 => eprintln!("error: {msg}"),
+                Some(_) => {}
+                None => eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size()),
+            }
+            let usage = cli::validate::usage_message(e).is_some();
+            comm.abort(if usage {
+                cli::EXIT_USAGE
+            } else {
+                cli::EXIT_FAILURE
+            });
         }
     }
     result
@@ -247,16 +257,27 @@ fn train_rank(
     comm: std::sync::Arc<dyn glow::parallel::Collective>,
 ) -> Result<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
+    cli::validate::batch_splits(args.batch, ranks)?;
     let (device, why) = cli::pick_device_for_rank(args.device, rank, ranks)?;
-    if ranks > 1 {
-        cli::validate::batch_splits(args.batch, ranks)?;
-    }
     eprintln!("device: {} ({why})", device.name());
+    let barrier = || -> Result<()> {
+        if ranks > 1 {
+            comm.sum_in_place(&mut [0.0])?;
+        }
+        Ok(())
+    };
     let data_path = match &args.download {
-        Some(dir) => Some(glow::download::download_cifar10(
-            dir,
-            glow::download::CIFAR10_URL,
-        )?),
+        // Rank 0 downloads; the others wait for it, then find the files there.
+        Some(dir) => {
+            if rank != 0 {
+                barrier()?;
+            }
+            let path = glow::download::download_cifar10(dir, glow::download::CIFAR10_URL)?;
+            if rank == 0 {
+                barrier()?;
+            }
+            Some(path)
+        }
         None => args.data.clone(),
     };
     let data = cli::load_data(data_path.as_deref())?;

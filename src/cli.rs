@@ -233,13 +233,30 @@ pub fn collective() -> Result<std::sync::Arc<dyn glow::parallel::Collective>> {
     }
     #[cfg(not(feature = "mpi"))]
     {
+        // Started by a launcher as one of several ranks, a build without MPI would be N
+        // separate runs writing the same files.
+        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find_map(|v| v.parse::<usize>().ok().filter(|&n| n > 1));
+        if let Some(n) = launched {
+            return Err(engine::Error::invalid(
+                "data-parallel run",
+                format!(
+                    "started as one of {n} MPI ranks, but this build has no MPI: build with \
+                     `--features mpi`"
+                ),
+            ));
+        }
         Ok(std::sync::Arc::new(glow::parallel::Solo))
     }
 }
 
 /// [`pick_device`] for rank `rank` of `size`: with more than one rank, `--device vulkan`
-/// (and `auto` on a machine with GPUs) takes Vulkan device `rank mod count`, so one
-/// machine with several GPUs runs one rank per GPU.
+/// (and `auto` on a machine with GPUs) takes GPU `rank mod count` (any Vulkan device
+/// when there is no GPU), so one machine with several GPUs runs one rank per GPU; `auto`
+/// without a GPU is the CPU device on every rank, since ranks that timed the devices
+/// each for itself could choose differently and round differently.
 pub fn pick_device_for_rank(
     choice: DeviceChoice,
     rank: usize,
@@ -271,6 +288,10 @@ pub fn pick_device_for_rank(
         };
         match choice {
             DeviceChoice::Vulkan => {
+                let gpus = gpus()?;
+                if !gpus.is_empty() {
+                    return open(gpus[rank % gpus.len()], gpus.len());
+                }
                 let count = enumerate_devices()?.len();
                 if count == 0 {
                     return Err(engine::Error::Device("no Vulkan device found".into()));
@@ -285,6 +306,12 @@ pub fn pick_device_for_rank(
             }
             _ => {}
         }
+    }
+    if choice == DeviceChoice::Auto {
+        return Ok((
+            Device::Cpu,
+            format!("rank {rank} of {size}: no GPU, the CPU device on every rank"),
+        ));
     }
     pick_device(choice)
 }

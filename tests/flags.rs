@@ -584,3 +584,28 @@ fn good_values_pass_the_checks_and_every_example_runs() {
         "drift {max:?}, median {median:?}"
     );
 }
+
+/// A build without the `mpi` feature started as one of several MPI ranks (as `mpirun`
+/// would start it) refuses to run, rather than being N separate runs writing the same
+/// files.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_to_be_one_of_several_ranks() {
+    let scratch = Scratch::new("no-mpi");
+    let out = format!("--out={}", scratch.path("run").display());
+    let started = Instant::now();
+    let o = Command::new(example("train_cifar10"))
+        .args(["--steps=1", "--device=cpu", &out])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run train_cifar10");
+    assert!(started.elapsed() < TIMEOUT);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("one of 2 MPI ranks") && stderr.contains("--features mpi"),
+        "{stderr}"
+    );
+    assert!(!scratch.path("run").exists(), "nothing may be written");
+}

@@ -491,10 +491,10 @@ impl Glow {
                 &self.device,
             )?),
             Dequantization::UniformRows { seed, first, total } => {
-                if first + batch > total {
+                if first.checked_add(batch).is_none_or(|end| end > total) {
                     return Err(Error::invalid(
                         "preprocess",
-                        format!("images {first}..{} of a batch of {total}", first + batch),
+                        format!("{batch} images from image {first} of a batch of {total}"),
                     ));
                 }
                 let noise =

@@ -13,12 +13,20 @@
 //! - Every step, one all-reduce of one buffer ([`average_gradients`]): every gradient
 //!   laid end to end, then the loss and bits/dim. Every rank then sees the same averaged
 //!   loss and gradient norm, so they all take the same decision on a non-finite step.
+//! - Every step, one flag: whether any rank was asked to stop (`crate::run`), so that
+//!   all of them stop after the same step.
 //! - Once, when the ActNorms initialise from data: two small all-reduces per ActNorm
 //!   (the mean, then the variance about that global mean), so the statistics are those
 //!   of the whole global batch ([`init_scope`]).
+//! - At a rollback, one empty sum as a barrier; at the end of a run, one gather of every
+//!   rank's CRC-32 of its weights ([`check_replicas`]).
 //!
 //! Every rank starts from the same seed, so the models are identical before the first
-//! step without a broadcast; a resumed run loads the same checkpoint on every rank.
+//! step without a broadcast; a resumed run loads the same checkpoint on every rank, so
+//! the run's folder (`--out`) must be one that every rank sees (one machine, or a shared
+//! filesystem). The design relies on the all-reduce giving every rank bitwise the same
+//! sum, which MPI implementations do for the same buffer on every rank in practice
+//! (the standard recommends it); [`check_replicas`] catches a run where it did not.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -92,7 +100,8 @@ pub fn average_in_place(comm: &dyn Collective, values: &mut [f32]) -> Result<()>
 /// Averages the gradients of `params` in `grads` and the scalars `extra` (e.g. the loss)
 /// over the ranks, in one all-reduce of one buffer: the gradients in `params`' order,
 /// then `extra`. Every rank must pass the same parameters in the same order; a parameter
-/// without a gradient on this rank takes part as zeros. Returns the averaged `extra`.
+/// without a gradient takes part as zeros and is given none. Returns the averaged
+/// `extra`.
 pub fn average_gradients(
     comm: &dyn Collective,
     params: &[&Param],
@@ -126,8 +135,12 @@ pub fn average_gradients(
         let mut at = 0;
         for leaf in &leaves {
             let n = leaf.numel();
-            let g = no_grad(|| all.slice(0, at, n)?.reshape(leaf.shape()))?;
-            grads.insert(leaf, g)?;
+            // A parameter without a gradient keeps none, as in one process (every rank
+            // builds the same graph, so it has none on any rank).
+            if grads.get(leaf).is_some() {
+                let g = no_grad(|| all.slice(0, at, n)?.reshape(leaf.shape()))?;
+                grads.insert(leaf, g)?;
+            }
             at += n;
         }
     }

@@ -563,7 +563,29 @@ impl Run {
     /// Trains until [`RunConfig::steps`] or a stop request, calling `on_event` with each
     /// [`Event`]. Returns how it ended; a stop is not an error (see
     /// [`RunSummary::interrupted`]). May be called again, e.g. with more steps.
+    ///
+    /// In a data-parallel run, an error on one rank ends the whole job
+    /// ([`Collective::abort`], after printing it): the other ranks would otherwise wait
+    /// for this one in their next all-reduce for ever.
     pub fn run(
+        &mut self,
+        data: &Cifar10,
+        interrupt: &Interrupt,
+        on_event: impl FnMut(&Event),
+    ) -> Result<RunSummary> {
+        let result = self.run_steps(data, interrupt, on_event);
+        if let Err(e) = &result {
+            let comm = &self.trainer.collective;
+            if comm.size() > 1 {
+                eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size());
+                comm.abort(1);
+            }
+        }
+        result
+    }
+
+    /// [`Run::run`]'s loop.
+    fn run_steps(
         &mut self,
         data: &Cifar10,
         interrupt: &Interrupt,
@@ -591,8 +613,15 @@ impl Run {
         }
         let rate = |images: usize| images as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let mut interrupted = None;
+        // Agreed by every rank once before the first step and once after each step.
+        let mut stop = self.stop_requested(interrupt)?;
         while self.trainer.step < self.config.steps {
-            if let Some(signal) = self.stop_requested(interrupt)? {
+            if self.trainer.collective.size() == 1 {
+                // One process needs no agreement: a request made during the last
+                // step's evaluation or checkpoint stops the run before the next step.
+                stop = stop.or(interrupt.requested());
+            }
+            if let Some(signal) = stop {
                 self.stop(signal, per_epoch, &mut on_event)?;
                 interrupted = Some(signal);
                 break;
@@ -636,11 +665,13 @@ impl Run {
                     });
                     if self.bad_in_a_row >= self.config.max_bad_steps {
                         self.roll_back(per_epoch, &mut on_event)?;
+                        stop = self.stop_requested(interrupt)?;
                         continue;
                     }
                 }
             }
-            self.after_step(data, interrupt, per_epoch, &mut on_event)?;
+            stop = self.stop_requested(interrupt)?;
+            self.after_step(data, stop.is_some(), per_epoch, &mut on_event)?;
         }
         if self.writer() {
             self.save_loss_curve(&self.config.out.join(LOSS_CURVE_FILE))?;
@@ -661,18 +692,19 @@ impl Run {
     }
 
     /// Evaluation, sample grids and checkpoint, when due after the step just taken.
-    /// While a stop is pending, only the checkpoint (the stop writes it).
+    /// While a stop is pending (`stopping`, agreed by every rank), none of them: the stop
+    /// writes the checkpoint; except after the last step, which ends the run as usual.
     fn after_step(
         &mut self,
         data: &Cifar10,
-        interrupt: &Interrupt,
+        stopping: bool,
         per_epoch: u64,
         on_event: &mut impl FnMut(&Event),
     ) -> Result<()> {
         let step = self.trainer.step;
         let at_end = step == self.config.steps;
         let due = |every: u64| every > 0 && (step.is_multiple_of(every) || at_end);
-        if interrupt.requested().is_some() {
+        if stopping && !at_end {
             return Ok(());
         }
         // Everything the run does at a step comes before that step's checkpoint, so a
@@ -844,6 +876,11 @@ impl Run {
         self.log(json!({"step": step, "interrupted": signal}))?;
         if self.bad_in_a_row == 0 && self.checkpoint_step != Some(step) {
             self.save(CheckpointReason::Interrupted, per_epoch, on_event)?;
+        }
+        if self.trainer.collective.size() > 1 {
+            // No rank exits before rank 0 has written the checkpoint: `mpirun` ends the
+            // whole job when the first rank exits with a signal's status.
+            self.trainer.collective.sum_in_place(&mut [0.0])?;
         }
         on_event(&Event::Interrupted {
             step,

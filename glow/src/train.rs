@@ -110,7 +110,16 @@ impl Trainer {
         }
         let (first, count) =
             parallel::shard(total, self.collective.rank(), self.collective.size())?;
-        let per_image = pixels.len() / total.max(1);
+        let per_image: usize = self.model.config().image_shape.iter().product();
+        if pixels.len() != total * per_image {
+            return Err(Error::shape(
+                "train step",
+                format!(
+                    "{} bytes do not make {total} images of {per_image} bytes",
+                    pixels.len()
+                ),
+            ));
+        }
         let dequant = Dequantization::UniformRows { seed, first, total };
         let x = self.model.preprocess(
             &pixels[first * per_image..(first + count) * per_image],
