@@ -299,3 +299,39 @@ fn a_run_that_keeps_diverging_gives_up_after_max_rollbacks() -> Result<()> {
     assert_eq!((ckpt.train.step, ckpt.optimizer.config.lr), (0, 1.25e29));
     Ok(())
 }
+
+#[test]
+fn a_finite_loss_with_an_overflowing_gradient_norm_skips_the_update() -> Result<()> {
+    // The top prior's log-scale at -30 makes its density's gradient about e^60 · z ≈ 1e25
+    // per element: every gradient and the loss (about 1e24 bits/dim) stay finite, but
+    // the sum of the gradients' squares overflows, so the global norm is infinite.
+    let data = Cifar10::load(glow::data::default_data_dir())?;
+    let mut t = trainer()?;
+    let (pixels, labels) = glow::train::batch_for_step(&data.train, 4, t.seed, 0)?;
+    t.initialize(&pixels, &labels)?;
+    let bias = t
+        .model
+        .params()
+        .into_iter()
+        .find(|p| p.name() == "learn_top_fn.conv.bias")
+        .expect("the top prior's bias");
+    let mut values = bias.get().to_vec()?;
+    let half = values.len() / 2;
+    values[half..].iter_mut().for_each(|v| *v = -30.0); // the log-scale half
+    bias.set(&engine::Tensor::from_vec(
+        values,
+        &bias.shape(),
+        &Device::Cpu,
+    )?)?;
+    let before = t.model.state()?;
+    match t.try_step(&pixels, &labels)? {
+        glow::train::StepOutcome::Skipped(s) => match s.why {
+            glow::train::NonFinite::GradNorm(n) => assert!(n.is_infinite(), "{n}"),
+            other => panic!("skipped for {other}, not the gradient norm"),
+        },
+        glow::train::StepOutcome::Updated(stats) => panic!("updated: {stats:?}"),
+    }
+    assert_eq!(t.step, 1, "the batch is used up");
+    assert_eq!(t.model.state()?, before, "nothing was updated");
+    Ok(())
+}
