@@ -603,3 +603,33 @@ fn a_version_1_checkpoint_still_loads_and_other_versions_are_refused() -> Result
     }
     Ok(())
 }
+
+#[test]
+fn a_configuration_larger_than_its_file_is_refused_before_anything_is_built() -> Result<()> {
+    // Restoring builds the model the configuration describes; a damaged one asking for
+    // 2^40 channels would abort the process on the allocation. Each must be refused first.
+    let dir = Scratch::new("huge");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, true);
+    let (model, opt) = trained(&cfg, 0)?;
+    let path = dir.path("model.safetensors");
+    save_checkpoint(&path, &model, &opt, &TRAIN)?;
+    let huge: [(&str, fn(&mut GlowConfig)); 5] = [
+        ("hidden", |c| c.hidden = 1 << 40),
+        ("depth", |c| c.depth = 1 << 40),
+        ("channels", |c| c.image_shape[0] = 1 << 30),
+        ("levels", |c| {
+            (c.levels, c.image_shape) = (30, [3, 1 << 30, 1 << 30])
+        }),
+        ("classes", |c| c.num_classes = 1 << 40),
+    ];
+    for (what, change) in huge {
+        let mut ckpt = load_checkpoint(&path)?;
+        change(&mut ckpt.config);
+        let err = ckpt
+            .restore(&Device::Cpu)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: restored"));
+        assert!(err.to_string().contains("more than the"), "{what}: {err}");
+    }
+    Ok(())
+}

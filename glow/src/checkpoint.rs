@@ -500,6 +500,22 @@ impl Checkpoint {
     /// wrong shape or is not part of the model, or a moment has no trainable parameter.
     pub fn restore(&self, device: &Device) -> Result<(Glow, Optimizer)> {
         let fail = |msg: String| Error::io(&self.path, msg);
+        // A damaged configuration can describe a model far larger than the file (a width
+        // of 2^40, say): refuse it before building it, since a failed allocation aborts.
+        let stored: f64 = self
+            .model_state
+            .tensors
+            .iter()
+            .map(|t| t.shape.iter().map(|&d| d as f64).product::<f64>())
+            .sum();
+        let needed = min_state_elements(&self.config);
+        if needed > stored {
+            return Err(fail(format!(
+                "the configuration (L={}, K={}, hidden={}, image {:?}) needs at least {needed:.3e} \
+                 values, more than the {stored} the file holds",
+                self.config.levels, self.config.depth, self.config.hidden, self.config.image_shape
+            )));
+        }
         let model = Glow::new(self.config.clone(), device)
             .map_err(|e| fail(format!("cannot build the model: {e}")))?;
         let expected: BTreeMap<String, Vec<usize>> = model
@@ -571,4 +587,29 @@ pub fn resume(path: impl AsRef<Path>, device: &Device) -> Result<(Glow, Optimize
     let ckpt = load_checkpoint(path)?;
     let (model, optimizer) = ckpt.restore(device)?;
     Ok((model, optimizer, ckpt.train))
+}
+
+/// A lower bound on the number of values in the state of the model `c` describes,
+/// computed in `f64` so that no configuration overflows it: per flow step, the coupling
+/// network's `hidden × hidden` 1x1 convolution, and the channel mixing's `C × C` matrix
+/// (a fixed permutation: its `C` indices); the class projection's `num_classes` rows.
+fn min_state_elements(c: &GlowConfig) -> f64 {
+    let (depth, hidden) = (c.depth as f64, c.hidden as f64);
+    let mut channels = c.image_shape[0] as f64;
+    let mut total = 0.0;
+    for level in 0..c.levels {
+        channels *= 4.0; // the squeeze
+        let mixing = match c.permutation {
+            crate::Permutation::Invconv | crate::Permutation::InvconvLu => channels * channels,
+            crate::Permutation::Shuffle | crate::Permutation::Reverse => channels,
+        };
+        total += depth * (hidden * hidden + mixing);
+        if level + 1 < c.levels {
+            channels /= 2.0; // the split
+        }
+    }
+    if c.y_condition {
+        total += c.num_classes as f64;
+    }
+    total
 }
