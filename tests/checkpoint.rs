@@ -613,7 +613,8 @@ fn a_configuration_larger_than_its_file_is_refused_before_anything_is_built() ->
     let (model, opt) = trained(&cfg, 0)?;
     let path = dir.path("model.safetensors");
     save_checkpoint(&path, &model, &opt, &TRAIN)?;
-    let huge: [(&str, fn(&mut GlowConfig)); 5] = [
+    type Change = fn(&mut GlowConfig);
+    let huge: [(&str, Change); 5] = [
         ("hidden", |c| c.hidden = 1 << 40),
         ("depth", |c| c.depth = 1 << 40),
         ("channels", |c| c.image_shape[0] = 1 << 30),
