@@ -18,8 +18,9 @@
 //! - Once, when the ActNorms initialise from data: two small all-reduces per ActNorm
 //!   (the mean, then the variance about that global mean), so the statistics are those
 //!   of the whole global batch ([`init_scope`]).
-//! - At a rollback, one empty sum as a barrier; at the end of a run, one gather of every
-//!   rank's CRC-32 of its weights ([`check_replicas`]).
+//! - At a rollback and at a stop, one empty sum as a barrier; at every
+//!   `--checkpoint-every` step and at the end of a run, one gather of every rank's
+//!   CRC-32 of its weights ([`check_replicas`]).
 //!
 //! Every rank starts from the same seed, so the models are identical before the first
 //! step without a broadcast; a resumed run loads the same checkpoint on every rank, so

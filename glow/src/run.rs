@@ -707,6 +707,11 @@ impl Run {
         if stopping && !at_end {
             return Ok(());
         }
+        if self.trainer.collective.size() > 1 && due(self.config.checkpoint_every) {
+            // Ranks that drifted apart are caught at the next checkpoint step, not only
+            // at the end of the run (every rank takes this branch at the same steps).
+            crate::parallel::check_replicas(self.trainer.collective.as_ref(), &self.trainer.model)?;
+        }
         // Everything the run does at a step comes before that step's checkpoint, so a
         // resume from it neither repeats nor loses any of it.
         if due(self.config.eval_every) && self.writer() {
