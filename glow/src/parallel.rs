@@ -6,7 +6,7 @@
 //!
 //! [`Collective`] is what training needs from a communicator: a rank, a size and an
 //! element-wise sum over ranks. [`Solo`] is the one-process case. With the `mpi` cargo
-//! feature, [`mpi::MpiWorld`] is MPI's world communicator through the `mpi` crate
+//! feature, `mpi::MpiWorld` is MPI's world communicator through the `mpi` crate
 //! (Open MPI on Debian).
 //!
 //! What the ranks exchange:
