@@ -50,6 +50,46 @@ pub mod testing {
         }
     }
 
+    /// A fresh, empty directory for one test, `base/{prefix}-{pid}-{n}` (unique within the
+    /// process), removed when dropped unless the test is failing (then it is kept to look
+    /// at). Integration tests pass `env!("CARGO_TARGET_TMPDIR")` as `base`.
+    pub struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        /// Creates the directory, after removing one a crashed run left there.
+        pub fn new(base: impl AsRef<std::path::Path>, prefix: &str) -> Scratch {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = base
+                .as_ref()
+                .join(format!("{prefix}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create a scratch directory");
+            Scratch(dir)
+        }
+
+        /// `name` inside the directory.
+        pub fn path(&self, name: &str) -> std::path::PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
     /// The built example `name`. `cargo test` builds the examples as plain programs, in
     /// the test profile, into `target/<profile>/examples/`, beside
     /// `target/<profile>/deps/` where test binaries live; this finds them from

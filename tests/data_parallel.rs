@@ -157,6 +157,9 @@ fn two_ranks_match_one_process(memory: Memory) -> Result<()> {
     // gradient component near zero turns a rounding difference into a step of up to
     // the learning rate. Measured: 4.3e-4 of the distance moved (7.6e-4 apart, 2.5e-5
     // of the weights' norm), in both memory modes.
+    let sq_dist = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter().zip(y).map(|(p, q)| f64::from(p - q).powi(2)).sum()
+    };
     let (mut diff, mut moved) = (0.0f64, 0.0f64);
     for ((a, b), s0) in single_state
         .tensors
@@ -165,18 +168,8 @@ fn two_ranks_match_one_process(memory: Memory) -> Result<()> {
         .zip(&start.tensors)
     {
         assert_eq!((&a.name, &a.name), (&b.name, &s0.name));
-        diff += a
-            .data
-            .iter()
-            .zip(&b.data)
-            .map(|(p, q)| f64::from(p - q).powi(2))
-            .sum::<f64>();
-        moved += a
-            .data
-            .iter()
-            .zip(&s0.data)
-            .map(|(p, q)| f64::from(p - q).powi(2))
-            .sum::<f64>();
+        diff += sq_dist(&a.data, &b.data);
+        moved += sq_dist(&a.data, &s0.data);
     }
     let rel = (diff / moved).sqrt();
     eprintln!("{memory:?}: two ranks vs one process after 20 steps: weights {:e} apart, {rel:e} of the distance moved", diff.sqrt());

@@ -15,44 +15,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use glow::data::RECORD_BYTES;
+use glow_rs::testing::Scratch;
 
 /// The built example `name`, found beside this test binary (see the module doc).
 fn example(name: &str) -> PathBuf {
     glow_rs::testing::example_binary(name)
 }
 
-/// A fresh directory under Cargo's scratch folder for tests, removed when dropped unless
-/// the test failed.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "flags-{name}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// A fresh directory for one test (see `glow_rs::testing::Scratch`).
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("flags-{name}"))
 }
 
 /// What a run of an example did.
@@ -241,7 +216,7 @@ fn assert_refused(o: &Outcome, what: &str, flag: &str, shown: Option<&str>) {
 
 #[test]
 fn every_bad_numeric_flag_exits_2_with_one_line_before_any_work() {
-    let scratch = Scratch::new("sweep");
+    let scratch = scratch("sweep");
     let bait = Bait::new(&scratch);
     let (mut cases, mut slowest) = (0, Duration::ZERO);
     let started = Instant::now();
@@ -296,7 +271,7 @@ fn sample_records(n: usize, label: Option<u8>) -> Vec<u8> {
 
 #[test]
 fn values_too_large_for_the_data_exit_2_with_one_line() {
-    let scratch = Scratch::new("data");
+    let scratch = scratch("data");
     let bait = Bait::new(&scratch);
     // 9 records hold none out for testing; 20 of one class leave no others for a direction.
     let no_test = scratch.path("nine.bin");
@@ -378,7 +353,7 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
         ),
         (
             "sample",
-            vec![format!("--checkpoint={}", scratch.0.display())],
+            vec![format!("--checkpoint={}", scratch.display())],
             "--checkpoint",
             None,
         ),
@@ -398,7 +373,7 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
             "interpolate",
             vec![
                 format!("--checkpoint={ckpt}"),
-                format!("--out={}", scratch.0.display()),
+                format!("--out={}", scratch.display()),
             ],
             "--out",
             None,
@@ -429,7 +404,7 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
 
 #[test]
 fn a_damaged_input_file_is_one_line_with_exit_status_1() {
-    let scratch = Scratch::new("damaged");
+    let scratch = scratch("damaged");
     let bait = Bait::new(&scratch);
     for (name, args) in [
         (
@@ -455,7 +430,7 @@ fn a_damaged_input_file_is_one_line_with_exit_status_1() {
 
 #[test]
 fn every_example_answers_help() {
-    let scratch = Scratch::new("help");
+    let scratch = scratch("help");
     for name in [
         "train_cifar10",
         "evaluate",
@@ -478,7 +453,7 @@ fn summary(o: &Outcome, what: &str) -> serde_json::Value {
 
 #[test]
 fn good_values_pass_the_checks_and_every_example_runs() {
-    let scratch = Scratch::new("good");
+    let scratch = scratch("good");
     // 20 records: 18 to train on, the last 2 held out.
     let data = scratch.path("twenty.bin");
     std::fs::write(&data, sample_records(20, None)).expect("write");
@@ -591,7 +566,7 @@ fn good_values_pass_the_checks_and_every_example_runs() {
 #[cfg(not(feature = "mpi"))]
 #[test]
 fn a_build_without_mpi_refuses_to_be_one_of_several_ranks() {
-    let scratch = Scratch::new("no-mpi");
+    let scratch = scratch("no-mpi");
     let out = format!("--out={}", scratch.path("run").display());
     let started = Instant::now();
     let o = Command::new(example("train_cifar10"))

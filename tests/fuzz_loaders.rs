@@ -36,6 +36,7 @@ use glow::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState}
 use glow::data::{default_data_dir, Cifar10, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Glow, GlowConfig};
+use glow_rs::testing::Scratch;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
@@ -76,26 +77,9 @@ fn case_rng(seed: u64, case: usize) -> StdRng {
     StdRng::seed_from_u64(z ^ (z >> 31))
 }
 
-/// A fresh directory under Cargo's scratch folder, removed when dropped unless the test
-/// failed.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("fuzz-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// A fresh directory for one test (see `glow_rs::testing::Scratch`).
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("fuzz-{name}"))
 }
 
 /// Writes `bytes` to `path` in place: over the old contents, then cut to length. (Creating
@@ -365,7 +349,7 @@ fn check_loaded(data: &Cifar10, total_bytes: usize) -> Result<(), String> {
 #[test]
 fn the_cifar10_loader_never_panics() {
     let seed = seed();
-    let scratch = Scratch::new("cifar10");
+    let scratch = scratch("cifar10");
     let sample = std::fs::read(default_data_dir().join(TRAIN_FILES[0])).expect("the sample");
     let valid = sample[..RECORDS * RECORD_BYTES].to_vec();
     let labels: Vec<Range<usize>> = (0..RECORDS)
@@ -399,18 +383,18 @@ fn the_cifar10_loader_never_panics() {
             }
         });
         let (path, files) = if as_dir {
-            let mut files = vec![(scratch.0.join(TRAIN_FILES[rng.random_range(0..5)]), &train)];
+            let mut files = vec![(scratch.path(TRAIN_FILES[rng.random_range(0..5)]), &train)];
             if let Some(t) = &test {
-                files.push((scratch.0.join(TEST_FILE), t));
+                files.push((scratch.path(TEST_FILE), t));
             }
-            (scratch.0.clone(), files)
+            (scratch.to_path_buf(), files)
         } else {
             (
-                scratch.0.join(TRAIN_FILES[0]),
-                vec![(scratch.0.join(TRAIN_FILES[0]), &train)],
+                scratch.path(TRAIN_FILES[0]),
+                vec![(scratch.path(TRAIN_FILES[0]), &train)],
             )
         };
-        clear(&scratch.0, &files);
+        clear(&scratch, &files);
         for (p, b) in &files {
             overwrite(p, b);
         }
@@ -721,8 +705,8 @@ fn small_enough(c: &GlowConfig) -> bool {
 #[test]
 fn the_checkpoint_loader_never_panics() {
     let seed = seed();
-    let scratch = Scratch::new("checkpoint");
-    let path = scratch.0.join("fuzzed.safetensors");
+    let scratch = scratch("checkpoint");
+    let path = scratch.path("fuzzed.safetensors");
     small_checkpoint(&path);
     let valid = std::fs::read(&path).expect("read the checkpoint");
     let (header, data_start) = Header::parse(&valid);
@@ -828,8 +812,8 @@ fn restore_problem(
 /// tried to allocate 824 GB for the levels and aborted the process.
 #[test]
 fn a_checkpoint_with_levels_past_32_bits_is_refused() {
-    let scratch = Scratch::new("levels");
-    let path = scratch.0.join("levels.safetensors");
+    let scratch = scratch("levels");
+    let path = scratch.path("levels.safetensors");
     small_checkpoint(&path);
     let (header, _) = Header::parse(&std::fs::read(&path).expect("read the checkpoint"));
     let i = header

@@ -7,33 +7,17 @@
 //! it sets `OMPI_ALLOW_RUN_AS_ROOT` and `OMPI_ALLOW_RUN_AS_ROOT_CONFIRM` for its children.
 #![cfg(feature = "mpi")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use glow_rs::testing::Scratch;
 use glow_rs::testing::{example_binary, step_losses};
 use serde_json::Value;
 
-/// A fresh directory under Cargo's scratch folder, removed when dropped unless the test
-/// failed.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("mpi-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// A fresh directory for one test (see `glow_rs::testing::Scratch`).
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("mpi-{name}"))
 }
 
 /// The model and schedule of every run here: small enough for 20 steps in seconds.
@@ -106,8 +90,8 @@ fn metrics(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn two_ranks_of_8_train_as_one_process_of_16() {
-    let scratch = Scratch::new("equal");
-    let (one, two) = (scratch.0.join("one"), scratch.0.join("two"));
+    let scratch = scratch("equal");
+    let (one, two) = (scratch.path("one"), scratch.path("two"));
     let single = run(0, &train_args(&one, 20));
     let parallel = run(2, &train_args(&two, 20));
     let (a, b) = (step_losses(&metrics(&one)), step_losses(&metrics(&two)));
@@ -153,7 +137,7 @@ fn two_vulkan_ranks_train_as_one_vulkan_process() {
         eprintln!("ENGINE_NO_VULKAN=1: skipping the Vulkan variant of this test");
         return;
     }
-    let scratch = Scratch::new("vulkan");
+    let scratch = scratch("vulkan");
     let args = |out: &Path| -> Vec<String> {
         // No evaluation: 300 test images on lavapipe would take most of the test's time.
         train_args(out, 3)
@@ -165,7 +149,7 @@ fn two_vulkan_ranks_train_as_one_vulkan_process() {
             })
             .collect()
     };
-    let (one, two) = (scratch.0.join("one"), scratch.0.join("two"));
+    let (one, two) = (scratch.path("one"), scratch.path("two"));
     run(0, &args(&one));
     let parallel = run(2, &args(&two));
     assert_eq!(summary(&parallel)["ranks"], 2);
@@ -182,8 +166,8 @@ fn two_vulkan_ranks_train_as_one_vulkan_process() {
 
 #[test]
 fn a_rank_that_dies_ends_the_job_and_the_checkpoint_resumes_with_other_rank_counts() {
-    let scratch = Scratch::new("death");
-    let out = scratch.0.join("run");
+    let scratch = scratch("death");
+    let out = scratch.path("run");
     let mut job = command(2, &train_args(&out, 100_000))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -261,8 +245,8 @@ fn ctrl_c_stops_every_rank_at_the_same_step_with_a_checkpoint() {
     // mpirun passes SIGINT on to the ranks as SIGTERM; each requests a stop, and the
     // ranks agree on it (one flag summed each step), so they stop after the same step
     // and rank 0 writes the checkpoint of that step.
-    let scratch = Scratch::new("interrupt");
-    let out = scratch.0.join("run");
+    let scratch = scratch("interrupt");
+    let out = scratch.path("run");
     let job = command(2, &train_args(&out, 100_000))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
