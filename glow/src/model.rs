@@ -451,15 +451,9 @@ impl Glow {
         self.top_shape
     }
 
-    /// Turns 8-bit pixel values `[B, C, H, W]` (as floats 0..=255, on any device) into the
-    /// flow's input: keep `n_bits`, scale to `[-0.5, 0.5)` and dequantise,
-    /// `x = floor(v / 2^(8 − n_bits)) / n_bins − 0.5 + u`.
-    pub fn preprocess(
-        &self,
-        pixels: &[u8],
-        batch: usize,
-        dequant: Dequantization,
-    ) -> Result<Tensor> {
+    /// Fails unless `pixels` are the bytes of `batch` images of the model's shape; returns
+    /// the bytes of one image.
+    pub(crate) fn check_pixels(&self, pixels: &[u8], batch: usize) -> Result<usize> {
         let [c, h, w] = self.config.image_shape;
         if pixels.len() != batch * c * h * w {
             return Err(Error::shape(
@@ -470,6 +464,20 @@ impl Glow {
                 ),
             ));
         }
+        Ok(c * h * w)
+    }
+
+    /// Turns 8-bit pixel values `[B, C, H, W]` (as floats 0..=255, on any device) into the
+    /// flow's input: keep `n_bits`, scale to `[-0.5, 0.5)` and dequantise,
+    /// `x = floor(v / 2^(8 − n_bits)) / n_bins − 0.5 + u`.
+    pub fn preprocess(
+        &self,
+        pixels: &[u8],
+        batch: usize,
+        dequant: Dequantization,
+    ) -> Result<Tensor> {
+        let [c, h, w] = self.config.image_shape;
+        self.check_pixels(pixels, batch)?;
         let n_bins = self.config.n_bins();
         let shift = 8 - self.config.n_bits;
         let offset = match dequant {

@@ -102,24 +102,10 @@ impl Trainer {
         seed: u64,
     ) -> Result<(Tensor, &'a [usize])> {
         let total = labels.len();
-        if self.collective.size() == 1 {
-            let x = self
-                .model
-                .preprocess(pixels, total, Dequantization::Uniform(seed))?;
-            return Ok((x, labels));
-        }
+        let per_image = self.model.check_pixels(pixels, total)?;
         let (first, count) =
             parallel::shard(total, self.collective.rank(), self.collective.size())?;
-        let per_image: usize = self.model.config().image_shape.iter().product();
-        if pixels.len() != total * per_image {
-            return Err(Error::shape(
-                "train step",
-                format!(
-                    "{} bytes do not make {total} images of {per_image} bytes",
-                    pixels.len()
-                ),
-            ));
-        }
+        // One process takes the whole batch: the same noise as `Uniform(seed)`.
         let dequant = Dequantization::UniformRows { seed, first, total };
         let x = self.model.preprocess(
             &pixels[first * per_image..(first + count) * per_image],
