@@ -631,6 +631,7 @@ impl Run {
             if self.config.flip {
                 crate::data::random_hflip(&mut pixels, [3, 32, 32], self.trainer.seed, step)?;
             }
+            let mut rolled_back = false;
             match self.trainer.try_step(&pixels, &labels)? {
                 StepOutcome::Updated(stats) => {
                     images += labels.len();
@@ -665,13 +666,14 @@ impl Run {
                     });
                     if self.bad_in_a_row >= self.config.max_bad_steps {
                         self.roll_back(per_epoch, &mut on_event)?;
-                        stop = self.stop_requested(interrupt)?;
-                        continue;
+                        rolled_back = true;
                     }
                 }
             }
             stop = self.stop_requested(interrupt)?;
-            self.after_step(data, stop.is_some(), per_epoch, &mut on_event)?;
+            if !rolled_back {
+                self.after_step(data, stop.is_some(), per_epoch, &mut on_event)?;
+            }
         }
         if self.writer() {
             self.save_loss_curve(&self.config.out.join(LOSS_CURVE_FILE))?;
