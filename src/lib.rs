@@ -20,13 +20,65 @@ pub mod testing {
     //! Running one test body on every device.
     use engine::Device;
 
-    /// Whether the environment asks to skip Vulkan (`ENGINE_NO_VULKAN=1`).
-    pub fn vulkan_disabled() -> bool {
-        std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1")
+    /// Why this process's Vulkan tests do not run.
+    #[derive(Clone, Debug)]
+    enum NoVulkan {
+        /// Skip them: `ENGINE_NO_VULKAN=1`, or no device opened and nothing requires one.
+        Skip(String),
+        /// Fail them: `ENGINE_REQUIRE_VULKAN=1` and no device (or no validation).
+        Fail(String),
     }
 
-    /// The Vulkan device for tests, or `None` when `ENGINE_NO_VULKAN=1`. Without that
-    /// variable a missing Vulkan device fails the test: CI must really run them.
+    /// Whether the environment variable `name` is set to `1`.
+    fn env_flag(name: &str) -> bool {
+        std::env::var(name).is_ok_and(|v| v == "1")
+    }
+
+    /// The shared test device with the validation layer on, or why there is none: decided
+    /// once per process (once per test binary), so that a machine without Vulkan pays for
+    /// one failed attempt and prints one notice, not one per test.
+    #[cfg(feature = "vulkan")]
+    fn vulkan_status() -> &'static Result<engine::vulkan::VulkanDevice, NoVulkan> {
+        static STATUS: std::sync::OnceLock<Result<engine::vulkan::VulkanDevice, NoVulkan>> =
+            std::sync::OnceLock::new();
+        STATUS.get_or_init(|| {
+            let required = env_flag("ENGINE_REQUIRE_VULKAN");
+            if env_flag("ENGINE_NO_VULKAN") {
+                return Err(if required {
+                    NoVulkan::Fail("ENGINE_REQUIRE_VULKAN=1 and ENGINE_NO_VULKAN=1 contradict each other".into())
+                } else {
+                    NoVulkan::Skip("ENGINE_NO_VULKAN=1 is set".into())
+                });
+            }
+            // The process-wide device, with the Khronos validation layer when it is installed.
+            let options = engine::vulkan::VulkanOptions {
+                validation: true,
+                ..engine::vulkan::VulkanOptions::from_env()
+            };
+            match engine::vulkan::VulkanDevice::init_default(options) {
+                Ok(d) if required && !d.validating() => Err(NoVulkan::Fail(format!(
+                    "{} opened without the Khronos validation layer (install vulkan-validationlayers)",
+                    d.describe()
+                ))),
+                Ok(d) => Ok(d),
+                Err(e) if required => Err(NoVulkan::Fail(format!("no Vulkan device: {e}"))),
+                Err(e) => Err(NoVulkan::Skip(e.to_string())),
+            }
+        })
+    }
+
+    /// The Vulkan device for tests, or `None` when this process skips its Vulkan tests.
+    ///
+    /// - Where a Vulkan device opens, it is the process-wide device with the Khronos
+    ///   validation layer on (when installed; [`assert_no_validation_messages`] then fails
+    ///   a test on any message).
+    /// - Where none opens (no loader, no driver), or with `ENGINE_NO_VULKAN=1`, it is
+    ///   `None` and the Vulkan variants pass without running; the first call prints one
+    ///   notice naming what to install, straight to standard error so that the test
+    ///   harness's capture does not hide it.
+    /// - With `ENGINE_REQUIRE_VULKAN=1` (CI sets it), a missing device, or a device
+    ///   without the validation layer, fails every Vulkan test instead: CI must really
+    ///   run them (`tests/vulkan_required.rs` shows the difference).
     #[cfg(feature = "vulkan")]
     pub fn vulkan_device() -> Option<Device> {
         vulkan_backend().map(Device::Vulkan)
@@ -35,19 +87,37 @@ pub mod testing {
     /// [`vulkan_device`]'s backend, for tests of the primitives themselves.
     #[cfg(feature = "vulkan")]
     pub fn vulkan_backend() -> Option<engine::vulkan::VulkanDevice> {
-        if vulkan_disabled() {
-            eprintln!("ENGINE_NO_VULKAN=1: skipping the Vulkan variant of this test");
-            return None;
+        match vulkan_status() {
+            Ok(d) => Some(d.clone()),
+            Err(NoVulkan::Skip(why)) => {
+                static NOTICE: std::sync::Once = std::sync::Once::new();
+                NOTICE.call_once(|| {
+                    use std::io::Write;
+                    // Straight to the file descriptor: `eprintln!` inside a test is
+                    // captured and shown only if the test fails.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "note: this binary's Vulkan tests are skipped: {why} \
+                         (ENGINE_REQUIRE_VULKAN=1 makes that a failure)"
+                    );
+                });
+                None
+            }
+            Err(NoVulkan::Fail(why)) => {
+                panic!("ENGINE_REQUIRE_VULKAN=1: {why}")
+            }
         }
-        // The process-wide device, with the Khronos validation layer when it is installed.
-        let options = engine::vulkan::VulkanOptions {
+    }
+
+    /// Options for a test that opens a private Vulkan device (its own pool or pipeline
+    /// cache): the environment's options with validation on, or `None` when this process
+    /// skips its Vulkan tests, by the rules of [`vulkan_device`].
+    #[cfg(feature = "vulkan")]
+    pub fn vulkan_options() -> Option<engine::vulkan::VulkanOptions> {
+        vulkan_backend().map(|_| engine::vulkan::VulkanOptions {
             validation: true,
             ..engine::vulkan::VulkanOptions::from_env()
-        };
-        match engine::vulkan::VulkanDevice::init_default(options) {
-            Ok(d) => Some(d),
-            Err(e) => panic!("no Vulkan device ({e}); set ENGINE_NO_VULKAN=1 to skip Vulkan tests"),
-        }
+        })
     }
 
     /// A fresh, empty directory for one test, `base/{prefix}-{pid}-{n}` (unique within the

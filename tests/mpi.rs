@@ -1,10 +1,12 @@
 //! Data-parallel training over MPI, end to end: `mpirun -np 2` of the `train_cifar10`
 //! example (built with the `mpi` feature) against one process of it.
 //!
-//! Runs only with the feature: `cargo test --features mpi --test mpi`, after
-//! `cargo build --profile test --features mpi --example train_cifar10` (see
-//! `glow_rs::testing::example_binary`). Needs Open MPI's `mpirun` on the `PATH`; as root
-//! it sets `OMPI_ALLOW_RUN_AS_ROOT` and `OMPI_ALLOW_RUN_AS_ROOT_CONFIRM` for its children.
+//! Runs only with the feature: `cargo test --features mpi --test mpi`. `cargo test --test`
+//! does not build examples, so the first test to need the example builds it with the
+//! feature (`cargo build --profile test --features mpi --example train_cifar10`, a no-op
+//! when it is up to date); where that fails, every test fails at once, naming that
+//! command. Needs Open MPI's `mpirun` on the `PATH`; as root it sets
+//! `OMPI_ALLOW_RUN_AS_ROOT` and `OMPI_ALLOW_RUN_AS_ROOT_CONFIRM` for its children.
 #![cfg(feature = "mpi")]
 
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use glow_rs::testing::Scratch;
 use glow_rs::testing::{example_binary, step_losses};
 use serde_json::Value;
+use std::sync::OnceLock;
 
 /// A fresh directory for one test (see `glow_rs::testing::Scratch`).
 fn scratch(name: &str) -> Scratch {
@@ -42,14 +45,50 @@ fn train_args(out: &Path, steps: u64) -> Vec<String> {
     .collect()
 }
 
+/// The command that builds the example these tests run, with the `mpi` feature.
+const BUILD: &str = "cargo build --profile test --features mpi --example train_cifar10";
+
+/// The `train_cifar10` example built with the `mpi` feature. An example built by a plain
+/// `cargo test` lacks the feature (and would refuse to run as one of several ranks), so
+/// the first call runs [`BUILD`] with the cargo that runs these tests, once per process.
+fn mpi_example() -> &'static Path {
+    static BUILT: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        // Cargo sets `CARGO` for the test binaries it runs; a binary started by hand falls
+        // back to the cargo that compiled it, then to the one on the PATH.
+        let cargo = std::env::var("CARGO")
+            .ok()
+            .or(option_env!("CARGO").map(String::from))
+            .unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let status = Command::new(&cargo)
+            .args(BUILD.split(' ').skip(1))
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .stdin(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => Ok(example_binary("train_cifar10")),
+            Ok(s) => Err(format!("`{BUILD}` failed ({s}); run it first to see why")),
+            Err(e) => Err(format!(
+                "could not start {cargo} ({e}); run `{BUILD}` first"
+            )),
+        }
+    });
+    match built {
+        Ok(path) => path,
+        Err(why) => panic!("{why}"),
+    }
+}
+
 /// `mpirun -np ranks` of the example (`ranks` = 0: the example alone), one thread each.
 fn command(ranks: usize, args: &[String]) -> Command {
     let mut cmd = if ranks == 0 {
-        Command::new(example_binary("train_cifar10"))
+        Command::new(mpi_example())
     } else {
         let mut c = Command::new("mpirun");
         c.args(["--oversubscribe", "-np", &ranks.to_string()]);
-        c.arg(example_binary("train_cifar10"));
+        c.arg(mpi_example());
         c
     };
     cmd.args(args)
@@ -133,8 +172,7 @@ fn two_ranks_of_8_train_as_one_process_of_16() {
 fn two_vulkan_ranks_train_as_one_vulkan_process() {
     // Each rank opens Vulkan device `rank mod count`: on lavapipe both open device 0. The
     // gradients go through the host in one read-back and one upload per step.
-    if glow_rs::testing::vulkan_disabled() {
-        eprintln!("ENGINE_NO_VULKAN=1: skipping the Vulkan variant of this test");
+    if glow_rs::testing::vulkan_backend().is_none() {
         return;
     }
     let scratch = scratch("vulkan");

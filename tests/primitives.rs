@@ -5,8 +5,8 @@
 //!   runs the primitive on `b` and on [`ReferenceBackend`] with the same inputs and
 //!   compares the outputs. [`primitive_tests!`] turns each body into a module `xxx` with
 //!   the tests `cpu` and (with the `vulkan` feature) `vulkan`; the Vulkan device has the
-//!   Khronos validation layer on and fails on any message, and `ENGINE_NO_VULKAN=1` skips
-//!   it.
+//!   Khronos validation layer on and fails on any message; where no Vulkan device opens
+//!   it skips, by the rules of `glow_rs::testing::vulkan_device`.
 //! - Agreement is the normalised error `|got − want|₂ / max(|want|₂, 1e-30)` over a whole
 //!   output, plus a check that every output element is finite, under a tolerance per
 //!   family (the `const`s below, each with the reason for its value). Ops that only move
@@ -80,16 +80,14 @@ primitive_tests! {
 #[cfg(feature = "vulkan")]
 #[test]
 fn gemm_kernels_at_the_small_tile_on_vulkan() {
-    if glow_rs::testing::vulkan_disabled() {
+    let Some(options) = glow_rs::testing::vulkan_options() else {
         return;
-    }
-    let options = engine::vulkan::VulkanOptions {
-        validation: true,
-        gemm_tile: Some(8),
-        ..engine::vulkan::VulkanOptions::from_env()
     };
-    let d = engine::vulkan::VulkanDevice::new(options)
-        .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"));
+    let options = engine::vulkan::VulkanOptions {
+        gemm_tile: Some(8),
+        ..options
+    };
+    let d = engine::vulkan::VulkanDevice::new(options).unwrap();
     check_matmul(&d);
     check_conv2d(&d);
     check_conv2d_backward(&d);

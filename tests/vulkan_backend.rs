@@ -7,7 +7,7 @@
 //! Run: `cargo test --test vulkan_backend` (the root package enables the `vulkan`
 //! feature by default). The tests open the process-wide device with the Khronos
 //! validation layer on (when installed) and fail on any validation message. With no
-//! Vulkan device they fail, unless `ENGINE_NO_VULKAN=1` is set, in which case they skip.
+//! Vulkan device they skip, or fail with `ENGINE_REQUIRE_VULKAN=1` (as on CI).
 //! Choose a device with `ENGINE_VULKAN_DEVICE=<index or name>`.
 #![cfg(feature = "vulkan")]
 
@@ -15,7 +15,7 @@ use engine::backend::*;
 use engine::vulkan::{VulkanDevice, VulkanOptions};
 use glow_rs::testing::{assert_no_validation_messages, test_data as data};
 
-/// The shared device with validation on, or `None` when `ENGINE_NO_VULKAN=1`.
+/// The shared device with validation on, or `None` where this process skips Vulkan.
 fn device() -> Option<VulkanDevice> {
     glow_rs::testing::vulkan_backend()
 }

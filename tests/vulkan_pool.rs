@@ -4,7 +4,8 @@
 //! backward ops, Adam updates) runs five times on a private device (its own pool, so
 //! tests running in parallel do not disturb the counters). After the first repetition
 //! the pool's allocation counter must not move; every later buffer is a reuse.
-//! Skips with `ENGINE_NO_VULKAN=1`; fails without a Vulkan device otherwise.
+//! Skips where no Vulkan device opens, or fails there with `ENGINE_REQUIRE_VULKAN=1`
+//! (`glow_rs::testing::vulkan_device`).
 #![cfg(feature = "vulkan")]
 
 use engine::backend::*;
@@ -12,15 +13,10 @@ use engine::vulkan::{validation_message_count, VulkanDevice, VulkanOptions};
 
 #[test]
 fn training_step_reuses_pooled_memory() {
-    if std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1") {
+    let Some(options) = glow_rs::testing::vulkan_options() else {
         return;
-    }
-    let options = VulkanOptions {
-        validation: true,
-        ..VulkanOptions::from_env()
     };
-    let d = VulkanDevice::new(options)
-        .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"));
+    let d = VulkanDevice::new(options).unwrap();
     let c = Conv2dDims {
         n: 4,
         c_in: 8,
@@ -104,11 +100,9 @@ fn training_step_reuses_pooled_memory() {
 /// A tensor larger than the device can hold is an error value, not a crash.
 #[test]
 fn oversized_allocation_is_an_error() {
-    if std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1") {
+    let Some(d) = glow_rs::testing::vulkan_backend() else {
         return;
-    }
-    let d = VulkanDevice::default_device()
-        .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)"));
+    };
     match d.full(1 << 40, 0.0) {
         Err(engine::Error::Device(msg)) => assert!(msg.contains("exceeds"), "{msg}"),
         other => panic!("expected a device error, got {other:?}"),
@@ -119,18 +113,11 @@ fn oversized_allocation_is_an_error() {
 
 /// A private device with validation on and the pipeline cache in `cache` (if any).
 fn private_device(cache: Option<std::path::PathBuf>) -> Option<VulkanDevice> {
-    if std::env::var("ENGINE_NO_VULKAN").is_ok_and(|v| v == "1") {
-        return None;
-    }
     let options = VulkanOptions {
-        validation: true,
         pipeline_cache: cache,
-        ..VulkanOptions::from_env()
+        ..glow_rs::testing::vulkan_options()?
     };
-    Some(
-        VulkanDevice::new(options)
-            .unwrap_or_else(|e| panic!("{e} (set ENGINE_NO_VULKAN=1 to skip the Vulkan tests)")),
-    )
+    Some(VulkanDevice::new(options).unwrap())
 }
 
 /// Glow training steps in steady state: after the first steps have created what they

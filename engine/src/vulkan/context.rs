@@ -102,6 +102,13 @@ pub(crate) struct Instance {
     debug: Option<(ash::ext::debug_utils::Instance, vk::DebugUtilsMessengerEXT)>,
 }
 
+impl Instance {
+    /// Whether the validation layer is on with a messenger counting its messages.
+    pub fn validating(&self) -> bool {
+        self.debug.is_some()
+    }
+}
+
 fn vk_err(what: &str) -> impl Fn(vk::Result) -> Error + '_ {
     move |e| Error::Device(format!("vulkan: {what} failed: {e}"))
 }

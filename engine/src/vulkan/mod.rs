@@ -367,6 +367,12 @@ impl VulkanDevice {
         &self.0.ctx.info
     }
 
+    /// Whether the Khronos validation layer is on for this device, with its messages
+    /// counted by [`validation_message_count`]: asked for in the options and installed.
+    pub fn validating(&self) -> bool {
+        self.0.ctx.instance.validating()
+    }
+
     /// The options the device was opened with.
     pub fn options(&self) -> &VulkanOptions {
         &self.0.options
