@@ -17,6 +17,11 @@
 //! cargo run --release --example train_cifar10 -- --resume   # continue runs/cifar10
 //! ```
 //!
+//! A run folder holds one run: a fresh run in a folder that holds one is refused (exit 2)
+//! unless `--overwrite` moves the old run aside, and a folder that another run is
+//! writing is refused too (`glow::run::folder`). `--resume` keeps the checkpoint's model,
+//! seed, optimiser and data and refuses flags that say otherwise (`glow_rs::cli::resume`).
+//!
 //! Built with `--features mpi` and started by `mpirun -np N`, each process is one rank of
 //! a data-parallel run: `--batch` is the global batch, each rank trains on its shard, and
 //! rank 0 alone prints and writes (`glow::parallel`, and the README's section on it).
@@ -26,15 +31,18 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use engine::Result;
 use glow::optim::OptimizerConfig;
+use glow::run::folder::{Claim, FolderError, RunFolder};
 use glow::run::{
     CheckpointReason, Event, Interrupt, Run, RunConfig, DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_MINUTES, DEFAULT_MAX_BAD_STEPS, SIGINT, SIGTERM,
 };
 use glow::train::Trainer;
 use glow::Glow;
+use glow_rs::cli::resume::{Asked, FROM_CHECKPOINT, OPTIMISER_SETTINGS};
 use glow_rs::cli::{self, DeviceChoice, ModelArgs, OptimizerArg};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -95,14 +103,29 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::any_u64())]
     seed: u64,
-    /// Output directory.
+    /// The run folder: one run's checkpoints, metrics and pictures. A fresh run refuses a
+    /// folder that holds a run (see --resume and --overwrite), and any folder another
+    /// run is writing.
     #[arg(long, default_value = "runs/cifar10")]
     #[arg(value_parser = cli::validate::output_dir())]
     out: PathBuf,
-    /// Continue from the checkpoint in --out (the model, optimiser and learning rate
-    /// come from it; the other flags from this command line).
+    /// Continue the run in --out from its checkpoint.
+    ///
+    /// The model, --seed, --optimizer and the data come from the checkpoint: giving one
+    /// of them (--levels, --depth, --hidden, --coupling, --permutation, --learn-top,
+    /// --y-condition, --n-bits, --seed, --optimizer, or --data/--download naming other
+    /// images) with another value is refused. --lr, --warmup, --weight-decay and
+    /// --max-grad-norm are the checkpoint's unless given, and then replace it. The rest
+    /// may change on resume: --steps, --epochs, --batch, --flip, --eval-every,
+    /// --sample-every, --checkpoint-every, --checkpoint-minutes, --max-bad-steps,
+    /// --device, --memory, --detect-anomaly. With --steps at or below the checkpoint's
+    /// step there is nothing to do: it says so and exits 0.
     #[arg(long)]
     resume: bool,
+    /// Start afresh in an --out that holds a run, moving that run aside into a sibling
+    /// folder named after it and the time (printed); nothing is deleted.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Evaluate on the test split every this many steps and at the last step (0: never).
     /// A new best test bits/dim is saved to best.safetensors.
     #[arg(long, default_value_t = 500)]
@@ -153,6 +176,7 @@ impl Args {
                 .then(|| Duration::try_from_secs_f64(f64::from(self.checkpoint_minutes) * 60.0))
                 .and_then(|d| d.ok()),
             max_bad_steps: self.max_bad_steps,
+            overwrite: self.overwrite,
             ..RunConfig::new(&self.out, steps)
         }
     }
@@ -168,14 +192,25 @@ fn main() {
 /// a bad flag (clap exits with it itself for a value outside its rule in
 /// `cli::validate`), 130 (143) when stopped by SIGINT (SIGTERM).
 pub fn main_with(argv: Vec<OsString>) -> i32 {
-    let args = Args::parse_from(&argv);
-    match train(&args, &argv) {
+    let matches = Args::command().get_matches_from(&argv);
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Whether the flag with this long name was on the command line (not a default).
+    let given = |long: &str| {
+        matches.value_source(&long.replace('-', "_")) == Some(ValueSource::CommandLine)
+    };
+    match train(&args, &argv, &given) {
         Ok(None) => 0,
         Ok(Some(signal)) => 128 + signal,
         // As cli::exit_on_error prints it, returned rather than exited with.
         Err(e) => match cli::validate::usage_message(&e) {
             Some(msg) => {
                 eprintln!("error: {msg}");
+                cli::EXIT_USAGE
+            }
+            // Another run took the folder between the check and the claim.
+            None if matches!(&e, engine::Error::Invalid { op, .. } if *op == glow::run::folder::OP) =>
+            {
+                eprintln!("error: {e}");
                 cli::EXIT_USAGE
             }
             None => {
@@ -186,12 +221,56 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
     }
 }
 
-/// `argv` as a shell command with `--resume` added: what continues this run.
+/// `err` as the one line the example prints, naming its flags.
+fn folder_refusal(err: FolderError) -> engine::Error {
+    match err {
+        FolderError::InUse { folder, holder } => cli::validate::usage_error(format!(
+            "{} is in use by another run ({holder}); wait for it to end, or use another --out",
+            folder.display()
+        )),
+        FolderError::HoldsRun { folder, at } => cli::validate::usage_error(format!(
+            "{} holds a run ({at}): continue it with --resume, start elsewhere with \
+             another --out, or start again with --overwrite (which moves the old run \
+             aside, deleting nothing)",
+            folder.display()
+        )),
+        FolderError::Io(e) => e,
+    }
+}
+
+/// `argv` as a shell command that continues this run: `--resume` added, and the flags
+/// whose values the checkpoint now holds (the model, seed and optimiser) and
+/// `--overwrite` left out, so that the resumed run is the checkpoint's (a rollback's
+/// lowered learning rate included) whatever the first command line said.
 fn resume_command(argv: &[OsString]) -> String {
-    let mut words: Vec<String> = argv
+    let cmd = Args::command();
+    let held: Vec<&str> = FROM_CHECKPOINT
         .iter()
-        .map(|a| a.to_string_lossy().into_owned())
+        .chain(&OPTIMISER_SETTINGS)
+        .chain(&["overwrite"])
+        .copied()
         .collect();
+    let takes_value = |long: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut words: Vec<String> = Vec::new();
+    let mut rest = argv.iter().map(|a| a.to_string_lossy().into_owned());
+    words.extend(rest.next());
+    while let Some(w) = rest.next() {
+        let long = w
+            .strip_prefix("--")
+            .map(|f| f.split('=').next().unwrap_or(f));
+        match long {
+            Some(name) if held.contains(&name) => {
+                if !w.contains('=') && takes_value(name) {
+                    rest.next();
+                }
+            }
+            _ => words.push(w),
+        }
+    }
     if !words.iter().skip(1).any(|w| w == "--resume") {
         words.push("--resume".into());
     }
@@ -216,8 +295,9 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Trains; returns the signal that stopped the run early, if one did.
-fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
+/// Trains; returns the signal that stopped the run early, if one did. `given` says
+/// whether a flag (by long name) was on the command line.
+fn train(args: &Args, argv: &[OsString], given: &dyn Fn(&str) -> bool) -> Result<Option<i32>> {
     let checkpoint = args.out.join(glow::run::CHECKPOINT_FILE);
     cli::validate::training_run(&cli::validate::TrainingFlags {
         batch: args.batch,
@@ -229,7 +309,7 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
     // Under `mpirun` (built with the `mpi` feature), one rank of a data-parallel run:
     // every rank trains on its shard of each batch and rank 0 alone writes and prints.
     let comm = cli::collective()?;
-    let result = train_rank(args, argv, comm.clone());
+    let result = train_rank(args, argv, given, comm.clone());
     if let Err(e) = &result {
         if comm.size() > 1 {
             // The other ranks would wait for this one for ever: end the whole job. A bad
@@ -254,12 +334,22 @@ fn train(args: &Args, argv: &[OsString]) -> Result<Option<i32>> {
 fn train_rank(
     args: &Args,
     argv: &[OsString],
+    given: &dyn Fn(&str) -> bool,
     comm: std::sync::Arc<dyn glow::parallel::Collective>,
 ) -> Result<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
     cli::validate::batch_splits(args.batch, ranks)?;
-    let (device, why) = cli::pick_device_for_rank(args.device, rank, ranks)?;
-    eprintln!("device: {} ({why})", device.name());
+    // Rank 0 owns the folder: refuse a busy one, or a run in it without --resume or
+    // --overwrite, before any work (Run::new and Run::resume_with check again as they
+    // lock it).
+    if rank == 0 {
+        let claim = match (args.resume, args.overwrite) {
+            (true, _) => Claim::Resume,
+            (false, true) => Claim::Overwrite,
+            (false, false) => Claim::Fresh,
+        };
+        RunFolder::check(&args.out, claim).map_err(folder_refusal)?;
+    }
     let barrier = || -> Result<()> {
         if ranks > 1 {
             comm.sum_in_place(&mut [0.0])?;
@@ -289,28 +379,81 @@ fn train_rank(
         .steps
         .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
     let config = args.run_config(total);
+    let model_config = args.model.config(args.seed);
+    let opt = OptimizerConfig {
+        kind: args.optimizer.into(),
+        lr: args.lr,
+        warmup: args.warmup,
+        weight_decay: args.weight_decay,
+        max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
+        ..OptimizerConfig::default()
+    };
+    let asked = Asked {
+        model: &model_config,
+        optimizer: &opt,
+        given,
+        data_crc32: data.train.fingerprint(),
+    };
+    if args.resume {
+        // The checkpoint's header alone: its step and what it was trained as.
+        let path = config.checkpoint_path();
+        let header = glow::checkpoint::read_header(&path)?;
+        let conflicts = cli::resume::conflicts(&asked, &header);
+        if !conflicts.is_empty() {
+            return Err(cli::validate::usage_error(format!(
+                "--resume continues the run in {} as its checkpoint defines it; these differ \
+                 from it: {} (leave them out, or start a new run with another --out)",
+                args.out.display(),
+                conflicts.join(", ")
+            )));
+        }
+        if total <= header.train.step {
+            if rank == 0 {
+                let asked_for = match args.steps {
+                    Some(s) => format!("--steps {s}"),
+                    None => format!("{} epoch(s) of {per_epoch} steps", args.epochs.unwrap_or(1)),
+                };
+                eprintln!(
+                    "{} is at step {} already, at or past the {total} steps asked for ({asked_for}): \
+                     nothing to train; give a larger --steps to go on",
+                    args.out.display(),
+                    header.train.step
+                );
+                cli::print_summary(json!({"steps": header.train.step, "trained_steps": 0}));
+            }
+            return Ok(None);
+        }
+    }
+    let (device, why) = cli::pick_device_for_rank(args.device, rank, ranks)?;
+    eprintln!("device: {} ({why})", device.name());
 
     let mut run = if args.resume {
         let path = config.checkpoint_path();
         let mut run = Run::resume_with(config, &device, comm.clone())?;
         // Stored or reversible backward is a choice of the run, not of the model.
         run.trainer.model.set_memory(args.model.memory.into());
-        eprintln!("resumed {} at step {}", path.display(), run.trainer.step);
+        let changes = cli::resume::replace_settings(&asked, &mut run.trainer.optimizer.config);
+        if rank == 0 {
+            eprintln!("resumed {} at step {}", path.display(), run.trainer.step);
+            for change in changes {
+                eprintln!("resume: {change}");
+            }
+        }
         run
     } else {
-        let model = Glow::new(args.model.config(args.seed), &device)?;
-        let opt = OptimizerConfig {
-            kind: args.optimizer.into(),
-            lr: args.lr,
-            warmup: args.warmup,
-            weight_decay: args.weight_decay,
-            max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
-            ..OptimizerConfig::default()
-        };
-        Run::new(
+        let model = Glow::new(model_config, &device)?;
+        let run = Run::new(
             config,
             Trainer::new(model, opt, args.seed).with_collective(comm.clone()),
-        )?
+        )?;
+        if let Some(aside) = run.moved_aside() {
+            eprintln!(
+                "--overwrite: moved the earlier run in {} to {}",
+                args.out.display(),
+                aside.display()
+            );
+        }
+        run
     };
     if rank != 0 {
         // The other ranks train in silence; rank 0 reports for the whole run.

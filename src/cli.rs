@@ -12,6 +12,7 @@ use engine::{Device, Result};
 use glow::data::Cifar10;
 use glow::{Coupling, Glow, GlowConfig, Memory, Permutation};
 
+pub mod resume;
 pub mod validate;
 
 /// `--device`.

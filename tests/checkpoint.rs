@@ -9,8 +9,8 @@ use engine::backend::AdamKind;
 use engine::{Device, Error, Result, Tensor};
 use glow::atomic::write_atomic;
 use glow::checkpoint::{
-    keys, load_checkpoint, resume, save_checkpoint, tensor_checksum, Checkpoint, TrainState,
-    FORMAT, FORMAT_VERSION, OPTIMIZER_PREFIX,
+    keys, load_checkpoint, read_header, resume, save_checkpoint, tensor_checksum, Checkpoint,
+    TrainState, FORMAT, FORMAT_VERSION, OPTIMIZER_PREFIX,
 };
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Coupling, Glow, GlowConfig, Permutation};
@@ -101,6 +101,7 @@ const TRAIN: TrainState = TrainState {
     step: 3,
     epoch: 2,
     position_in_epoch: 40,
+    data_crc32: Some(0x0123_abcd),
 };
 
 /// Saves, loads and restores; everything must come back bit for bit.
@@ -191,6 +192,59 @@ fn resume_restores_train_state() -> Result<()> {
     assert_eq!(train, TRAIN);
     assert_eq!(o.step, 1);
     assert_eq!(m.state()?, model.state()?);
+    Ok(())
+}
+
+/// The header alone says what the whole file says, and a file written before the
+/// data's fingerprint was recorded (no `train.data_crc32`) loads with `None`.
+#[test]
+fn the_header_alone_gives_the_metadata() -> Result<()> {
+    let dir = Scratch::new("header");
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, opt) = trained(&cfg, 2)?;
+    let path = dir.path("a.safetensors");
+    save_checkpoint(&path, &model, &opt, &TRAIN)?;
+    let header = read_header(&path)?;
+    let full = load_checkpoint(&path)?;
+    assert_eq!(header.train, TRAIN);
+    assert_eq!(header.train.data_crc32, Some(0x0123_abcd));
+    assert_eq!(
+        (
+            header.format_version,
+            &header.config,
+            header.optimizer,
+            header.optimizer_step
+        ),
+        (
+            full.format_version,
+            &full.config,
+            full.optimizer.config,
+            full.optimizer.step
+        )
+    );
+
+    let older = dir.path("older.safetensors");
+    rewritten(
+        &path,
+        &older,
+        |_, d| d.to_vec(),
+        |meta| {
+            meta.remove(keys::TRAIN_DATA_CRC32);
+        },
+    );
+    let old = load_checkpoint(&older)?;
+    assert_eq!(old.train.data_crc32, None);
+    assert_eq!(read_header(&older)?.train.data_crc32, None);
+    assert_eq!(old.model_state, full.model_state);
+
+    // A header length past the file, or absurd, is an error naming the file.
+    let bad = dir.path("bad.safetensors");
+    std::fs::write(&bad, u64::MAX.to_le_bytes()).unwrap();
+    let msg = read_header(&bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("bad.safetensors") && msg.contains("header"),
+        "{msg}"
+    );
     Ok(())
 }
 

@@ -453,6 +453,7 @@ fn small_checkpoint(path: &Path) {
         step: 1,
         epoch: 0,
         position_in_epoch: 2,
+        data_crc32: None,
     };
     save_checkpoint(path, &model, &opt, &train).expect("save the checkpoint");
 }

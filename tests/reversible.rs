@@ -223,6 +223,7 @@ fn the_memory_mode_leaves_stored_checkpoints_unchanged_and_old_ones_load_as_stor
         step: 1,
         epoch: 0,
         position_in_epoch: 2,
+        data_crc32: None,
     };
     save_checkpoint(&path, &model, &opt, &train_state)?;
     let ckpt = load_checkpoint(&path)?;

@@ -4,158 +4,18 @@
 //! once; and SIGKILL at random moments, inside checkpoint writes included, never costs
 //! the run its checkpoint.
 //!
-//! The child process is this test binary again, running [`child`], which calls
-//! `examples/train_cifar10.rs`'s `main_with` (the file is included below): the code under
-//! test is the example's own, flags, signal handlers and exit statuses included, and no
-//! separate build of the example is needed. Tiny model (L=2, K=2, hidden 8, batches of
-//! 4) on the CPU device, so a child starts in a fraction of a second. Unix only.
+//! The child process is this test binary again (`tests/main_job/mod.rs`): the example's
+//! own `main_with` on a tiny model on the CPU device. Unix only.
 #![cfg(unix)]
 
-#[path = "../examples/train_cifar10.rs"]
-#[allow(dead_code)]
-mod train_cifar10;
+mod main_job;
+use main_job::*;
 
-use std::ffi::OsString;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
-
-/// The variable that makes [`child`] run the example: its arguments, one per line.
-const CHILD_ARGS: &str = "TRAIN_CIFAR10_CHILD_ARGS";
-
-/// Not a test of its own: the child process of the tests below (ignored, so it runs
-/// only when they start it; without [`CHILD_ARGS`] it does nothing).
-#[test]
-#[ignore = "the child process of this file's other tests"]
-fn child() {
-    let Ok(args) = std::env::var(CHILD_ARGS) else {
-        return;
-    };
-    let argv: Vec<OsString> = std::iter::once("train_cifar10".into())
-        .chain(args.lines().map(OsString::from))
-        .collect();
-    std::process::exit(train_cifar10::main_with(argv));
-}
-
-/// A fresh directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("glow-signal-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-    fn out(&self) -> PathBuf {
-        self.0.join("run")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The example's flags for a tiny run of `steps` steps into `out`.
-fn flags(out: &Path, steps: u64, checkpoint_every: u64) -> Vec<String> {
-    let mut f: Vec<String> = "--device cpu --levels 2 --depth 2 --hidden 8 --batch 4 \
-        --eval-every 0 --sample-every 0 --checkpoint-minutes 0 --seed 3"
-        .split(' ')
-        .map(String::from)
-        .collect();
-    f.extend(["--steps".into(), steps.to_string()]);
-    f.extend(["--checkpoint-every".into(), checkpoint_every.to_string()]);
-    f.extend(["--out".into(), out.display().to_string()]);
-    f
-}
-
-/// A running child with its output going to `{log}.stdout` and `{log}.stderr`.
-struct Trainee {
-    process: Child,
-    log: PathBuf,
-}
-
-impl Trainee {
-    fn start(args: &[String], log: &Path) -> Trainee {
-        let file = |ext: &str| File::create(log.with_extension(ext)).expect("create a log");
-        let process = Command::new(std::env::current_exe().expect("the test binary"))
-            .args(["--exact", "child", "--ignored", "--nocapture"])
-            .env(CHILD_ARGS, args.join("\n"))
-            .stdin(Stdio::null())
-            .stdout(file("stdout"))
-            .stderr(file("stderr"))
-            .spawn()
-            .expect("start the child");
-        Trainee {
-            process,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid; it reads no memory of ours.
-        let r = unsafe { libc::kill(self.process.id() as libc::pid_t, signal) };
-        assert_eq!(r, 0, "kill({signal}) failed");
-    }
-
-    /// Waits at most `limit` for the child to exit.
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.process.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > end {
-                let _ = self.process.kill();
-                panic!("the child ran past {limit:?}; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.log.with_extension("stderr")).unwrap_or_default()
-    }
-}
-
-/// Every complete line of the run's metrics log.
-fn log_lines(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// `(step, loss)` of the log's good steps, in order.
-fn logged_losses(out: &Path) -> Vec<(u64, f32)> {
-    glow_rs::testing::step_losses(&log_lines(out))
-}
-
-/// The last good step in the log.
-fn last_logged_step(out: &Path) -> u64 {
-    logged_losses(out).last().map_or(0, |s| s.0)
-}
-
-/// Polls until `done()` or `limit` passes; whether `done()` came true.
-fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    false
-}
 
 /// The longest run any test here compares with.
 const REFERENCE_STEPS: u64 = 80;
@@ -185,6 +45,10 @@ fn printed_resume_args(stderr: &str) -> Vec<String> {
     let words: Vec<String> = line.split_whitespace().map(String::from).collect();
     assert_eq!(words[0], "train_cifar10");
     assert_eq!(words.last().map(String::as_str), Some("--resume"));
+    // The checkpoint holds the model, seed and optimiser: the command leaves them out.
+    for held in ["--levels", "--depth", "--hidden", "--seed"] {
+        assert!(!words.iter().any(|w| w == held), "{held} in {line}");
+    }
     words[1..].to_vec()
 }
 

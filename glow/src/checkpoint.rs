@@ -61,6 +61,9 @@ pub mod keys {
     pub const TRAIN_EPOCH: &str = "train.epoch";
     /// [`super::TrainState::position_in_epoch`] in decimal.
     pub const TRAIN_POSITION: &str = "train.position_in_epoch";
+    /// [`super::TrainState::data_crc32`] as 8 lowercase hex digits; absent when unknown
+    /// (optional: files without it load as before).
+    pub const TRAIN_DATA_CRC32: &str = "train.data_crc32";
     /// Every tensor's CRC-32 as JSON: `{"name": "8 hex digits", ...}` (see
     /// [`super::tensor_checksum`]). Since format version 2.
     pub const CHECKSUMS: &str = "checksums.crc32";
@@ -93,6 +96,10 @@ pub struct TrainState {
     pub epoch: u64,
     /// Examples of the current epoch already consumed.
     pub position_in_epoch: u64,
+    /// The training split the run trains on, as [`crate::data::Dataset::fingerprint`]
+    /// gives it, so that a resume on other images is refused. `None` in checkpoints
+    /// written before it was recorded (and by code that does not know its data).
+    pub data_crc32: Option<u32>,
 }
 
 /// The optimiser as stored: settings, step counter and host copies of the moments.
@@ -301,6 +308,11 @@ pub fn save_checkpoint(
         ),
     ]
     .into_iter()
+    .chain(
+        train
+            .data_crc32
+            .map(|crc| (keys::TRAIN_DATA_CRC32, format!("{crc:08x}"))),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
@@ -310,27 +322,58 @@ pub fn save_checkpoint(
     })
 }
 
-/// Reads and checks the checkpoint at `path` into host memory. Fails, naming the file,
-/// when it is missing, not safetensors, truncated, not a checkpoint of this format (or
-/// of a version before [`OLDEST_FORMAT_VERSION`] or after [`FORMAT_VERSION`]), holds an
-/// optimiser moment without its partner, or a tensor whose bytes do not match their
-/// checksum (naming the tensor: the file was damaged after it was written) or that holds
-/// a NaN or an infinity (naming it too). Whether every model tensor is present is
-/// checked by [`Checkpoint::restore`], which knows the model.
-pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
+/// What a checkpoint's metadata says, without its tensors: [`read_header`] reads it
+/// from the start of the file alone, so that a run can be checked against its folder's
+/// checkpoint (its step, model and data) before anything is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointHeader {
+    /// The file's format version.
+    pub format_version: u32,
+    /// The model's architecture.
+    pub config: GlowConfig,
+    /// The optimiser's settings.
+    pub optimizer: OptimizerConfig,
+    /// The optimiser's step counter.
+    pub optimizer_step: u32,
+    /// Where training stands.
+    pub train: TrainState,
+}
+
+/// The metadata of the checkpoint at `path`, read from the file's header only (the
+/// 8-byte length and the JSON after it), with the same checks of the format, version
+/// and configurations as [`load_checkpoint`]; the tensors are neither read nor verified.
+pub fn read_header(path: impl AsRef<Path>) -> Result<CheckpointHeader> {
+    use std::io::Read;
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, "cannot read checkpoint", e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        io_error(
+    let mut file =
+        std::fs::File::open(path).map_err(|e| io_error(path, "cannot read checkpoint", e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| io_error(path, "not a safetensors file, or truncated", e))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors' own bound on a header; a damaged length must not allocate terabytes.
+    const MAX_HEADER: u64 = 100_000_000;
+    if len > MAX_HEADER {
+        return Err(Error::io(
             path,
-            "not a safetensors file, or truncated (the header or data does not fit)",
-            e,
-        )
-    })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+            format!("the header claims {len} bytes: not a safetensors file, or damaged"),
+        ));
+    }
+    let mut json = vec![0u8; len as usize];
+    file.read_exact(&mut json)
+        .map_err(|e| io_error(path, "not a safetensors file, or truncated", e))?;
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let header: Header = serde_json::from_slice(&json)
         .map_err(|e| io_error(path, "unreadable safetensors header", e))?;
-    let empty = HashMap::new();
-    let meta = header.metadata().as_ref().unwrap_or(&empty);
+    parse_metadata(path, &header.metadata)
+}
+
+/// The checked [`CheckpointHeader`] in the metadata map `meta` of the file `path`.
+fn parse_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<CheckpointHeader> {
     let get = |key: &str| -> Result<&str> {
         meta.get(key).map(String::as_str).ok_or_else(|| {
             Error::io(
@@ -361,29 +404,84 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
             ),
         ));
     }
-    // Version 1 files carry no checksums; from version 2 on every tensor has one.
-    let checksums: Option<BTreeMap<String, String>> = if version >= 2 {
-        let json = get(keys::CHECKSUMS)?;
-        Some(serde_json::from_str(json).map_err(|e| io_error(path, "bad checksums", e))?)
-    } else {
-        None
-    };
     let config: GlowConfig = serde_json::from_str(get(keys::GLOW_CONFIG)?)
         .map_err(|e| io_error(path, "bad model configuration", e))?;
     config
         .validate()
         .map_err(|e| io_error(path, "bad model configuration", e))?;
-    let opt_config = serde_json::from_str::<OptimizerConfigJson>(get(keys::OPTIMIZER_CONFIG)?)
+    let optimizer = serde_json::from_str::<OptimizerConfigJson>(get(keys::OPTIMIZER_CONFIG)?)
         .map_err(|e| e.to_string())
         .and_then(|c| c.to_config())
         .map_err(|e| io_error(path, "bad optimiser configuration", e))?;
-    let opt_step = u32::try_from(number(keys::OPTIMIZER_STEP)?)
+    let optimizer_step = u32::try_from(number(keys::OPTIMIZER_STEP)?)
         .map_err(|e| io_error(path, "bad optimiser step", e))?;
+    let data_crc32 = match meta.get(keys::TRAIN_DATA_CRC32) {
+        None => None,
+        Some(s) => Some(u32::from_str_radix(s, 16).map_err(|_| {
+            Error::io(
+                path,
+                format!(
+                    "metadata {:?} is not 8 hex digits: {s:?}",
+                    keys::TRAIN_DATA_CRC32
+                ),
+            )
+        })?),
+    };
     let train = TrainState {
         seed: number(keys::TRAIN_SEED)?,
         step: number(keys::TRAIN_STEP)?,
         epoch: number(keys::TRAIN_EPOCH)?,
         position_in_epoch: number(keys::TRAIN_POSITION)?,
+        data_crc32,
+    };
+    Ok(CheckpointHeader {
+        format_version: version as u32,
+        config,
+        optimizer,
+        optimizer_step,
+        train,
+    })
+}
+
+/// Reads and checks the checkpoint at `path` into host memory. Fails, naming the file,
+/// when it is missing, not safetensors, truncated, not a checkpoint of this format (or
+/// of a version before [`OLDEST_FORMAT_VERSION`] or after [`FORMAT_VERSION`]), holds an
+/// optimiser moment without its partner, or a tensor whose bytes do not match their
+/// checksum (naming the tensor: the file was damaged after it was written) or that holds
+/// a NaN or an infinity (naming it too). Whether every model tensor is present is
+/// checked by [`Checkpoint::restore`], which knows the model.
+pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, "cannot read checkpoint", e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        io_error(
+            path,
+            "not a safetensors file, or truncated (the header or data does not fit)",
+            e,
+        )
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| io_error(path, "unreadable safetensors header", e))?;
+    let empty = HashMap::new();
+    let meta = header.metadata().as_ref().unwrap_or(&empty);
+    let CheckpointHeader {
+        format_version: version,
+        config,
+        optimizer: opt_config,
+        optimizer_step: opt_step,
+        train,
+    } = parse_metadata(path, meta)?;
+    // Version 1 files carry no checksums; from version 2 on every tensor has one.
+    let checksums: Option<BTreeMap<String, String>> = if version >= 2 {
+        let json = meta.get(keys::CHECKSUMS).ok_or_else(|| {
+            Error::io(
+                path,
+                format!("the metadata has no key {:?}: damaged", keys::CHECKSUMS),
+            )
+        })?;
+        Some(serde_json::from_str(json).map_err(|e| io_error(path, "bad checksums", e))?)
+    } else {
+        None
     };
 
     let mut model_tensors = Vec::new();
@@ -480,7 +578,7 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     }
     Ok(Checkpoint {
         path: path.to_path_buf(),
-        format_version: version as u32,
+        format_version: version,
         config,
         model_state: ModelState {
             tensors: model_tensors,

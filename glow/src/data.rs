@@ -101,6 +101,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The CRC-32 of every image's bytes, then every label, in order: what a checkpoint
+    /// records of the data it was trained on (`TrainState::data_crc32`), so that a
+    /// resume on other images, or the same images in another order, is refused.
+    pub fn fingerprint(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.images);
+        h.update(&self.labels);
+        h.finalize()
+    }
+
     /// The number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

@@ -17,7 +17,7 @@
 //! Training: one step and evaluation in `train.rs`; a whole run (the loop, periodic
 //! evaluation, checkpoints on their own schedule and the best one, sample grids, the
 //! metrics log, resume, stopping on a signal, and skipping and rolling back non-finite
-//! steps) in `run.rs`, which `examples/train_cifar10.rs` drives. Data-parallel training
+//! steps) in `run/`, which `examples/train_cifar10.rs` drives. Data-parallel training
 //! across processes (each its shard of every batch, gradients averaged by one all-reduce
 //! per step; MPI with the `mpi` feature) is in `parallel.rs`.
 

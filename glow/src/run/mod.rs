@@ -46,6 +46,9 @@ use crate::parallel::{Collective, Solo};
 use crate::picture::{save_loss_curve, save_sample_grids, PlotOptions};
 use crate::train::{batch_for_step, evaluate, SkippedStep, StepOutcome, StepStats, Trainer};
 
+pub mod folder;
+use folder::{Claim, RunFolder};
+
 /// The checkpoint of a run, in [`RunConfig::out`].
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 /// The checkpoint of the best evaluation, in [`RunConfig::out`].
@@ -109,6 +112,9 @@ pub struct RunConfig {
     pub rollback_lr_factor: f32,
     /// Rollbacks to the same checkpoint before the run fails.
     pub max_rollbacks: u32,
+    /// [`Run::new`] in a folder that holds a run: move that run aside into a dated
+    /// sibling folder ([`folder::Claim::Overwrite`]) rather than refuse.
+    pub overwrite: bool,
 }
 
 impl RunConfig {
@@ -129,6 +135,7 @@ impl RunConfig {
             max_bad_steps: DEFAULT_MAX_BAD_STEPS,
             rollback_lr_factor: DEFAULT_ROLLBACK_LR_FACTOR,
             max_rollbacks: DEFAULT_MAX_ROLLBACKS,
+            overwrite: false,
         }
     }
 
@@ -390,6 +397,11 @@ pub struct Run {
     rollbacks: u64,
     /// The metrics log, open for appending (rank 0 of a data-parallel run only).
     metrics: Option<File>,
+    /// The output folder, locked for the run's life (rank 0 only).
+    folder: Option<RunFolder>,
+    /// [`crate::data::Dataset::fingerprint`] of the training split: the checkpoint's
+    /// on resume (checked against the data [`Run::run`] is given), then the data's.
+    data_crc32: Option<u32>,
 }
 
 /// Wraps an I/O error on `path`.
@@ -399,26 +411,42 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 
 impl Run {
     /// A fresh run of `trainer` (normally at step 0) into `config.out`: creates the
-    /// folder, starts an empty metrics log and removes a [`BEST_FILE`] left by an
-    /// earlier run there, which this one has not earned. The first checkpoint is written
-    /// when [`Run::run`] starts.
+    /// folder, locks it for the run's life and starts an empty metrics log. A folder
+    /// that another run holds is refused, and so is one that holds a run, unless
+    /// [`RunConfig::overwrite`] moves that run aside ([`folder`]). The first checkpoint
+    /// is written when [`Run::run`] starts.
     ///
     /// In a data-parallel run (the trainer's [`Trainer::collective`]), every rank makes
-    /// its `Run` and calls [`Run::run`] with the same data; rank 0 alone writes files
-    /// and evaluates, and every rank stops at the same step when any of them is asked to.
+    /// its `Run` and calls [`Run::run`] with the same data; rank 0 alone locks the
+    /// folder, writes files and evaluates, and every rank stops at the same step when
+    /// any of them is asked to.
     pub fn new(config: RunConfig, trainer: Trainer) -> Result<Run> {
         config.check()?;
         if trainer.collective.rank() != 0 {
             return Ok(Run::with(config, trainer, None, false));
         }
+        let claim = if config.overwrite {
+            Claim::Overwrite
+        } else {
+            Claim::Fresh
+        };
+        let folder = RunFolder::claim(&config.out, claim)?;
         prepare_folder(&config)?;
-        let best = config.best_path();
-        if best.exists() {
-            std::fs::remove_file(&best).map_err(|e| io_err(&best, "cannot remove", e))?;
-        }
         let path = config.metrics_path();
         let metrics = File::create(&path).map_err(|e| io_err(&path, "cannot create", e))?;
-        Ok(Run::with(config, trainer, Some(metrics), false))
+        let mut run = Run::with(config, trainer, Some(metrics), false);
+        if let Some(aside) = folder.moved_aside() {
+            let line =
+                json!({"step": run.trainer.step, "moved_aside": aside.display().to_string()});
+            run.log(line)?;
+        }
+        run.folder = Some(folder);
+        Ok(run)
+    }
+
+    /// Where [`RunConfig::overwrite`] moved the run the folder held, if it did.
+    pub fn moved_aside(&self) -> Option<&Path> {
+        self.folder.as_ref().and_then(RunFolder::moved_aside)
     }
 
     /// Continues the run in `config.out` from its [`CHECKPOINT_FILE`], on `device`. The
@@ -441,9 +469,13 @@ impl Run {
     ) -> Result<Run> {
         config.check()?;
         let writer = collective.rank() == 0;
-        if writer {
+        let folder = if writer {
+            let folder = RunFolder::claim(&config.out, Claim::Resume)?;
             prepare_folder(&config)?;
-        }
+            Some(folder)
+        } else {
+            None
+        };
         let (model, optimizer, state) = resume(config.checkpoint_path(), device)?;
         let trainer = Trainer {
             model,
@@ -477,6 +509,8 @@ impl Run {
             None
         };
         let mut run = Run::with(config, trainer, metrics, true);
+        run.folder = folder;
+        run.data_crc32 = state.data_crc32;
         run.checkpoint_step = Some(state.step);
         for (_, v) in &kept {
             run.replay(v);
@@ -500,6 +534,8 @@ impl Run {
             skipped_steps: 0,
             rollbacks: 0,
             metrics,
+            folder: None,
+            data_crc32: None,
         }
     }
 
@@ -601,6 +637,19 @@ impl Run {
             ));
         }
         let per_epoch = (n / batch) as u64;
+        let crc = data.train.fingerprint();
+        match self.data_crc32 {
+            Some(had) if had != crc => {
+                return Err(Error::invalid(
+                    "training run",
+                    format!(
+                        "the checkpoint was trained on other images (training split CRC-32 \
+                         {had:08x}, this data's is {crc:08x}); resume with the same data"
+                    ),
+                ))
+            }
+            _ => self.data_crc32 = Some(crc),
+        }
         let started = Instant::now();
         let mut images = 0usize;
         on_event(&Event::Started {
@@ -842,6 +891,7 @@ impl Run {
             step,
             epoch: step / per_epoch,
             position_in_epoch: (step % per_epoch) * self.config.batch as u64,
+            data_crc32: self.data_crc32,
         }
     }
 

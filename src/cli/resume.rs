@@ -1,0 +1,160 @@
+//! What `train_cifar10 --resume` keeps from the checkpoint and what it lets a command
+//! line change.
+//!
+//! The checkpoint defines the model (every flag of [`super::ModelArgs`] but `--memory`),
+//! the seed, the optimiser and the data: a flag among [`FROM_CHECKPOINT`] given on the
+//! command line with another value than the checkpoint's is refused ([`conflicts`]),
+//! and so is a training split other than the one the run trained on. The optimiser's
+//! settings ([`OPTIMISER_SETTINGS`]) are the checkpoint's unless given, and then replace
+//! it (a rollback's lowered learning rate is the checkpoint's). Everything else is the
+//! command line's: the schedule (`--steps`, `--epochs`, `--eval-every`, ...), `--batch`,
+//! `--flip`, `--device`, `--memory`, `--detect-anomaly`.
+
+use glow::checkpoint::CheckpointHeader;
+use glow::optim::OptimizerConfig;
+use glow::{Coupling, GlowConfig, Permutation};
+
+/// The long names of the flags whose values a checkpoint holds and a resume must not
+/// change (checked by [`conflicts`]).
+pub const FROM_CHECKPOINT: [&str; 10] = [
+    "levels",
+    "depth",
+    "hidden",
+    "coupling",
+    "permutation",
+    "learn-top",
+    "y-condition",
+    "n-bits",
+    "seed",
+    "optimizer",
+];
+
+/// The long names of the optimiser's settings: the checkpoint's on resume unless given
+/// on the command line, which then replaces them ([`replace_settings`]).
+pub const OPTIMISER_SETTINGS: [&str; 4] = ["lr", "warmup", "weight-decay", "max-grad-norm"];
+
+/// What a command line asks of a resumed run, beside `--resume`: the model it describes,
+/// the optimiser, and which flags it gave explicitly (by long name) rather than left at
+/// their defaults.
+pub struct Asked<'a> {
+    /// The model the flags describe (its `seed` is `--seed`).
+    pub model: &'a GlowConfig,
+    /// The optimiser the flags describe.
+    pub optimizer: &'a OptimizerConfig,
+    /// Whether the flag with this long name was on the command line.
+    pub given: &'a dyn Fn(&str) -> bool,
+    /// [`glow::data::Dataset::fingerprint`] of the training split it names.
+    pub data_crc32: u32,
+}
+
+/// Every way `asked` differs from the checkpoint `header`, one phrase each
+/// (`--depth 4 (the checkpoint has 8)`): flags of [`FROM_CHECKPOINT`] given with another
+/// value, and the data when the checkpoint recorded its own. Empty when none.
+pub fn conflicts(asked: &Asked, header: &CheckpointHeader) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |flag: &str, want: String, have: String| {
+        if (asked.given)(flag) && want != have {
+            out.push(format!("--{flag} {want} (the checkpoint has {have})"));
+        }
+    };
+    let (m, c) = (asked.model, &header.config);
+    differ("levels", m.levels.to_string(), c.levels.to_string());
+    differ("depth", m.depth.to_string(), c.depth.to_string());
+    differ("hidden", m.hidden.to_string(), c.hidden.to_string());
+    differ("coupling", coupling(m.coupling), coupling(c.coupling));
+    differ(
+        "permutation",
+        permutation(m.permutation),
+        permutation(c.permutation),
+    );
+    // A switch given is on; the checkpoint's off is the difference.
+    let switch = |on: bool| if on { "on" } else { "off" }.to_string();
+    differ("learn-top", switch(m.learn_top), switch(c.learn_top));
+    differ("y-condition", switch(m.y_condition), switch(c.y_condition));
+    differ("n-bits", m.n_bits.to_string(), c.n_bits.to_string());
+    differ("seed", m.seed.to_string(), header.train.seed.to_string());
+    differ(
+        "optimizer",
+        format!("{:?}", asked.optimizer.kind).to_lowercase(),
+        format!("{:?}", header.optimizer.kind).to_lowercase(),
+    );
+    if let Some(had) = header.train.data_crc32 {
+        if had != asked.data_crc32 {
+            out.push(format!(
+                "the data (the checkpoint's training split has CRC-32 {had:08x}, this one {:08x})",
+                asked.data_crc32
+            ));
+        }
+    }
+    out
+}
+
+/// Replaces the settings of [`OPTIMISER_SETTINGS`] in `config` (a resumed optimiser's)
+/// with those `asked` gives explicitly, and returns each change as a phrase
+/// (`--lr 0.0005 replaces the checkpoint's 0.001`).
+pub fn replace_settings(asked: &Asked, config: &mut OptimizerConfig) -> Vec<String> {
+    let mut changes = Vec::new();
+    let a = asked.optimizer;
+    let mut set = |flag: &str, changed: bool, was: String, now: String| {
+        if (asked.given)(flag) && changed {
+            changes.push(format!("--{flag} {now} replaces the checkpoint's {was}"));
+        }
+    };
+    let clip = |c: Option<f32>| c.map_or("0 (off)".into(), |v| v.to_string());
+    set(
+        "lr",
+        a.lr != config.lr,
+        config.lr.to_string(),
+        a.lr.to_string(),
+    );
+    set(
+        "warmup",
+        a.warmup != config.warmup,
+        config.warmup.to_string(),
+        a.warmup.to_string(),
+    );
+    set(
+        "weight-decay",
+        a.weight_decay != config.weight_decay,
+        config.weight_decay.to_string(),
+        a.weight_decay.to_string(),
+    );
+    set(
+        "max-grad-norm",
+        a.max_grad_norm != config.max_grad_norm,
+        clip(config.max_grad_norm),
+        clip(a.max_grad_norm),
+    );
+    let given = asked.given;
+    if given("lr") {
+        config.lr = a.lr;
+    }
+    if given("warmup") {
+        config.warmup = a.warmup;
+    }
+    if given("weight-decay") {
+        config.weight_decay = a.weight_decay;
+    }
+    if given("max-grad-norm") {
+        config.max_grad_norm = a.max_grad_norm;
+    }
+    changes
+}
+
+fn coupling(c: Coupling) -> String {
+    match c {
+        Coupling::Affine => "affine",
+        Coupling::Additive => "additive",
+    }
+    .into()
+}
+
+fn permutation(p: Permutation) -> String {
+    match p {
+        Permutation::Invconv => "invconv",
+        Permutation::InvconvLu => "invconv-lu",
+        Permutation::Shuffle => "shuffle",
+        Permutation::Reverse => "reverse",
+    }
+    .into()
+}
