@@ -202,18 +202,17 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
         Ok(None) => 0,
         Ok(Some(signal)) => 128 + signal,
         // As cli::exit_on_error prints it, returned rather than exited with.
-        Err(e) => match cli::validate::usage_message(&e) {
-            Some(msg) => {
+        Err(e) => match (cli::validate::usage_message(&e), &e) {
+            (Some(msg), _) => {
                 eprintln!("error: {msg}");
                 cli::EXIT_USAGE
             }
             // Another run took the folder between the check and the claim.
-            None if matches!(&e, engine::Error::Invalid { op, .. } if *op == glow::run::folder::OP) =>
-            {
-                eprintln!("error: {e}");
+            (None, engine::Error::Invalid { op, msg }) if *op == glow::run::folder::OP => {
+                eprintln!("error: {msg}");
                 cli::EXIT_USAGE
             }
-            None => {
+            (None, _) => {
                 eprintln!("error: {e}");
                 cli::EXIT_FAILURE
             }
@@ -371,9 +370,6 @@ fn train_rank(
         None => args.data.clone(),
     };
     let data = cli::load_data(data_path.as_deref())?;
-    if rank == 0 {
-        eprintln!("{}", data.describe());
-    }
     let per_epoch = (data.train.len() / args.batch) as u64;
     let total = args
         .steps
@@ -423,6 +419,9 @@ fn train_rank(
             }
             return Ok(None);
         }
+    }
+    if rank == 0 {
+        eprintln!("{}", data.describe());
     }
     let (device, why) = cli::pick_device_for_rank(args.device, rank, ranks)?;
     eprintln!("device: {} ({why})", device.name());

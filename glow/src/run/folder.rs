@@ -133,18 +133,16 @@ impl RunFolder {
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = lock.read_to_string(&mut holder);
                 return Err(FolderError::InUse {
+                    holder: read_holder(&mut lock),
                     folder: path,
-                    holder: describe_holder(&holder),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io("cannot lock the folder", e)),
         }
         // Ours now: say who holds it, for a second run to name.
         let me = format!(
-            "process {}, since {}",
+            "process {}, since {} UTC",
             std::process::id(),
             utc_timestamp(SystemTime::now(), " ", ":")
         );
@@ -194,11 +192,9 @@ impl RunFolder {
             match lock.try_lock_shared() {
                 Ok(()) => drop(lock),
                 Err(TryLockError::WouldBlock) => {
-                    let mut holder = String::new();
-                    let _ = lock.read_to_string(&mut holder);
                     return Err(FolderError::InUse {
                         folder: path.to_path_buf(),
-                        holder: describe_holder(&holder),
+                        holder: read_holder(&mut lock),
                     });
                 }
                 Err(TryLockError::Error(e)) => {
@@ -282,12 +278,20 @@ impl RunFolder {
     }
 }
 
-/// The holder's line of a lock file, or what to say when it has not written it yet.
-fn describe_holder(text: &str) -> String {
-    match text.trim() {
-        "" => "a process that has not written its id yet".into(),
-        h => h.into(),
+/// The holder's line of a lock file. A holder writes it right after taking the lock,
+/// so a lock taken a moment ago may still be empty: wait a little for the line.
+fn read_holder(lock: &mut File) -> String {
+    for _ in 0..50 {
+        let mut text = String::new();
+        if lock.rewind().is_ok()
+            && lock.read_to_string(&mut text).is_ok()
+            && !text.trim().is_empty()
+        {
+            return text.trim().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    "a process that has not written its id yet".into()
 }
 
 /// Where the run in `folder` stands, for [`FolderError::HoldsRun`]: the step of its
