@@ -21,9 +21,6 @@ use crate::parallel::{self, Collective, Solo};
 use crate::model::{Dequantization, Glow};
 use crate::optim::{Optimizer, OptimizerConfig};
 
-/// The whole training loop around [`Trainer`]: see [`crate::run`].
-pub use crate::run::{Event, Interrupt, Run, RunConfig, RunSummary};
-
 /// What one step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {

@@ -278,6 +278,21 @@ impl RunFolder {
     }
 }
 
+/// Removes the temporary files of writes into the folder of `config` that a crash
+/// interrupted (harmless, but they would pile up over many crashes).
+pub(super) fn remove_stale_temporaries(config: &super::RunConfig) -> engine::Result<()> {
+    let written = [
+        config.checkpoint_path(),
+        config.best_path(),
+        config.metrics_path(),
+        config.out.join(LOSS_CURVE_FILE),
+    ];
+    for file in written {
+        crate::atomic::remove_stale_temporaries(&file)?;
+    }
+    Ok(())
+}
+
 /// The holder's line of a lock file. A holder writes it right after taking the lock,
 /// so a lock taken a moment ago may still be empty: wait a little for the line.
 fn read_holder(lock: &mut File) -> String {
