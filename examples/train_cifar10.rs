@@ -114,7 +114,7 @@ struct Args {
     /// The model, --seed, --optimizer and the data come from the checkpoint: giving one
     /// of them (--levels, --depth, --hidden, --coupling, --permutation, --learn-top,
     /// --y-condition, --n-bits, --seed, --optimizer, or --data/--download naming other
-    /// images) with another value is refused. --lr, --warmup, --weight-decay and
+    /// images than a checkpoint that recorded its data) with another value is refused. --lr, --warmup, --weight-decay and
     /// --max-grad-norm are the checkpoint's unless given, and then replace it. The rest
     /// may change on resume: --steps, --epochs, --batch, --flip, --eval-every,
     /// --sample-every, --checkpoint-every, --checkpoint-minutes, --max-bad-steps,
@@ -202,17 +202,12 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
         Ok(None) => 0,
         Ok(Some(signal)) => 128 + signal,
         // As cli::exit_on_error prints it, returned rather than exited with.
-        Err(e) => match (cli::validate::usage_message(&e), &e) {
-            (Some(msg), _) => {
+        Err(e) => match cli::validate::usage_message(&e) {
+            Some(msg) => {
                 eprintln!("error: {msg}");
                 cli::EXIT_USAGE
             }
-            // Another run took the folder between the check and the claim.
-            (None, engine::Error::Invalid { op, msg }) if *op == glow::run::folder::OP => {
-                eprintln!("error: {msg}");
-                cli::EXIT_USAGE
-            }
-            (None, _) => {
+            None => {
                 eprintln!("error: {e}");
                 cli::EXIT_FAILURE
             }
@@ -227,11 +222,19 @@ fn folder_refusal(err: FolderError) -> engine::Error {
             "{} is in use by another run ({holder}); wait for it to end, or use another --out",
             folder.display()
         )),
-        FolderError::HoldsRun { folder, at } => cli::validate::usage_error(format!(
-            "{} holds a run ({at}): continue it with --resume, start elsewhere with \
-             another --out, or start again with --overwrite (which moves the old run \
-             aside, deleting nothing)",
-            folder.display()
+        FolderError::HoldsRun {
+            folder,
+            at,
+            resumable,
+        } => cli::validate::usage_error(format!(
+            "{} holds a run ({at}): {}start elsewhere with another --out, or start again \
+             with --overwrite (which moves the old run aside, deleting nothing)",
+            folder.display(),
+            if resumable {
+                "continue it with --resume, "
+            } else {
+                ""
+            }
         )),
         FolderError::Io(e) => e,
     }
@@ -338,17 +341,23 @@ fn train_rank(
 ) -> Result<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
     cli::validate::batch_splits(args.batch, ranks)?;
-    // Rank 0 owns the folder: refuse a busy one, or a run in it without --resume or
-    // --overwrite, before any work (Run::new and Run::resume_with check again as they
-    // lock it).
-    if rank == 0 {
-        let claim = match (args.resume, args.overwrite) {
-            (true, _) => Claim::Resume,
-            (false, true) => Claim::Overwrite,
-            (false, false) => Claim::Fresh,
-        };
-        RunFolder::check(&args.out, claim).map_err(folder_refusal)?;
-    }
+    // Rank 0 owns the folder. A fresh run claims it before any work, so that a busy
+    // folder, or a run in it without --resume or --overwrite, is refused at once; a
+    // resume claims it after checking the command line against the checkpoint, so that
+    // a refused or empty resume leaves the folder untouched.
+    let claim = |how: Claim| -> Result<Option<RunFolder>> {
+        match rank {
+            0 => Ok(Some(
+                RunFolder::claim(&args.out, how).map_err(folder_refusal)?,
+            )),
+            _ => Ok(None),
+        }
+    };
+    let mut folder = match (args.resume, args.overwrite) {
+        (true, _) => None,
+        (false, true) => claim(Claim::Overwrite)?,
+        (false, false) => claim(Claim::Fresh)?,
+    };
     let barrier = || -> Result<()> {
         if ranks > 1 {
             comm.sum_in_place(&mut [0.0])?;
@@ -419,6 +428,7 @@ fn train_rank(
             }
             return Ok(None);
         }
+        folder = claim(Claim::Resume)?;
     }
     if rank == 0 {
         eprintln!("{}", data.describe());
@@ -428,7 +438,7 @@ fn train_rank(
 
     let mut run = if args.resume {
         let path = config.checkpoint_path();
-        let mut run = Run::resume_with(config, &device, comm.clone())?;
+        let mut run = Run::resume_in(folder, config, &device, comm.clone())?;
         // Stored or reversible backward is a choice of the run, not of the model.
         run.trainer.model.set_memory(args.model.memory.into());
         let changes = cli::resume::replace_settings(&asked, &mut run.trainer.optimizer.config);
@@ -441,7 +451,8 @@ fn train_rank(
         run
     } else {
         let model = Glow::new(model_config, &device)?;
-        let run = Run::new(
+        let run = Run::new_in(
+            folder,
             config,
             Trainer::new(model, opt, args.seed).with_collective(comm.clone()),
         )?;

@@ -3,9 +3,9 @@
 //!
 //! Runs only with the feature: `cargo test --features mpi --test mpi`. `cargo test --test`
 //! does not build examples, so the first test to need the example builds it with the
-//! feature (`cargo build --profile test --features mpi --example train_cifar10`, a no-op
-//! when it is up to date); where that fails, every test fails at once, naming that
-//! command. Needs Open MPI's `mpirun` on the `PATH`; as root it sets
+//! feature (`cargo build --profile test --features mpi --example train_cifar10`, or
+//! `--release` under `cargo test --release`; a no-op when it is up to date); where that
+//! fails, every test fails at once, naming that command. Needs Open MPI's `mpirun` on the `PATH`; as root it sets
 //! `OMPI_ALLOW_RUN_AS_ROOT` and `OMPI_ALLOW_RUN_AS_ROOT_CONFIRM` for its children.
 #![cfg(feature = "mpi")]
 
@@ -45,12 +45,32 @@ fn train_args(out: &Path, steps: u64) -> Vec<String> {
     .collect()
 }
 
-/// The command that builds the example these tests run, with the `mpi` feature.
-const BUILD: &str = "cargo build --profile test --features mpi --example train_cifar10";
+/// The cargo arguments that build the example these tests run, with the `mpi` feature,
+/// into the profile folder this test binary was built in (`target/debug` for `cargo test`,
+/// `target/release` for `cargo test --release`), where `example_binary` looks for it.
+fn build_args() -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name);
+    let profile = match profile_dir.and_then(|p| p.to_str()) {
+        Some("release") => vec!["--release".to_string()],
+        Some("debug") | None => vec!["--profile".into(), "test".into()],
+        Some(other) => vec!["--profile".into(), other.into()],
+    };
+    ["build"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(profile)
+        .chain(["--features", "mpi", "--example", "train_cifar10"].map(String::from))
+        .collect()
+}
 
 /// The `train_cifar10` example built with the `mpi` feature. An example built by a plain
 /// `cargo test` lacks the feature (and would refuse to run as one of several ranks), so
-/// the first call runs [`BUILD`] with the cargo that runs these tests, once per process.
+/// the first call builds it ([`build_args`]) with the cargo that runs these tests, once
+/// per process.
 fn mpi_example() -> &'static Path {
     static BUILT: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
@@ -61,17 +81,19 @@ fn mpi_example() -> &'static Path {
             .or(option_env!("CARGO").map(String::from))
             .unwrap_or_else(|| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let args = build_args();
+        let command = format!("cargo {}", args.join(" "));
         let status = Command::new(&cargo)
-            .args(BUILD.split(' ').skip(1))
+            .args(&args)
             .arg("--manifest-path")
             .arg(&manifest)
             .stdin(Stdio::null())
             .status();
         match status {
             Ok(s) if s.success() => Ok(example_binary("train_cifar10")),
-            Ok(s) => Err(format!("`{BUILD}` failed ({s}); run it first to see why")),
+            Ok(s) => Err(format!("`{command}` failed ({s}); run it first to see why")),
             Err(e) => Err(format!(
-                "could not start {cargo} ({e}); run `{BUILD}` first"
+                "could not start {cargo} ({e}); run `{command}` first"
             )),
         }
     });

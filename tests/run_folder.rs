@@ -139,7 +139,7 @@ fn two_runs_racing_for_one_folder_leave_one_run() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     let line = error_lines(stderr).concat();
     assert!(
-        line.contains("is in use by another run (process") || line.contains("holds a run"),
+        line.contains("is in use by another run (") || line.contains("holds a run"),
         "{line}"
     );
     // One run's log: every line whole, each step once.

@@ -264,6 +264,30 @@ fn a_nan_is_skipped_logged_and_rolled_back() -> Result<()> {
     Ok(())
 }
 
+/// A setting changed on resume (a new learning rate, as `--lr` on the command line)
+/// reaches the checkpoint even when the run is stopped before its first step: the
+/// resume command the example prints leaves `--lr` out, so the checkpoint must hold it.
+#[test]
+fn a_setting_changed_on_resume_is_checkpointed_by_a_stop_before_any_step() -> Result<()> {
+    let data = Cifar10::load(glow::data::default_data_dir())?;
+    let dir = Scratch::new("new-lr");
+    let mut first = Run::new(config(&dir.0, 2), trainer()?)?;
+    drive(&mut first, &data, None)?;
+    drop(first);
+
+    let mut resumed = Run::resume(config(&dir.0, 4), &Device::Cpu)?;
+    assert_eq!(resumed.trainer.optimizer.config.lr, 1e-3);
+    resumed.trainer.optimizer.config.lr = 5e-4;
+    let interrupt = Interrupt::new();
+    interrupt.request(SIGINT);
+    let summary = resumed.run(&data, &interrupt, |_| {})?;
+    assert_eq!((summary.step, summary.interrupted), (2, Some(SIGINT)));
+    drop(resumed);
+    let header = glow::checkpoint::read_header(dir.0.join(glow::run::CHECKPOINT_FILE))?;
+    assert_eq!((header.train.step, header.optimizer.lr), (2, 5e-4));
+    Ok(())
+}
+
 #[test]
 fn a_run_that_keeps_diverging_gives_up_after_max_rollbacks() -> Result<()> {
     let data = Cifar10::load(glow::data::default_data_dir())?;

@@ -417,15 +417,19 @@ fn parse_metadata(path: &Path, meta: &HashMap<String, String>) -> Result<Checkpo
         .map_err(|e| io_error(path, "bad optimiser step", e))?;
     let data_crc32 = match meta.get(keys::TRAIN_DATA_CRC32) {
         None => None,
-        Some(s) => Some(u32::from_str_radix(s, 16).map_err(|_| {
-            Error::io(
-                path,
-                format!(
-                    "metadata {:?} is not 8 hex digits: {s:?}",
-                    keys::TRAIN_DATA_CRC32
-                ),
-            )
-        })?),
+        Some(s) => {
+            let hex = s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            let parsed = hex.then(|| u32::from_str_radix(s, 16).ok()).flatten();
+            Some(parsed.ok_or_else(|| {
+                Error::io(
+                    path,
+                    format!(
+                        "metadata {:?} is not 8 lowercase hex digits: {s:?}",
+                        keys::TRAIN_DATA_CRC32
+                    ),
+                )
+            })?)
+        }
     };
     let train = TrainState {
         seed: number(keys::TRAIN_SEED)?,

@@ -10,8 +10,12 @@
 //!   leaves nothing stale behind: the next claim simply takes it. A second claim while
 //!   the lock is held fails at once with [`FolderError::InUse`], naming the process that
 //!   holds it (the holder writes its process id and start time into the lock file).
-//!   Readers of the folder (evaluation, sampling) take no lock: every file a run writes
-//!   is replaced by an atomic rename, so a reader sees a whole file, old or new.
+//!   Readers of the folder (evaluation, sampling) take no lock: checkpoints and pictures
+//!   are replaced by an atomic rename, so a reader sees a whole file, old or new, and
+//!   the metrics log only grows, one line per write (a reader may see its last line
+//!   still being written, and should drop a line that does not parse).
+//!   The lock is advisory on Unix; on Windows it is mandatory, so there a second run
+//!   cannot read the holder's line and names no process.
 //! - **A fresh run never replaces a run.** [`Claim::Fresh`] in a folder that holds any
 //!   of [`RUN_FILES`] fails with [`FolderError::HoldsRun`], naming the step the folder
 //!   is at. [`Claim::Overwrite`] moves those files aside first, into a sibling folder
@@ -67,6 +71,8 @@ pub enum FolderError {
         folder: PathBuf,
         /// Where that run is: `step 168`, or why no step is known.
         at: String,
+        /// Whether it has a checkpoint to resume from.
+        resumable: bool,
     },
     /// Creating, locking, reading or moving failed.
     Io(Error),
@@ -80,11 +86,16 @@ impl std::fmt::Display for FolderError {
                 "{} is in use by another run ({holder}); wait for it to end or use another folder",
                 folder.display()
             ),
-            FolderError::HoldsRun { folder, at } => write!(
+            FolderError::HoldsRun {
+                folder,
+                at,
+                resumable,
+            } => write!(
                 f,
-                "{} holds a run ({at}): resume it, use another folder, or overwrite it \
-                 (which moves the old run aside)",
-                folder.display()
+                "{} holds a run ({at}): {}use another folder, or overwrite it (which \
+                 moves the old run aside)",
+                folder.display(),
+                if *resumable { "resume it, " } else { "" }
             ),
             FolderError::Io(e) => write!(f, "{e}"),
         }
@@ -162,7 +173,8 @@ impl RunFolder {
                 if claimed.holds_run() {
                     return Err(FolderError::HoldsRun {
                         at: run_position(&claimed.path),
-                        folder: claimed.path,
+                        resumable: claimed.path.join(CHECKPOINT_FILE).is_file(),
+                        folder: claimed.path.clone(),
                     });
                 }
             }
@@ -173,45 +185,6 @@ impl RunFolder {
             }
         }
         Ok(claimed)
-    }
-
-    /// What [`RunFolder::claim`] would refuse now, found without creating, locking for
-    /// more than an instant, or moving anything: a folder in use by another run, and for
-    /// [`Claim::Fresh`] one that holds a run. For a program to refuse before it builds a
-    /// model; the claim itself checks again.
-    pub fn check(folder: impl AsRef<Path>, claim: Claim) -> Result<(), FolderError> {
-        let path = folder.as_ref();
-        let lock_path = path.join(LOCK_FILE);
-        if lock_path.exists() {
-            let mut lock = File::open(&lock_path).map_err(|e| {
-                FolderError::Io(Error::io(
-                    &lock_path,
-                    format!("cannot open the lock file: {e}"),
-                ))
-            })?;
-            match lock.try_lock_shared() {
-                Ok(()) => drop(lock),
-                Err(TryLockError::WouldBlock) => {
-                    return Err(FolderError::InUse {
-                        folder: path.to_path_buf(),
-                        holder: read_holder(&mut lock),
-                    });
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(FolderError::Io(Error::io(
-                        &lock_path,
-                        format!("cannot lock the folder: {e}"),
-                    )))
-                }
-            }
-        }
-        if claim == Claim::Fresh && RUN_FILES.iter().any(|f| path.join(f).exists()) {
-            return Err(FolderError::HoldsRun {
-                folder: path.to_path_buf(),
-                at: run_position(path),
-            });
-        }
-        Ok(())
     }
 
     /// The folder.
@@ -293,20 +266,43 @@ pub(super) fn remove_stale_temporaries(config: &super::RunConfig) -> engine::Res
     Ok(())
 }
 
-/// The holder's line of a lock file. A holder writes it right after taking the lock,
-/// so a lock taken a moment ago may still be empty: wait a little for the line.
+/// The holder's line of a lock file: `process {pid}, since …`. A holder writes it right
+/// after taking the lock, so a lock taken a moment ago may still be empty or hold the
+/// line of a holder that has since died (its line is not cleared when it is killed):
+/// wait up to a second for the line of a live process.
 fn read_holder(lock: &mut File) -> String {
-    for _ in 0..50 {
+    for _ in 0..200 {
         let mut text = String::new();
-        if lock.rewind().is_ok()
-            && lock.read_to_string(&mut text).is_ok()
-            && !text.trim().is_empty()
-        {
-            return text.trim().to_string();
+        if lock.rewind().is_ok() && lock.read_to_string(&mut text).is_ok() {
+            let line = text.trim();
+            if !line.is_empty() && holder_alive(line) != Some(false) {
+                return line.to_string();
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     "a process that has not written its id yet".into()
+}
+
+/// Whether the process a holder's line names is alive, where the system says (`/proc`);
+/// `None` where it cannot be told.
+fn holder_alive(line: &str) -> Option<bool> {
+    let pid: u32 = line
+        .strip_prefix("process ")?
+        .split(',')
+        .next()?
+        .parse()
+        .ok()?;
+    let proc = Path::new("/proc");
+    proc.is_dir().then(|| proc.join(pid.to_string()).exists())
+}
+
+impl Drop for RunFolder {
+    fn drop(&mut self) {
+        // A run that ends cleanly leaves no line naming it; the lock itself goes with
+        // the file handle.
+        let _ = self._lock.set_len(0);
+    }
 }
 
 /// Where the run in `folder` stands, for [`FolderError::HoldsRun`]: the step of its

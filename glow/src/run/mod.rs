@@ -89,6 +89,35 @@ pub const LOSS_CURVE_FILE: &str = "loss_curve.png";
 /// The folder of sample grids, in [`RunConfig::out`].
 pub const SAMPLES_DIR: &str = "samples";
 
+/// `folder`, checked to be the claim of `config.out` that rank `rank` needs: rank 0
+/// writes and so must hold the folder; the others must not.
+fn claimed(
+    folder: Option<RunFolder>,
+    config: &RunConfig,
+    rank: usize,
+) -> Result<Option<RunFolder>> {
+    match (&folder, rank) {
+        (Some(f), 0) if f.path() == config.out => Ok(folder),
+        (Some(f), 0) => Err(Error::invalid(
+            "training run",
+            format!(
+                "the claimed folder {} is not the run's out {}",
+                f.path().display(),
+                config.out.display()
+            ),
+        )),
+        (None, 0) => Err(Error::invalid(
+            "training run",
+            "rank 0 writes the run and needs its claimed folder",
+        )),
+        (Some(_), _) => Err(Error::invalid(
+            "training run",
+            format!("rank {rank} does not write the run and must not hold its folder"),
+        )),
+        (None, _) => Ok(None),
+    }
+}
+
 /// A training run in progress: the trainer and what the run has seen so far.
 #[derive(Debug)]
 pub struct Run {
@@ -113,6 +142,9 @@ pub struct Run {
     data_crc32: Option<u32>,
     /// The step [`CHECKPOINT_FILE`] holds, once there is one.
     checkpoint_step: Option<u64>,
+    /// The optimiser settings it holds, when the run was resumed from it (they may
+    /// have been changed since, e.g. a new learning rate given on resume).
+    checkpoint_optimizer: Option<crate::optim::OptimizerConfig>,
     /// When it was written (or the run made).
     checkpoint_time: Instant,
     /// Bad steps in a row.
@@ -133,9 +165,26 @@ impl Run {
     /// folder, writes files and evaluates, and every rank stops at the same step when
     /// any of them is asked to.
     pub fn new(config: RunConfig, trainer: Trainer) -> Result<Run> {
+        let folder = if trainer.collective.rank() == 0 {
+            let claim = if config.overwrite {
+                Claim::Overwrite
+            } else {
+                Claim::Fresh
+            };
+            Some(RunFolder::claim(&config.out, claim)?)
+        } else {
+            None
+        };
+        Run::new_in(folder, config, trainer)
+    }
+
+    /// [`Run::new`] in a folder its caller has claimed already (rank 0; `None` on the
+    /// other ranks): a program that claims first can refuse a busy folder before it
+    /// builds anything, in its own words ([`folder::FolderError`]).
+    pub fn new_in(folder: Option<RunFolder>, config: RunConfig, trainer: Trainer) -> Result<Run> {
         config.check()?;
         let path = config.metrics_path();
-        if trainer.collective.rank() != 0 {
+        let Some(folder) = claimed(folder, &config, trainer.collective.rank())? else {
             return Ok(Run::with(
                 config,
                 trainer,
@@ -143,13 +192,7 @@ impl Run {
                 None,
                 false,
             ));
-        }
-        let claim = if config.overwrite {
-            Claim::Overwrite
-        } else {
-            Claim::Fresh
         };
-        let folder = RunFolder::claim(&config.out, claim)?;
         folder::remove_stale_temporaries(&config)?;
         let log = MetricsLog::create(path)?;
         let aside = folder.moved_aside().map(|p| p.display().to_string());
@@ -183,16 +226,29 @@ impl Run {
         device: &engine::Device,
         collective: Arc<dyn Collective>,
     ) -> Result<Run> {
-        config.check()?;
-        let writer = collective.rank() == 0;
-        let folder = if writer {
-            let folder = RunFolder::claim(&config.out, Claim::Resume)?;
-            folder::remove_stale_temporaries(&config)?;
-            Some(folder)
+        let folder = if collective.rank() == 0 {
+            Some(RunFolder::claim(&config.out, Claim::Resume)?)
         } else {
             None
         };
+        Run::resume_in(folder, config, device, collective)
+    }
+
+    /// [`Run::resume_with`] in a folder its caller has claimed already (rank 0; `None`
+    /// on the other ranks), as [`Run::new_in`].
+    pub fn resume_in(
+        folder: Option<RunFolder>,
+        config: RunConfig,
+        device: &engine::Device,
+        collective: Arc<dyn Collective>,
+    ) -> Result<Run> {
+        config.check()?;
+        let folder = claimed(folder, &config, collective.rank())?;
+        if folder.is_some() {
+            folder::remove_stale_temporaries(&config)?;
+        }
         let (model, optimizer, state) = resume(config.checkpoint_path(), device)?;
+        let checkpoint_optimizer = optimizer.config;
         let trainer = Trainer {
             model,
             optimizer,
@@ -200,10 +256,12 @@ impl Run {
             step: state.step,
             collective,
         };
+        let writer = folder.is_some();
         let (log, kept) = MetricsLog::resume(config.metrics_path(), state.step, writer)?;
         let mut run = Run::with(config, trainer, log, folder, true);
         run.data_crc32 = state.data_crc32;
         run.checkpoint_step = Some(state.step);
+        run.checkpoint_optimizer = Some(checkpoint_optimizer);
         for v in &kept {
             run.history.replay(v);
         }
@@ -229,6 +287,7 @@ impl Run {
             per_epoch: 0,
             data_crc32: None,
             checkpoint_step: None,
+            checkpoint_optimizer: None,
             checkpoint_time: Instant::now(),
             bad_in_a_row: 0,
             rollback_target: None,
@@ -489,6 +548,7 @@ impl Run {
             save_checkpoint(&path, &self.trainer.model, &self.trainer.optimizer, &state)?;
         }
         self.checkpoint_step = Some(state.step);
+        self.checkpoint_optimizer = Some(self.trainer.optimizer.config);
         self.checkpoint_time = Instant::now();
         self.log(
             json!({"step": state.step, "checkpoint": CHECKPOINT_FILE, "reason": reason.name()}),
@@ -502,11 +562,14 @@ impl Run {
     }
 
     /// Stops on a request: a checkpoint unless the last step was bad (then the last good
-    /// one stays), the log line and the event.
+    /// one stays) or the checkpoint already holds this state (its step and optimiser
+    /// settings), the log line and the event.
     fn stop(&mut self, signal: i32, on_event: &mut impl FnMut(&Event)) -> Result<()> {
         let step = self.trainer.step;
         self.log(json!({"step": step, "interrupted": signal}))?;
-        if self.bad_in_a_row == 0 && self.checkpoint_step != Some(step) {
+        let held = self.checkpoint_step == Some(step)
+            && self.checkpoint_optimizer == Some(self.trainer.optimizer.config);
+        if self.bad_in_a_row == 0 && !held {
             self.save(CheckpointReason::Interrupted, on_event)?;
         }
         // No rank exits before rank 0 has written the checkpoint: `mpirun` ends the
