@@ -6,7 +6,7 @@
 //! (`ENGINE_VULKAN_DEVICE` picks another). `GPU_CHECK_QUICK=1` leaves out the
 //! convolutions at the paper's widths (512 channels), which a CPU Vulkan driver takes
 //! minutes over. Errors are normalised, `‖gpu − cpu‖₂ / ‖cpu‖₂`, and the largest absolute
-//! difference; the tests hold them to 1e-5 on lavapipe (`tests/primitives.rs`).
+//! difference; the tests hold them to 1e-5 on lavapipe (`engine/tests/primitives.rs`).
 
 use engine::backend::*;
 use engine::cpu::CpuBackend;

@@ -5,6 +5,7 @@
 //! runs on and [`device_test!`], which turns one test body into one test per device.
 
 pub use engine;
+pub use engine::device_test;
 pub use glow;
 
 pub mod cli;
@@ -17,108 +18,12 @@ pub mod cli;
 pub mod tour {}
 
 pub mod testing {
-    //! Running one test body on every device.
+    //! The fixtures of the top-level tests: everything of [`engine::testing`] (the
+    //! devices, [`device_test!`](crate::device_test), the Vulkan test device), and what
+    //! the Glow tests share (scratch folders, the built examples, a batch of images,
+    //! a few training steps).
+    pub use engine::testing::*;
     use engine::Device;
-
-    /// Why this process's Vulkan tests do not run.
-    #[derive(Clone, Debug)]
-    enum NoVulkan {
-        /// Skip them: `ENGINE_NO_VULKAN=1`, or no device opened and nothing requires one.
-        Skip(String),
-        /// Fail them: `ENGINE_REQUIRE_VULKAN=1` and no device (or no validation).
-        Fail(String),
-    }
-
-    /// Whether the environment variable `name` is set to `1`.
-    fn env_flag(name: &str) -> bool {
-        std::env::var(name).is_ok_and(|v| v == "1")
-    }
-
-    /// The shared test device with the validation layer on, or why there is none: decided
-    /// once per process (once per test binary), so that a machine without Vulkan pays for
-    /// one failed attempt and prints one notice, not one per test.
-    #[cfg(feature = "vulkan")]
-    fn vulkan_status() -> &'static Result<engine::vulkan::VulkanDevice, NoVulkan> {
-        static STATUS: std::sync::OnceLock<Result<engine::vulkan::VulkanDevice, NoVulkan>> =
-            std::sync::OnceLock::new();
-        STATUS.get_or_init(|| {
-            let required = env_flag("ENGINE_REQUIRE_VULKAN");
-            if env_flag("ENGINE_NO_VULKAN") {
-                return Err(if required {
-                    NoVulkan::Fail("ENGINE_REQUIRE_VULKAN=1 and ENGINE_NO_VULKAN=1 contradict each other".into())
-                } else {
-                    NoVulkan::Skip("ENGINE_NO_VULKAN=1 is set".into())
-                });
-            }
-            // The process-wide device, with the Khronos validation layer when it is installed.
-            let options = engine::vulkan::VulkanOptions {
-                validation: true,
-                ..engine::vulkan::VulkanOptions::from_env()
-            };
-            match engine::vulkan::VulkanDevice::init_default(options) {
-                Ok(d) if required && !d.validating() => Err(NoVulkan::Fail(format!(
-                    "{} opened without the Khronos validation layer (install vulkan-validationlayers)",
-                    d.describe()
-                ))),
-                Ok(d) => Ok(d),
-                Err(e) if required => Err(NoVulkan::Fail(format!("no Vulkan device: {e}"))),
-                Err(e) => Err(NoVulkan::Skip(e.to_string())),
-            }
-        })
-    }
-
-    /// The Vulkan device for tests, or `None` when this process skips its Vulkan tests.
-    ///
-    /// - Where a Vulkan device opens, it is the process-wide device with the Khronos
-    ///   validation layer on (when installed; [`assert_no_validation_messages`] then fails
-    ///   a test on any message).
-    /// - Where none opens (no loader, no driver), or with `ENGINE_NO_VULKAN=1`, it is
-    ///   `None` and the Vulkan variants pass without running; the first call prints one
-    ///   notice naming what to install, straight to standard error so that the test
-    ///   harness's capture does not hide it.
-    /// - With `ENGINE_REQUIRE_VULKAN=1` (CI sets it), a missing device, or a device
-    ///   without the validation layer, fails every Vulkan test instead: CI must really
-    ///   run them (`tests/vulkan_required.rs` shows the difference).
-    #[cfg(feature = "vulkan")]
-    pub fn vulkan_device() -> Option<Device> {
-        vulkan_backend().map(Device::Vulkan)
-    }
-
-    /// [`vulkan_device`]'s backend, for tests of the primitives themselves.
-    #[cfg(feature = "vulkan")]
-    pub fn vulkan_backend() -> Option<engine::vulkan::VulkanDevice> {
-        match vulkan_status() {
-            Ok(d) => Some(d.clone()),
-            Err(NoVulkan::Skip(why)) => {
-                static NOTICE: std::sync::Once = std::sync::Once::new();
-                NOTICE.call_once(|| {
-                    use std::io::Write;
-                    // Straight to the file descriptor: `eprintln!` inside a test is
-                    // captured and shown only if the test fails.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "note: this binary's Vulkan tests are skipped: {why} \
-                         (ENGINE_REQUIRE_VULKAN=1 makes that a failure)"
-                    );
-                });
-                None
-            }
-            Err(NoVulkan::Fail(why)) => {
-                panic!("ENGINE_REQUIRE_VULKAN=1: {why}")
-            }
-        }
-    }
-
-    /// Options for a test that opens a private Vulkan device (its own pool or pipeline
-    /// cache): the environment's options with validation on, or `None` when this process
-    /// skips its Vulkan tests, by the rules of [`vulkan_device`].
-    #[cfg(feature = "vulkan")]
-    pub fn vulkan_options() -> Option<engine::vulkan::VulkanOptions> {
-        vulkan_backend().map(|_| engine::vulkan::VulkanOptions {
-            validation: true,
-            ..engine::vulkan::VulkanOptions::from_env()
-        })
-    }
 
     /// A fresh, empty directory for one test, `base/{prefix}-{pid}-{n}` (unique within the
     /// process), removed when dropped unless the test is failing (then it is kept to look
@@ -142,6 +47,12 @@ pub mod testing {
         /// `name` inside the directory.
         pub fn path(&self, name: &str) -> std::path::PathBuf {
             self.0.join(name)
+        }
+    }
+
+    impl AsRef<std::path::Path> for Scratch {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.0
         }
     }
 
@@ -184,45 +95,6 @@ pub mod testing {
         path
     }
 
-    /// `len` varied values in `[lo, hi)` from a xorshift stream (test data that needs no
-    /// device).
-    pub fn test_data(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-            })
-            .collect()
-    }
-
-    /// Fails if the validation layer has reported anything in this process.
-    #[cfg(feature = "vulkan")]
-    pub fn assert_no_validation_messages() {
-        let n = engine::vulkan::validation_message_count();
-        assert_eq!(
-            n, 0,
-            "the Vulkan validation layer reported {n} message(s) (printed above)"
-        );
-    }
-
-    /// `‖got − want‖₂ / max(‖want‖₂, 1e-30)`, in `f64`: how far one device's output is
-    /// from another's, as the agreement tests and the GPU check measure it. NaN when
-    /// either holds a NaN.
-    pub fn normalised_error(got: &[f32], want: &[f32]) -> f64 {
-        assert_eq!(got.len(), want.len(), "normalised_error: lengths differ");
-        let sq = |v: f64| v * v;
-        let num: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(&g, &w)| sq(f64::from(g) - f64::from(w)))
-            .sum();
-        let den: f64 = want.iter().map(|&w| sq(f64::from(w))).sum();
-        num.sqrt() / den.sqrt().max(1e-30)
-    }
-
     /// Adds `scale · N(0, 1)` to every trainable parameter of `model`: a generic point,
     /// away from an initialisation where some gradients are zero up to rounding.
     pub fn perturb(model: &glow::Glow, scale: f32, seed: u64) -> engine::Result<()> {
@@ -247,6 +119,25 @@ pub mod testing {
                 )
             })
             .collect()
+    }
+
+    /// The small Glow the model, checkpoint and reversible tests start from: 8x8 RGB
+    /// images, L=2, K=2, hidden 8, a learned top prior, with `coupling` and
+    /// `permutation`; each test changes what it needs with `..small_glow(..)`.
+    pub fn small_glow(
+        coupling: glow::Coupling,
+        permutation: glow::Permutation,
+    ) -> glow::GlowConfig {
+        glow::GlowConfig {
+            image_shape: [3, 8, 8],
+            levels: 2,
+            depth: 2,
+            hidden: 8,
+            coupling,
+            permutation,
+            learn_top: true,
+            ..glow::GlowConfig::default()
+        }
     }
 
     /// A batch of `b` images of `cfg`'s shape in the flow's input range [-0.5, 0.5).
@@ -280,55 +171,4 @@ pub mod testing {
         }
         Ok(())
     }
-
-    /// Every device a test should run on.
-    pub fn devices() -> Vec<Device> {
-        #[allow(unused_mut)]
-        let mut out = vec![Device::Cpu, Device::Reference];
-        #[cfg(feature = "vulkan")]
-        out.extend(vulkan_device());
-        out
-    }
-}
-
-/// Defines one test per device from a single body.
-///
-/// ```ignore
-/// device_test!(fn adds(dev) {
-///     let x = Tensor::ones(&[2], dev)?;
-///     assert_eq!(x.add(&x)?.to_vec()?, vec![2.0, 2.0]);
-///     Ok(())
-/// });
-/// ```
-/// expands to a module `adds` with tests `cpu`, `reference` and (with the `vulkan`
-/// feature) `vulkan`.
-/// The body receives `dev: &Device` and returns `engine::Result<()>`.
-#[macro_export]
-macro_rules! device_test {
-    (fn $name:ident($dev:ident) $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn body($dev: &$crate::engine::Device) -> $crate::engine::Result<()> $body
-
-            #[test]
-            fn cpu() {
-                body(&$crate::engine::Device::Cpu).unwrap();
-            }
-
-            #[test]
-            fn reference() {
-                body(&$crate::engine::Device::Reference).unwrap();
-            }
-
-            #[cfg(feature = "vulkan")]
-            #[test]
-            fn vulkan() {
-                if let Some(dev) = $crate::testing::vulkan_device() {
-                    body(&dev).unwrap();
-                    $crate::testing::assert_no_validation_messages();
-                }
-            }
-        }
-    };
 }

@@ -14,50 +14,15 @@ use glow::checkpoint::{
 };
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Coupling, Glow, GlowConfig, Permutation};
-
-/// A fresh, empty directory for one test, removed by [`Scratch::drop`].
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("glow-ckpt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-    /// The names in the directory, sorted.
-    fn listing(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .expect("list the scratch directory")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use glow_rs::testing::small_glow;
+use glow_rs::testing::Scratch;
 
 fn small(coupling: Coupling, permutation: Permutation, y_condition: bool) -> GlowConfig {
     GlowConfig {
-        image_shape: [3, 8, 8],
-        levels: 2,
-        depth: 2,
-        hidden: 8,
-        coupling,
-        permutation,
-        learn_top: true,
         y_condition,
         num_classes: 3,
         seed: 7,
-        ..GlowConfig::default()
+        ..small_glow(coupling, permutation)
     }
 }
 
@@ -157,7 +122,7 @@ fn round_trip(cfg: &GlowConfig, steps: usize, dir: &Scratch) -> Result<()> {
 
 #[test]
 fn round_trip_is_bit_identical() -> Result<()> {
-    let dir = Scratch::new("roundtrip");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-roundtrip");
     round_trip(
         &small(Coupling::Affine, Permutation::InvconvLu, true),
         3,
@@ -168,7 +133,7 @@ fn round_trip_is_bit_identical() -> Result<()> {
 
 #[test]
 fn round_trip_every_variant() -> Result<()> {
-    let dir = Scratch::new("variants");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-variants");
     for (coupling, permutation, y_condition, steps) in [
         (Coupling::Affine, Permutation::Invconv, false, 2),
         (Coupling::Additive, Permutation::Shuffle, false, 1),
@@ -183,7 +148,7 @@ fn round_trip_every_variant() -> Result<()> {
 
 #[test]
 fn resume_restores_train_state() -> Result<()> {
-    let dir = Scratch::new("resume");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-resume");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
     let (model, opt) = trained(&cfg, 1)?;
     let path = dir.path("a.safetensors");
@@ -199,7 +164,7 @@ fn resume_restores_train_state() -> Result<()> {
 /// data's fingerprint was recorded (no `train.data_crc32`) loads with `None`.
 #[test]
 fn the_header_alone_gives_the_metadata() -> Result<()> {
-    let dir = Scratch::new("header");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-header");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
     let (model, opt) = trained(&cfg, 2)?;
     let path = dir.path("a.safetensors");
@@ -249,13 +214,23 @@ fn the_header_alone_gives_the_metadata() -> Result<()> {
 }
 
 /// The file's raw bytes.
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list the scratch directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read back")
 }
 
 #[test]
 fn a_failed_write_leaves_the_old_checkpoint() -> Result<()> {
-    let dir = Scratch::new("atomic");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-atomic");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
     let (model, opt) = trained(&cfg, 1)?;
     let path = dir.path("ckpt.safetensors");
@@ -271,7 +246,7 @@ fn a_failed_write_leaves_the_old_checkpoint() -> Result<()> {
     assert!(err.to_string().contains("simulated crash"));
     assert_eq!(read(&path), before, "the checkpoint is untouched");
     assert_eq!(
-        dir.listing(),
+        listing(&dir),
         ["ckpt.safetensors"],
         "no temporary file left"
     );
@@ -286,13 +261,13 @@ fn a_failed_write_leaves_the_old_checkpoint() -> Result<()> {
     let err = save_checkpoint(&path, &model, &bad, &TRAIN).expect_err("NaN lr");
     assert!(err.to_string().contains("ckpt.safetensors"), "{err}");
     assert_eq!(read(&path), before);
-    assert_eq!(dir.listing(), ["ckpt.safetensors"]);
+    assert_eq!(listing(&dir), ["ckpt.safetensors"]);
     Ok(())
 }
 
 #[test]
 fn a_stale_temporary_file_is_harmless() -> Result<()> {
-    let dir = Scratch::new("stale");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-stale");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
     let (model, opt) = trained(&cfg, 1)?;
     let path = dir.path("ckpt.safetensors");
@@ -311,7 +286,7 @@ fn a_stale_temporary_file_is_harmless() -> Result<()> {
 
 #[test]
 fn a_directory_in_the_way_is_an_error_not_damage() -> Result<()> {
-    let dir = Scratch::new("dir-target");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-dir-target");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
     let (model, opt) = trained(&cfg, 0)?;
     let target = dir.path("ckpt.safetensors");
@@ -321,7 +296,7 @@ fn a_directory_in_the_way_is_an_error_not_damage() -> Result<()> {
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("ckpt.safetensors"), "{err}");
     assert_eq!(
-        dir.listing(),
+        listing(&dir),
         ["ckpt.safetensors"],
         "no temporary file left"
     );
@@ -342,7 +317,7 @@ fn load_error(path: &Path) -> String {
 
 #[test]
 fn bad_files_give_errors_naming_them() -> Result<()> {
-    let dir = Scratch::new("errors");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-errors");
     let msg = load_error(&dir.path("missing.safetensors"));
     assert!(msg.contains("cannot read"), "{msg}");
 
@@ -397,7 +372,7 @@ fn without(from: &Path, to: &Path, drop: impl Fn(&str) -> bool) {
 
 #[test]
 fn a_missing_tensor_is_named() -> Result<()> {
-    let dir = Scratch::new("missing-tensor");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-missing-tensor");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
     let (model, opt) = trained(&cfg, 1)?;
     let good = dir.path("good.safetensors");
@@ -437,7 +412,7 @@ fn a_missing_tensor_is_named() -> Result<()> {
 
 #[test]
 fn a_checkpoint_of_another_architecture_is_refused() -> Result<()> {
-    let dir = Scratch::new("mismatch");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-mismatch");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
     let (model, opt) = trained(&cfg, 1)?;
     let path = dir.path("ckpt.safetensors");
@@ -499,7 +474,7 @@ fn good_checkpoint(dir: &Scratch) -> Result<PathBuf> {
 
 #[test]
 fn a_damaged_tensor_is_named() -> Result<()> {
-    let dir = Scratch::new("damaged");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-damaged");
     let good = good_checkpoint(&dir)?;
     let mut bytes = read(&good);
     let (header_len, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
@@ -533,7 +508,7 @@ fn a_damaged_tensor_is_named() -> Result<()> {
 
 #[test]
 fn a_non_finite_tensor_is_refused_on_load() -> Result<()> {
-    let dir = Scratch::new("non-finite-load");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-non-finite-load");
     let good = good_checkpoint(&dir)?;
     for (victim, value, shown) in [
         ("flow.layers.1.actnorm.logs", f32::NAN, "NaN"),
@@ -577,7 +552,7 @@ fn a_non_finite_tensor_is_refused_on_load() -> Result<()> {
 
 #[test]
 fn a_non_finite_model_is_not_saved() -> Result<()> {
-    let dir = Scratch::new("non-finite-save");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-non-finite-save");
     let good = good_checkpoint(&dir)?;
     let before = read(&good);
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
@@ -599,13 +574,13 @@ fn a_non_finite_model_is_not_saved() -> Result<()> {
         "{msg}"
     );
     assert_eq!(read(&good), before, "the checkpoint on disk is untouched");
-    assert_eq!(dir.listing(), ["good.safetensors"]);
+    assert_eq!(listing(&dir), ["good.safetensors"]);
     Ok(())
 }
 
 #[test]
 fn a_version_1_checkpoint_still_loads_and_other_versions_are_refused() -> Result<()> {
-    let dir = Scratch::new("versions");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-versions");
     let good = good_checkpoint(&dir)?;
     let v1 = dir.path("v1.safetensors");
     rewritten(
@@ -662,7 +637,7 @@ fn a_version_1_checkpoint_still_loads_and_other_versions_are_refused() -> Result
 fn a_configuration_larger_than_its_file_is_refused_before_anything_is_built() -> Result<()> {
     // Restoring builds the model the configuration describes; a damaged one asking for
     // 2^40 channels would abort the process on the allocation. Each must be refused first.
-    let dir = Scratch::new("huge");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "ckpt-huge");
     let cfg = small(Coupling::Affine, Permutation::InvconvLu, true);
     let (model, opt) = trained(&cfg, 0)?;
     let path = dir.path("model.safetensors");

@@ -11,6 +11,7 @@ use engine::{Device, Result, Tensor};
 use glow::checkpoint::{keys, save_checkpoint, TrainState};
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Coupling, Glow, GlowConfig, Permutation};
+use glow_rs::testing::small_glow;
 
 fn doc_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/checkpoint-format.md")
@@ -60,16 +61,9 @@ fn matches(pattern: &str, name: &str) -> bool {
 
 fn small(coupling: Coupling, permutation: Permutation, y_condition: bool) -> GlowConfig {
     GlowConfig {
-        image_shape: [3, 8, 8],
-        levels: 2,
-        depth: 2,
-        hidden: 8,
-        coupling,
-        permutation,
-        learn_top: true,
         y_condition,
         num_classes: 3,
-        ..GlowConfig::default()
+        ..small_glow(coupling, permutation)
     }
 }
 

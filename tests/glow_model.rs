@@ -3,6 +3,7 @@
 //! state round trip, and every device against the reference device (log p, every
 //! parameter's gradient, decode). The `device_test!` tests run on all three devices.
 
+use engine::anomaly;
 use engine::gradcheck::GradCheck;
 use engine::linalg::Lu;
 use engine::{no_grad, Device, Result, Tensor};
@@ -14,18 +15,12 @@ use glow_rs::device_test;
 /// A small model on `[3, 8, 8]` images.
 fn small(coupling: Coupling, permutation: Permutation) -> GlowConfig {
     GlowConfig {
-        image_shape: [3, 8, 8],
-        levels: 2,
-        depth: 2,
         hidden: 16,
-        coupling,
-        permutation,
-        learn_top: true,
-        ..GlowConfig::default()
+        ..small_glow(coupling, permutation)
     }
 }
 
-use glow_rs::testing::{glow_images as images, train_adamax as train};
+use glow_rs::testing::{glow_images as images, small_glow, train_adamax as train};
 
 use glow_rs::testing::perturb;
 
@@ -404,3 +399,40 @@ fn vulkan_agrees_with_the_reference_on_log_p_gradients_and_decode() -> Result<()
     glow_rs::testing::assert_no_validation_messages();
     Ok(())
 }
+
+// Anomaly mode (`engine::anomaly`) on the model: an overflowing parameter is named by
+// its layer.
+device_test!(fn glow_names_the_layer_whose_parameter_overflows(dev) {
+    let cfg = GlowConfig {
+        image_shape: [3, 8, 8],
+        levels: 2,
+        depth: 1,
+        hidden: 8,
+        ..GlowConfig::default()
+    };
+    let model = Glow::new(cfg, dev)?;
+    let x = Tensor::rand_uniform(&[2, 3, 8, 8], -0.5, 0.5, 1, dev)?;
+    no_grad(|| model.forward(&x, None))?; // the ActNorms initialise from this batch
+    // flow.layers.4 is the second level's step (0 and 3 are the squeezes, 1 the first
+    // level's step and 2 its split; see glow/src/model.rs). The zero convolution that
+    // ends its coupling network scales by e^(3·logs): logs = 100 overflows.
+    let logs = model
+        .params()
+        .into_iter()
+        .find(|p| p.name() == "flow.layers.4.block.4.logs")
+        .expect("the parameter exists");
+    logs.set(&Tensor::full(&logs.shape(), 100.0, dev)?)?;
+
+    // Off: the loss is NaN (the zero weights times ∞), with no hint where from.
+    let (loss, _) = model.loss(&x, None)?;
+    assert!(loss.item()?.is_nan());
+
+    let _on = anomaly::detect_anomaly(true);
+    let err = model.loss(&x, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("non-finite output of exp (forward) in flow.layers.4: input [24, 1, 1]"),
+        "{msg}"
+    );
+    Ok(())
+});

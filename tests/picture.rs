@@ -1,19 +1,17 @@
 //! PNG output: sample grids land each image in its cell, loss curves draw their series
 //! in their colours; files are decoded back with the `png` crate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engine::Result;
 use glow::picture::{
     grid, save_grid, save_loss_curve, save_strip, ImageBatch, PlotOptions, GRID_BACKGROUND,
     SERIES_COLOURS,
 };
+use glow_rs::testing::Scratch;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("glow-picture-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("picture-{name}"))
 }
 
 /// Decodes an 8-bit RGB PNG: `(width, height, pixels)`.
@@ -93,7 +91,6 @@ fn grid_puts_image_k_in_its_cell() -> Result<()> {
     save_strip(&strip, &images, 1)?;
     let (sw, sh, _) = decode(&strip);
     assert_eq!((sw, sh), (5 * w + 6, h + 2));
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -169,7 +166,6 @@ fn loss_curve_draws_each_series_in_its_colour() -> Result<()> {
         .filter(|&(x, y)| at(&px, width, x, y).iter().all(|&v| v < 100))
         .count();
     assert!(dark_left > 20, "tick labels drawn: {dark_left} dark pixels");
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -199,7 +195,6 @@ fn a_lone_evaluation_point_gets_a_visible_marker() -> Result<()> {
         marked >= 20,
         "only {marked} of 25 marker pixels in the test colour"
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -227,6 +222,5 @@ fn degenerate_series_do_not_panic() -> Result<()> {
         ..PlotOptions::default()
     };
     assert!(save_loss_curve(dir.join("t.png"), &[], &tiny).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -14,19 +14,13 @@ use glow_rs::device_test;
 /// A small model on `[3, 8, 8]` images.
 fn small(coupling: Coupling, permutation: Permutation, memory: Memory) -> GlowConfig {
     GlowConfig {
-        image_shape: [3, 8, 8],
-        levels: 2,
         depth: 3,
-        hidden: 8,
-        coupling,
-        permutation,
-        learn_top: true,
         memory,
-        ..GlowConfig::default()
+        ..small_glow(coupling, permutation)
     }
 }
 
-use glow_rs::testing::{glow_images as images, train_adamax as train};
+use glow_rs::testing::{glow_images as images, small_glow, train_adamax as train};
 
 /// `‖a − b‖ / ‖b‖` (or `‖a − b‖` when `b` is zero).
 fn relative_error(a: &[f32], b: &[f32]) -> f64 {

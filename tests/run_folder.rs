@@ -49,15 +49,15 @@ fn checkpoint_step(out: &Path) -> u64 {
 
 #[test]
 fn a_second_fresh_run_is_refused_and_leaves_the_first_untouched() {
-    let dir = Scratch::new("twice-fresh");
-    let out = dir.out();
+    let dir = scratch("twice-fresh");
+    let out = out_in(&dir);
     let args = flags(&out, 6, 3);
-    let (status, stderr, _) = Trainee::run(&args, &dir.0.join("first"));
+    let (status, stderr, _) = Trainee::run(&args, &dir.join("first"));
     assert!(status.success(), "{stderr}");
     let before = snapshot(&out);
     assert!(before.contains_key(Path::new("metrics.jsonl")));
 
-    let (status, stderr, stdout) = Trainee::run(&args, &dir.0.join("second"));
+    let (status, stderr, stdout) = Trainee::run(&args, &dir.join("second"));
     assert_eq!(status.code(), Some(2), "{stderr}");
     let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "one line: {stderr}");
@@ -80,15 +80,15 @@ fn a_second_fresh_run_is_refused_and_leaves_the_first_untouched() {
 
 #[test]
 fn overwrite_moves_the_old_run_aside() {
-    let dir = Scratch::new("overwrite");
-    let out = dir.out();
-    let (status, stderr, _) = Trainee::run(&flags(&out, 6, 3), &dir.0.join("first"));
+    let dir = scratch("overwrite");
+    let out = out_in(&dir);
+    let (status, stderr, _) = Trainee::run(&flags(&out, 6, 3), &dir.join("first"));
     assert!(status.success(), "{stderr}");
     let old = snapshot(&out);
 
     let mut again = flags(&out, 2, 1);
     again.push("--overwrite".into());
-    let (status, stderr, _) = Trainee::run(&again, &dir.0.join("again"));
+    let (status, stderr, _) = Trainee::run(&again, &dir.join("again"));
     assert!(status.success(), "{stderr}");
     let line = stderr
         .lines()
@@ -118,17 +118,17 @@ fn overwrite_moves_the_old_run_aside() {
     // --overwrite cannot be combined with --resume.
     let mut both = again.clone();
     both.push("--resume".into());
-    let (status, stderr, _) = Trainee::run(&both, &dir.0.join("both"));
+    let (status, stderr, _) = Trainee::run(&both, &dir.join("both"));
     assert_eq!(status.code(), Some(2), "{stderr}");
 }
 
 #[test]
 fn two_runs_racing_for_one_folder_leave_one_run() {
-    let dir = Scratch::new("race");
-    let out = dir.out();
+    let dir = scratch("race");
+    let out = out_in(&dir);
     let args = flags(&out, 30, 5);
-    let mut a = Trainee::start(&args, &dir.0.join("a"));
-    let mut b = Trainee::start(&args, &dir.0.join("b"));
+    let mut a = Trainee::start(&args, &dir.join("a"));
+    let mut b = Trainee::start(&args, &dir.join("b"));
     let results = [
         (a.wait(Duration::from_secs(120)), a.stderr()),
         (b.wait(Duration::from_secs(120)), b.stderr()),
@@ -154,11 +154,11 @@ fn two_runs_racing_for_one_folder_leave_one_run() {
 
 #[test]
 fn a_busy_folder_is_refused_and_taken_over_after_its_run_is_killed() {
-    let dir = Scratch::new("busy");
-    let out = dir.out();
+    let dir = scratch("busy");
+    let out = out_in(&dir);
     // Long enough to be running while the others try; a checkpoint every step.
     let args = flags(&out, 100_000, 1);
-    let mut holder = Trainee::start(&args, &dir.0.join("holder"));
+    let mut holder = Trainee::start(&args, &dir.join("holder"));
     assert!(
         poll(Duration::from_secs(60), || last_logged_step(&out) >= 2),
         "the first run made no progress: {}",
@@ -169,7 +169,7 @@ fn a_busy_folder_is_refused_and_taken_over_after_its_run_is_killed() {
     let mut resume = args.clone();
     resume.push("--resume".into());
     for (name, second) in [("fresh", &args), ("resume", &resume)] {
-        let (status, stderr, _) = Trainee::run(second, &dir.0.join(name));
+        let (status, stderr, _) = Trainee::run(second, &dir.join(name));
         assert_eq!(status.code(), Some(2), "{name}: {stderr}");
         let errors = error_lines(&stderr);
         assert_eq!(errors.len(), 1, "{name}: {stderr}");
@@ -186,7 +186,7 @@ fn a_busy_folder_is_refused_and_taken_over_after_its_run_is_killed() {
     // No manual step: the lock went with the process.
     let (status, stderr, _) = Trainee::run(
         &with_flag(&resume, "--steps", &(at + 3).to_string()),
-        &dir.0.join("after"),
+        &dir.join("after"),
     );
     assert!(status.success(), "{stderr}");
     assert_eq!(checkpoint_step(&out), at + 3);
@@ -194,10 +194,10 @@ fn a_busy_folder_is_refused_and_taken_over_after_its_run_is_killed() {
 
 #[test]
 fn resume_refuses_what_the_checkpoint_defines_and_takes_what_may_change() {
-    let dir = Scratch::new("conflicts");
-    let out = dir.out();
+    let dir = scratch("conflicts");
+    let out = out_in(&dir);
     let args = flags(&out, 4, 2);
-    let (status, stderr, _) = Trainee::run(&args, &dir.0.join("first"));
+    let (status, stderr, _) = Trainee::run(&args, &dir.join("first"));
     assert!(status.success(), "{stderr}");
     let before = snapshot(&out);
     let mut resume = args.clone();
@@ -209,7 +209,7 @@ fn resume_refuses_what_the_checkpoint_defines_and_takes_what_may_change() {
     changed = with_flag(&changed, "--optimizer", "adam");
     changed = with_flag(&changed, "--coupling", "additive");
     changed.push("--learn-top".into());
-    let (status, stderr, _) = Trainee::run(&changed, &dir.0.join("model"));
+    let (status, stderr, _) = Trainee::run(&changed, &dir.join("model"));
     assert_eq!(status.code(), Some(2), "{stderr}");
     let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "one line: {stderr}");
@@ -231,11 +231,11 @@ fn resume_refuses_what_the_checkpoint_defines_and_takes_what_may_change() {
     // Other images: the first 1,000 records of the built-in sample.
     let sample = glow::data::default_data_dir().join("data_batch_1.bin");
     let bytes = std::fs::read(sample).unwrap();
-    let other = dir.0.join("other.bin");
+    let other = dir.join("other.bin");
     std::fs::write(&other, &bytes[..1000 * 3073]).unwrap();
     let (status, stderr, _) = Trainee::run(
         &with_flag(&resume, "--data", &other.display().to_string()),
-        &dir.0.join("data"),
+        &dir.join("data"),
     );
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
@@ -252,7 +252,7 @@ fn resume_refuses_what_the_checkpoint_defines_and_takes_what_may_change() {
     // Nothing to train: said in one line, exit 0, the folder untouched.
     for steps in ["4", "2"] {
         let (status, stderr, stdout) =
-            Trainee::run(&with_flag(&same, "--steps", steps), &dir.0.join("done"));
+            Trainee::run(&with_flag(&same, "--steps", steps), &dir.join("done"));
         assert!(status.success(), "{stderr}");
         assert!(
             stderr.contains(&format!(
@@ -268,7 +268,7 @@ fn resume_refuses_what_the_checkpoint_defines_and_takes_what_may_change() {
     let mut go_on = with_flag(&same, "--steps", "6");
     go_on = with_flag(&go_on, "--lr", "0.0005");
     go_on = with_flag(&go_on, "--batch", "8");
-    let (status, stderr, _) = Trainee::run(&go_on, &dir.0.join("go-on"));
+    let (status, stderr, _) = Trainee::run(&go_on, &dir.join("go-on"));
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("resume: --lr 0.0005 replaces the checkpoint's 0.001"),

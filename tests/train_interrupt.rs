@@ -25,11 +25,11 @@ const REFERENCE_STEPS: u64 = 80;
 fn reference_losses() -> &'static [(u64, f32)] {
     static LOSSES: OnceLock<Vec<(u64, f32)>> = OnceLock::new();
     LOSSES.get_or_init(|| {
-        let dir = Scratch::new("reference");
-        let mut child = Trainee::start(&flags(&dir.out(), REFERENCE_STEPS, 0), &dir.0.join("ref"));
+        let dir = scratch("reference");
+        let mut child = Trainee::start(&flags(&out_in(&dir), REFERENCE_STEPS, 0), &dir.join("ref"));
         let status = child.wait(Duration::from_secs(120));
         assert!(status.success(), "{status}: {}", child.stderr());
-        let losses = logged_losses(&dir.out());
+        let losses = logged_losses(&out_in(&dir));
         assert_eq!(losses.len() as u64, REFERENCE_STEPS);
         losses
     })
@@ -54,15 +54,15 @@ fn printed_resume_args(stderr: &str) -> Vec<String> {
 
 #[test]
 fn sigterm_and_ctrl_c_stop_cleanly_and_the_printed_command_resumes_bit_for_bit() {
-    let dir = Scratch::new("stop");
-    let out = dir.out();
+    let dir = scratch("stop");
+    let out = out_in(&dir);
     let steps = 24;
     let mut args = flags(&out, steps, 0);
     for (round, (signal, status)) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)]
         .into_iter()
         .enumerate()
     {
-        let mut child = Trainee::start(&args, &dir.0.join(format!("round{round}")));
+        let mut child = Trainee::start(&args, &dir.join(format!("round{round}")));
         let target = last_logged_step(&out) + 3;
         assert!(
             poll(Duration::from_secs(60), || last_logged_step(&out) >= target),
@@ -81,7 +81,7 @@ fn sigterm_and_ctrl_c_stop_cleanly_and_the_printed_command_resumes_bit_for_bit()
         assert_eq!(ckpt.train.step, stopped_at, "{stderr}");
         args = printed_resume_args(&stderr);
     }
-    let mut child = Trainee::start(&args, &dir.0.join("last"));
+    let mut child = Trainee::start(&args, &dir.join("last"));
     let status = child.wait(Duration::from_secs(120));
     assert!(status.success(), "{status}: {}", child.stderr());
     let want = &reference_losses()[..steps as usize];
@@ -90,13 +90,13 @@ fn sigterm_and_ctrl_c_stop_cleanly_and_the_printed_command_resumes_bit_for_bit()
 
 #[test]
 fn a_second_ctrl_c_exits_at_once() {
-    let dir = Scratch::new("twice");
-    let out = dir.out();
+    let dir = scratch("twice");
+    let out = out_in(&dir);
     // Batches of 64: steps of a few hundred milliseconds, time enough for two signals.
     let mut args = flags(&out, 1000, 0);
     let batch = args.iter().position(|a| a == "--batch").expect("--batch") + 1;
     args[batch] = "64".into();
-    let mut child = Trainee::start(&args, &dir.0.join("twice"));
+    let mut child = Trainee::start(&args, &dir.join("twice"));
     assert!(poll(Duration::from_secs(60), || last_logged_step(&out) >= 1));
     // Right after a step's line, so the next step has only begun: the first signal asks
     // for a stop after it; the second, once the first has surely been delivered (two
@@ -119,8 +119,8 @@ fn a_second_ctrl_c_exits_at_once() {
 
 #[test]
 fn killed_at_random_moments_the_run_resumes_and_completes() {
-    let dir = Scratch::new("kill");
-    let out = dir.out();
+    let dir = scratch("kill");
+    let out = out_in(&dir);
     let ckpt = out.join("checkpoint.safetensors");
     // A checkpoint after every step, so kills land inside checkpoint writes.
     let fresh = flags(&out, REFERENCE_STEPS, 1);
@@ -146,7 +146,7 @@ fn killed_at_random_moments_the_run_resumes_and_completes() {
     let mut left_for_the_last_run = 0;
     for round in 0..24 {
         let args = if round == 0 { &fresh } else { &resume };
-        let mut child = Trainee::start(args, &dir.0.join(format!("kill{round}")));
+        let mut child = Trainee::start(args, &dir.join(format!("kill{round}")));
         // Round 0 measures how long a child takes to its first step and from there to
         // its second; then three kinds of moment, in turn, scaled by those times so
         // that each round gets at most a step or two further on any machine: (0) a
@@ -214,7 +214,7 @@ fn killed_at_random_moments_the_run_resumes_and_completes() {
     assert!(last_step > 0, "the resumed runs got further between kills");
     assert!(last_step < REFERENCE_STEPS, "the kills came before the end");
     left_for_the_last_run += temporaries();
-    let mut child = Trainee::start(&resume, &dir.0.join("last"));
+    let mut child = Trainee::start(&resume, &dir.join("last"));
     let status = child.wait(Duration::from_secs(120));
     assert!(status.success(), "{status}: {}", child.stderr());
     assert_eq!(

@@ -3,7 +3,7 @@
 //! the parameters is skipped, logged and rolled back, after which training goes on.
 //! `tests/train_interrupt.rs` does the same to the example's process with real signals.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engine::{Device, Result};
 use glow::data::Cifar10;
@@ -11,24 +11,8 @@ use glow::optim::OptimizerConfig;
 use glow::run::{CheckpointReason, Event, Interrupt, Run, RunConfig, RunSummary, SIGINT};
 use glow::train::Trainer;
 use glow::{Glow, GlowConfig};
+use glow_rs::testing::Scratch;
 use serde_json::Value;
-
-/// A fresh, empty directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("glow-run-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn trainer() -> Result<Trainer> {
     let cfg = GlowConfig {
@@ -103,7 +87,10 @@ fn logged_losses(out: &Path) -> Vec<(u64, f32)> {
 #[test]
 fn interrupted_and_resumed_matches_uninterrupted() -> Result<()> {
     let data = Cifar10::load(glow::data::default_data_dir())?;
-    let (a, b) = (Scratch::new("straight"), Scratch::new("stopped"));
+    let (a, b) = (
+        Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-straight"),
+        Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-stopped"),
+    );
 
     // Uninterrupted, evaluating every 3 steps and drawing samples at the end.
     let straight_config = RunConfig {
@@ -111,7 +98,7 @@ fn interrupted_and_resumed_matches_uninterrupted() -> Result<()> {
         eval_batch: 100,
         sample_every: 6,
         sample_images: 4,
-        ..config(&a.0, 6)
+        ..config(&a, 6)
     };
     let mut straight = Run::new(straight_config, trainer()?)?;
     let (done, events) = drive(&mut straight, &data, None)?;
@@ -135,12 +122,12 @@ fn interrupted_and_resumed_matches_uninterrupted() -> Result<()> {
         "loss_curve.png",
         "samples/step000006_all.png",
     ] {
-        assert!(a.0.join(file).is_file(), "{file} written");
+        assert!(a.join(file).is_file(), "{file} written");
     }
-    glow::checkpoint::load_checkpoint(a.0.join("best.safetensors"))?;
+    glow::checkpoint::load_checkpoint(a.join("best.safetensors"))?;
 
     // Stopped after step 3 (evaluation off: 0 means never), then resumed in a new Run.
-    let mut first = Run::new(config(&b.0, 6), trainer()?)?;
+    let mut first = Run::new(config(&b, 6), trainer()?)?;
     let (stopped, events) = drive(&mut first, &data, Some(3))?;
     assert_eq!(stopped.interrupted, Some(SIGINT));
     assert_eq!((stopped.step, stopped.checkpoint_step), (3, 3));
@@ -155,18 +142,18 @@ fn interrupted_and_resumed_matches_uninterrupted() -> Result<()> {
     let mut got = losses(&events);
     drop(first);
     assert!(
-        !b.0.join("best.safetensors").exists(),
+        !b.join("best.safetensors").exists(),
         "no evaluation, no best"
     );
 
     // What a crash after the checkpoint leaves: lines of steps that will run again, and a
     // line cut short. The resume must drop both.
-    let log_path = b.0.join(glow::run::METRICS_FILE);
+    let log_path = b.join(glow::run::METRICS_FILE);
     let mut text = std::fs::read_to_string(&log_path).expect("read");
     text.push_str("{\"step\":4,\"loss\":1.0,\"bpd\":1.0}\n{\"step\":5,\"lo");
     std::fs::write(&log_path, text).expect("write");
 
-    let mut second = Run::resume(config(&b.0, 6), &Device::Cpu)?;
+    let mut second = Run::resume(config(&b, 6), &Device::Cpu)?;
     assert_eq!(second.trainer.step, 3);
     let (done, events) = drive(&mut second, &data, None)?;
     assert_eq!((done.step, done.interrupted), (6, None));
@@ -175,18 +162,18 @@ fn interrupted_and_resumed_matches_uninterrupted() -> Result<()> {
 
     // The log holds each step once, with the uninterrupted run's losses.
     let steps: Vec<(u64, f32)> = (1..=6).zip(want.iter().copied()).collect();
-    assert_eq!(logged_losses(&b.0), steps);
-    assert_eq!(logged_losses(&a.0), steps);
+    assert_eq!(logged_losses(&b), steps);
+    assert_eq!(logged_losses(&a), steps);
     Ok(())
 }
 
 #[test]
 fn a_nan_is_skipped_logged_and_rolled_back() -> Result<()> {
     let data = Cifar10::load(glow::data::default_data_dir())?;
-    let dir = Scratch::new("nan");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-nan");
     let config = RunConfig {
         max_bad_steps: 3,
-        ..config(&dir.0, 4)
+        ..config(&dir, 4)
     };
     let mut run = Run::new(config, trainer()?)?;
     drive(&mut run, &data, None)?;
@@ -242,7 +229,7 @@ fn a_nan_is_skipped_logged_and_rolled_back() -> Result<()> {
     assert_eq!((done.step, done.skipped_steps, done.rollbacks), (8, 3, 1));
 
     // All of it is in the log, with why.
-    let lines = log(&dir.0);
+    let lines = log(&dir);
     let skipped_lines: Vec<&Value> = lines.iter().filter(|v| v["skipped"] == true).collect();
     assert_eq!(skipped_lines.len(), 3);
     for v in &skipped_lines {
@@ -258,7 +245,7 @@ fn a_nan_is_skipped_logged_and_rolled_back() -> Result<()> {
 
     // The lowered learning rate is in the checkpoint, so it survives a resume.
     drop(run);
-    let resumed = Run::resume(RunConfig::new(&dir.0, 8), &Device::Cpu)?;
+    let resumed = Run::resume(RunConfig::new(dir.to_path_buf(), 8), &Device::Cpu)?;
     assert_eq!(resumed.trainer.optimizer.config.lr, lr * 0.5);
     assert_eq!(resumed.trainer.step, 8);
     Ok(())
@@ -270,12 +257,12 @@ fn a_nan_is_skipped_logged_and_rolled_back() -> Result<()> {
 #[test]
 fn a_setting_changed_on_resume_is_checkpointed_by_a_stop_before_any_step() -> Result<()> {
     let data = Cifar10::load(glow::data::default_data_dir())?;
-    let dir = Scratch::new("new-lr");
-    let mut first = Run::new(config(&dir.0, 2), trainer()?)?;
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-new-lr");
+    let mut first = Run::new(config(&dir, 2), trainer()?)?;
     drive(&mut first, &data, None)?;
     drop(first);
 
-    let mut resumed = Run::resume(config(&dir.0, 4), &Device::Cpu)?;
+    let mut resumed = Run::resume(config(&dir, 4), &Device::Cpu)?;
     assert_eq!(resumed.trainer.optimizer.config.lr, 1e-3);
     resumed.trainer.optimizer.config.lr = 5e-4;
     let interrupt = Interrupt::new();
@@ -283,7 +270,7 @@ fn a_setting_changed_on_resume_is_checkpointed_by_a_stop_before_any_step() -> Re
     let summary = resumed.run(&data, &interrupt, |_| {})?;
     assert_eq!((summary.step, summary.interrupted), (2, Some(SIGINT)));
     drop(resumed);
-    let header = glow::checkpoint::read_header(dir.0.join(glow::run::CHECKPOINT_FILE))?;
+    let header = glow::checkpoint::read_header(dir.join(glow::run::CHECKPOINT_FILE))?;
     assert_eq!((header.train.step, header.optimizer.lr), (2, 5e-4));
     Ok(())
 }
@@ -291,7 +278,7 @@ fn a_setting_changed_on_resume_is_checkpointed_by_a_stop_before_any_step() -> Re
 #[test]
 fn a_run_that_keeps_diverging_gives_up_after_max_rollbacks() -> Result<()> {
     let data = Cifar10::load(glow::data::default_data_dir())?;
-    let dir = Scratch::new("diverging");
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-diverging");
     // A learning rate no model survives: each first step throws the parameters so far
     // that the next losses are not finite, however often it is halved.
     let mut t = trainer()?;
@@ -300,7 +287,7 @@ fn a_run_that_keeps_diverging_gives_up_after_max_rollbacks() -> Result<()> {
     let config = RunConfig {
         max_bad_steps: 2,
         max_rollbacks: 3,
-        ..config(&dir.0, 50)
+        ..config(&dir, 50)
     };
     let mut run = Run::new(config, t)?;
     let interrupt = Interrupt::new();
@@ -319,7 +306,7 @@ fn a_run_that_keeps_diverging_gives_up_after_max_rollbacks() -> Result<()> {
         "{msg}"
     );
     // What is left on disk is the last good state, ready for a resume.
-    let ckpt = glow::checkpoint::load_checkpoint(dir.0.join("checkpoint.safetensors"))?;
+    let ckpt = glow::checkpoint::load_checkpoint(dir.join("checkpoint.safetensors"))?;
     assert_eq!((ckpt.train.step, ckpt.optimizer.config.lr), (0, 1.25e29));
     Ok(())
 }

@@ -16,7 +16,7 @@
 //!
 //! NaN and infinities follow IEEE arithmetic and PyTorch on every device: any op with a
 //! NaN operand gives NaN, `relu`, `max` and `maximum` included (the reference device,
-//! `reference/`, defines each case; `tests/nan.rs` checks every device against it).
+//! `reference/`, defines each case; `engine/tests/nan.rs` checks every device against it).
 
 use crate::Result;
 

@@ -12,6 +12,8 @@
 //! - [`profile`]: per-op time (`ENGINE_PROFILE=1`); [`memory`]: live and peak bytes.
 //! - [`anomaly`]: find the first op that made a NaN or an infinity, and its layer.
 //! - [`invertible`]: backward through invertible blocks without storing activations.
+//! - [`testing`]: one test body on every device ([`device_test!`]), for this crate's
+//!   tests in `tests/` and the crates built on it.
 
 #[macro_use]
 pub mod device;
@@ -30,6 +32,7 @@ pub mod random;
 pub mod reference;
 pub mod shape;
 mod tensor;
+pub mod testing;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
 

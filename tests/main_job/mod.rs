@@ -37,25 +37,16 @@ fn child() {
     std::process::exit(train_cifar10::main_with(argv));
 }
 
-/// A fresh directory for one test, removed when dropped.
-pub struct Scratch(pub PathBuf);
+pub use glow_rs::testing::Scratch;
 
-impl Scratch {
-    pub fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("glow-signal-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        Scratch(dir)
-    }
-    pub fn out(&self) -> PathBuf {
-        self.0.join("run")
-    }
+/// A fresh directory for one test (`glow_rs::testing::Scratch`).
+pub fn scratch(name: &str) -> Scratch {
+    Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("main-job-{name}"))
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The run folder inside `dir`.
+pub fn out_in(dir: &Scratch) -> PathBuf {
+    dir.path("run")
 }
 
 /// The example's flags for a tiny run of `steps` steps into `out`.

@@ -2,7 +2,7 @@
 //! step refusing aliased buffers (its write locks would otherwise deadlock).
 //!
 //! The values of every primitive are checked against the reference device in
-//! `tests/primitives.rs` (run with `cargo test --test primitives`), aliased inputs to
+//! `engine/tests/primitives.rs` (run with `cargo test -p engine --test primitives`), aliased inputs to
 //! `binary` and `concat` included. Run these with `cargo test -p engine cpu::`.
 
 use super::*;

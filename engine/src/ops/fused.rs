@@ -22,7 +22,7 @@
 //!
 //! Kernels: `cpu/fused.rs`, `shaders/affine_coupling*.comp` and
 //! `shaders/gaussian_log_prob*.comp`. Tests: the gradient checks in
-//! `tests/gradcheck.rs` and the comparison with the unfused composition in
+//! `engine/tests/gradcheck.rs` and the comparison with the unfused composition in
 //! `tests/fused.rs`, both on every device.
 
 use crate::backend::{Backend, PairedDims, Pairing};

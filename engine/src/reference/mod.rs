@@ -1,6 +1,6 @@
 //! The reference device: every [`Backend`] primitive written plainly on ndarray, in `f64`.
 //!
-//! This is the oracle the fast devices are checked against (`tests/primitives.rs` runs
+//! This is the oracle the fast devices are checked against (`engine/tests/primitives.rs` runs
 //! one test body per primitive on every device and compares it with this one), and the
 //! place to read what a primitive *means* before reading how `cpu/` or a GLSL kernel
 //! makes it fast. It is a full device: [`crate::Device::Reference`] trains and samples
@@ -16,7 +16,7 @@
 //!   read three ways (`conv.rs`), reductions fold axis by axis.
 //! - NaN propagates everywhere, as in IEEE arithmetic and PyTorch: `relu(NaN)`,
 //!   `max(NaN, x)` and Adamax's `max(β2·v, |NaN|)` are NaN (Rust's `f64::max` would drop
-//!   the NaN). `step(NaN) = 0`, since `NaN > 0` is false. `tests/nan.rs` checks every
+//!   the NaN). `step(NaN) = 0`, since `NaN > 0` is false. `engine/tests/nan.rs` checks every
 //!   device against these rules.
 //!
 //! Files: `elementwise.rs` (unary maps, broadcasting binary ops, reductions), `linear.rs`

@@ -2,8 +2,8 @@
 //! the comments, on every device.
 
 use approx::assert_abs_diff_eq;
+use engine::device_test;
 use engine::{Result, Tensor};
-use glow_rs::device_test;
 
 /// Asserts two float slices agree within `tol`.
 fn close(got: &[f32], want: &[f32], tol: f32) {

@@ -16,8 +16,8 @@
 //! relative `1e-5`.
 
 use engine::backend::{AdamKind, AdamStep, Pairing};
+use engine::device_test;
 use engine::{Device, Result, Tensor};
-use glow_rs::device_test;
 
 const NAN: f32 = f32::NAN;
 const INF: f32 = f32::INFINITY;
@@ -68,7 +68,7 @@ fn with_nan(mut values: Vec<f32>, at: &[usize]) -> Vec<f32> {
 
 /// `len` varied finite values in `[lo, hi)`.
 fn data(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    glow_rs::testing::test_data(len, seed, lo, hi)
+    engine::testing::test_data(len, seed, lo, hi)
 }
 
 /// The row-major flat index of `at` in `shape`.

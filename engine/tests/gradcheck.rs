@@ -6,9 +6,9 @@
 //! a kink or a pole (relu, abs, recip, log) are kept away from it.
 
 use engine::backend::Pairing;
+use engine::device_test;
 use engine::gradcheck::GradCheck;
 use engine::{Device, Result, Tensor};
-use glow_rs::device_test;
 
 /// Runs the default check and fails with the report if any element misses.
 fn check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> Result<()> {

@@ -1,8 +1,8 @@
 //! Misuse returns an error naming the op and the shapes; it never panics.
 //! One test per op family.
 
+use engine::device_test;
 use engine::{Error, Tensor};
-use glow_rs::device_test;
 
 /// Asserts `r` is an error whose message contains every fragment.
 fn expect_err<T: std::fmt::Debug>(r: Result<T, Error>, fragments: &[&str]) {
@@ -89,7 +89,7 @@ device_test!(fn autodiff(dev) {
 #[cfg(feature = "vulkan")]
 #[test]
 fn mixing_devices() {
-    let Some(vk) = glow_rs::testing::vulkan_device() else {
+    let Some(vk) = engine::testing::vulkan_device() else {
         return;
     };
     let a = Tensor::zeros(&[2], &engine::Device::Cpu).unwrap();

@@ -2,7 +2,7 @@
 //! long chains of dependent dispatches, the shared default device, device selection.
 //!
 //! The values of every primitive are checked against the reference device in
-//! `tests/primitives.rs`, on this device as on the CPU.
+//! `engine/tests/primitives.rs`, on this device as on the CPU.
 //!
 //! Run: `cargo test --test vulkan_backend` (the root package enables the `vulkan`
 //! feature by default). The tests open the process-wide device with the Khronos
@@ -12,12 +12,12 @@
 #![cfg(feature = "vulkan")]
 
 use engine::backend::*;
+use engine::testing::{assert_no_validation_messages, test_data as data};
 use engine::vulkan::{VulkanDevice, VulkanOptions};
-use glow_rs::testing::{assert_no_validation_messages, test_data as data};
 
 /// The shared device with validation on, or `None` where this process skips Vulkan.
 fn device() -> Option<VulkanDevice> {
-    glow_rs::testing::vulkan_backend()
+    engine::testing::vulkan_backend()
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //!   compares the outputs. [`primitive_tests!`] turns each body into a module `xxx` with
 //!   the tests `cpu` and (with the `vulkan` feature) `vulkan`; the Vulkan device has the
 //!   Khronos validation layer on and fails on any message; where no Vulkan device opens
-//!   it skips, by the rules of `glow_rs::testing::vulkan_device`.
+//!   it skips, by the rules of `engine::testing::vulkan_device`.
 //! - Agreement is the normalised error `|got − want|₂ / max(|want|₂, 1e-30)` over a whole
 //!   output, plus a check that every output element is finite, under a tolerance per
 //!   family (the `const`s below, each with the reason for its value). Ops that only move
@@ -18,11 +18,11 @@
 //! - The reference itself is checked against values that it does not compute:
 //!   `reference_oracle` holds small cases derived by hand (the derivation beside each
 //!   literal), and `reference_adjoints` checks that its convolution's two backward ops
-//!   are the adjoints of the forward (`tests/ops.rs` adds hand-worked values of the
+//!   are the adjoints of the forward (`engine/tests/ops.rs` adds hand-worked values of the
 //!   tensor-level ops on every device, the reference included).
 //!
 //! Run: `cargo test --test primitives`. Device behaviour that is not about values stays
-//! with the device: `tests/vulkan_backend.rs`, and `engine/src/cpu/tests.rs`.
+//! with the device: `engine/tests/vulkan_backend.rs`, and `engine/src/cpu/tests.rs`.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use engine::backend::*;
 use engine::reference::ReferenceBackend;
-use glow_rs::testing::test_data as data;
+use engine::testing::test_data as data;
 
 /// The oracle.
 const REF: ReferenceBackend = ReferenceBackend;
@@ -48,9 +48,9 @@ macro_rules! primitive_tests {
             #[cfg(feature = "vulkan")]
             #[test]
             fn vulkan() {
-                if let Some(d) = glow_rs::testing::vulkan_backend() {
+                if let Some(d) = engine::testing::vulkan_backend() {
                     super::$check(&d);
-                    glow_rs::testing::assert_no_validation_messages();
+                    engine::testing::assert_no_validation_messages();
                 }
             }
         }
@@ -80,7 +80,7 @@ primitive_tests! {
 #[cfg(feature = "vulkan")]
 #[test]
 fn gemm_kernels_at_the_small_tile_on_vulkan() {
-    let Some(options) = glow_rs::testing::vulkan_options() else {
+    let Some(options) = engine::testing::vulkan_options() else {
         return;
     };
     let options = engine::vulkan::VulkanOptions {
@@ -91,7 +91,7 @@ fn gemm_kernels_at_the_small_tile_on_vulkan() {
     check_matmul(&d);
     check_conv2d(&d);
     check_conv2d_backward(&d);
-    glow_rs::testing::assert_no_validation_messages();
+    engine::testing::assert_no_validation_messages();
 }
 
 // ---- Tolerances ---------------------------------------------------------------------
@@ -196,7 +196,7 @@ fn once_per_process<T: Clone + Send + Sync + 'static>(key: String, f: impl FnOnc
     value.downcast_ref::<T>().expect("one type per key").clone()
 }
 
-use glow_rs::testing::normalised_error as norm_err;
+use engine::testing::normalised_error as norm_err;
 
 /// Asserts that `got` (the device's) is finite and within `tol` of `want` (the
 /// reference's) in normalised error; names the worst element when it is not.

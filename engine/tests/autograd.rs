@@ -1,7 +1,7 @@
 //! The tape itself: accumulation, no-grad scopes, detaching and misuse of `backward()`.
 
+use engine::device_test;
 use engine::{no_grad, Device, Error, Tensor};
-use glow_rs::device_test;
 
 device_test!(fn gradients_accumulate_over_uses(dev) {
     // y = x·x + 3x summed: dy/dx = 2x + 3.

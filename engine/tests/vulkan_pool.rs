@@ -5,7 +5,7 @@
 //! tests running in parallel do not disturb the counters). After the first repetition
 //! the pool's allocation counter must not move; every later buffer is a reuse.
 //! Skips where no Vulkan device opens, or fails there with `ENGINE_REQUIRE_VULKAN=1`
-//! (`glow_rs::testing::vulkan_device`).
+//! (`engine::testing::vulkan_device`).
 #![cfg(feature = "vulkan")]
 
 use engine::backend::*;
@@ -13,7 +13,7 @@ use engine::vulkan::{validation_message_count, VulkanDevice, VulkanOptions};
 
 #[test]
 fn training_step_reuses_pooled_memory() {
-    let Some(options) = glow_rs::testing::vulkan_options() else {
+    let Some(options) = engine::testing::vulkan_options() else {
         return;
     };
     let d = VulkanDevice::new(options).unwrap();
@@ -100,7 +100,7 @@ fn training_step_reuses_pooled_memory() {
 /// A tensor larger than the device can hold is an error value, not a crash.
 #[test]
 fn oversized_allocation_is_an_error() {
-    let Some(d) = glow_rs::testing::vulkan_backend() else {
+    let Some(d) = engine::testing::vulkan_backend() else {
         return;
     };
     match d.full(1 << 40, 0.0) {
@@ -115,69 +115,9 @@ fn oversized_allocation_is_an_error() {
 fn private_device(cache: Option<std::path::PathBuf>) -> Option<VulkanDevice> {
     let options = VulkanOptions {
         pipeline_cache: cache,
-        ..glow_rs::testing::vulkan_options()?
+        ..engine::testing::vulkan_options()?
     };
     Some(VulkanDevice::new(options).unwrap())
-}
-
-/// Glow training steps in steady state: after the first steps have created what they
-/// need, a step creates no pipeline, no layout and no device memory, and blocks the host
-/// once: the one read-back of the loss, its bits/dim and the gradient norm together
-/// (`Trainer::try_step`), which the skip-or-update decision needs. The per-step counts
-/// are printed (`--nocapture`) for the record.
-#[test]
-fn a_steady_glow_training_step_creates_nothing_and_waits_a_fixed_number_of_times() {
-    use glow::optim::OptimizerConfig;
-    use glow::train::Trainer;
-    use glow::{Glow, GlowConfig};
-    let Some(d) = private_device(None) else {
-        return;
-    };
-    let dev = engine::Device::Vulkan(d.clone());
-    let cfg = GlowConfig {
-        image_shape: [3, 8, 8],
-        levels: 2,
-        depth: 2,
-        hidden: 16,
-        learn_top: true,
-        ..GlowConfig::default()
-    };
-    let opt = OptimizerConfig {
-        max_grad_norm: Some(50.0),
-        ..OptimizerConfig::default()
-    };
-    let mut trainer = Trainer::new(Glow::new(cfg, &dev).unwrap(), opt, 0);
-    let batch = 4;
-    let pixels: Vec<u8> = (0..batch * 3 * 8 * 8)
-        .map(|i| (i * 37 % 256) as u8)
-        .collect();
-    let labels = vec![0usize; batch];
-    let mut per_step = Vec::new();
-    for _ in 0..5 {
-        let before = d.counters();
-        let s = trainer.step(&pixels, &labels).unwrap();
-        assert!(s.loss.is_finite(), "{s:?}");
-        per_step.push(d.counters().since(&before));
-    }
-    for (i, c) in per_step.iter().enumerate() {
-        eprintln!("step {}: {c}", i + 1);
-    }
-    // Steps 1 and 2 may create pipelines (step 1 initialises ActNorm, step 2 is the first
-    // with non-zero optimiser moments); from step 3 on nothing is created.
-    for c in &per_step[2..] {
-        assert_eq!(
-            (c.pipelines_created, c.layouts_created, c.allocations),
-            (0, 0, 0),
-            "{c}"
-        );
-        assert_eq!(c.host_waits, 1, "{c}");
-        assert_eq!(c.dispatches, per_step[2].dispatches, "{c}");
-    }
-    assert_eq!(
-        validation_message_count(),
-        0,
-        "validation layer reported problems"
-    );
 }
 
 /// The pipeline cache is written when a device closes and read by the next device of

@@ -2,7 +2,7 @@
 //! binary, or, under `ENGINE_REQUIRE_VULKAN=1` (CI sets it), fail.
 //!
 //! The two `vulkan_probe_*` tests ask for the test device as every Vulkan test does
-//! (`glow_rs::testing::vulkan_device`). The other tests run this binary again as a child
+//! (`engine::testing::vulkan_device`). The other tests run this binary again as a child
 //! that runs only the probes, with the Vulkan loader told to load a driver manifest that
 //! does not exist (`VK_DRIVER_FILES`, and `VK_ICD_FILENAMES` for older loaders), so that
 //! no device opens whether or not this machine has one. Where the machine has no loader
@@ -13,10 +13,10 @@ use std::process::{Command, Output};
 
 #[test]
 fn vulkan_probe_1() {
-    if let Some(dev) = glow_rs::testing::vulkan_device() {
+    if let Some(dev) = engine::testing::vulkan_device() {
         let x = engine::Tensor::ones(&[3], &dev).unwrap();
         assert_eq!(x.add(&x).unwrap().to_vec().unwrap(), vec![2.0; 3]);
-        glow_rs::testing::assert_no_validation_messages();
+        engine::testing::assert_no_validation_messages();
     }
 }
 
