@@ -34,6 +34,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use engine::Result;
+use glow::data::ImageSplits;
 use glow::optim::OptimizerConfig;
 use glow::run::folder::{Claim, FolderError, RunFolder};
 use glow::run::{
@@ -341,10 +342,9 @@ fn train_rank(
 ) -> Result<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
     cli::validate::batch_splits(args.batch, ranks)?;
-    // Rank 0 owns the folder. A fresh run claims it before any work, so that a busy
-    // folder, or a run in it without --resume or --overwrite, is refused at once; a
-    // resume claims it after checking the command line against the checkpoint, so that
-    // a refused or empty resume leaves the folder untouched.
+    // Rank 0 owns the folder, and claims it once the command line has been checked
+    // against the data (and, to resume, against the checkpoint), before any work: a
+    // refused command leaves no folder behind and touches none.
     let claim = |how: Claim| -> Result<Option<RunFolder>> {
         match rank {
             0 => Ok(Some(
@@ -352,11 +352,6 @@ fn train_rank(
             )),
             _ => Ok(None),
         }
-    };
-    let mut folder = match (args.resume, args.overwrite) {
-        (true, _) => None,
-        (false, true) => claim(Claim::Overwrite)?,
-        (false, false) => claim(Claim::Fresh)?,
     };
     let barrier = || -> Result<()> {
         if ranks > 1 {
@@ -384,7 +379,8 @@ fn train_rank(
         .steps
         .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
     let config = args.run_config(total);
-    let model_config = args.model.config(args.seed);
+    cli::validate::levels_fit(args.model.levels, data.image_shape())?;
+    let model_config = args.model.config(args.seed, &data);
     let opt = OptimizerConfig {
         kind: args.optimizer.into(),
         lr: args.lr,
@@ -428,8 +424,12 @@ fn train_rank(
             }
             return Ok(None);
         }
-        folder = claim(Claim::Resume)?;
     }
+    let folder = claim(match (args.resume, args.overwrite) {
+        (true, _) => Claim::Resume,
+        (false, true) => Claim::Overwrite,
+        (false, false) => Claim::Fresh,
+    })?;
     if rank == 0 {
         eprintln!("{}", data.describe());
     }

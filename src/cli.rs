@@ -9,7 +9,7 @@ use engine::backend::AdamKind;
 #[cfg(feature = "vulkan")]
 use engine::Tensor;
 use engine::{Device, Result};
-use glow::data::Cifar10;
+use glow::data::{Cifar10, ImageSplits};
 use glow::{Coupling, Glow, GlowConfig, Memory, Permutation};
 
 pub mod resume;
@@ -89,7 +89,8 @@ impl From<OptimizerArg> for AdamKind {
 /// The flags that describe a model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Levels L (squeeze, K steps, split): 1-5, as a 32x32 image halves at most 5 times.
+    /// Levels L (squeeze, K steps, split): each halves the image, so at most 5 for 32x32
+    /// images (checked against the data).
     #[arg(long, default_value_t = 3)]
     #[arg(allow_hyphen_values = true, value_parser = validate::levels())]
     pub levels: usize,
@@ -123,10 +124,11 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The model configuration for 32x32 RGB images.
-    pub fn config(&self, seed: u64) -> GlowConfig {
+    /// The model configuration for the images of `data`.
+    pub fn config(&self, seed: u64, data: &dyn ImageSplits) -> GlowConfig {
         GlowConfig {
-            image_shape: [3, 32, 32],
+            image_shape: data.image_shape(),
+            num_classes: data.num_classes(),
             levels: self.levels,
             depth: self.depth,
             hidden: self.hidden,
@@ -203,6 +205,13 @@ impl CheckpointArgs {
         let checked = check(&data)?;
         self.anomaly.apply();
         let (mut model, _) = open_checkpoint(&self.checkpoint, self.device)?;
+        let (want, have) = (model.config().image_shape, data.image_shape());
+        if want != have {
+            return Err(validate::usage_error(format!(
+                "--data holds {have:?} images and the model of {} takes {want:?} ones",
+                self.checkpoint.display()
+            )));
+        }
         if let Some(m) = self.memory {
             model.set_memory(m.into());
         }

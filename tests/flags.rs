@@ -104,7 +104,7 @@ const BAD_NON_NEGATIVE: &[&str] = &["-1", "-1e-7", "NaN", "inf", "-inf", "1e40",
 fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     let with = |base: &[&'static str], more: &[&'static str]| [base, more].concat();
     vec![
-        ("train_cifar10", "--levels", with(BAD_COUNT, &["6", "64"])),
+        ("train_cifar10", "--levels", with(BAD_COUNT, &["17", "64"])),
         ("train_cifar10", "--depth", with(BAD_COUNT, &["1025"])),
         ("train_cifar10", "--hidden", with(BAD_COUNT, &["8193"])),
         ("train_cifar10", "--n-bits", with(BAD_COUNT, &["9", "32"])),
@@ -290,6 +290,13 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
             vec!["--batch=2701".into(), train_out.clone()],
             "--batch",
             Some("2701"),
+        ),
+        // Its 32x32 images halve 5 times.
+        (
+            "train_cifar10",
+            vec!["--levels=6".into(), train_out.clone()],
+            "--levels",
+            Some("6"),
         ),
         (
             "train_cifar10",

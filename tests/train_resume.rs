@@ -46,7 +46,11 @@ fn config(out: &Path, steps: u64) -> RunConfig {
 
 /// Runs `run`, returning its summary and every event. `stop_at`: request a stop (as
 /// SIGINT would) once this step is done.
-fn drive(run: &mut Run, data: &Cifar10, stop_at: Option<u64>) -> Result<(RunSummary, Vec<Event>)> {
+fn drive(
+    run: &mut Run,
+    data: &dyn glow::data::ImageSplits,
+    stop_at: Option<u64>,
+) -> Result<(RunSummary, Vec<Event>)> {
     let interrupt = Interrupt::new();
     let mut events = Vec::new();
     let summary = run.run(data, &interrupt, |e| {
@@ -344,5 +348,80 @@ fn a_finite_loss_with_an_overflowing_gradient_norm_skips_the_update() -> Result<
     }
     assert_eq!(t.step, 1, "the batch is used up");
     assert_eq!(t.model.state()?, before, "nothing was updated");
+    Ok(())
+}
+
+/// Grey 16x8 images, 40 for training and 8 for testing, of 2 classes: data that is not
+/// CIFAR-10, through the run's dataset abstraction.
+struct Stripes {
+    train: glow::data::Dataset,
+    test: glow::data::Dataset,
+}
+
+impl Stripes {
+    fn new() -> Stripes {
+        let shape = [1, 16, 8];
+        let split = |n: usize, offset: usize| {
+            let images = (0..n * 128)
+                .map(|i| ((i * 37 + offset) % 256) as u8)
+                .collect();
+            let labels = (0..n).map(|i| (i % 2) as u8).collect();
+            glow::data::Dataset::new(shape, images, labels).unwrap()
+        };
+        Stripes {
+            train: split(40, 0),
+            test: split(8, 11),
+        }
+    }
+}
+
+impl glow::data::ImageSplits for Stripes {
+    fn train(&self) -> &glow::data::Dataset {
+        &self.train
+    }
+    fn test(&self) -> &glow::data::Dataset {
+        &self.test
+    }
+    fn num_classes(&self) -> usize {
+        2
+    }
+    fn describe(&self) -> String {
+        "stripes: 40 train and 8 test images of 1x16x8".into()
+    }
+}
+
+#[test]
+fn a_run_trains_on_images_of_any_shape_and_refuses_the_wrong_one() -> Result<()> {
+    let data = Stripes::new();
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-stripes");
+    let cfg = GlowConfig {
+        image_shape: [1, 16, 8],
+        levels: 2,
+        depth: 1,
+        hidden: 8,
+        learn_top: true,
+        num_classes: 2,
+        ..GlowConfig::default()
+    };
+    let grey = Trainer::new(Glow::new(cfg, &Device::Cpu)?, OptimizerConfig::default(), 3);
+    let run_config = RunConfig {
+        flip: true,
+        eval_every: 3,
+        ..config(&dir, 6)
+    };
+    let mut run = Run::new(run_config, grey)?;
+    let (summary, _) = drive(&mut run, &data, None)?;
+    assert_eq!(summary.step, 6);
+    assert!(summary.test_bpd.is_some_and(f64::is_finite), "{summary:?}");
+    drop(run);
+
+    // A CIFAR-10 model on these images is refused, naming both shapes.
+    let other = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-stripes-wrong");
+    let mut wrong = Run::new(config(&other, 2), trainer()?)?;
+    let err = drive(&mut wrong, &data, None).unwrap_err().to_string();
+    assert!(
+        err.contains("[3, 32, 32]") && err.contains("[1, 16, 8]"),
+        "{err}"
+    );
     Ok(())
 }

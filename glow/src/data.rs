@@ -1,5 +1,7 @@
-//! CIFAR-10 in its standard binary layout: loading, the train/test split, seeded epoch
-//! orders and horizontal-flip augmentation.
+//! Image data for training: a [`Dataset`] of images of any one shape `[C, H, W]` with
+//! their labels, the [`ImageSplits`] a run trains from (a training and a test split), and
+//! CIFAR-10, one implementation of it, in its standard binary layout: loading, the
+//! train/test split, seeded epoch orders and horizontal-flip augmentation.
 //!
 //! A file of the binary version of CIFAR-10 is a run of 3,073-byte records: one label byte
 //! (0-9, see [`CLASS_NAMES`]) then the 32×32 image as 1,024 red, 1,024 green and 1,024 blue
@@ -48,13 +50,13 @@ pub const CLASS_NAMES: [&str; 10] = [
     "truck",
 ];
 
-/// `[C, H, W]` of one image.
+/// `[C, H, W]` of one CIFAR-10 image.
 pub const IMAGE_SHAPE: [usize; 3] = [3, 32, 32];
 
-/// Pixel bytes of one image: 3 × 32 × 32.
+/// Pixel bytes of one CIFAR-10 image: 3 × 32 × 32.
 pub const IMAGE_BYTES: usize = 3 * 32 * 32;
 
-/// Bytes of one record: the label byte and the pixels.
+/// Bytes of one CIFAR-10 record: the label byte and the pixels.
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 
 /// The training batches, in the order they are concatenated.
@@ -91,16 +93,72 @@ pub fn default_data_dir() -> PathBuf {
         .join("cifar10-sample")
 }
 
-/// Images and their labels, in file order.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Images of one shape and their labels, in order.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    /// `[N, 3, 32, 32]` pixel bytes, each image's red, green then blue plane.
+    /// `[C, H, W]` of every image.
+    pub shape: [usize; 3],
+    /// `[N, C, H, W]` pixel bytes: each image's channels in turn, each a plane of rows
+    /// top to bottom.
     pub images: Vec<u8>,
-    /// `[N]` labels, 0-9.
+    /// `[N]` labels.
     pub labels: Vec<u8>,
 }
 
+/// A dataset as a training run sees it: images of one shape in a training split and a
+/// test split, with their classes. [`Cifar10`] is one.
+pub trait ImageSplits {
+    /// The images trained on.
+    fn train(&self) -> &Dataset;
+    /// The images evaluated on.
+    fn test(&self) -> &Dataset;
+    /// The number of classes the labels index.
+    fn num_classes(&self) -> usize;
+    /// A line saying what the data is and where it came from.
+    fn describe(&self) -> String;
+    /// `[C, H, W]` of every image.
+    fn image_shape(&self) -> [usize; 3] {
+        self.train().shape
+    }
+}
+
 impl Dataset {
+    /// `labels.len()` images of `shape` from their `[N, C, H, W]` bytes; fails unless
+    /// the bytes are exactly that many images.
+    pub fn new(shape: [usize; 3], images: Vec<u8>, labels: Vec<u8>) -> Result<Dataset> {
+        let per_image: usize = shape.iter().product();
+        if per_image == 0 || images.len() != labels.len() * per_image {
+            return Err(Error::invalid(
+                "dataset",
+                format!(
+                    "{} labels of {shape:?} images need {} pixel bytes, got {}",
+                    labels.len(),
+                    labels.len() * per_image,
+                    images.len()
+                ),
+            ));
+        }
+        Ok(Dataset {
+            shape,
+            images,
+            labels,
+        })
+    }
+
+    /// No images, of `shape`.
+    pub fn empty(shape: [usize; 3]) -> Dataset {
+        Dataset {
+            shape,
+            images: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    /// Pixel bytes of one image, `C·H·W`.
+    pub fn image_bytes(&self) -> usize {
+        self.shape.iter().product()
+    }
+
     /// The CRC-32 of every image's bytes, then every label, in order: what a checkpoint
     /// records of the data it was trained on (`TrainState::data_crc32`), so that a
     /// resume on other images, or the same images in another order, is refused.
@@ -121,21 +179,22 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// The `[3, 32, 32]` bytes of image `i`.
+    /// The `[C, H, W]` bytes of image `i`.
     ///
     /// # Panics
     /// When `i >= self.len()`, like slice indexing.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        let n = self.image_bytes();
+        &self.images[i * n..(i + 1) * n]
     }
 
-    /// The images at `indices` as `[B, 3, 32, 32]` bytes (ready for
+    /// The images at `indices` as `[B, C, H, W]` bytes (ready for
     /// [`Glow::preprocess`](crate::Glow::preprocess)) and their labels.
     ///
     /// # Panics
     /// When an index is `>= self.len()`, like slice indexing.
     pub fn batch(&self, indices: &[usize]) -> (Vec<u8>, Vec<usize>) {
-        let mut pixels = Vec::with_capacity(indices.len() * IMAGE_BYTES);
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_bytes());
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             pixels.extend_from_slice(self.image(i));
@@ -162,12 +221,13 @@ impl Dataset {
     /// Splits off the records from `at` on: `self` keeps `0..at`, the result holds the rest.
     fn split_off(&mut self, at: usize) -> Dataset {
         Dataset {
-            images: self.images.split_off(at * IMAGE_BYTES),
+            shape: self.shape,
+            images: self.images.split_off(at * self.image_bytes()),
             labels: self.labels.split_off(at),
         }
     }
 
-    /// Appends the records of one batch file, checking its size and labels.
+    /// Appends the records of one CIFAR-10 batch file, checking its size and labels.
     fn read_file(&mut self, path: &Path) -> Result<()> {
         let bytes = std::fs::read(path)
             .map_err(|e| data_error(format!("cannot read {}: {e}", path.display())))?;
@@ -259,13 +319,13 @@ impl Cifar10 {
             (vec![path.to_path_buf()], None)
         };
 
-        let mut train = Dataset::default();
+        let mut train = Dataset::empty(IMAGE_SHAPE);
         for file in &train_files {
             train.read_file(file)?;
         }
         let (test, test_source) = match test_file {
             Some(file) => {
-                let mut test = Dataset::default();
+                let mut test = Dataset::empty(IMAGE_SHAPE);
                 test.read_file(&file)?;
                 (test, TestSource::File(file))
             }
@@ -298,6 +358,24 @@ impl Cifar10 {
             files.join(", "),
             self.test_source
         )
+    }
+}
+
+impl ImageSplits for Cifar10 {
+    fn train(&self) -> &Dataset {
+        &self.train
+    }
+
+    fn test(&self) -> &Dataset {
+        &self.test
+    }
+
+    fn num_classes(&self) -> usize {
+        CLASS_NAMES.len()
+    }
+
+    fn describe(&self) -> String {
+        Cifar10::describe(self)
     }
 }
 

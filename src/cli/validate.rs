@@ -28,11 +28,11 @@ use std::sync::Arc;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use engine::{Error, Result};
-use glow::data::IMAGE_SHAPE;
 
-/// How many times a CIFAR-10 image (32x32) can be squeezed: each level halves its height
-/// and width, so `--levels` is at most 5.
-pub const MAX_LEVELS: usize = IMAGE_SHAPE[1].trailing_zeros() as usize;
+/// The most `--levels` any image allows: each level halves the height and width, and an
+/// image of 2^16 = 65,536 pixels a side is far past any dataset's. A sanity bound; the
+/// levels are checked against the data's actual size by [`levels_fit`].
+pub const MAX_LEVELS: usize = 16;
 
 /// The largest `--hidden`: 16 times the paper's 512, where the weights alone (`hidden²`
 /// per flow step) already run to tens of GB. A sanity bound: a mistyped `--hidden 1000000`
@@ -203,10 +203,23 @@ pub fn step_interval() -> Rule<u64> {
     integer(0, u64::MAX, "")
 }
 
-/// `--levels`: 1 to [`MAX_LEVELS`], the times a 32x32 image can be squeezed.
+/// `--levels`: 1 to [`MAX_LEVELS`]; [`levels_fit`] checks them against the data.
 pub fn levels() -> Rule<usize> {
-    let why = format!(" (a 32x32 image halves at most {MAX_LEVELS} times)");
-    integer(1, MAX_LEVELS as u64, &why)
+    integer(1, MAX_LEVELS as u64, "")
+}
+
+/// `levels` squeezes fit images of `shape`: each halves the height and width, so both
+/// must be multiples of 2^levels (a 32x32 image allows at most 5).
+pub fn levels_fit(levels: usize, shape: [usize; 3]) -> Result<()> {
+    let [_, h, w] = shape;
+    let most = h.trailing_zeros().min(w.trailing_zeros()) as usize;
+    if levels > most {
+        return Err(usage_error(format!(
+            "--levels must be at most {most} for the data's {h}x{w} images (each level \
+             halves the height and width), got {levels}"
+        )));
+    }
+    Ok(())
 }
 
 /// `--n-bits`: 1 to 8 bits per colour channel.

@@ -51,7 +51,7 @@ use engine::{Error, Result};
 use serde_json::json;
 
 use crate::checkpoint::{resume, save_checkpoint, TrainState};
-use crate::data::Cifar10;
+use crate::data::ImageSplits;
 use crate::parallel::{Collective, Solo};
 use crate::picture::save_sample_grids;
 use crate::train::{batch_for_step, evaluate, StepOutcome, Trainer};
@@ -308,7 +308,7 @@ impl Run {
     /// for this one in their next all-reduce for ever.
     pub fn run(
         &mut self,
-        data: &Cifar10,
+        data: &dyn ImageSplits,
         interrupt: &Interrupt,
         on_event: impl FnMut(&Event),
     ) -> Result<RunSummary> {
@@ -319,18 +319,29 @@ impl Run {
         result
     }
 
-    /// Fails unless `data` can feed this run's batches and is the data its checkpoint
-    /// was trained on; then takes its batches per epoch and fingerprint.
-    fn take_data(&mut self, data: &Cifar10) -> Result<()> {
+    /// Fails unless `data` holds images of the model's shape, can feed this run's
+    /// batches and is the data its checkpoint was trained on; then takes its batches per
+    /// epoch and fingerprint.
+    fn take_data(&mut self, data: &dyn ImageSplits) -> Result<()> {
+        let want = self.trainer.model.config().image_shape;
+        if data.image_shape() != want {
+            return Err(Error::invalid(
+                "training run",
+                format!(
+                    "the model takes {want:?} images and the data holds {:?} ones",
+                    data.image_shape()
+                ),
+            ));
+        }
         let batch = self.config.batch;
-        let n = data.train.len();
+        let n = data.train().len();
         if n < batch {
             return Err(Error::invalid(
                 "training run",
                 format!("a batch of {batch} needs at least that many training images (have {n})"),
             ));
         }
-        let crc = data.train.fingerprint();
+        let crc = data.train().fingerprint();
         if let Some(had) = self.data_crc32.filter(|&had| had != crc) {
             return Err(Error::invalid(
                 "training run",
@@ -348,7 +359,7 @@ impl Run {
     /// [`Run::run`]'s loop.
     fn run_steps(
         &mut self,
-        data: &Cifar10,
+        data: &dyn ImageSplits,
         interrupt: &Interrupt,
         mut on_event: impl FnMut(&Event),
     ) -> Result<RunSummary> {
@@ -381,9 +392,11 @@ impl Run {
                 break;
             }
             let step = self.trainer.step;
-            let (mut pixels, labels) = batch_for_step(&data.train, batch, self.trainer.seed, step)?;
+            let (mut pixels, labels) =
+                batch_for_step(data.train(), batch, self.trainer.seed, step)?;
             if self.config.flip {
-                crate::data::random_hflip(&mut pixels, [3, 32, 32], self.trainer.seed, step)?;
+                let shape = data.image_shape();
+                crate::data::random_hflip(&mut pixels, shape, self.trainer.seed, step)?;
             }
             let mut rolled_back = false;
             match self.trainer.try_step(&pixels, &labels)? {
@@ -452,7 +465,7 @@ impl Run {
     /// rank) none of them but at the last step.
     fn after_step(
         &mut self,
-        data: &Cifar10,
+        data: &dyn ImageSplits,
         stopping: bool,
         on_event: &mut impl FnMut(&Event),
     ) -> Result<()> {
@@ -490,9 +503,13 @@ impl Run {
     }
 
     /// Evaluates on the test split; a new best is written to [`BEST_FILE`].
-    fn evaluate(&mut self, data: &Cifar10, on_event: &mut impl FnMut(&Event)) -> Result<()> {
+    fn evaluate(
+        &mut self,
+        data: &dyn ImageSplits,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<()> {
         let step = self.trainer.step;
-        let batches = data.test.sequential_batches(self.config.eval_batch);
+        let batches = data.test().sequential_batches(self.config.eval_batch);
         let test_bpd = evaluate(&self.trainer.model, batches, 0, false, |_| {})?.mean_bpd;
         let previous = self.history.last_evaluation().map_or(0, |e| e.0);
         let train_bpd = self.history.train_bpd_after(previous);
