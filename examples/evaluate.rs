@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use engine::{Error, Result};
+use engine::Error;
 use glow::train::evaluate;
 use glow::Dequantization;
 use glow_rs::cli::{self, validate};
@@ -61,7 +61,7 @@ fn main() {
     cli::exit_on_error(run(Args::parse()));
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args) -> cli::CliResult<()> {
     let (model, data, ()) = args.source.open(|data| {
         let flag = args.source.data.as_deref();
         validate::has_test_images(flag, data.train.len(), data.test.len())

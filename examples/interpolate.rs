@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use engine::Result;
 use glow::explore::interpolate;
 use glow::picture::save_tensor_grid;
 use glow::Dequantization;
@@ -43,7 +42,7 @@ fn main() {
     cli::exit_on_error(run(Args::parse()));
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args) -> cli::CliResult<()> {
     let (model, data, ()) = args.source.open(|data| {
         let n = data.test.len();
         validate::index("--a", args.a, "the test split", n)?;

@@ -71,7 +71,11 @@ fn encode_group(
 
 /// The first `per_group` training images of `class` and the first `per_group` of the
 /// other classes; a usage error when either group is empty.
-fn groups(data: &Dataset, class: usize, per_group: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+fn groups(
+    data: &Dataset,
+    class: usize,
+    per_group: usize,
+) -> cli::CliResult<(Vec<usize>, Vec<usize>)> {
     let pick = |of_class: bool| -> Vec<usize> {
         (0..data.len())
             .filter(|&i| (usize::from(data.labels[i]) == class) == of_class)
@@ -80,7 +84,7 @@ fn groups(data: &Dataset, class: usize, per_group: usize) -> Result<(Vec<usize>,
     };
     let (with, without) = (pick(true), pick(false));
     if with.is_empty() || without.is_empty() {
-        return Err(validate::usage_error(format!(
+        return Err(cli::usage_error(format!(
             "--class must be a class with training images and others beside it, got \
              {class}: the training split has no images {} it",
             if with.is_empty() { "of" } else { "outside" },
@@ -89,7 +93,7 @@ fn groups(data: &Dataset, class: usize, per_group: usize) -> Result<(Vec<usize>,
     Ok((with, without))
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args) -> cli::CliResult<()> {
     let (model, data, (with, without)) = args.source.open(|data| {
         validate::index("--index", args.index, "the test split", data.test.len())?;
         groups(&data.train, args.class, args.per_group)

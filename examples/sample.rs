@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use engine::Result;
 use glow::picture::{save_sample_grids, TEMPERATURES};
 use glow_rs::cli::{self, validate, DeviceChoice, MemoryArg};
 use serde_json::json;
@@ -49,7 +48,7 @@ fn main() {
     cli::exit_on_error(run(Args::parse()));
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args) -> cli::CliResult<()> {
     args.anomaly.apply();
     let (mut model, _) = cli::open_checkpoint(&args.checkpoint, args.device)?;
     if let Some(m) = args.memory {

@@ -27,25 +27,22 @@
 //! rank 0 alone prints and writes (`glow::parallel`, and the README's section on it).
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
-use engine::Result;
 use glow::data::ImageSplits;
 use glow::optim::OptimizerConfig;
-use glow::run::folder::{Claim, FolderError, RunFolder};
+use glow::run::folder::{Claim, RunFolder};
 use glow::run::{
-    CheckpointReason, Event, Interrupt, Run, RunConfig, DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_CHECKPOINT_MINUTES, DEFAULT_MAX_BAD_STEPS, SIGINT, SIGTERM,
+    Interrupt, Run, RunConfig, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES,
+    DEFAULT_MAX_BAD_STEPS, SIGINT, SIGTERM,
 };
 use glow::train::Trainer;
 use glow::Glow;
-use glow_rs::cli::resume::{Asked, FROM_CHECKPOINT, OPTIMISER_SETTINGS};
-use glow_rs::cli::{self, DeviceChoice, ModelArgs, OptimizerArg};
-use indicatif::{ProgressBar, ProgressStyle};
+use glow_rs::cli::resume::Asked;
+use glow_rs::cli::{self, CliError, CliResult, DeviceChoice, ModelArgs, OptimizerArg};
 use serde_json::json;
 
 /// Train Glow on CIFAR-10 (the built-in sample by default).
@@ -203,91 +200,8 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
         Ok(None) => 0,
         Ok(Some(signal)) => 128 + signal,
         // As cli::exit_on_error prints it, returned rather than exited with.
-        Err(e) => match cli::validate::usage_message(&e) {
-            Some(msg) => {
-                eprintln!("error: {msg}");
-                cli::EXIT_USAGE
-            }
-            None => {
-                eprintln!("error: {e}");
-                cli::EXIT_FAILURE
-            }
-        },
+        Err(e) => cli::report(&e),
     }
-}
-
-/// `err` as the one line the example prints, naming its flags.
-fn folder_refusal(err: FolderError) -> engine::Error {
-    match err {
-        FolderError::InUse { folder, holder } => cli::validate::usage_error(format!(
-            "{} is in use by another run ({holder}); wait for it to end, or use another --out",
-            folder.display()
-        )),
-        FolderError::HoldsRun {
-            folder,
-            at,
-            resumable,
-        } => cli::validate::usage_error(format!(
-            "{} holds a run ({at}): {}start elsewhere with another --out, or start again \
-             with --overwrite (which moves the old run aside, deleting nothing)",
-            folder.display(),
-            if resumable {
-                "continue it with --resume, "
-            } else {
-                ""
-            }
-        )),
-        FolderError::Io(e) => e,
-    }
-}
-
-/// `argv` as a shell command that continues this run: `--resume` added, and the flags
-/// whose values the checkpoint now holds (the model, seed and optimiser) and
-/// `--overwrite` left out, so that the resumed run is the checkpoint's (a rollback's
-/// lowered learning rate included) whatever the first command line said.
-fn resume_command(argv: &[OsString]) -> String {
-    let cmd = Args::command();
-    let held: Vec<&str> = FROM_CHECKPOINT
-        .iter()
-        .chain(&OPTIMISER_SETTINGS)
-        .chain(&["overwrite"])
-        .copied()
-        .collect();
-    let takes_value = |long: &str| {
-        cmd.get_arguments()
-            .find(|a| a.get_long() == Some(long))
-            .is_some_and(|a| a.get_action().takes_values())
-    };
-    let mut words: Vec<String> = Vec::new();
-    let mut rest = argv.iter().map(|a| a.to_string_lossy().into_owned());
-    words.extend(rest.next());
-    while let Some(w) = rest.next() {
-        let long = w
-            .strip_prefix("--")
-            .map(|f| f.split('=').next().unwrap_or(f));
-        match long {
-            Some(name) if held.contains(&name) => {
-                if !w.contains('=') && takes_value(name) {
-                    rest.next();
-                }
-            }
-            _ => words.push(w),
-        }
-    }
-    if !words.iter().skip(1).any(|w| w == "--resume") {
-        words.push("--resume".into());
-    }
-    let quote = |w: &String| {
-        let plain = !w.is_empty()
-            && w.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-        if plain {
-            w.clone()
-        } else {
-            format!("'{}'", w.replace('\'', r"'\''"))
-        }
-    };
-    words.iter().map(quote).collect::<Vec<_>>().join(" ")
 }
 
 fn signal_name(signal: i32) -> String {
@@ -300,7 +214,7 @@ fn signal_name(signal: i32) -> String {
 
 /// Trains; returns the signal that stopped the run early, if one did. `given` says
 /// whether a flag (by long name) was on the command line.
-fn train(args: &Args, argv: &[OsString], given: &dyn Fn(&str) -> bool) -> Result<Option<i32>> {
+fn train(args: &Args, argv: &[OsString], given: &dyn Fn(&str) -> bool) -> CliResult<Option<i32>> {
     let checkpoint = args.out.join(glow::run::CHECKPOINT_FILE);
     cli::validate::training_run(&cli::validate::TrainingFlags {
         batch: args.batch,
@@ -311,23 +225,20 @@ fn train(args: &Args, argv: &[OsString], given: &dyn Fn(&str) -> bool) -> Result
     args.anomaly.apply();
     // Under `mpirun` (built with the `mpi` feature), one rank of a data-parallel run:
     // every rank trains on its shard of each batch and rank 0 alone writes and prints.
-    let comm = cli::collective()?;
+    let comm = glow::parallel::from_env()?;
     let result = train_rank(args, argv, given, comm.clone());
     if let Err(e) = &result {
         if comm.size() > 1 {
             // The other ranks would wait for this one for ever: end the whole job. A bad
             // flag is the same on every rank: rank 0 says it, as one process would.
-            match cli::validate::usage_message(e) {
-                Some(msg) if comm.rank() == 0 => eprintln!("error: {msg}"),
-                Some(_) => {}
-                None => eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size()),
+            match e {
+                CliError::Usage(msg) if comm.rank() == 0 => eprintln!("error: {msg}"),
+                CliError::Usage(_) => {}
+                CliError::Failed(e) => {
+                    eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size())
+                }
             }
-            let usage = cli::validate::usage_message(e).is_some();
-            comm.abort(if usage {
-                cli::EXIT_USAGE
-            } else {
-                cli::EXIT_FAILURE
-            });
+            comm.abort(e.exit_status());
         }
     }
     result
@@ -339,38 +250,25 @@ fn train_rank(
     argv: &[OsString],
     given: &dyn Fn(&str) -> bool,
     comm: std::sync::Arc<dyn glow::parallel::Collective>,
-) -> Result<Option<i32>> {
+) -> CliResult<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
     cli::validate::batch_splits(args.batch, ranks)?;
     // Rank 0 owns the folder, and claims it once the command line has been checked
     // against the data (and, to resume, against the checkpoint), before any work: a
     // refused command leaves no folder behind and touches none.
-    let claim = |how: Claim| -> Result<Option<RunFolder>> {
+    let claim = |how: Claim| -> CliResult<Option<RunFolder>> {
         match rank {
-            0 => Ok(Some(
-                RunFolder::claim(&args.out, how).map_err(folder_refusal)?,
-            )),
+            0 => Ok(Some(RunFolder::claim(&args.out, how)?)),
             _ => Ok(None),
         }
     };
-    let barrier = || -> Result<()> {
-        if ranks > 1 {
-            comm.sum_in_place(&mut [0.0])?;
-        }
-        Ok(())
-    };
     let data_path = match &args.download {
         // Rank 0 downloads; the others wait for it, then find the files there.
-        Some(dir) => {
-            if rank != 0 {
-                barrier()?;
-            }
-            let path = glow::download::download_cifar10(dir, glow::download::CIFAR10_URL)?;
-            if rank == 0 {
-                barrier()?;
-            }
-            Some(path)
-        }
+        Some(dir) => Some(glow::download::download_cifar10_on_ranks(
+            dir,
+            glow::download::CIFAR10_URL,
+            comm.as_ref(),
+        )?),
         None => args.data.clone(),
     };
     let data = cli::load_data(data_path.as_deref())?;
@@ -401,7 +299,7 @@ fn train_rank(
         let header = glow::checkpoint::read_header(&path)?;
         let conflicts = cli::resume::conflicts(&asked, &header);
         if !conflicts.is_empty() {
-            return Err(cli::validate::usage_error(format!(
+            return Err(cli::usage_error(format!(
                 "--resume continues the run in {} as its checkpoint defines it; these differ \
                  from it: {} (leave them out, or start a new run with another --out)",
                 args.out.display(),
@@ -433,7 +331,7 @@ fn train_rank(
     if rank == 0 {
         eprintln!("{}", data.describe());
     }
-    let (device, why) = cli::pick_device_for_rank(args.device, rank, ranks)?;
+    let (device, why) = glow::device::pick_for_rank(args.device.into(), rank, ranks)?;
     eprintln!("device: {} ({why})", device.name());
 
     let mut run = if args.resume {
@@ -491,67 +389,12 @@ fn train_rank(
         model.num_parameters()
     );
 
-    let interactive = std::io::stderr().is_terminal();
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
-        )
-        .expect("valid template"),
-    );
-    let batch = args.batch as f64;
-    let show = |event: &Event| {
-        match event {
-        Event::Started { step, .. } => bar.set_position(*step),
-        Event::Step {
-            stats: s,
-            images_per_sec: rate,
-        } => {
-            bar.set_position(s.step);
-            bar.set_message(format!("{:.3} bits/dim, {rate:.1} img/s", s.bpd));
-            if !interactive && s.step % 50 == 0 {
-                // No terminal (a log file, CI): the bar is hidden, so print a plain line.
-                let eta = (total - s.step) as f64 * batch / rate;
-                eprintln!(
-                    "step {}/{total}: {:.3} bits/dim, {rate:.1} images/s, ETA {eta:.0} s",
-                    s.step, s.bpd
-                );
-            }
-        }
-        Event::Skipped { skipped, in_a_row } => bar.println(format!(
-            "step {}: skipped, {} ({in_a_row} in a row)",
-            skipped.step, skipped.why
-        )),
-        Event::RolledBack {
-            from_step,
-            to_step,
-            lr,
-        } => bar.println(format!(
-            "step {from_step}: rolled back to the checkpoint at step {to_step}, learning rate now {lr:e}"
-        )),
-        Event::Evaluated {
-            step,
-            train_bpd,
-            test_bpd,
-            best,
-        } => bar.println(format!(
-            "step {step}: train {} bits/dim, test {test_bpd:.3} bits/dim{}",
-            train_bpd.map_or("n/a".into(), |v| format!("{v:.3}")),
-            if *best { " (best so far)" } else { "" }
-        )),
-        Event::Checkpoint { step, path, reason } => {
-            if !matches!(reason, CheckpointReason::Best) && !interactive {
-                eprintln!("step {step}: wrote {} ({})", path.display(), reason.name());
-            }
-        }
-        Event::Samples { .. } | Event::Interrupted { .. } => {}
-    }
-    };
+    let progress = cli::progress::Progress::new(total, args.batch);
     // From here on the first Ctrl-C stops the run cleanly; before, it kills the process
     // at once, and nothing is lost.
     let interrupt = Interrupt::on_signals()?;
-    let summary = run.run(&data, &interrupt, show)?;
-    bar.finish_and_clear();
+    let summary = run.run(&data, &interrupt, |e| progress.show(e))?;
+    progress.finish();
 
     let out = args.out.display();
     let test = summary.test_bpd.map_or("n/a".into(), |v| format!("{v:.3}"));
@@ -571,7 +414,7 @@ fn train_rank(
             } else {
                 String::new()
             };
-            eprintln!("resume with:\n  {launcher}{}", resume_command(argv));
+            eprintln!("resume with:\n  {launcher}{}", cli::resume::command(argv, &Args::command()));
         }
         None => eprintln!(
             "done: {} steps, train {train} bits/dim (last 50 steps), test {test} bits/dim, {:.1} images/s; outputs in {out}",

@@ -70,6 +70,28 @@ pub fn download_cifar10(dir: impl AsRef<Path>, url: &str) -> Result<PathBuf> {
     download_cifar10_verified(dir, url, &ArchiveSpec::OFFICIAL)
 }
 
+/// [`download_cifar10`] in a data-parallel run over `comm`: rank 0 downloads while the
+/// other ranks wait for it (one all-reduce of one value), then each of them finds the
+/// six files in `dir`, which every rank must see.
+pub fn download_cifar10_on_ranks(
+    dir: impl AsRef<Path>,
+    url: &str,
+    comm: &dyn crate::parallel::Collective,
+) -> Result<PathBuf> {
+    let barrier = || match comm.size() {
+        1 => Ok(()),
+        _ => comm.sum_in_place(&mut [0.0]),
+    };
+    if comm.rank() != 0 {
+        barrier()?;
+    }
+    let path = download_cifar10(&dir, url)?;
+    if comm.rank() == 0 {
+        barrier()?;
+    }
+    Ok(path)
+}
+
 /// [`download_cifar10`] against the archive described by `spec` instead of the official one
 /// (tests use a small archive of their own).
 pub fn download_cifar10_verified(

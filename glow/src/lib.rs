@@ -25,6 +25,7 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod download;
 pub mod explore;
 pub mod font;

@@ -69,6 +69,48 @@ impl Collective for Solo {
     }
 }
 
+/// The ranks of this run: MPI's world when built with the `mpi` feature (one rank when
+/// not started by `mpirun`), else [`Solo`]. When several ranks share
+/// this machine and `RAYON_NUM_THREADS` is not set, the CPU device's thread pool gets
+/// an equal share of the cores, so the ranks do not fight over them.
+pub fn from_env() -> Result<Arc<dyn Collective>> {
+    #[cfg(feature = "mpi")]
+    {
+        let world = mpi::MpiWorld::init()?;
+        let local: usize = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(world.size());
+        if local > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Fails only when the pool exists already; then it keeps its size.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads((cores / local).max(1))
+                .build_global();
+        }
+        Ok(Arc::new(world))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        // Started by a launcher as one of several ranks, a build without MPI would be N
+        // separate runs writing the same files.
+        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find_map(|v| v.parse::<usize>().ok().filter(|&n| n > 1));
+        if let Some(n) = launched {
+            return Err(Error::invalid(
+                "data-parallel run",
+                format!(
+                    "started as one of {n} MPI ranks, but this build has no MPI: build with \
+                     `--features mpi`"
+                ),
+            ));
+        }
+        Ok(Arc::new(Solo))
+    }
+}
+
 /// This rank's images of a global batch of `global` images: `(first, count)`, the
 /// `rank`-th of `size` equal shards. Fails unless `size` divides `global`.
 pub fn shard(global: usize, rank: usize, size: usize) -> Result<(usize, usize)> {

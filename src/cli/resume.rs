@@ -10,6 +10,8 @@
 //! command line's: the schedule (`--steps`, `--epochs`, `--eval-every`, ...), `--batch`,
 //! `--flip`, `--device`, `--memory`, `--detect-anomaly`.
 
+use std::ffi::OsString;
+
 use glow::checkpoint::CheckpointHeader;
 use glow::optim::OptimizerConfig;
 use glow::{Coupling, GlowConfig, Permutation};
@@ -139,6 +141,55 @@ pub fn replace_settings(asked: &Asked, config: &mut OptimizerConfig) -> Vec<Stri
         config.max_grad_norm = a.max_grad_norm;
     }
     changes
+}
+
+/// `argv`, the command line of a program whose flags `cmd` describes, as a shell
+/// command that continues its run: `--resume` added, and the flags
+/// whose values the checkpoint now holds (the model, seed and optimiser) and
+/// `--overwrite` left out, so that the resumed run is the checkpoint's (a rollback's
+/// lowered learning rate included) whatever the first command line said.
+pub fn command(argv: &[OsString], cmd: &clap::Command) -> String {
+    let held: Vec<&str> = FROM_CHECKPOINT
+        .iter()
+        .chain(&OPTIMISER_SETTINGS)
+        .chain(&["overwrite"])
+        .copied()
+        .collect();
+    let takes_value = |long: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut words: Vec<String> = Vec::new();
+    let mut rest = argv.iter().map(|a| a.to_string_lossy().into_owned());
+    words.extend(rest.next());
+    while let Some(w) = rest.next() {
+        let long = w
+            .strip_prefix("--")
+            .map(|f| f.split('=').next().unwrap_or(f));
+        match long {
+            Some(name) if held.contains(&name) => {
+                if !w.contains('=') && takes_value(name) {
+                    rest.next();
+                }
+            }
+            _ => words.push(w),
+        }
+    }
+    if !words.iter().skip(1).any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    let quote = |w: &String| {
+        let plain = !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        if plain {
+            w.clone()
+        } else {
+            format!("'{}'", w.replace('\'', r"'\''"))
+        }
+    };
+    words.iter().map(quote).collect::<Vec<_>>().join(" ")
 }
 
 fn coupling(c: Coupling) -> String {

@@ -15,7 +15,7 @@
 //!   clap prints and exits with 2, as it does for its own usage errors.
 //! - **A value against the data it names or another flag** (`--batch` against the
 //!   training split, `--a` against the test split, `--resume` without a checkpoint):
-//!   functions here that return a [`usage_error`], which [`super::exit_on_error`] prints
+//!   functions here that return a [`super::CliError::Usage`], which [`super::exit_on_error`] prints
 //!   as one line with exit status 2. The examples call them before they pick a device or
 //!   build a model.
 //!
@@ -25,9 +25,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::{usage_error, CliResult as Result};
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
-use engine::{Error, Result};
 
 /// The most `--levels` any image allows: each level halves the height and width, and an
 /// image of 2^16 = 65,536 pixels a side is far past any dataset's. A sanity bound; the
@@ -314,25 +314,6 @@ pub fn output_file() -> Rule<PathBuf> {
     path_rule("must be a file path, not a directory", |k| {
         (k == Some(true)).then_some("a directory")
     })
-}
-
-/// The op name that marks an [`Error`] as a usage error (see [`usage_error`]).
-const USAGE: &str = "usage";
-
-/// An error in the command line found after parsing (a value too large for the data it
-/// names, two flags that do not fit together). `msg` is the whole line after `error: `,
-/// in the module's words: `--batch must be at most …, got 5000`.
-/// [`super::exit_on_error`] prints it and exits with status 2.
-pub fn usage_error(msg: impl Into<String>) -> Error {
-    Error::invalid(USAGE, msg)
-}
-
-/// The message of a [`usage_error`], or `None` for any other error.
-pub fn usage_message(e: &Error) -> Option<&str> {
-    match e {
-        Error::Invalid { op, msg } if *op == USAGE => Some(msg),
-        _ => None,
-    }
 }
 
 /// `value` of `flag` must index one of the `len` images of `split` (`"the test split"`).
