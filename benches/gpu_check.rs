@@ -222,7 +222,7 @@ fn sweep<B: Backend>(b: &B, full: bool) -> Vec<(String, Vec<f32>)> {
         let (m, v) = (b.full(1000, 0.0).unwrap(), b.full(1000, 0.0).unwrap());
         for step in 1..=3 {
             let g = up(&data(1000, 15 + step as u64, -1.0, 1.0));
-            let s = AdamStep {
+            let s = AdamUpdate {
                 kind,
                 lr: 0.01,
                 beta1: 0.9,

@@ -81,7 +81,7 @@ device_test!(fn every_layer_inverts(dev) {
         ("additive", Box::new(CouplingLayer::new("d", Coupling::Additive, 8, 16, 5, dev)?)),
     ];
     let (y, _) = actnorm.forward(&x, &zero)?; // initialises from x
-    assert!(max_abs_diff(&actnorm.reverse(&y)?, &x)? < 1e-5, "actnorm");
+    assert!(max_abs_diff(&actnorm.inverse(&y)?, &x)? < 1e-5, "actnorm");
     for (name, layer) in &layers {
         let mut params = Vec::new();
         layer.visit_params(&mut |p| params.push(p));
@@ -92,7 +92,7 @@ device_test!(fn every_layer_inverts(dev) {
         }
         let (y, _) = layer.forward(&x, &zero)?;
         assert!(max_abs_diff(&y, &x)? > 1e-3, "{name} should change its input");
-        let err = max_abs_diff(&layer.reverse(&y)?, &x)?;
+        let err = max_abs_diff(&layer.inverse(&y)?, &x)?;
         assert!(err < 1e-4, "{name}: {err}");
     }
     let sq = squeeze::squeeze(&x)?;

@@ -341,7 +341,7 @@ fn a_finite_loss_with_an_overflowing_gradient_norm_skips_the_update() -> Result<
     let before = t.model.state()?;
     match t.try_step(&pixels, &labels)? {
         glow::train::StepOutcome::Skipped(s) => match s.why {
-            glow::train::NonFinite::GradNorm(n) => assert!(n.is_infinite(), "{n}"),
+            glow::train::SkipReason::GradNorm(n) => assert!(n.is_infinite(), "{n}"),
             other => panic!("skipped for {other}, not the gradient norm"),
         },
         glow::train::StepOutcome::Updated(stats) => panic!("updated: {stats:?}"),

@@ -223,7 +223,7 @@ pub enum AdamKind {
 /// - Adamax: `m = β1 m + (1-β1) g`, `v = max(β2 v, |g| + eps)`,
 ///   `p -= lr / (1-β1^t) · m / v`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamStep {
+pub struct AdamUpdate {
     /// Adam or Adamax.
     pub kind: AdamKind,
     /// Learning rate for this step (after any schedule).
@@ -401,7 +401,7 @@ pub trait Backend {
     ) -> Result<(Self::Buffer, Self::Buffer)>;
 
     /// One fused optimiser step over `len` elements, updating `param`, `m` and `v` in
-    /// place (see [`AdamStep`]).
+    /// place (see [`AdamUpdate`]).
     fn adam_update(
         &self,
         param: &Self::Buffer,
@@ -409,6 +409,6 @@ pub trait Backend {
         m: &Self::Buffer,
         v: &Self::Buffer,
         len: usize,
-        step: &AdamStep,
+        step: &AdamUpdate,
     ) -> Result<()>;
 }

@@ -4,7 +4,7 @@
 //! without an error.
 
 use engine::anomaly::{self, Culprit, NonFinite, Pass};
-use engine::backend::{AdamKind, AdamStep};
+use engine::backend::{AdamKind, AdamUpdate};
 use engine::device_test;
 use engine::{no_grad, Error, Result, Tensor};
 
@@ -105,7 +105,7 @@ device_test!(fn a_backward_primitive_is_checked_through_its_gradient(dev) {
 
 device_test!(fn the_optimiser_update_is_checked(dev) {
     // Adam with eps = 0 on a zero gradient divides 0 by √0.
-    let step = AdamStep { kind: AdamKind::Adam, lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 0.0, weight_decay: 0.0, step: 1 };
+    let step = AdamUpdate { kind: AdamKind::Adam, lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 0.0, weight_decay: 0.0, step: 1 };
     let fresh = || -> Result<[Tensor; 4]> {
         Ok([
             Tensor::from_slice(&[1.0, 2.0], &[2], dev)?,

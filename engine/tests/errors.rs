@@ -71,12 +71,12 @@ device_test!(fn layout(dev) {
 });
 
 device_test!(fn optimiser(dev) {
-    use engine::backend::{AdamKind, AdamStep};
+    use engine::backend::{AdamKind, AdamUpdate};
     let p = Tensor::zeros(&[3], dev)?;
     let (m, v) = (Tensor::zeros(&[3], dev)?, Tensor::zeros(&[3], dev)?);
-    let step = AdamStep { kind: AdamKind::Adam, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
+    let step = AdamUpdate { kind: AdamKind::Adam, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
     expect_err(p.adam_update(&Tensor::zeros(&[4], dev)?, &m, &v, &step), &["adam_update", "[4]", "[3]"]);
-    expect_err(p.adam_update(&p, &m, &v, &AdamStep { step: 0, ..step }), &["adam_update", "step"]);
+    expect_err(p.adam_update(&p, &m, &v, &AdamUpdate { step: 0, ..step }), &["adam_update", "step"]);
     Ok(())
 });
 

@@ -15,7 +15,7 @@
 //! Expected values are written out per case; a finite expectation is compared within a
 //! relative `1e-5`.
 
-use engine::backend::{AdamKind, AdamStep, Pairing};
+use engine::backend::{AdamKind, AdamUpdate, Pairing};
 use engine::device_test;
 use engine::{Device, Result, Tensor};
 
@@ -370,7 +370,7 @@ device_test!(fn adam_and_adamax_with_a_nan_and_an_infinite_gradient(dev) {
         let p = Tensor::from_slice(&[1.0, 2.0, 3.0, 4.0], &[4], dev)?;
         let g = Tensor::from_slice(&[0.1, NAN, 0.3, INF], &[4], dev)?;
         let (m, v) = (Tensor::zeros(&[4], dev)?, Tensor::zeros(&[4], dev)?);
-        let step = AdamStep { kind, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
+        let step = AdamUpdate { kind, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
         p.adam_update(&g, &m, &v, &step)?;
         // One bias-corrected step moves each parameter by lr against the gradient's sign.
         expect(&format!("{kind:?} param"), &p, &[0.99, NAN, 2.99, NAN])?;

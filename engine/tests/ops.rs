@@ -136,13 +136,13 @@ device_test!(fn random_fills_are_seeded_and_have_the_right_moments(dev) {
 });
 
 device_test!(fn adam_matches_the_formula(dev) {
-    use engine::backend::{AdamKind, AdamStep};
+    use engine::backend::{AdamKind, AdamUpdate};
     // One Adam step from m = v = 0: m = 0.1 g, v = 0.001 g², bias-corrected m̂ = g,
     // v̂ = g², so p -= lr · g / (|g| + eps) ≈ lr · sign(g).
     let p = Tensor::from_slice(&[1.0, 1.0], &[2], dev)?;
     let g = Tensor::from_slice(&[0.5, -2.0], &[2], dev)?;
     let (m, v) = (Tensor::zeros(&[2], dev)?, Tensor::zeros(&[2], dev)?);
-    let step = AdamStep { kind: AdamKind::Adam, lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
+    let step = AdamUpdate { kind: AdamKind::Adam, lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, step: 1 };
     p.adam_update(&g, &m, &v, &step)?;
     close(&p.to_vec()?, &[0.9, 1.1], 1e-6);
     close(&m.to_vec()?, &[0.05, -0.2], 1e-7);
@@ -154,7 +154,7 @@ device_test!(fn adam_matches_the_formula(dev) {
     let p = Tensor::from_slice(&[1.0], &[1], dev)?;
     let g = Tensor::from_slice(&[0.5], &[1], dev)?;
     let (m, u) = (Tensor::from_slice(&[0.05], &[1], dev)?, Tensor::from_slice(&[0.5], &[1], dev)?);
-    let step = AdamStep { kind: AdamKind::Adamax, eps: 0.0, step: 2, ..step };
+    let step = AdamUpdate { kind: AdamKind::Adamax, eps: 0.0, step: 2, ..step };
     p.adam_update(&g, &m, &u, &step)?;
     close(&p.to_vec()?, &[0.9], 1e-6);
     close(&m.to_vec()?, &[0.095], 1e-7);

@@ -857,7 +857,7 @@ fn adam_on<D: Backend>(d: &D, kind: AdamKind, state: &[Vec<f32>; 3], seed: u64) 
     let [p, m, v] = state.each_ref().map(|s| up(d, s));
     for step in 1..=3 {
         let g = up(d, &data(len, seed + u64::from(step), -1.0, 1.0));
-        let s = AdamStep {
+        let s = AdamUpdate {
             kind,
             lr: 1e-2,
             beta1: 0.9,
@@ -1151,7 +1151,7 @@ mod reference_oracle {
         // p = 2 − 0.1·1/(√1 + 1e-8) = 1.9 (to f32 rounding).
         // p = −1, grad −3: g = −3 − 0.25 = −3.25; m̂ = −3.25, v̂ = 3.25², so
         // p = −1 + 0.1·3.25/(3.25 + 1e-8) = −0.9.
-        let step = AdamStep {
+        let step = AdamUpdate {
             kind: AdamKind::Adam,
             lr: 0.1,
             beta1: 0.9,
@@ -1176,7 +1176,7 @@ mod reference_oracle {
         );
         // Adamax at step 1 from u = 0: m as above, u = max(β2·0, |g| + eps) = |g| (to
         // f32), and p −= lr/(1 − β1) · m/u = 0.1 · (0.1 g)/(0.1 |g|) = 0.1 · sign(g).
-        let step = AdamStep {
+        let step = AdamUpdate {
             kind: AdamKind::Adamax,
             ..step
         };

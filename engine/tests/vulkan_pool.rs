@@ -64,7 +64,7 @@ fn training_step_reuses_pooled_memory() {
         let _dx = d.conv2d_backward_input(&dy, &w, c).unwrap();
         let dw = d.conv2d_backward_weight(&x, &dy, c).unwrap();
         let db = d.reduce(ReduceOp::Sum, &dy, &shape, &[0, 2, 3]).unwrap();
-        let s = AdamStep {
+        let s = AdamUpdate {
             kind: AdamKind::Adam,
             lr: 1e-3,
             beta1: 0.9,

@@ -139,10 +139,10 @@ impl Flow for FlowStep {
         self.coupling.forward(&x, &logdet)
     }
 
-    fn reverse(&self, y: &Tensor) -> Result<Tensor> {
-        let y = self.coupling.reverse(y)?;
-        let y = self.mix.as_flow().reverse(&y)?;
-        self.actnorm.reverse(&y)
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
+        let y = self.coupling.inverse(y)?;
+        let y = self.mix.as_flow().inverse(&y)?;
+        self.actnorm.inverse(&y)
     }
 }
 
@@ -173,7 +173,7 @@ impl Invertible for MixBlock {
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let _layer = anomaly::scope(&self.0.name);
-        self.0.actnorm.reverse(&self.0.mix.as_flow().reverse(y)?)
+        self.0.actnorm.inverse(&self.0.mix.as_flow().inverse(y)?)
     }
     fn params(&self) -> Vec<Tensor> {
         trainable(|f| {
@@ -200,7 +200,7 @@ impl Invertible for CouplingBlock {
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let _layer = anomaly::scope(&self.0.name);
-        self.0.coupling.reverse(y)
+        self.0.coupling.inverse(y)
     }
     fn params(&self) -> Vec<Tensor> {
         trainable(|f| self.0.coupling.visit_params(f))
@@ -717,7 +717,7 @@ impl Glow {
             ));
         }
         let mut splits = latents[..latents.len() - 1].iter().rev();
-        self.reverse_from(latents[latents.len() - 1].clone(), |_, _| {
+        self.inverse_from(latents[latents.len() - 1].clone(), |_, _| {
             splits
                 .next()
                 .cloned()
@@ -738,7 +738,7 @@ impl Glow {
             let y = self.check_labels(labels, n)?;
             let (mean, logs) = self.top_prior(n, y.as_ref())?;
             let top = gaussian::sample(&mean, &logs, temperature, seed)?;
-            self.reverse_from(top, |level, z1| {
+            self.inverse_from(top, |level, z1| {
                 let split = self.levels[level]
                     .split
                     .as_ref()
@@ -772,7 +772,7 @@ impl Glow {
 
     /// Runs the levels backwards from the top `z`; `split_latent(level, z1)` supplies the
     /// `z2` of each split.
-    fn reverse_from(
+    fn inverse_from(
         &self,
         top: Tensor,
         mut split_latent: impl FnMut(usize, &Tensor) -> Result<Tensor>,
@@ -786,7 +786,7 @@ impl Glow {
             }
             for step in level.steps.iter().rev() {
                 let _layer = anomaly::scope(&step.name);
-                z = step.reverse(&z)?;
+                z = step.inverse(&z)?;
             }
             z = unsqueeze(&z)?;
         }

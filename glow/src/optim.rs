@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use engine::backend::{AdamKind, AdamStep};
+use engine::backend::{AdamKind, AdamUpdate};
 use engine::{Gradients, Result, Tensor};
 
 use crate::param::Param;
@@ -131,7 +131,7 @@ impl Optimizer {
         };
         self.step += 1;
         let lr = self.lr_at(self.step);
-        let step = AdamStep {
+        let step = AdamUpdate {
             kind: self.config.kind,
             lr,
             beta1: self.config.betas.0,

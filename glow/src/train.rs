@@ -179,10 +179,10 @@ impl Trainer {
         let step = self.step;
         let skip = |why| Ok(StepOutcome::Skipped(SkippedStep { step, why }));
         if !loss_value.is_finite() {
-            return skip(NonFinite::Loss(loss_value));
+            return skip(SkipReason::Loss(loss_value));
         }
         if !grad_norm.is_finite() {
-            return skip(NonFinite::GradNorm(grad_norm));
+            return skip(SkipReason::GradNorm(grad_norm));
         }
         let info = self.optimizer.update(&params, &grads, grad_norm)?;
         Ok(StepOutcome::Updated(StepStats {
@@ -236,12 +236,13 @@ pub struct SkippedStep {
     /// The 1-based step number of the batch.
     pub step: u64,
     /// What was not finite.
-    pub why: NonFinite,
+    pub why: SkipReason,
 }
 
-/// What was not finite in a skipped step.
+/// Why a step was skipped: what was not finite (not to be confused with
+/// `engine::anomaly::NonFinite`, the op that made a NaN).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum NonFinite {
+pub enum SkipReason {
     /// The loss (its gradient is not used).
     Loss(f32),
     /// The global gradient norm (some gradient holds a NaN or an infinity, or the sum of
@@ -249,11 +250,11 @@ pub enum NonFinite {
     GradNorm(f32),
 }
 
-impl std::fmt::Display for NonFinite {
+impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NonFinite::Loss(v) => write!(f, "the loss is {v}"),
-            NonFinite::GradNorm(v) => write!(f, "the gradient norm is {v}"),
+            SkipReason::Loss(v) => write!(f, "the loss is {v}"),
+            SkipReason::GradNorm(v) => write!(f, "the gradient norm is {v}"),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The fused Adam/Adamax step: one pass that reads `grad` and updates `param`, `m` and
-//! `v` in place, exactly as [`AdamStep`] documents.
+//! `v` in place, exactly as [`AdamUpdate`] documents.
 //!
 //! This is the only CPU op that writes an existing buffer, hence the only one that takes
 //! write locks. Two of the four buffers being the same allocation would make it wait on
@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::elementwise::nan_max;
 use super::{read, CpuBuffer, PAR_CHUNK, PAR_THRESHOLD};
-use crate::backend::{distinct_adam_buffers, AdamKind, AdamStep};
+use crate::backend::{distinct_adam_buffers, AdamKind, AdamUpdate};
 use crate::{Error, Result};
 
 /// Takes a write lock, reporting a poisoned lock as a device error.
@@ -27,7 +27,7 @@ pub(super) fn update(
     m: &CpuBuffer,
     v: &CpuBuffer,
     len: usize,
-    step: &AdamStep,
+    step: &AdamUpdate,
 ) -> Result<()> {
     distinct_adam_buffers([param, grad, m, v], CpuBuffer::same_as)?;
     let (mut p, g, mut m, mut v) = (write(param)?, read(grad)?, write(m)?, write(v)?);
@@ -45,7 +45,7 @@ pub(super) fn update(
 }
 
 /// The update on matching chunks of the four arrays.
-fn kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
+fn kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamUpdate) {
     let (b1, b2, eps, wd) = (s.beta1, s.beta2, s.eps, s.weight_decay);
     // Bias corrections 1 - β^t, computed once per step in f64 (β^t underflows gently).
     let t = s.step as i32;

@@ -385,7 +385,7 @@ impl Backend for CpuBackend {
         m: &CpuBuffer,
         v: &CpuBuffer,
         len: usize,
-        step: &AdamStep,
+        step: &AdamUpdate,
     ) -> Result<()> {
         adam::update(param, grad, m, v, len, step)
     }

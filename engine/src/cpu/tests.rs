@@ -27,7 +27,7 @@ fn host_roundtrip_and_full() {
 
 #[test]
 fn adam_update_refuses_aliased_buffers() {
-    let step = AdamStep {
+    let step = AdamUpdate {
         kind: AdamKind::Adam,
         lr: 1e-3,
         beta1: 0.9,

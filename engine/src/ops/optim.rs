@@ -3,13 +3,13 @@
 //! Adam keeps two moment tensors per parameter; updating `param`, `m` and `v` in one pass
 //! reads each element once instead of the ~10 passes the composed formula would take.
 
-use crate::backend::{AdamStep, Backend};
+use crate::backend::{AdamUpdate, Backend};
 use crate::device::DeviceBackend;
 use crate::shape;
 use crate::{Error, Result, Tensor};
 
 impl Tensor {
-    /// Applies one Adam or Adamax step (see [`AdamStep`]) to this parameter in place,
+    /// Applies one Adam or Adamax step (see [`AdamUpdate`]) to this parameter in place,
     /// updating the moment tensors `m` and `v` too. All four tensors must have the same
     /// shape and device, and `self`, `m` and `v` must be distinct storages. Not recorded:
     /// call it outside of any graph you still want to differentiate.
@@ -18,7 +18,7 @@ impl Tensor {
         grad: &Tensor,
         m: &Tensor,
         v: &Tensor,
-        step: &AdamStep,
+        step: &AdamUpdate,
     ) -> Result<()> {
         for (name, t) in [("grad", grad), ("m", m), ("v", v)] {
             self.same_device("adam_update", t)?;

@@ -1,6 +1,6 @@
 //! Reference versions of the engine's fused primitives: Glow's affine coupling and
 //! Gaussian log-density with their gradients (formulas derived in `ops/fused.rs`), and
-//! the Adam/Adamax step (formulas in [`AdamStep`]). Each is the formula, element by
+//! the Adam/Adamax step (formulas in [`AdamUpdate`]). Each is the formula, element by
 //! element, in `f64`.
 //!
 //! The fast versions: `cpu/fused.rs`, `cpu/adam.rs`, and `shaders/affine_coupling*.comp`,
@@ -8,7 +8,7 @@
 
 use ndarray::{Array3, ArrayD, Ix3, IxDyn};
 
-use crate::backend::{AdamKind, AdamStep, PairedDims, Pairing};
+use crate::backend::{AdamKind, AdamUpdate, PairedDims, Pairing};
 
 /// `[n, c, p]`: `xb`, `yb`, `z`.
 pub(super) fn unpaired(d: PairedDims) -> [usize; 3] {
@@ -137,8 +137,8 @@ pub(super) fn gaussian_log_prob_backward(
 }
 
 /// One element of the optimiser step: the new `(param, m, v)` from the old ones and
-/// the gradient, as [`AdamStep`] writes them.
-pub(super) fn adam(s: &AdamStep, p: f64, grad: f64, m: f64, v: f64) -> (f64, f64, f64) {
+/// the gradient, as [`AdamUpdate`] writes them.
+pub(super) fn adam(s: &AdamUpdate, p: f64, grad: f64, m: f64, v: f64) -> (f64, f64, f64) {
     let (b1, b2) = (f64::from(s.beta1), f64::from(s.beta2));
     let (lr, eps) = (f64::from(s.lr), f64::from(s.eps));
     let t = s.step as i32;

@@ -343,7 +343,7 @@ impl Backend for ReferenceBackend {
         m: &ReferenceBuffer,
         v: &ReferenceBuffer,
         len: usize,
-        step: &AdamStep,
+        step: &AdamUpdate,
     ) -> Result<()> {
         distinct_adam_buffers([param, grad, m, v], |a, b| Arc::ptr_eq(&a.0, &b.0))?;
         let g = load(grad, &[len])?;

@@ -584,7 +584,7 @@ impl Backend for VulkanDevice {
         m: &VulkanBuffer,
         v: &VulkanBuffer,
         len: usize,
-        step: &AdamStep,
+        step: &AdamUpdate,
     ) -> Result<()> {
         let t = step.step as i32;
         let push = [

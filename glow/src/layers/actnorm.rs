@@ -126,7 +126,7 @@ impl Flow for ActNorm {
         Ok((y, logdet.add(&dlogdet)?))
     }
 
-    fn reverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         self.check(y)?;
         y.mul(&self.logs.get().neg()?.exp()?)?.sub(&self.bias.get())
     }

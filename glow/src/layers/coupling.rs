@@ -181,7 +181,7 @@ impl Flow for CouplingLayer {
         }
     }
 
-    fn reverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let (ya, yb) = self.halves(y)?;
         let xb = match self.kind {
             Coupling::Additive => yb.sub(&self.net.forward(&ya)?)?,

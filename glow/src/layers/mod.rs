@@ -35,7 +35,7 @@ pub trait Flow: Module {
     /// `y = f(x)` and `logdet + log|det ∂f/∂x|` per image (`logdet` is `[B]`).
     fn forward(&self, x: &Tensor, logdet: &Tensor) -> Result<(Tensor, Tensor)>;
     /// `x = f⁻¹(y)`.
-    fn reverse(&self, y: &Tensor) -> Result<Tensor>;
+    fn inverse(&self, y: &Tensor) -> Result<Tensor>;
 }
 
 /// `x[:, start..start + len]`, the channel slice every layer uses.

@@ -181,7 +181,7 @@ impl Flow for InvConv {
         Ok((y, logdet.add(&wlogdet.scale((h * w) as f32)?)?))
     }
 
-    fn reverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let (weight, _) = self.weight_and_logdet()?;
         self.conv(y, &weight.inverse()?)
     }
@@ -242,7 +242,7 @@ impl Flow for FixedPermutation {
         Ok((x.gather(1, &self.indices()?)?, logdet.clone()))
     }
 
-    fn reverse(&self, y: &Tensor) -> Result<Tensor> {
+    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
         let inverse = engine::shape::invert_permutation(&self.indices()?);
         y.gather(1, &inverse)
     }
