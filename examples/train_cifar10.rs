@@ -145,9 +145,8 @@ struct Args {
     /// after the last one (0: not by time).
     ///
     /// The default bounds the work a crash can lose to three minutes whatever the
-    /// model's size (a step of the paper's model takes 5 s on a 2-core CPU, so 500
-    /// steps would be 45 minutes), for a write of 0.15 s for the default model and 3 s
-    /// for the paper's.
+    /// model's size (500 steps of the paper's model take most of an hour on a CPU), for
+    /// a write of a few seconds at most (docs/measurements.md).
     #[arg(long, default_value_t = DEFAULT_CHECKPOINT_MINUTES as f32)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
     checkpoint_minutes: f32,

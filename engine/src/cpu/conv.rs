@@ -12,8 +12,8 @@
 //! runs it on rayon's pool. Every output element is computed by one task, in a fixed
 //! order, so the results are bit-for-bit reproducible whatever the thread count.
 //!
-//! Measured with `cargo bench --bench ops` on the project's 2-core AVX2 machines, as a
-//! share of the SGEMM ceiling: see the engine README's table.
+//! Their speed as a share of the SGEMM ceiling (`cargo bench --bench ops`): the engine
+//! README's table.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -23,8 +23,8 @@
 //!
 //! Why not im2col + a packing GEMM: Glow's zero-initialised output layers have 12 to 48
 //! output channels, so the GEMM's `m` is small and packing the long im2col matrix costs as
-//! much as the multiply (18-25% of the SGEMM ceiling in `benches/ops` before this file;
-//! see the module doc of `conv.rs` for the figures after it).
+//! much as the multiply (`docs/measurements.md`; the figures after this file are in
+//! `engine/README.md`).
 
 // Kernels index several arrays with one loop variable (lanes, rows, taps); iterator
 // chains would hide the arithmetic the comments describe.

@@ -2,9 +2,9 @@
 //! turns into vector code, for the fused ops' inner loops.
 //!
 //! The standard library's `f32::exp` and `f32::ln_1p` are calls into libm, one element at a
-//! time, and a loop containing them never vectorises. In config S of
-//! `cargo bench --bench train_step` (`BENCH_PROFILE=1`) the affine coupling, whose loop
-//! made two such calls per element, took 7% of the step's op time. These versions are
+//! time, and a loop containing them never vectorises; the affine coupling's loop made two
+//! such calls per element, a visible share of a training step's op time in the per-op
+//! profile (`docs/measurements.md`). These versions are
 //! the classic Cephes single-precision approximations (range reduction, then a short
 //! polynomial), written with selects instead of branches and with round-to-nearest by the
 //! `1.5·2²³` trick (SSE2 has no vector `floor`), so the loops that call them vectorise on

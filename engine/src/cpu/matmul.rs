@@ -11,8 +11,8 @@
 //! a single large product is split into blocks of rows of `C`, one single-threaded
 //! `sgemm` each. The blocks depend on the shape only, and each element of `C` is the same
 //! dot product in the same order whatever block holds it, so results do not depend on
-//! the thread count. `cargo bench --bench ops`, A/B in one run on the project's 2-core
-//! machines: 2048³ at the same speed as matrixmultiply's own threads (see the commit).
+//! the thread count, and large products run as fast as with matrixmultiply's own threads
+//! (`docs/measurements.md`).
 
 use rayon::prelude::*;
 

@@ -1,10 +1,11 @@
 //! Fused ops for Glow's two hottest elementwise chains, each one backend primitive per
 //! pass instead of a dozen small ops (and their allocations, and their backward ops).
 //!
-//! Why these two: in `cargo bench --bench train_step` (config S, `BENCH_PROFILE=1`) the
-//! largest rows after the convolutions were `mul`, `sum`, `softplus`, `sigmoid` and
-//! `step`, most of them from the affine coupling's tail and the priors' log-density:
-//! about 15% of the step's op time in roughly 900 op calls per step.
+//! Why these two: in the per-op profile of a training step (`cargo bench --bench
+//! train_step`, `BENCH_PROFILE=1`) the largest rows after the convolutions were `mul`,
+//! `sum`, `softplus`, `sigmoid` and `step`, most of them from the affine coupling's tail
+//! and the priors' log-density, in hundreds of small op calls per step (the figures:
+//! `docs/measurements.md`).
 //!
 //! **Affine coupling.** For `xb [n, c, H, W]` and the coupling network's output
 //! `h [n, 2c, H, W]`, with `shift = h[:, 0::2]`, `t = h[:, 1::2] + 2` and `s = σ(t)`:

@@ -2,8 +2,8 @@
 //!
 //! The GLSL in `shaders/` is the source of truth. Its compiled form, `shaders/spirv/NAME.spv`
 //! for each `shaders/NAME.comp`, is committed, so a default build needs no GLSL compiler:
-//! shaderc is C++ (glslang, SPIRV-Tools) and takes about 15 minutes of a 2-core machine
-//! to build, once per cargo profile. `shaders/spirv/SOURCES.md5` records the MD5 of every GLSL
+//! shaderc is C++ (glslang, SPIRV-Tools) and takes many minutes to build, once per cargo
+//! profile (`docs/measurements.md`). `shaders/spirv/SOURCES.md5` records the MD5 of every GLSL
 //! file (kernels and the `.glsl` files they include) as it was when the SPIR-V was last
 //! compiled, in `md5sum` format, so `cd shaders && md5sum -c spirv/SOURCES.md5` checks it
 //! by hand as well.

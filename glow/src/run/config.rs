@@ -8,14 +8,13 @@ use engine::{Error, Result};
 use super::{BEST_FILE, CHECKPOINT_FILE, METRICS_FILE};
 
 /// Default of [`RunConfig::checkpoint_every`]: 500 steps, the default evaluation period
-/// of `train_cifar10`, so a checkpoint lands where an evaluation does. On a 2-core CPU
-/// that is about two minutes of the default model (0.22 s a step) and 45 minutes of the
-/// paper's (5.4 s a step); [`DEFAULT_CHECKPOINT_MINUTES`] bounds the latter.
+/// of `train_cifar10`, so a checkpoint lands where an evaluation does. For a large model
+/// on a CPU that can be most of an hour, which [`DEFAULT_CHECKPOINT_MINUTES`] bounds
+/// (the step times: `docs/measurements.md`).
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 500;
 /// Default of [`RunConfig::checkpoint_interval`], in minutes: a crash loses at most three
-/// minutes of work whatever the model's size. Measured on the 2-core machine, writing and
-/// syncing a checkpoint takes 0.15 s for `train_cifar10`'s default model (20 MB with the
-/// optimiser's moments) and 3 s for the paper's (530 MB): under 2% of three minutes.
+/// minutes of work whatever the model's size, for a write that takes a small share of
+/// that even for the paper's model (`docs/measurements.md`).
 pub const DEFAULT_CHECKPOINT_MINUTES: f64 = 3.0;
 /// Default of [`RunConfig::max_bad_steps`]: one or two bad batches are skipped and
 /// forgotten; five in a row mean the parameters themselves have gone bad.
