@@ -159,11 +159,11 @@ fn sweep<B: Backend>(b: &B, full: bool) -> Vec<(String, Vec<f32>)> {
         let dy = up(&data(d.output_len(), 11, -1.0, 1.0));
         keep(
             format!("conv2d {d:?}"),
-            &b.conv2d(&x, &w, Some(&bias), d).unwrap(),
+            &b.conv2d(&x, &w, Some(&bias), d, Epilogue::None).unwrap(),
         );
         keep(
             format!("conv2d_relu {d:?}"),
-            &b.conv2d_relu(&x, &w, Some(&bias), d).unwrap(),
+            &b.conv2d(&x, &w, Some(&bias), d, Epilogue::Relu).unwrap(),
         );
         keep(
             format!("conv2d_backward_input {d:?}"),

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use engine::backend::{Backend, Conv2dDims, Distribution, MatmulDims};
+use engine::backend::{Backend, Conv2dDims, Distribution, Epilogue, MatmulDims};
 use engine::cpu::CpuBackend;
 
 /// One line of the printed table.
@@ -128,7 +128,9 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
         let w = input(b, d.weight_len(), 4);
         let bias = input(b, d.c_out, 5);
         let dy = input(b, d.output_len(), 6);
-        let t = time(b, || b.conv2d(&x, &w, Some(&bias), d).unwrap());
+        let t = time(b, || {
+            b.conv2d(&x, &w, Some(&bias), d, Epilogue::None).unwrap()
+        });
         push("conv2d", shape.clone(), t, d.macs());
         let t = time(b, || b.conv2d_backward_input(&dy, &w, d).unwrap());
         push("conv2d_backward_input", shape.clone(), t, d.macs());

@@ -174,6 +174,16 @@ impl Conv2dDims {
     }
 }
 
+/// What a convolution does to its output as it stores it: one pass instead of a second
+/// op over the output (see `Tensor::conv2d_relu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    /// The output as it is.
+    None,
+    /// `relu` of each output value.
+    Relu,
+}
+
 /// Shape of the fused Glow ops ([`Backend::affine_coupling`],
 /// [`Backend::gaussian_log_prob`]): `n` images, `c` channels, `p = h·w` pixels per
 /// channel. Their paired input `h` has `2c` channels; see [`Pairing`].
@@ -301,23 +311,15 @@ pub trait Backend {
     /// Batched matrix product, see [`MatmulDims`]. Output `[batch, m, n]`.
     fn matmul(&self, a: &Self::Buffer, b: &Self::Buffer, dims: MatmulDims) -> Result<Self::Buffer>;
 
-    /// Convolution `y = conv(x, w) + bias`, see [`Conv2dDims`].
+    /// Convolution `y = epilogue(conv(x, w) + bias)`, see [`Conv2dDims`] and
+    /// [`Epilogue`].
     fn conv2d(
         &self,
         x: &Self::Buffer,
         w: &Self::Buffer,
         bias: Option<&Self::Buffer>,
         dims: Conv2dDims,
-    ) -> Result<Self::Buffer>;
-    /// `relu(conv(x, w) + bias)`: [`Backend::conv2d`] with relu applied as the output is
-    /// stored, one pass instead of two (the coupling network's hidden layers; see
-    /// `Tensor::conv2d_relu`).
-    fn conv2d_relu(
-        &self,
-        x: &Self::Buffer,
-        w: &Self::Buffer,
-        bias: Option<&Self::Buffer>,
-        dims: Conv2dDims,
+        epilogue: Epilogue,
     ) -> Result<Self::Buffer>;
     /// Gradient of the convolution with respect to its input: `dx [n, c_in, h, w]` from
     /// `dy [n, c_out, h, w]` and `w`.

@@ -552,7 +552,7 @@ fn conv_inputs(d: Conv2dDims, seed: u64) -> [Vec<f32>; 4] {
     ]
 }
 
-/// conv2d without and with bias, and conv2d_relu.
+/// conv2d without and with bias, and with the relu epilogue.
 fn conv_forward_on<D: Backend>(
     d: &D,
     x: &[f32],
@@ -562,9 +562,15 @@ fn conv_forward_on<D: Backend>(
 ) -> [Vec<f32>; 3] {
     let (x, w, bias) = (up(d, x), up(d, w), up(d, bias));
     [
-        host(d, &d.conv2d(&x, &w, None, dims).unwrap()),
-        host(d, &d.conv2d(&x, &w, Some(&bias), dims).unwrap()),
-        host(d, &d.conv2d_relu(&x, &w, Some(&bias), dims).unwrap()),
+        host(d, &d.conv2d(&x, &w, None, dims, Epilogue::None).unwrap()),
+        host(
+            d,
+            &d.conv2d(&x, &w, Some(&bias), dims, Epilogue::None).unwrap(),
+        ),
+        host(
+            d,
+            &d.conv2d(&x, &w, Some(&bias), dims, Epilogue::Relu).unwrap(),
+        ),
     ]
 }
 

@@ -55,7 +55,7 @@ fn training_step_reuses_pooled_memory() {
                 100 + step as u64,
             )
             .unwrap();
-        let y = d.conv2d(&x, &w, Some(&bias), c).unwrap();
+        let y = d.conv2d(&x, &w, Some(&bias), c, Epilogue::None).unwrap();
         let a = d.unary(UnaryOp::Softplus, &y, c.output_len()).unwrap();
         let shape = [c.n, c.c_out, c.h, c.w];
         let loss = d.reduce(ReduceOp::Sum, &a, &shape, &[0, 1, 2, 3]).unwrap();

@@ -119,7 +119,7 @@ pub(crate) fn for_each_chunk<T: Send>(
     }
 }
 
-/// [`Backend::conv2d`], or [`Backend::conv2d_relu`] when `relu`.
+/// [`Backend::conv2d`], with the relu epilogue when `relu`.
 fn conv_forward(
     x: &CpuBuffer,
     w: &CpuBuffer,
@@ -238,18 +238,9 @@ impl Backend for CpuBackend {
         w: &CpuBuffer,
         bias: Option<&CpuBuffer>,
         dims: Conv2dDims,
+        epilogue: Epilogue,
     ) -> Result<CpuBuffer> {
-        conv_forward(x, w, bias, dims, false)
-    }
-
-    fn conv2d_relu(
-        &self,
-        x: &CpuBuffer,
-        w: &CpuBuffer,
-        bias: Option<&CpuBuffer>,
-        dims: Conv2dDims,
-    ) -> Result<CpuBuffer> {
-        conv_forward(x, w, bias, dims, true)
+        conv_forward(x, w, bias, dims, epilogue == Epilogue::Relu)
     }
 
     fn conv2d_backward_input(

@@ -13,7 +13,7 @@
 //! The backend implements all three (direct convolutions on the CPU; see `cpu/conv.rs` and
 //! `shaders/conv2d*.comp`).
 
-use crate::backend::{Backend, Conv2dDims};
+use crate::backend::{Backend, Conv2dDims, Epilogue};
 use crate::device::DeviceBackend;
 use crate::shape;
 use crate::{Error, Result, Tensor};
@@ -122,11 +122,8 @@ impl Tensor {
                 b.buf(weight.storage()),
                 bias.map(|t| b.buf(t.storage())),
             );
-            b.wrap_res(if relu {
-                b.conv2d_relu(x, w, bias, dims)
-            } else {
-                b.conv2d(x, w, bias, dims)
-            })
+            let epilogue = if relu { Epilogue::Relu } else { Epilogue::None };
+            b.wrap_res(b.conv2d(x, w, bias, dims, epilogue))
         })?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);

@@ -101,7 +101,7 @@ fn store(a: &ArrayD<f64>) -> ReferenceBuffer {
 }
 
 /// `conv(x, w) + bias` in `f64`, before its one rounding: shared by
-/// [`Backend::conv2d`] and [`Backend::conv2d_relu`].
+/// [`Backend::conv2d`], either epilogue.
 fn conv_forward(
     x: &ReferenceBuffer,
     w: &ReferenceBuffer,
@@ -179,20 +179,14 @@ impl Backend for ReferenceBackend {
         w: &ReferenceBuffer,
         bias: Option<&ReferenceBuffer>,
         dims: Conv2dDims,
+        epilogue: Epilogue,
     ) -> Result<ReferenceBuffer> {
-        Ok(store(&conv_forward(x, w, bias, dims)?))
-    }
-
-    fn conv2d_relu(
-        &self,
-        x: &ReferenceBuffer,
-        w: &ReferenceBuffer,
-        bias: Option<&ReferenceBuffer>,
-        dims: Conv2dDims,
-    ) -> Result<ReferenceBuffer> {
-        // By definition: the convolution, then relu. The fast devices fuse the two.
         let y = conv_forward(x, w, bias, dims)?;
-        Ok(store(&y.mapv(|v| elementwise::unary(UnaryOp::Relu, v))))
+        Ok(store(&match epilogue {
+            Epilogue::None => y,
+            // By definition: the convolution, then relu. The fast devices fuse the two.
+            Epilogue::Relu => y.mapv(|v| elementwise::unary(UnaryOp::Relu, v)),
+        }))
     }
 
     fn conv2d_backward_input(

@@ -37,7 +37,7 @@ impl VulkanDevice {
         self.0.gemm_tile
     }
 
-    /// [`Backend::conv2d`], and [`Backend::conv2d_relu`] when `relu` (a push-constant flag:
+    /// [`Backend::conv2d`], with [`Epilogue::Relu`](crate::backend::Epilogue::Relu) when `relu` (a push-constant flag:
     /// `conv2d.comp` applies it as it stores).
     fn conv2d_with(
         &self,
@@ -296,18 +296,9 @@ impl Backend for VulkanDevice {
         w: &VulkanBuffer,
         bias: Option<&VulkanBuffer>,
         dims: Conv2dDims,
+        epilogue: Epilogue,
     ) -> Result<VulkanBuffer> {
-        self.conv2d_with(x, w, bias, dims, false)
-    }
-
-    fn conv2d_relu(
-        &self,
-        x: &VulkanBuffer,
-        w: &VulkanBuffer,
-        bias: Option<&VulkanBuffer>,
-        dims: Conv2dDims,
-    ) -> Result<VulkanBuffer> {
-        self.conv2d_with(x, w, bias, dims, true)
+        self.conv2d_with(x, w, bias, dims, epilogue == Epilogue::Relu)
     }
 
     fn conv2d_backward_input(
