@@ -36,10 +36,12 @@ pub mod optim;
 pub mod parallel;
 pub mod param;
 pub mod picture;
+pub mod preprocess;
 pub mod run;
 pub mod train;
 
 pub use config::{Coupling, GlowConfig, Memory, Permutation};
 pub use engine;
-pub use model::{Dequantization, FlowOutput, Glow};
+pub use model::{FlowOutput, Glow};
 pub use param::{ModelState, Param, StateTensor};
+pub use preprocess::Dequantization;

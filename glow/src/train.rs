@@ -18,8 +18,9 @@ use engine::{no_grad, Error, Result, Tensor};
 
 use crate::parallel::{self, Collective, Solo};
 
-use crate::model::{Dequantization, Glow};
+use crate::model::Glow;
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::preprocess::Dequantization;
 
 /// What one step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
