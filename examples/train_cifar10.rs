@@ -293,31 +293,18 @@ fn train_rank(
         data_crc32: data.train.fingerprint(),
     };
     if args.resume {
-        // The checkpoint's header alone: its step and what it was trained as.
-        let path = config.checkpoint_path();
-        let header = glow::checkpoint::read_header(&path)?;
-        let conflicts = cli::resume::conflicts(&asked, &header);
-        if !conflicts.is_empty() {
-            return Err(cli::usage_error(format!(
-                "--resume continues the run in {} as its checkpoint defines it; these differ \
-                 from it: {} (leave them out, or start a new run with another --out)",
-                args.out.display(),
-                conflicts.join(", ")
-            )));
-        }
-        if total <= header.train.step {
+        if let Some(step) = cli::resume::check(&asked, &args.out, total)? {
             if rank == 0 {
                 let asked_for = match args.steps {
                     Some(s) => format!("--steps {s}"),
                     None => format!("{} epoch(s) of {per_epoch} steps", args.epochs.unwrap_or(1)),
                 };
                 eprintln!(
-                    "{} is at step {} already, at or past the {total} steps asked for ({asked_for}): \
-                     nothing to train; give a larger --steps to go on",
-                    args.out.display(),
-                    header.train.step
+                    "{} is at step {step} already, at or past the {total} steps asked for \
+                     ({asked_for}): nothing to train; give a larger --steps to go on",
+                    args.out.display()
                 );
-                cli::print_summary(json!({"steps": header.train.step, "trained_steps": 0}));
+                cli::print_summary(json!({"steps": step, "trained_steps": 0}));
             }
             return Ok(None);
         }
@@ -333,35 +320,7 @@ fn train_rank(
     let (device, why) = glow::device::pick_for_rank(args.device.into(), rank, ranks)?;
     eprintln!("device: {} ({why})", device.name());
 
-    let mut run = if args.resume {
-        let path = config.checkpoint_path();
-        let mut run = Run::resume_in(folder, config, &device, comm.clone())?;
-        // Stored or reversible backward is a choice of the run, not of the model.
-        run.trainer.model.set_memory(args.model.memory.into());
-        let changes = cli::resume::replace_settings(&asked, &mut run.trainer.optimizer.config);
-        if rank == 0 {
-            eprintln!("resumed {} at step {}", path.display(), run.trainer.step);
-            for change in changes {
-                eprintln!("resume: {change}");
-            }
-        }
-        run
-    } else {
-        let model = Glow::new(model_config, &device)?;
-        let run = Run::new_in(
-            folder,
-            config,
-            Trainer::new(model, opt, args.seed).with_collective(comm.clone()),
-        )?;
-        if let Some(aside) = run.moved_aside() {
-            eprintln!(
-                "--overwrite: moved the earlier run in {} to {}",
-                args.out.display(),
-                aside.display()
-            );
-        }
-        run
-    };
+    let mut run = start(args, folder, config, &device, comm.clone(), &asked)?;
     if rank != 0 {
         // The other ranks train in silence; rank 0 reports for the whole run.
         let summary = run.run(&data, &Interrupt::on_signals()?, |_| {})?;
@@ -395,6 +354,58 @@ fn train_rank(
     let summary = run.run(&data, &interrupt, |e| progress.show(e))?;
     progress.finish();
 
+    finish(args, argv, &run, &summary, &device, ranks);
+    Ok(summary.interrupted)
+}
+
+/// The run `args` asks for on `device`: resumed from the checkpoint in `--out`, with the
+/// optimiser settings `asked` gives replacing the checkpoint's, or a fresh one.
+fn start(
+    args: &Args,
+    folder: Option<RunFolder>,
+    config: RunConfig,
+    device: &engine::Device,
+    comm: std::sync::Arc<dyn glow::parallel::Collective>,
+    asked: &Asked,
+) -> CliResult<Run> {
+    let writer = comm.rank() == 0;
+    if args.resume {
+        let path = config.checkpoint_path();
+        let mut run = Run::resume_in(folder, config, device, comm)?;
+        // Stored or reversible backward is a choice of the run, not of the model.
+        run.trainer.model.set_memory(args.model.memory.into());
+        let changes = cli::resume::replace_settings(asked, &mut run.trainer.optimizer.config);
+        if writer {
+            eprintln!("resumed {} at step {}", path.display(), run.trainer.step);
+            for change in changes {
+                eprintln!("resume: {change}");
+            }
+        }
+        return Ok(run);
+    }
+    let model = Glow::new(asked.model.clone(), device)?;
+    let trainer = Trainer::new(model, *asked.optimizer, args.seed).with_collective(comm);
+    let run = Run::new_in(folder, config, trainer)?;
+    if let Some(aside) = run.moved_aside() {
+        eprintln!(
+            "--overwrite: moved the earlier run in {} to {}",
+            args.out.display(),
+            aside.display()
+        );
+    }
+    Ok(run)
+}
+
+/// Says how the run ended: a line on stderr (with the command that resumes it, after a
+/// stop) and the JSON summary on stdout.
+fn finish(
+    args: &Args,
+    argv: &[OsString],
+    run: &Run,
+    summary: &glow::run::RunSummary,
+    device: &engine::Device,
+    ranks: usize,
+) {
     let out = args.out.display();
     let test = summary.test_bpd.map_or("n/a".into(), |v| format!("{v:.3}"));
     let train = summary
@@ -441,5 +452,4 @@ fn train_rank(
         line["interrupted"] = json!(signal_name(signal));
     }
     cli::print_summary(line);
-    Ok(summary.interrupted)
 }

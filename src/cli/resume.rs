@@ -11,8 +11,11 @@
 //! `--flip`, `--device`, `--memory`, `--detect-anomaly`.
 
 use std::ffi::OsString;
+use std::path::Path;
 
 use glow::checkpoint::CheckpointHeader;
+
+use super::CliResult;
 use glow::optim::OptimizerConfig;
 use glow::{Coupling, GlowConfig, Permutation};
 
@@ -91,53 +94,56 @@ pub fn conflicts(asked: &Asked, header: &CheckpointHeader) -> Vec<String> {
     out
 }
 
+/// Checks a resume of the run in the folder `out` to `total` steps against its
+/// checkpoint, read from the header alone: a usage error listing every [`conflicts`]
+/// phrase; `Some(step)` when the checkpoint is at `step`, at or past `total`, so there is
+/// nothing to train; `None` to go on.
+pub fn check(asked: &Asked, out: &Path, total: u64) -> CliResult<Option<u64>> {
+    let header = glow::checkpoint::read_header(out.join(glow::run::CHECKPOINT_FILE))?;
+    let conflicts = conflicts(asked, &header);
+    if !conflicts.is_empty() {
+        return Err(super::usage_error(format!(
+            "--resume continues the run in {} as its checkpoint defines it; these differ \
+             from it: {} (leave them out, or start a new run with another --out)",
+            out.display(),
+            conflicts.join(", ")
+        )));
+    }
+    Ok((total <= header.train.step).then_some(header.train.step))
+}
+
 /// Replaces the settings of [`OPTIMISER_SETTINGS`] in `config` (a resumed optimiser's)
 /// with those `asked` gives explicitly, and returns each change as a phrase
 /// (`--lr 0.0005 replaces the checkpoint's 0.001`).
 pub fn replace_settings(asked: &Asked, config: &mut OptimizerConfig) -> Vec<String> {
     let mut changes = Vec::new();
     let a = asked.optimizer;
-    let mut set = |flag: &str, changed: bool, was: String, now: String| {
-        if (asked.given)(flag) && changed {
+    let mut replace = |flag: &str, now: String, was: String| {
+        if now != was {
             changes.push(format!("--{flag} {now} replaces the checkpoint's {was}"));
         }
     };
-    let clip = |c: Option<f32>| c.map_or("0 (off)".into(), |v| v.to_string());
-    set(
-        "lr",
-        a.lr != config.lr,
-        config.lr.to_string(),
-        a.lr.to_string(),
-    );
-    set(
-        "warmup",
-        a.warmup != config.warmup,
-        config.warmup.to_string(),
-        a.warmup.to_string(),
-    );
-    set(
-        "weight-decay",
-        a.weight_decay != config.weight_decay,
-        config.weight_decay.to_string(),
-        a.weight_decay.to_string(),
-    );
-    set(
-        "max-grad-norm",
-        a.max_grad_norm != config.max_grad_norm,
-        clip(config.max_grad_norm),
-        clip(a.max_grad_norm),
-    );
     let given = asked.given;
+    let clip = |c: Option<f32>| c.map_or("0 (off)".into(), |v| v.to_string());
     if given("lr") {
+        replace("lr", a.lr.to_string(), config.lr.to_string());
         config.lr = a.lr;
     }
     if given("warmup") {
+        replace("warmup", a.warmup.to_string(), config.warmup.to_string());
         config.warmup = a.warmup;
     }
     if given("weight-decay") {
-        config.weight_decay = a.weight_decay;
+        let (now, was) = (a.weight_decay, config.weight_decay);
+        replace("weight-decay", now.to_string(), was.to_string());
+        config.weight_decay = now;
     }
     if given("max-grad-norm") {
+        replace(
+            "max-grad-norm",
+            clip(a.max_grad_norm),
+            clip(config.max_grad_norm),
+        );
         config.max_grad_norm = a.max_grad_norm;
     }
     changes
