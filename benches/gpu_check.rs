@@ -8,6 +8,7 @@
 //! minutes over. Errors are normalised, `‖gpu − cpu‖₂ / ‖cpu‖₂`, and the largest absolute
 //! difference; the tests hold them to 1e-5 on lavapipe (`engine/tests/primitives.rs`).
 
+use engine::backend::fused::*;
 use engine::backend::*;
 use engine::cpu::CpuBackend;
 use engine::vulkan::VulkanDevice;
@@ -36,7 +37,7 @@ fn glow_convs(full: bool) -> Vec<Conv2dDims> {
     vec![conv(6, 512, 3), conv(512, 512, 1), conv(512, 12, 3)]
 }
 
-fn sweep<B: Backend>(b: &B, full: bool) -> Vec<(String, Vec<f32>)> {
+fn sweep<B: Fused>(b: &B, full: bool) -> Vec<(String, Vec<f32>)> {
     let mut out = Vec::new();
     let up = |x: &[f32]| b.from_host(x).unwrap();
     let mut keep = |label: String, buf: &B::Buffer| out.push((label, b.to_host(buf).unwrap()));

@@ -1032,7 +1032,7 @@ fn accepts_what_exists_and_skips_what_is_not_a_repository_path() {
               `tests/gradcheck.rs` and `shaders/README.md`, a bare `README.md`, a folder\n\
               `src/cpu/`, a [link](../docs/checkpoint-format.md).\n\
               Items: `Tensor::conv2d_relu`, `engine::vulkan::VulkanOptions`,\n\
-              `Backend::affine_coupling`, `Backend::`, `BinaryOp::ReluGrad`,\n\
+              `Fused::affine_coupling`, `Backend::`, `BinaryOp::ReluGrad`,\n\
               `glow::checkpoint::load_checkpoint`, `GlowConfig::hidden`,\n\
               `glow::data::default_data_dir()`, `device_test!`, `fn body`, `backward()`,\n\
               `std::f32::consts::LN_2`, `ndarray::Array4`.\n\

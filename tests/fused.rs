@@ -1,7 +1,7 @@
 //! The fused Glow ops against the chains of ordinary ops they replace, on every device:
 //! the same values and the same gradients (engine/src/ops/fused.rs has the formulas).
 
-use engine::backend::Pairing;
+use engine::backend::fused::Pairing;
 use engine::{Device, Result, Tensor};
 use glow_rs::device_test;
 

@@ -389,6 +389,13 @@ fn cpu_agrees_with_the_reference_on_log_p_gradients_and_decode() -> Result<()> {
     agrees_with_the_reference(&Device::Cpu)
 }
 
+/// A device that has written only the core primitives runs Glow: the CPU device with
+/// every fused op composed from its core (`engine::backend::fused::CoreOnly`).
+#[test]
+fn a_core_only_device_agrees_with_the_reference_on_log_p_gradients_and_decode() -> Result<()> {
+    agrees_with_the_reference(&Device::CoreCpu)
+}
+
 #[cfg(feature = "vulkan")]
 #[test]
 fn vulkan_agrees_with_the_reference_on_log_p_gradients_and_decode() -> Result<()> {

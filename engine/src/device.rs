@@ -3,7 +3,9 @@
 //! The tensor layer is written once, against [`crate::backend::Backend`]. Each op picks the
 //! concrete backend of its inputs' device with [`with_backend!`], which hands the op body a
 //! `&impl DeviceBackend` that can unwrap a [`Storage`] into its own buffer type and wrap
-//! results back. Adding a device means adding one arm here and one `Backend` impl.
+//! results back. Adding a device means adding one arm here, one `Backend` impl (the core
+//! primitives) and one `Fused` impl (empty to begin with: every fused op then runs as
+//! its composition of the core, as on [`Device::CoreCpu`]).
 
 use crate::backend::Backend;
 use crate::cpu::{CpuBackend, CpuBuffer};
@@ -22,6 +24,10 @@ pub enum Device {
     /// A Vulkan compute device.
     #[cfg(feature = "vulkan")]
     Vulkan(crate::vulkan::VulkanDevice),
+    /// The CPU device's core primitives alone, every fused op composed from them
+    /// ([`crate::backend::fused::CoreOnly`]): what a device that has written only the core
+    /// of [`crate::backend::Backend`] computes. Its buffers are the CPU device's.
+    CoreCpu,
 }
 
 impl Device {
@@ -87,6 +93,15 @@ impl DeviceBackend for CpuBackend {
     }
 }
 
+impl DeviceBackend for crate::backend::fused::CoreOnly<CpuBackend> {
+    fn buf<'a>(&self, s: &'a Storage) -> &'a CpuBuffer {
+        self.0.buf(s)
+    }
+    fn wrap(&self, b: CpuBuffer) -> Storage {
+        self.0.wrap(b)
+    }
+}
+
 impl DeviceBackend for ReferenceBackend {
     fn buf<'a>(&self, s: &'a Storage) -> &'a ReferenceBuffer {
         match s {
@@ -122,6 +137,10 @@ macro_rules! with_backend {
             }
             $crate::device::Device::Reference => {
                 let $b = &$crate::reference::ReferenceBackend;
+                $body
+            }
+            $crate::device::Device::CoreCpu => {
+                let $b = &$crate::backend::fused::CoreOnly($crate::cpu::CpuBackend);
                 $body
             }
             #[cfg(feature = "vulkan")]

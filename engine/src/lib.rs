@@ -5,7 +5,9 @@
 //! - `ops/`: one file per op family; each op's forward and its backward (vector-Jacobian
 //!   product) sit side by side.
 //! - `autograd.rs`: the tape, `backward()` and `no_grad`.
-//! - [`backend::Backend`]: the ~20 primitives a device provides; `reference/` writes
+//! - [`backend::Backend`]: the ~20 core primitives a device provides, and
+//!   [`backend::fused::Fused`], the fused ops it may write (or leave to their default
+//!   compositions of the core); `reference/` writes
 //!   each one plainly on ndarray in `f64` (the oracle), `cpu/` fast on slices, `vulkan/`
 //!   with GLSL compute kernels from `shaders/`.
 //! - [`gradcheck`]: finite-difference checks of every backward.

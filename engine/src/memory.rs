@@ -74,7 +74,7 @@ impl Device {
     /// Live and peak bytes of this device's tensor buffers (see [`crate::memory`]).
     pub fn memory_stats(&self) -> MemoryStats {
         match self {
-            Device::Cpu => CPU.stats(),
+            Device::Cpu | Device::CoreCpu => CPU.stats(),
             Device::Reference => REFERENCE.stats(),
             #[cfg(feature = "vulkan")]
             Device::Vulkan(v) => {
@@ -90,7 +90,7 @@ impl Device {
     /// Starts a new high-water mark at the current live bytes.
     pub fn reset_peak(&self) {
         match self {
-            Device::Cpu => CPU.reset_peak(),
+            Device::Cpu | Device::CoreCpu => CPU.reset_peak(),
             Device::Reference => REFERENCE.reset_peak(),
             #[cfg(feature = "vulkan")]
             Device::Vulkan(v) => v.reset_pool_peak(),

@@ -5,7 +5,7 @@
 //! (tolerances and their derivation are in that module's docs). Inputs of functions with
 //! a kink or a pole (relu, abs, recip, log) are kept away from it.
 
-use engine::backend::Pairing;
+use engine::backend::fused::Pairing;
 use engine::device_test;
 use engine::gradcheck::GradCheck;
 use engine::{Device, Result, Tensor};

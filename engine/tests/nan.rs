@@ -15,7 +15,8 @@
 //! Expected values are written out per case; a finite expectation is compared within a
 //! relative `1e-5`.
 
-use engine::backend::{AdamKind, AdamUpdate, Pairing};
+use engine::backend::fused::Pairing;
+use engine::backend::{AdamKind, AdamUpdate};
 use engine::device_test;
 use engine::{Device, Result, Tensor};
 

@@ -28,6 +28,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use engine::backend::fused::*;
 use engine::backend::*;
 use engine::reference::ReferenceBackend;
 use engine::testing::test_data as data;
@@ -72,6 +73,15 @@ primitive_tests! {
     affine_coupling: check_affine_coupling,
     gaussian_log_prob: check_gaussian_log_prob,
     adam_update: check_adam_update,
+}
+
+/// The fused ops' default compositions (`engine::backend::fused::Fused`), on the CPU
+/// device's core primitives alone, against the reference device's fused ops.
+#[test]
+fn the_fused_ops_composed_from_the_core_agree_with_the_reference() {
+    let core = CoreOnly(engine::cpu::CpuBackend);
+    check_affine_coupling(&core);
+    check_gaussian_log_prob(&core);
 }
 
 /// The GEMM-tiled kernels (matmul and the three convolutions) at the other workgroup
@@ -775,7 +785,7 @@ fn paired_inputs(d: PairedDims, seed: u64, h_max: f32) -> [Vec<f32>; 4] {
 
 /// The coupling forward, `[yb, logdet]`, and its backward from each combination of
 /// `dyb` and `dlogdet`, `[dxb, dh]` (`dxb` empty without `dyb`).
-fn affine_coupling_on<D: Backend>(
+fn affine_coupling_on<D: Fused>(
     d: &D,
     inputs: &[Vec<f32>; 4],
     dims: PairedDims,
@@ -801,7 +811,7 @@ fn affine_coupling_on<D: Backend>(
     out
 }
 
-fn check_affine_coupling<B: Backend>(b: &B) {
+fn check_affine_coupling<B: Fused>(b: &B) {
     for (i, dims) in PAIRED.into_iter().enumerate() {
         // The coupling's logit t = h + 2 of both signs: the two branches of σ.
         let inputs = paired_inputs(dims, 600 + 4 * i as u64, 5.0);
@@ -821,7 +831,7 @@ fn check_affine_coupling<B: Backend>(b: &B) {
 }
 
 /// The log-density `[lp]` and its gradients `[dz, dh]`.
-fn gaussian_log_prob_on<D: Backend>(
+fn gaussian_log_prob_on<D: Fused>(
     d: &D,
     inputs: &[Vec<f32>; 4],
     dims: PairedDims,
@@ -835,7 +845,7 @@ fn gaussian_log_prob_on<D: Backend>(
     [host(d, &lp), host(d, &dz), host(d, &dh)]
 }
 
-fn check_gaussian_log_prob<B: Backend>(b: &B) {
+fn check_gaussian_log_prob<B: Fused>(b: &B) {
     for (i, dims) in PAIRED.into_iter().enumerate() {
         // Scales e^logs between e^-1.5 and e^1.5.
         let inputs = paired_inputs(dims, 700 + 4 * i as u64, 1.5);

@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use engine::backend::Pairing;
+use engine::backend::fused::Pairing;
 use engine::invertible::{Block, Chain, Factor, Invertible, Rebuilt};
 use engine::{anomaly, no_grad, Device, Error, Result, Tensor};
 

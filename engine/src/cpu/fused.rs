@@ -8,7 +8,7 @@
 
 use super::fastmath::{exp, sigmoid, sigmoid_and_log};
 use super::{for_each_chunk, PAR_THRESHOLD};
-use crate::backend::{PairedDims, Pairing};
+use crate::backend::fused::{PairedDims, Pairing};
 
 /// `½ ln 2π`.
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
@@ -188,7 +188,7 @@ row_kernel!(
     fn gaussian_grad_row = gaussian_grad_row_kernel(g: f32, z: &[f32], mean: &[f32], logs: &[f32], dz: &mut [f32], dmean: &mut [f32], dlogs: &mut [f32]) -> ()
 );
 
-/// `(yb, logdet)` of the affine coupling (see `Backend::affine_coupling`).
+/// `(yb, logdet)` of the affine coupling (see `Fused::affine_coupling`).
 pub(super) fn affine_coupling(xb: &[f32], h: &[f32], d: PairedDims) -> (Vec<f32>, Vec<f32>) {
     let (c, p) = (d.c, d.p);
     let mut yb = super::pool::take(d.n * c * p);
@@ -212,7 +212,7 @@ pub(super) fn affine_coupling(xb: &[f32], h: &[f32], d: PairedDims) -> (Vec<f32>
     (yb, logdet)
 }
 
-/// `(dxb, dh)` of the affine coupling (see `Backend::affine_coupling_backward`).
+/// `(dxb, dh)` of the affine coupling (see `Fused::affine_coupling_backward`).
 pub(super) fn affine_coupling_backward(
     dyb: Option<&[f32]>,
     dlogdet: Option<&[f32]>,
@@ -283,7 +283,7 @@ fn two_rows(m: &mut [f32], len: usize, a: usize, b: usize) -> (&mut [f32], &mut 
     }
 }
 
-/// `lp [n]` of the Gaussian log-density (see `Backend::gaussian_log_prob`).
+/// `lp [n]` of the Gaussian log-density (see `Fused::gaussian_log_prob`).
 pub(super) fn gaussian_log_prob(z: &[f32], h: &[f32], d: PairedDims, pairing: Pairing) -> Vec<f32> {
     let (c, p) = (d.c, d.p);
     let mut lp = vec![0.0; d.n];

@@ -37,6 +37,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use rayon::prelude::*;
 
+use crate::backend::fused::*;
 use crate::backend::*;
 use crate::{Error, Result};
 
@@ -310,6 +311,20 @@ impl Backend for CpuBackend {
         Ok(CpuBuffer::from_vec(random::fill(len, dist, seed)))
     }
 
+    fn adam_update(
+        &self,
+        param: &CpuBuffer,
+        grad: &CpuBuffer,
+        m: &CpuBuffer,
+        v: &CpuBuffer,
+        len: usize,
+        step: &AdamUpdate,
+    ) -> Result<()> {
+        adam::update(param, grad, m, v, len, step)
+    }
+}
+
+impl Fused for CpuBackend {
     fn affine_coupling(
         &self,
         xb: &CpuBuffer,
@@ -367,17 +382,5 @@ impl Backend for CpuBackend {
             let (dz, dh) = fused::gaussian_log_prob_backward(s[0], s[1], s[2], dims, pairing);
             Ok((CpuBuffer::from_vec(dz), CpuBuffer::from_vec(dh)))
         })
-    }
-
-    fn adam_update(
-        &self,
-        param: &CpuBuffer,
-        grad: &CpuBuffer,
-        m: &CpuBuffer,
-        v: &CpuBuffer,
-        len: usize,
-        step: &AdamUpdate,
-    ) -> Result<()> {
-        adam::update(param, grad, m, v, len, step)
     }
 }

@@ -26,7 +26,7 @@
 //! `engine/tests/gradcheck.rs` and the comparison with the unfused composition in
 //! `tests/fused.rs`, both on every device.
 
-use crate::backend::{Backend, PairedDims, Pairing};
+use crate::backend::fused::{Fused, PairedDims, Pairing};
 use crate::device::DeviceBackend;
 use crate::shape;
 use crate::{Error, Result, Tensor};

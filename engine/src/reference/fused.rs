@@ -8,7 +8,8 @@
 
 use ndarray::{Array3, ArrayD, Ix3, IxDyn};
 
-use crate::backend::{AdamKind, AdamUpdate, PairedDims, Pairing};
+use crate::backend::fused::{PairedDims, Pairing};
+use crate::backend::{AdamKind, AdamUpdate};
 
 /// `[n, c, p]`: `xb`, `yb`, `z`.
 pub(super) fn unpaired(d: PairedDims) -> [usize; 3] {

@@ -34,6 +34,7 @@ use std::sync::{Arc, RwLock};
 
 use ndarray::{ArrayD, IxDyn};
 
+use crate::backend::fused::*;
 use crate::backend::*;
 use crate::{Error, Result};
 
@@ -267,6 +268,29 @@ impl Backend for ReferenceBackend {
         Ok(ReferenceBuffer::new(values.collect()))
     }
 
+    fn adam_update(
+        &self,
+        param: &ReferenceBuffer,
+        grad: &ReferenceBuffer,
+        m: &ReferenceBuffer,
+        v: &ReferenceBuffer,
+        len: usize,
+        step: &AdamUpdate,
+    ) -> Result<()> {
+        distinct_adam_buffers([param, grad, m, v], |a, b| Arc::ptr_eq(&a.0, &b.0))?;
+        let g = load(grad, &[len])?;
+        let mut p = param.0.write().map_err(|_| poisoned())?;
+        let mut m = m.0.write().map_err(|_| poisoned())?;
+        let mut v = v.0.write().map_err(|_| poisoned())?;
+        for i in 0..len {
+            let (pi, mi, vi) = fused::adam(step, p[i].into(), g[i], m[i].into(), v[i].into());
+            (p[i], m[i], v[i]) = (pi as f32, mi as f32, vi as f32);
+        }
+        Ok(())
+    }
+}
+
+impl Fused for ReferenceBackend {
     fn affine_coupling(
         &self,
         xb: &ReferenceBuffer,
@@ -328,26 +352,5 @@ impl Backend for ReferenceBackend {
         );
         let (dz, dh) = fused::gaussian_log_prob_backward(&dlp, &z, &h, pairing);
         Ok((store(&dz), store(&dh)))
-    }
-
-    fn adam_update(
-        &self,
-        param: &ReferenceBuffer,
-        grad: &ReferenceBuffer,
-        m: &ReferenceBuffer,
-        v: &ReferenceBuffer,
-        len: usize,
-        step: &AdamUpdate,
-    ) -> Result<()> {
-        distinct_adam_buffers([param, grad, m, v], |a, b| Arc::ptr_eq(&a.0, &b.0))?;
-        let g = load(grad, &[len])?;
-        let mut p = param.0.write().map_err(|_| poisoned())?;
-        let mut m = m.0.write().map_err(|_| poisoned())?;
-        let mut v = v.0.write().map_err(|_| poisoned())?;
-        for i in 0..len {
-            let (pi, mi, vi) = fused::adam(step, p[i].into(), g[i], m[i].into(), v[i].into());
-            (p[i], m[i], v[i]) = (pi as f32, mi as f32, vi as f32);
-        }
-        Ok(())
     }
 }

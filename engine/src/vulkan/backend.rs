@@ -8,6 +8,7 @@
 use super::args::{coalesce, contiguous, grid, pad6, u32_of};
 use super::pipelines::{self as k, Kernel};
 use super::{VulkanBuffer, VulkanDevice};
+use crate::backend::fused::*;
 use crate::backend::*;
 use crate::{Error, Result};
 
@@ -445,6 +446,39 @@ impl Backend for VulkanDevice {
         self.map_launch(&k::FILL_RANDOM, &[], len, &push)
     }
 
+    fn adam_update(
+        &self,
+        param: &VulkanBuffer,
+        grad: &VulkanBuffer,
+        m: &VulkanBuffer,
+        v: &VulkanBuffer,
+        len: usize,
+        step: &AdamUpdate,
+    ) -> Result<()> {
+        let t = step.step as i32;
+        let push = [
+            u32_of(len, "adam_update")?,
+            matches!(step.kind, AdamKind::Adamax) as u32,
+            step.lr.to_bits(),
+            step.beta1.to_bits(),
+            step.beta2.to_bits(),
+            step.eps.to_bits(),
+            step.weight_decay.to_bits(),
+            // In f64 like the CPU device: 1 - 0.999^t loses digits in f32.
+            ((1.0 - (step.beta1 as f64).powi(t)) as f32).to_bits(),
+            ((1.0 - (step.beta2 as f64).powi(t)) as f32).to_bits(),
+        ];
+        self.launch(
+            &k::ADAM_UPDATE,
+            &[],
+            &[(param, true), (grad, false), (m, true), (v, true)],
+            &push,
+            grid(len, 256)?,
+        )
+    }
+}
+
+impl Fused for VulkanDevice {
     fn affine_coupling(
         &self,
         xb: &VulkanBuffer,
@@ -566,37 +600,6 @@ impl Backend for VulkanDevice {
             grid(len, 256)?,
         )?;
         Ok((dz, dh))
-    }
-
-    fn adam_update(
-        &self,
-        param: &VulkanBuffer,
-        grad: &VulkanBuffer,
-        m: &VulkanBuffer,
-        v: &VulkanBuffer,
-        len: usize,
-        step: &AdamUpdate,
-    ) -> Result<()> {
-        let t = step.step as i32;
-        let push = [
-            u32_of(len, "adam_update")?,
-            matches!(step.kind, AdamKind::Adamax) as u32,
-            step.lr.to_bits(),
-            step.beta1.to_bits(),
-            step.beta2.to_bits(),
-            step.eps.to_bits(),
-            step.weight_decay.to_bits(),
-            // In f64 like the CPU device: 1 - 0.999^t loses digits in f32.
-            ((1.0 - (step.beta1 as f64).powi(t)) as f32).to_bits(),
-            ((1.0 - (step.beta2 as f64).powi(t)) as f32).to_bits(),
-        ];
-        self.launch(
-            &k::ADAM_UPDATE,
-            &[],
-            &[(param, true), (grad, false), (m, true), (v, true)],
-            &push,
-            grid(len, 256)?,
-        )
     }
 }
 

@@ -5,7 +5,7 @@
 //! the objective. Only `z1` flows on to the next level; `z2` is kept as a latent, since
 //! decoding needs it back.
 
-use engine::backend::Pairing;
+use engine::backend::fused::Pairing;
 use engine::{Device, Result, Tensor};
 
 use super::conv::ZeroConv2d;

@@ -5,7 +5,9 @@
 //! convolution and its two backward ops, layout copies (permute, slice, concat, gather),
 //! random fills and the fused optimiser update. Composite ops (softmax, losses, Glow's
 //! layers) live above this line and never talk to a device directly; derivatives live in
-//! [`crate::ops`], so a backend knows nothing about gradients.
+//! [`crate::ops`], so a backend knows nothing about gradients. The fused ops that exist
+//! for speed (Glow's affine coupling and Gaussian log-density) are an extension,
+//! [`fused::Fused`], whose default methods compose them from these primitives.
 //!
 //! Backends trust their arguments: shapes have already been checked by the tensor layer
 //! (`crate::ops`), which is where user-facing errors are produced. A backend returns
@@ -19,6 +21,8 @@
 //! `reference/`, defines each case; `engine/tests/nan.rs` checks every device against it).
 
 use crate::Result;
+
+pub mod fused;
 
 /// An elementwise map `y = f(x)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,38 +188,6 @@ pub enum Epilogue {
     Relu,
 }
 
-/// Shape of the fused Glow ops ([`Backend::affine_coupling`],
-/// [`Backend::gaussian_log_prob`]): `n` images, `c` channels, `p = h·w` pixels per
-/// channel. Their paired input `h` has `2c` channels; see [`Pairing`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PairedDims {
-    /// Images.
-    pub n: usize,
-    /// Channels of the unpaired operands (`xb`, `z`); `h` has `2c`.
-    pub c: usize,
-    /// Pixels per channel.
-    pub p: usize,
-}
-
-/// How the two values paired with channel `i` sit in a `[n, 2c, p]` tensor `h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pairing {
-    /// Channels `2i` and `2i + 1` (`h[:, 0::2]`, `h[:, 1::2]`).
-    Interleaved,
-    /// Channels `i` and `c + i` (the first and second halves).
-    Halves,
-}
-
-impl Pairing {
-    /// The channels of `h` paired with channel `i` of `c`.
-    pub fn channels(self, i: usize, c: usize) -> (usize, usize) {
-        match self {
-            Pairing::Interleaved => (2 * i, 2 * i + 1),
-            Pairing::Halves => (i, c + i),
-        }
-    }
-}
-
 /// Which adaptive optimiser a fused update applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdamKind {
@@ -363,44 +335,6 @@ pub trait Backend {
     /// `len` draws from `dist`; element `i` depends only on `(seed, i)`, identically on
     /// every device (see [`crate::random`]).
     fn random(&self, len: usize, dist: Distribution, seed: u64) -> Result<Self::Buffer>;
-
-    /// Glow's affine coupling, fused (see `ops/fused.rs`): with `shift = h[2i]` and
-    /// `t = h[2i + 1] + 2` (interleaved pairing), `yb = (xb + shift) · σ(t)` `[n, c, p]`
-    /// and `logdet[b] = Σ log σ(t)` `[n]`.
-    fn affine_coupling(
-        &self,
-        xb: &Self::Buffer,
-        h: &Self::Buffer,
-        dims: PairedDims,
-    ) -> Result<(Self::Buffer, Self::Buffer)>;
-    /// The gradients of [`Backend::affine_coupling`] from `dyb` and/or `dlogdet` (an
-    /// absent one counts as zero): `dxb` (only with `dyb`) and `dh`.
-    fn affine_coupling_backward(
-        &self,
-        dyb: Option<&Self::Buffer>,
-        dlogdet: Option<&Self::Buffer>,
-        xb: &Self::Buffer,
-        h: &Self::Buffer,
-        dims: PairedDims,
-    ) -> Result<(Option<Self::Buffer>, Self::Buffer)>;
-    /// `lp[b] = Σ_{i,q} −½(ln 2π + 2·logs + (z − mean)² · e^(−2·logs))` `[n]`, with
-    /// `(mean, logs)` the channels of `h` paired with channel `i` of `z`.
-    fn gaussian_log_prob(
-        &self,
-        z: &Self::Buffer,
-        h: &Self::Buffer,
-        dims: PairedDims,
-        pairing: Pairing,
-    ) -> Result<Self::Buffer>;
-    /// The gradients `(dz, dh)` of [`Backend::gaussian_log_prob`] from `dlp` `[n]`.
-    fn gaussian_log_prob_backward(
-        &self,
-        dlp: &Self::Buffer,
-        z: &Self::Buffer,
-        h: &Self::Buffer,
-        dims: PairedDims,
-        pairing: Pairing,
-    ) -> Result<(Self::Buffer, Self::Buffer)>;
 
     /// One fused optimiser step over `len` elements, updating `param`, `m` and `v` in
     /// place (see [`AdamUpdate`]).
