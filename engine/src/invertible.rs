@@ -125,16 +125,32 @@ pub trait Invertible: Send + Sync {
     /// network once, recorded, on that half as a leaf of its own, and invert the other
     /// half with the result (see [`Rebuilt::parts`]).
     fn rebuild(&self, y: &Tensor) -> Result<Rebuilt> {
-        let x = no_grad(|| self.inverse(y))?.detach().with_grad();
-        let (y, logdet) = with_recording(|| self.forward(&x))?;
-        Ok(Rebuilt {
-            parts: vec![x],
-            axis: 0,
-            y,
-            logdet,
-            z: None,
-        })
+        rebuild_by_inverse(self, y)
     }
+
+    /// [`Invertible::forward`] continuing `logdet`, the running log-determinant of the
+    /// blocks before it: what [`Chain::run_stored`] calls. The default adds the block's
+    /// own; a block made of layers that each add to a running sum overrides it to pass
+    /// `logdet` through them, so that the sum is taken in their order.
+    fn forward_from(&self, x: &Tensor, logdet: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (y, own) = self.forward(x)?;
+        Ok((y, logdet.add(&own)?))
+    }
+}
+
+/// [`Invertible::rebuild`]'s default: inverts `y` without recording, makes the input one
+/// fresh leaf and reruns [`Invertible::forward`] on it, recorded. For a block that
+/// overrides `rebuild` for some of its cases and keeps this for the others.
+pub fn rebuild_by_inverse<B: Invertible + ?Sized>(block: &B, y: &Tensor) -> Result<Rebuilt> {
+    let x = no_grad(|| block.inverse(y))?.detach().with_grad();
+    let (y, logdet) = with_recording(|| block.forward(&x))?;
+    Ok(Rebuilt {
+        parts: vec![x],
+        axis: 0,
+        y,
+        logdet,
+        z: None,
+    })
 }
 
 /// A block that sets part of its input aside, as a multi-scale flow's split does:
@@ -331,6 +347,31 @@ impl Chain {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
+        Ok(Reversed {
+            y,
+            logdet,
+            factored,
+        })
+    }
+
+    /// The chain as ordinary ops of the tape, every activation kept for the backward
+    /// pass (stored mode): each map continues the running log-determinant, which starts
+    /// at `logdet` ([`Invertible::forward_from`]), and each factor's `(z, term)` is
+    /// collected in order. The same blocks as [`Chain::run`], the same values up to
+    /// rounding (`run` sums each block's log-determinant from zero).
+    pub fn run_stored(&self, x: &Tensor, logdet: Tensor) -> Result<Reversed> {
+        let (mut y, mut logdet) = (x.clone(), logdet);
+        let mut factored = Vec::new();
+        for block in &self.blocks {
+            match block {
+                Block::Map(b) => (y, logdet) = b.forward_from(&y, &logdet)?,
+                Block::Factor(f) => {
+                    let (next, z, term) = f.forward(&y)?;
+                    y = next;
+                    factored.push((z, term));
+                }
+            }
+        }
         Ok(Reversed {
             y,
             logdet,

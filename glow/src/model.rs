@@ -15,9 +15,12 @@
 //! anomaly detection on, an op that makes a NaN is reported as e.g. `in flow.layers.17`;
 //! so do the priors' heads (`learn_top_fn`, `project_ycond`, `project_class`).
 //!
-//! With [`Memory::Reversible`], the whole flow (every squeeze, step and split of every
-//! level) runs as one [`engine::invertible::Chain`] op: the backward pass rebuilds every
-//! block's input from its output instead of keeping it. Each split is a
+//! The whole flow (every squeeze, step and split of every level) is one
+//! [`engine::invertible::Chain`] of blocks in both memory modes, so a layer is written
+//! once: [`Memory::Stored`] runs the chain as ordinary ops that keep every activation
+//! ([`Chain::run_stored`](engine::invertible::Chain::run_stored)); with
+//! [`Memory::Reversible`] it runs as one op whose backward pass rebuilds every block's
+//! input from its output instead of keeping it. Each split is a
 //! [`engine::invertible::Factor`]: its `z2` leaves the chain as a latent, and the chain's
 //! backward rebuilds the split's input as `z1 ‖ z2`. What stays alive for the backward
 //! pass is the input, the latents (together the size of the input) and one block's local
@@ -157,57 +160,93 @@ fn trainable(visit: impl FnOnce(&mut dyn FnMut(&Param))) -> Vec<Tensor> {
     out
 }
 
-/// A flow step's ActNorm and channel mixing as an [`Invertible`] block (`logdet` per
-/// image from zero); its coupling is the next block, [`CouplingBlock`].
-struct MixBlock(Arc<FlowStep>);
+/// Which layers of the flow one [`FlowBlock`] runs.
+enum Part {
+    /// A level's squeeze (no log-determinant, no parameters).
+    Squeeze,
+    /// A step's ActNorm and channel mixing.
+    Mix(Arc<FlowStep>),
+    /// A step's coupling, whose rebuild runs the coupling network once
+    /// ([`CouplingLayer::rebuild`]).
+    Coupling(Arc<FlowStep>),
+}
 
-impl Invertible for MixBlock {
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let _layer = anomaly::scope(&self.0.name);
-        let [b, _, _, _] = dims4(x)?;
-        let (x, logdet) = self
-            .0
-            .actnorm
-            .forward(x, &Tensor::zeros(&[b], x.device())?)?;
-        self.0.mix.as_flow().forward(&x, &logdet)
+/// Layers of the flow as one block of the model's [`Chain`], in both memory modes: the
+/// one adapter between [`Flow`] and [`Invertible`]. Stored mode passes the running
+/// log-determinant through the layers ([`Invertible::forward_from`]), so it is summed in
+/// their order; reversible mode runs the block on its own, from zero.
+struct FlowBlock(Part);
+
+/// The squeeze as a [`Flow`]: log-determinant 0.
+struct SqueezeFlow;
+
+impl Module for SqueezeFlow {
+    fn visit_params<'a>(&'a self, _: &mut dyn FnMut(&'a Param)) {}
+    fn visit_actnorms<'a>(&'a self, _: &mut dyn FnMut(&'a ActNorm)) {}
+}
+
+impl Flow for SqueezeFlow {
+    fn forward(&self, x: &Tensor, logdet: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((squeeze(x)?, logdet.clone()))
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        let _layer = anomaly::scope(&self.0.name);
-        self.0.actnorm.inverse(&self.0.mix.as_flow().inverse(y)?)
-    }
-    fn params(&self) -> Vec<Tensor> {
-        trainable(|f| {
-            self.0.actnorm.visit_params(f);
-            match &self.0.mix {
-                Mixing::Conv(c) => c.visit_params(f),
-                Mixing::Fixed(p) => p.visit_params(f),
-            }
-        })
+        unsqueeze(y)
     }
 }
 
-/// A flow step's coupling as an [`Invertible`] block, whose rebuild runs the coupling
-/// network once ([`CouplingLayer::rebuild`]).
-struct CouplingBlock(Arc<FlowStep>);
+impl FlowBlock {
+    /// The layers, first first.
+    fn layers(&self) -> Vec<&dyn Flow> {
+        match &self.0 {
+            Part::Squeeze => vec![&SqueezeFlow],
+            Part::Mix(step) => vec![&step.actnorm, step.mix.as_flow()],
+            Part::Coupling(step) => vec![&step.coupling],
+        }
+    }
 
-impl Invertible for CouplingBlock {
+    /// The anomaly scope it runs in: its step's name.
+    fn scope(&self) -> Option<anomaly::Scope> {
+        match &self.0 {
+            Part::Squeeze => None,
+            Part::Mix(step) | Part::Coupling(step) => Some(anomaly::scope(&step.name)),
+        }
+    }
+}
+
+impl Invertible for FlowBlock {
     fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let _layer = anomaly::scope(&self.0.name);
         let [b, _, _, _] = dims4(x)?;
-        self.0
-            .coupling
-            .forward(x, &Tensor::zeros(&[b], x.device())?)
+        self.forward_from(x, &Tensor::zeros(&[b], x.device())?)
+    }
+    fn forward_from(&self, x: &Tensor, logdet: &Tensor) -> Result<(Tensor, Tensor)> {
+        let _layer = self.scope();
+        let (mut y, mut logdet) = (x.clone(), logdet.clone());
+        for layer in self.layers() {
+            (y, logdet) = layer.forward(&y, &logdet)?;
+        }
+        Ok((y, logdet))
     }
     fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        let _layer = anomaly::scope(&self.0.name);
-        self.0.coupling.inverse(y)
+        let _layer = self.scope();
+        let mut x = y.clone();
+        for layer in self.layers().into_iter().rev() {
+            x = layer.inverse(&x)?;
+        }
+        Ok(x)
     }
     fn params(&self) -> Vec<Tensor> {
-        trainable(|f| self.0.coupling.visit_params(f))
+        trainable(|f| {
+            for layer in self.layers() {
+                layer.visit_params(f);
+            }
+        })
     }
     fn rebuild(&self, y: &Tensor) -> Result<Rebuilt> {
-        let _layer = anomaly::scope(&self.0.name);
-        let (parts, y, logdet) = self.0.coupling.rebuild(y)?;
+        let Part::Coupling(step) = &self.0 else {
+            return engine::invertible::rebuild_by_inverse(self, y);
+        };
+        let _layer = self.scope();
+        let (parts, y, logdet) = step.coupling.rebuild(y)?;
         Ok(Rebuilt {
             parts: parts.to_vec(),
             axis: 1,
@@ -215,22 +254,6 @@ impl Invertible for CouplingBlock {
             logdet,
             z: None,
         })
-    }
-}
-
-/// The squeeze as an [`Invertible`] block (log-determinant 0, no parameters).
-struct SqueezeBlock;
-
-impl Invertible for SqueezeBlock {
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let [b, _, _, _] = dims4(x)?;
-        Ok((squeeze(x)?, Tensor::zeros(&[b], x.device())?))
-    }
-    fn inverse(&self, y: &Tensor) -> Result<Tensor> {
-        unsqueeze(y)
-    }
-    fn params(&self) -> Vec<Tensor> {
-        Vec::new()
     }
 }
 
@@ -278,10 +301,12 @@ struct Level {
 impl Level {
     /// The squeeze, the steps and the split as blocks of a [`Chain`].
     fn blocks(&self) -> Vec<Block> {
-        let mut blocks = vec![Block::Map(Arc::new(SqueezeBlock))];
+        let mut blocks = vec![Block::Map(Arc::new(FlowBlock(Part::Squeeze)))];
         for step in &self.steps {
-            blocks.push(Block::Map(Arc::new(MixBlock(step.clone()))));
-            blocks.push(Block::Map(Arc::new(CouplingBlock(step.clone()))));
+            blocks.push(Block::Map(Arc::new(FlowBlock(Part::Mix(step.clone())))));
+            blocks.push(Block::Map(Arc::new(FlowBlock(Part::Coupling(
+                step.clone(),
+            )))));
         }
         if let Some(split) = &self.split {
             blocks.push(Block::Factor(Arc::new(SplitBlock {
@@ -479,35 +504,18 @@ impl Glow {
         let y = self.check_labels(labels, batch)?;
         let mut log_p = Tensor::zeros(&[batch], &self.device)?;
         let mut latents = Vec::with_capacity(self.levels.len());
-        let (z, logdet) = match self.config.memory {
-            Memory::Stored => {
-                let mut logdet = Tensor::zeros(&[batch], &self.device)?;
-                let mut z = x.clone();
-                for level in &self.levels {
-                    z = squeeze(&z)?;
-                    for step in &level.steps {
-                        let _layer = anomaly::scope(&step.name);
-                        (z, logdet) = step.forward(&z, &logdet)?;
-                    }
-                    if let Some(split) = &level.split {
-                        let _layer = anomaly::scope(&level.split_name);
-                        let (z1, z2, logp) = split.forward(&z)?;
-                        log_p = log_p.add(&logp)?;
-                        latents.push(z2);
-                        z = z1;
-                    }
-                }
-                (z, logdet)
-            }
-            Memory::Reversible => {
-                let out = self.chain().run(x)?;
-                for (z2, logp) in out.factored {
-                    log_p = log_p.add(&logp)?;
-                    latents.push(z2);
-                }
-                (out.y, out.logdet)
-            }
+        // One path for both memory modes: the same blocks, stored as ordinary ops or
+        // run as one reversible op.
+        let chain = self.chain();
+        let out = match self.config.memory {
+            Memory::Stored => chain.run_stored(x, Tensor::zeros(&[batch], &self.device)?)?,
+            Memory::Reversible => chain.run(x)?,
         };
+        for (z2, logp) in out.factored {
+            log_p = log_p.add(&logp)?;
+            latents.push(z2);
+        }
+        let (z, logdet) = (out.y, out.logdet);
         let hp = self.top_prior_params(batch, y.as_ref())?;
         log_p = log_p.add(&Tensor::gaussian_log_prob(&z, &hp, Pairing::Halves)?)?;
         let y_logits = match &self.project_class {
