@@ -13,7 +13,7 @@
 //! | `matmul.rs` | matmul (batched, broadcast operand) |
 //! | `conv.rs` | conv2d (stride 1, same padding, optional bias) |
 //! | `layout.rs` | reshape, permute, transpose, slice, concat, gather |
-//! | `linalg.rs` | log_abs_det, inverse (host `f64`) |
+//! | `det.rs` | log_abs_det, inverse (host `f64`, on `crate::linalg`) |
 //! | `composite.rs` | log_softmax, one_hot (no derivative code of their own) |
 //! | `fused.rs` | Glow's affine coupling and Gaussian log-density, fused |
 //! | `optim.rs` | the fused Adam/Adamax update (in place, not differentiated) |
@@ -21,9 +21,9 @@
 mod binary;
 mod composite;
 mod conv;
+mod det;
 mod fused;
 mod layout;
-mod linalg;
 mod matmul;
 mod optim;
 mod reduce;
