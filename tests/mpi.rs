@@ -194,7 +194,7 @@ fn two_ranks_of_8_train_as_one_process_of_16() {
 fn two_vulkan_ranks_train_as_one_vulkan_process() {
     // Each rank opens Vulkan device `rank mod count`: on lavapipe both open device 0. The
     // gradients go through the host in one read-back and one upload per step.
-    if glow_rs::testing::vulkan_backend().is_none() {
+    if glow_rs::testing::vulkan_device().is_none() {
         return;
     }
     let scratch = scratch("vulkan");

@@ -95,6 +95,11 @@
 //! # Ok::<(), engine::Error>(())
 //! ```
 //!
+//! The same blocks also run as ordinary ops that keep every activation,
+//! [`Chain::run_stored`], so that a model runs one chain in either memory mode; a block
+//! made of layers that add to a running log-determinant passes it through them there
+//! ([`Invertible::forward_from`]).
+//!
 //! Tests: `tests/reversible.rs` (gradients against ordinary ops and stored mode, a
 //! factor's outputs, drift) and `tests/reversible_memory.rs` (peak and kept bytes), on
 //! every device.

@@ -83,8 +83,8 @@ pub fn pick_for_rank(choice: Choice, rank: usize, size: usize) -> Result<(Device
 /// Picks the device for `choice` and says why.
 pub fn pick(choice: Choice) -> Result<(Device, String)> {
     match choice {
-        Choice::Cpu => Ok((Device::Cpu, "asked for".into())),
-        Choice::Reference => Ok((Device::Reference, "asked for".into())),
+        Choice::Cpu => Ok((Device::Cpu, "requested".into())),
+        Choice::Reference => Ok((Device::Reference, "requested".into())),
         Choice::Vulkan => vulkan_device(),
         Choice::Auto => auto_device(),
     }
@@ -93,7 +93,7 @@ pub fn pick(choice: Choice) -> Result<(Device, String)> {
 #[cfg(feature = "vulkan")]
 fn vulkan_device() -> Result<(Device, String)> {
     let dev = Device::vulkan()?;
-    Ok((dev, "asked for".into()))
+    Ok((dev, "requested".into()))
 }
 
 #[cfg(not(feature = "vulkan"))]

@@ -8,9 +8,11 @@
 //! `docs/model.md` at the repository root, with the item computing each part; the names
 //! follow the common PyTorch port so weights can be exchanged.
 //!
-//! The data: `data.rs` loads CIFAR-10 (by default the 3,000-image sample shipped in
-//! `data/cifar10-sample/`, see [`data::default_data_dir`]) and `download.rs` fetches the
-//! full dataset. Checkpoints (one safetensors file: model, optimiser, training position) are in
+//! The data: `data.rs` holds images of any shape ([`data::Dataset`]) in the splits a run
+//! trains from ([`data::ImageSplits`]) and loads CIFAR-10 (by default the 3,000-image
+//! sample shipped in `data/cifar10-sample/`, see [`data::default_data_dir`]);
+//! `download.rs` fetches the full dataset; `preprocess.rs` turns pixels into the flow's
+//! input ([`Dequantization`]); `device.rs` chooses the device to compute on. Checkpoints (one safetensors file: model, optimiser, training position) are in
 //! `checkpoint.rs`, described for other frameworks in `docs/checkpoint-format.md`;
 //! PNG sample grids and loss curves in `picture.rs`.
 //!

@@ -653,8 +653,8 @@ impl Glow {
         })
     }
 
-    /// The whole flow, every level's squeeze, steps and split, as one chain of
-    /// invertible blocks ([`Memory::Reversible`]).
+    /// The whole flow as one [`Chain`] of blocks: every level's squeeze, steps and split,
+    /// what [`Glow::forward`] runs in both memory modes.
     fn chain(&self) -> Chain {
         Chain::new(self.levels.iter().flat_map(Level::blocks).collect())
     }

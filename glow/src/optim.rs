@@ -131,7 +131,7 @@ impl Optimizer {
         };
         self.step += 1;
         let lr = self.lr_at(self.step);
-        let step = AdamUpdate {
+        let update = AdamUpdate {
             kind: self.config.kind,
             lr,
             beta1: self.config.betas.0,
@@ -148,7 +148,7 @@ impl Optimizer {
                     .insert(p.name().to_string(), (zeros()?, zeros()?));
             }
             let (m, v) = &self.moments[p.name()];
-            value.adam_update(&g, m, v, &step)?;
+            value.adam_update(&g, m, v, &update)?;
         }
         Ok(StepInfo { lr, grad_norm })
     }

@@ -153,9 +153,9 @@ impl<B: Backend> Backend for CoreOnly<B> {
         m: &Self::Buffer,
         v: &Self::Buffer,
         len: usize,
-        step: &AdamUpdate,
+        update: &AdamUpdate,
     ) -> Result<()> {
-        self.0.adam_update(param, grad, m, v, len, step)
+        self.0.adam_update(param, grad, m, v, len, update)
     }
 }
 

@@ -345,6 +345,6 @@ pub trait Backend {
         m: &Self::Buffer,
         v: &Self::Buffer,
         len: usize,
-        step: &AdamUpdate,
+        update: &AdamUpdate,
     ) -> Result<()>;
 }

@@ -27,19 +27,19 @@ pub(super) fn update(
     m: &CpuBuffer,
     v: &CpuBuffer,
     len: usize,
-    step: &AdamUpdate,
+    update: &AdamUpdate,
 ) -> Result<()> {
     distinct_adam_buffers([param, grad, m, v], CpuBuffer::same_as)?;
     let (mut p, g, mut m, mut v) = (write(param)?, read(grad)?, write(m)?, write(v)?);
     let (p, g, m, v) = (&mut p[..len], &g[..len], &mut m[..len], &mut v[..len]);
     if len < PAR_THRESHOLD {
-        kernel(p, g, m, v, step);
+        kernel(p, g, m, v, update);
     } else {
         p.par_chunks_mut(PAR_CHUNK)
             .zip(g.par_chunks(PAR_CHUNK))
             .zip(m.par_chunks_mut(PAR_CHUNK))
             .zip(v.par_chunks_mut(PAR_CHUNK))
-            .for_each(|(((p, g), m), v)| kernel(p, g, m, v, step));
+            .for_each(|(((p, g), m), v)| kernel(p, g, m, v, update));
     }
     Ok(())
 }

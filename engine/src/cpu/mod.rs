@@ -241,7 +241,11 @@ impl Backend for CpuBackend {
         dims: Conv2dDims,
         epilogue: Epilogue,
     ) -> Result<CpuBuffer> {
-        conv_forward(x, w, bias, dims, epilogue == Epilogue::Relu)
+        let relu = match epilogue {
+            Epilogue::None => false,
+            Epilogue::Relu => true,
+        };
+        conv_forward(x, w, bias, dims, relu)
     }
 
     fn conv2d_backward_input(
@@ -318,9 +322,9 @@ impl Backend for CpuBackend {
         m: &CpuBuffer,
         v: &CpuBuffer,
         len: usize,
-        step: &AdamUpdate,
+        update: &AdamUpdate,
     ) -> Result<()> {
-        adam::update(param, grad, m, v, len, step)
+        adam::update(param, grad, m, v, len, update)
     }
 }
 

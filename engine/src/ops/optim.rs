@@ -18,7 +18,7 @@ impl Tensor {
         grad: &Tensor,
         m: &Tensor,
         v: &Tensor,
-        step: &AdamUpdate,
+        update: &AdamUpdate,
     ) -> Result<()> {
         for (name, t) in [("grad", grad), ("m", m), ("v", v)] {
             self.same_device("adam_update", t)?;
@@ -33,17 +33,17 @@ impl Tensor {
                 ));
             }
         }
-        if step.step == 0
-            || step.lr.is_nan()
-            || step.lr < 0.0
-            || !(0.0..1.0).contains(&step.beta1)
-            || !(0.0..1.0).contains(&step.beta2)
+        if update.step == 0
+            || update.lr.is_nan()
+            || update.lr < 0.0
+            || !(0.0..1.0).contains(&update.beta1)
+            || !(0.0..1.0).contains(&update.beta2)
         {
             return Err(Error::invalid(
                 "adam_update",
                 format!(
                     "needs step >= 1, lr >= 0 and betas in [0, 1); got step {}, lr {}, betas ({}, {})",
-                    step.step, step.lr, step.beta1, step.beta2
+                    update.step, update.lr, update.beta1, update.beta2
                 ),
             ));
         }
@@ -57,7 +57,7 @@ impl Tensor {
             b.buf(m.storage()),
             b.buf(v.storage()),
             n,
-            step,
+            update,
         ))?;
         if watch {
             let written = [("param", self), ("m", m), ("v", v)];

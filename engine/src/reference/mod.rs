@@ -275,7 +275,7 @@ impl Backend for ReferenceBackend {
         m: &ReferenceBuffer,
         v: &ReferenceBuffer,
         len: usize,
-        step: &AdamUpdate,
+        update: &AdamUpdate,
     ) -> Result<()> {
         distinct_adam_buffers([param, grad, m, v], |a, b| Arc::ptr_eq(&a.0, &b.0))?;
         let g = load(grad, &[len])?;
@@ -283,7 +283,7 @@ impl Backend for ReferenceBackend {
         let mut m = m.0.write().map_err(|_| poisoned())?;
         let mut v = v.0.write().map_err(|_| poisoned())?;
         for i in 0..len {
-            let (pi, mi, vi) = fused::adam(step, p[i].into(), g[i], m[i].into(), v[i].into());
+            let (pi, mi, vi) = fused::adam(update, p[i].into(), g[i], m[i].into(), v[i].into());
             (p[i], m[i], v[i]) = (pi as f32, mi as f32, vi as f32);
         }
         Ok(())

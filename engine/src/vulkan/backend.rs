@@ -299,7 +299,11 @@ impl Backend for VulkanDevice {
         dims: Conv2dDims,
         epilogue: Epilogue,
     ) -> Result<VulkanBuffer> {
-        self.conv2d_with(x, w, bias, dims, epilogue == Epilogue::Relu)
+        let relu = match epilogue {
+            Epilogue::None => false,
+            Epilogue::Relu => true,
+        };
+        self.conv2d_with(x, w, bias, dims, relu)
     }
 
     fn conv2d_backward_input(
@@ -453,20 +457,20 @@ impl Backend for VulkanDevice {
         m: &VulkanBuffer,
         v: &VulkanBuffer,
         len: usize,
-        step: &AdamUpdate,
+        update: &AdamUpdate,
     ) -> Result<()> {
-        let t = step.step as i32;
+        let t = update.step as i32;
         let push = [
             u32_of(len, "adam_update")?,
-            matches!(step.kind, AdamKind::Adamax) as u32,
-            step.lr.to_bits(),
-            step.beta1.to_bits(),
-            step.beta2.to_bits(),
-            step.eps.to_bits(),
-            step.weight_decay.to_bits(),
+            matches!(update.kind, AdamKind::Adamax) as u32,
+            update.lr.to_bits(),
+            update.beta1.to_bits(),
+            update.beta2.to_bits(),
+            update.eps.to_bits(),
+            update.weight_decay.to_bits(),
             // In f64 like the CPU device: 1 - 0.999^t loses digits in f32.
-            ((1.0 - (step.beta1 as f64).powi(t)) as f32).to_bits(),
-            ((1.0 - (step.beta2 as f64).powi(t)) as f32).to_bits(),
+            ((1.0 - (update.beta1 as f64).powi(t)) as f32).to_bits(),
+            ((1.0 - (update.beta2 as f64).powi(t)) as f32).to_bits(),
         ];
         self.launch(
             &k::ADAM_UPDATE,

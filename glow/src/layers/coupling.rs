@@ -174,7 +174,7 @@ impl Flow for CouplingLayer {
             }
             Coupling::Affine => {
                 // The engine's fused op computes exactly the formulas of this file's
-                // module doc (and `shift_and_logit` for the reverse pass).
+                // module doc (and `shift_and_logit` for the inverse pass).
                 let (yb, dlogdet) = Tensor::affine_coupling(&xb, &self.net.forward(&xa)?)?;
                 Ok((Tensor::concat(&[&xa, &yb], 1)?, logdet.add(&dlogdet)?))
             }

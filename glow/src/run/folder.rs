@@ -11,9 +11,10 @@
 //!   the lock is held fails at once with [`FolderError::InUse`], naming the process that
 //!   holds it (the holder writes its process id and start time into the lock file).
 //!   Readers of the folder (evaluation, sampling) take no lock: checkpoints and pictures
-//!   are replaced by an atomic rename, so a reader sees a whole file, old or new, and
-//!   the metrics log only grows, one line per write (a reader may see its last line
-//!   still being written, and should drop a line that does not parse).
+//!   are replaced by an atomic rename, so a reader sees a whole file, old or new; the
+//!   metrics log grows one line per write (a reader may see its last line still being
+//!   written, and should drop a line that does not parse), and a resume cuts it back
+//!   to its checkpoint, again by an atomic rename.
 //!   The lock is advisory on Unix; on Windows it is mandatory, so there a second run
 //!   cannot read the holder's line and names no process.
 //! - **A fresh run never replaces a run.** [`Claim::Fresh`] in a folder that holds any

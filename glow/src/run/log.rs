@@ -8,19 +8,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use engine::{Error, Result};
+use engine::Result;
 use serde_json::Value;
 
-use crate::atomic::write_atomic;
+use crate::atomic::{io_error, write_atomic};
 
 use super::CHECKPOINT_FILE;
-
-/// Wraps an I/O error on `path`.
-fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::io(path, format!("{what}: {e}"))
-}
 
 /// The log of one run, open for appending; or, on the ranks that do not write, a log
 /// that drops what it is given.
@@ -33,7 +28,7 @@ pub(crate) struct MetricsLog {
 impl MetricsLog {
     /// A new, empty log at `path` (an earlier file there is truncated).
     pub(crate) fn create(path: PathBuf) -> Result<MetricsLog> {
-        let file = File::create(&path).map_err(|e| io_err(&path, "cannot create", e))?;
+        let file = File::create(&path).map_err(|e| io_error(&path, "cannot create", e))?;
         Ok(MetricsLog {
             path,
             file: Some(file),
@@ -56,7 +51,7 @@ impl MetricsLog {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_err(&path, "cannot read", e)),
+            Err(e) => return Err(io_error(&path, "cannot read", e)),
         };
         let kept = log_up_to_checkpoint(&text, step);
         if !writer {
@@ -69,12 +64,12 @@ impl MetricsLog {
             out.push('\n');
         }
         write_atomic(&path, |tmp| {
-            std::fs::write(tmp, &out).map_err(|e| io_err(&path, "writing", e))
+            std::fs::write(tmp, &out).map_err(|e| io_error(&path, "writing", e))
         })?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
-            .map_err(|e| io_err(&path, "cannot open", e))?;
+            .map_err(|e| io_error(&path, "cannot open", e))?;
         let values = kept.into_iter().map(|(_, v)| v).collect();
         Ok((
             MetricsLog {
@@ -92,7 +87,7 @@ impl MetricsLog {
         };
         let text = format!("{line}\n");
         file.write_all(text.as_bytes())
-            .map_err(|e| io_err(&self.path, "writing", e))
+            .map_err(|e| io_error(&self.path, "writing", e))
     }
 }
 

@@ -165,6 +165,7 @@ impl Run {
     /// folder, writes files and evaluates, and every rank stops at the same step when
     /// any of them is asked to.
     pub fn new(config: RunConfig, trainer: Trainer) -> Result<Run> {
+        config.check()?;
         let folder = if trainer.collective.rank() == 0 {
             let claim = if config.overwrite {
                 Claim::Overwrite
@@ -226,6 +227,7 @@ impl Run {
         device: &engine::Device,
         collective: Arc<dyn Collective>,
     ) -> Result<Run> {
+        config.check()?;
         let folder = if collective.rank() == 0 {
             Some(RunFolder::claim(&config.out, Claim::Resume)?)
         } else {
@@ -324,12 +326,24 @@ impl Run {
     /// epoch and fingerprint.
     fn take_data(&mut self, data: &dyn ImageSplits) -> Result<()> {
         let want = self.trainer.model.config().image_shape;
-        if data.image_shape() != want {
+        for (split, set) in [("training", data.train()), ("test", data.test())] {
+            if set.shape != want {
+                return Err(Error::invalid(
+                    "training run",
+                    format!(
+                        "the model takes {want:?} images and the {split} split holds {:?} ones",
+                        set.shape
+                    ),
+                ));
+            }
+        }
+        if self.config.sample_every > 0 && ![1, 3].contains(&want[0]) {
             return Err(Error::invalid(
                 "training run",
                 format!(
-                    "the model takes {want:?} images and the data holds {:?} ones",
-                    data.image_shape()
+                    "sample grids need images of 1 or 3 channels, the model's have {} \
+                     (set sample_every to 0)",
+                    want[0]
                 ),
             ));
         }
