@@ -51,7 +51,7 @@ fn sweep<B: Fused>(b: &B, full: bool) -> Vec<(String, Vec<f32>)> {
         UnaryOp::Sigmoid,
         UnaryOp::Softplus,
         UnaryOp::Relu,
-        UnaryOp::Step,
+        UnaryOp::Heaviside,
         UnaryOp::Square,
         UnaryOp::Abs,
         UnaryOp::Tanh,

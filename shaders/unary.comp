@@ -55,7 +55,7 @@ float apply(float v) {
     case UNARY_SIGMOID: return sigmoid_stable(v);
     case UNARY_SOFTPLUS: return softplus_stable(v);
     case UNARY_RELU: return relu(v);
-    case UNARY_STEP: return v > 0.0 ? 1.0 : 0.0;
+    case UNARY_HEAVISIDE: return v > 0.0 ? 1.0 : 0.0;
     case UNARY_SQRT: return sqrt_ieee(v);
     case UNARY_RECIP: return 1.0 / v;
     case UNARY_SQUARE: return v * v;

@@ -27,7 +27,7 @@ fn uniform(shape: &[usize], seed: u64, dev: &Device) -> Result<Tensor> {
 fn away_from_zero(shape: &[usize], seed: u64, dev: &Device) -> Result<Tensor> {
     let magnitude = Tensor::rand_uniform(shape, 0.2, 1.0, seed, dev)?;
     let sign = uniform(shape, seed + 1, dev)?
-        .step()?
+        .heaviside()?
         .scale(2.0)?
         .add_scalar(-1.0)?;
     magnitude.mul(&sign)

@@ -7,7 +7,7 @@
 //!   `∞ / ∞`, `log` and `sqrt` of a negative number;
 //! - `relu`, `maximum` and the `max` reduction return NaN when any operand is NaN
 //!   (`f32::max` would return the other operand and hide it);
-//! - `step(NaN) = 0`, because `NaN > 0` is false (PyTorch's `(x > 0).float()` and
+//! - `heaviside(NaN) = 0`, because `NaN > 0` is false (PyTorch's `(x > 0).float()` and
 //!   `heaviside`): `step` is a gate, and the value it gates carries the NaN;
 //! - a reduction is NaN only where the reduced elements include a NaN, and a convolution
 //!   only where its receptive field does.
@@ -103,7 +103,7 @@ device_test!(fn unary_maps(dev) {
     expect("relu", &x.relu()?, &[NAN, INF, 0.0, 0.0, 0.0, 2.0])?;
     expect("leaky_relu", &x.leaky_relu(0.1)?, &[NAN, INF, -INF, -0.1, 0.0, 2.0])?;
     // NaN > 0 is false, so the gate is closed (see the module doc).
-    expect("step", &x.step()?, &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0])?;
+    expect("heaviside", &x.heaviside()?, &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0])?;
     expect("sqrt", &x.sqrt()?, &[NAN, INF, NAN, NAN, 0.0, f(2f64.sqrt())])?;
     expect("recip", &x.recip()?, &[NAN, 0.0, 0.0, -1.0, INF, 0.5])?;
     expect("square", &x.square()?, &[NAN, INF, INF, 1.0, 0.0, 4.0])?;

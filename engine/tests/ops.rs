@@ -19,7 +19,7 @@ device_test!(fn unary_values(dev) {
     close(&x.relu()?.to_vec()?, &[0.0, 0.0, 0.5, 3.0], 0.0);
     // leaky_relu with slope 0.1: -2 · 0.1 = -0.2 on the negative side, the rest kept.
     close(&x.leaky_relu(0.1)?.to_vec()?, &[-0.2, 0.0, 0.5, 3.0], 1e-7);
-    close(&x.step()?.to_vec()?, &[0.0, 0.0, 1.0, 1.0], 0.0);
+    close(&x.heaviside()?.to_vec()?, &[0.0, 0.0, 1.0, 1.0], 0.0);
     close(&x.abs()?.to_vec()?, &[2.0, 0.0, 0.5, 3.0], 0.0);
     close(&x.square()?.to_vec()?, &[4.0, 0.0, 0.25, 9.0], 1e-6);
     close(&x.scale(2.0)?.add_scalar(1.0)?.to_vec()?, &[-3.0, 1.0, 2.0, 7.0], 1e-6);

@@ -259,8 +259,8 @@ fn check_unary<B: Backend>(b: &B) {
         (UnaryOp::Neg, &wide, EXACT),
         (UnaryOp::Relu, &any, EXACT),
         (UnaryOp::Relu, &wide, EXACT),
-        (UnaryOp::Step, &any, EXACT),
-        (UnaryOp::Step, &wide, EXACT),
+        (UnaryOp::Heaviside, &any, EXACT),
+        (UnaryOp::Heaviside, &wide, EXACT),
         (UnaryOp::Abs, &any, EXACT),
         (UnaryOp::Square, &any, EXACT),
         (UnaryOp::Square, &wide, EXACT),
@@ -1101,10 +1101,10 @@ mod reference_oracle {
     #[test]
     fn nan_propagates_through_relu_and_max() {
         // IEEE and PyTorch: relu(NaN) = max(NaN, 0) = NaN, and so is max(NaN, 1) and a
-        // max reduction over a NaN; step(NaN) = [NaN > 0] = 0.
+        // max reduction over a NaN; heaviside(NaN) = [NaN > 0] = 0.
         let y = run_unary(UnaryOp::Relu, &[f32::NAN, -1.0]);
         assert!(y[0].is_nan() && y[1] == 0.0, "{y:?}");
-        assert_eq!(run_unary(UnaryOp::Step, &[f32::NAN]), [0.0]);
+        assert_eq!(run_unary(UnaryOp::Heaviside, &[f32::NAN]), [0.0]);
         let y = binary_on(
             &REF,
             BinaryOp::Max,

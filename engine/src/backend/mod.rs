@@ -39,9 +39,10 @@ pub enum UnaryOp {
     Softplus,
     /// `max(x, 0)`; NaN stays NaN.
     Relu,
-    /// `1` where `x > 0`, else `0` (the derivative of relu; not itself differentiated).
-    /// `NaN > 0` is false, so `step(NaN) = 0`, as PyTorch's `(x > 0).float()`.
-    Step,
+    /// The Heaviside step: `1` where `x > 0`, else `0` (the derivative of relu; not
+    /// itself differentiated). `NaN > 0` is false, so `heaviside(NaN) = 0`, as PyTorch's
+    /// `(x > 0).float()`.
+    Heaviside,
     /// `√x`
     Sqrt,
     /// `1 / x`
@@ -77,7 +78,7 @@ pub enum BinaryOp {
     /// for numerically stable reductions.
     Max,
     /// `a · [b > 0]`: relu's VJP, the output gradient `a` kept where the input `b` is
-    /// positive, in one pass instead of `step` then `mul` (in config S of
+    /// positive, in one pass instead of `heaviside` then `mul` (in config S of
     /// `benches/train_step` those two passes were 4.4% of the step's op time). It is a
     /// product, not a select, so a NaN in `a` still propagates.
     ReluGrad,

@@ -20,7 +20,7 @@ pub(super) fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         UnaryOp::Sigmoid => map(x, sigmoid),
         UnaryOp::Softplus => map(x, softplus),
         UnaryOp::Relu => map(x, relu),
-        UnaryOp::Step => map(x, |v| if v > 0.0 { 1.0 } else { 0.0 }),
+        UnaryOp::Heaviside => map(x, |v| if v > 0.0 { 1.0 } else { 0.0 }),
         UnaryOp::Sqrt => map(x, f32::sqrt),
         UnaryOp::Recip => map(x, |v| 1.0 / v),
         UnaryOp::Square => map(x, |v| v * v),

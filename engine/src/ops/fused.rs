@@ -3,7 +3,7 @@
 //!
 //! Why these two: in the per-op profile of a training step (`cargo bench --bench
 //! train_step`, `BENCH_PROFILE=1`) the largest rows after the convolutions were `mul`,
-//! `sum`, `softplus`, `sigmoid` and `step`, most of them from the affine coupling's tail
+//! `sum`, `softplus`, `sigmoid` and `heaviside` (then called `step`), most of them from the affine coupling's tail
 //! and the priors' log-density, in hundreds of small op calls per step (the figures:
 //! `docs/measurements.md`).
 //!

@@ -60,10 +60,13 @@ impl Tensor {
     }
 
     /// `x` where `x > 0`, else `slope · x`; `dx = dy` where `x > 0`, else `slope · dy`,
-    /// i.e. `dx = dy · (step(x) · (1 - slope) + slope)`.
+    /// i.e. `dx = dy · (heaviside(x) · (1 - slope) + slope)`.
     pub fn leaky_relu(&self, slope: f32) -> Result<Tensor> {
         self.unary(UnaryOp::LeakyRelu(slope), "leaky_relu", move |a| {
-            let gate = a.inputs[0].step()?.scale(1.0 - slope)?.add_scalar(slope)?;
+            let gate = a.inputs[0]
+                .heaviside()?
+                .scale(1.0 - slope)?
+                .add_scalar(slope)?;
             a.dy.mul(&gate)
         })
     }
@@ -91,7 +94,7 @@ impl Tensor {
     pub fn abs(&self) -> Result<Tensor> {
         self.unary(UnaryOp::Abs, "abs", |a| {
             let x = &a.inputs[0];
-            a.dy.mul(&x.step()?.sub(&x.neg()?.step()?)?)
+            a.dy.mul(&x.heaviside()?.sub(&x.neg()?.heaviside()?)?)
         })
     }
 
@@ -119,12 +122,12 @@ impl Tensor {
         })
     }
 
-    /// `1` where `x > 0`, else `0` (so `step(NaN) = 0`). Piecewise constant, so no
-    /// gradient flows through it.
-    pub fn step(&self) -> Result<Tensor> {
+    /// The Heaviside step: `1` where `x > 0`, else `0` (so `heaviside(NaN) = 0`).
+    /// Piecewise constant, so no gradient flows through it.
+    pub fn heaviside(&self) -> Result<Tensor> {
         let n = self.numel();
-        let storage = dispatch!("step", 0, self.device(), b =>
-            b.wrap_res(b.unary(UnaryOp::Step, b.buf(self.storage()), n)))?;
+        let storage = dispatch!("heaviside", 0, self.device(), b =>
+            b.wrap_res(b.unary(UnaryOp::Heaviside, b.buf(self.storage()), n)))?;
         Ok(Tensor::from_storage(
             storage,
             self.shape().to_vec(),

@@ -30,9 +30,9 @@ pub(super) fn unary(op: UnaryOp, x: f64) -> f64 {
         // ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|), which never overflows.
         UnaryOp::Softplus => nan_max(x, 0.0) + (-x.abs()).exp().ln_1p(),
         UnaryOp::Relu => nan_max(x, 0.0),
-        // NaN > 0 is false, so step(NaN) = 0, as PyTorch's `(x > 0).float()`: a gate,
+        // NaN > 0 is false, so heaviside(NaN) = 0, as PyTorch's `(x > 0).float()`: a gate,
         // whose gated value carries the NaN (relu's gradient is a product with it).
-        UnaryOp::Step => {
+        UnaryOp::Heaviside => {
             if x > 0.0 {
                 1.0
             } else {

@@ -16,7 +16,7 @@
 //!   read three ways (`conv.rs`), reductions fold axis by axis.
 //! - NaN propagates everywhere, as in IEEE arithmetic and PyTorch: `relu(NaN)`,
 //!   `max(NaN, x)` and Adamax's `max(β2·v, |NaN|)` are NaN (Rust's `f64::max` would drop
-//!   the NaN). `step(NaN) = 0`, since `NaN > 0` is false. `engine/tests/nan.rs` checks every
+//!   the NaN). `heaviside(NaN) = 0`, since `NaN > 0` is false. `engine/tests/nan.rs` checks every
 //!   device against these rules.
 //!
 //! Files: `elementwise.rs` (unary maps, broadcasting binary ops, reductions), `linear.rs`
