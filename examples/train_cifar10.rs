@@ -94,6 +94,13 @@ struct Args {
     #[arg(long, default_value_t = 50.0)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
     max_grad_norm: f32,
+    /// Images the ActNorms' data-dependent initialisation sees before the first step of
+    /// a fresh run: the first of the first epoch's order, shared out between the ranks.
+    /// Default: 256 (the paper's code), or the training split when it is smaller. No
+    /// effect on --resume.
+    #[arg(long)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::positive_usize())]
+    init_batch: Option<usize>,
     /// Random horizontal flips of training images.
     #[arg(long)]
     flip: bool,
@@ -114,7 +121,8 @@ struct Args {
     /// --y-condition, --n-bits, --seed, --optimizer, or --data/--download naming other
     /// images than a checkpoint that recorded its data) with another value is refused. --lr, --warmup, --weight-decay and
     /// --max-grad-norm are the checkpoint's unless given, and then replace it. The rest
-    /// may change on resume: --steps, --epochs, --batch, --flip, --eval-every,
+    /// may change on resume: --steps, --epochs, --batch, --init-batch (no effect then),
+    /// --flip, --eval-every,
     /// --sample-every, --checkpoint-every, --checkpoint-minutes, --max-bad-steps,
     /// --device, --memory, --detect-anomaly. With --steps at or below the checkpoint's
     /// step there is nothing to do: it says so and exits 0.
@@ -160,9 +168,11 @@ struct Args {
 }
 
 impl Args {
-    /// The run's configuration for `steps` steps in all.
-    fn run_config(&self, steps: u64) -> RunConfig {
+    /// The run's configuration for `steps` steps in all, initialising on `init_batch`
+    /// images.
+    fn run_config(&self, steps: u64, init_batch: usize) -> RunConfig {
         RunConfig {
+            init_batch: Some(init_batch),
             batch: self.batch,
             flip: self.flip,
             eval_every: self.eval_every,
@@ -275,7 +285,13 @@ fn train_rank(
     let total = args
         .steps
         .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
-    let config = args.run_config(total);
+    let init_batch = cli::validate::init_batch(
+        args.init_batch,
+        glow::run::DEFAULT_INIT_BATCH,
+        data.train.len(),
+        ranks,
+    )?;
+    let config = args.run_config(total, init_batch);
     cli::validate::levels_fit(args.model.levels, data.image_shape())?;
     let model_config = args.model.config(args.seed, &data);
     let opt = OptimizerConfig {

@@ -109,6 +109,7 @@ fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("train_cifar10", "--hidden", with(BAD_COUNT, &["8193"])),
         ("train_cifar10", "--n-bits", with(BAD_COUNT, &["9", "32"])),
         ("train_cifar10", "--batch", BAD_COUNT.to_vec()),
+        ("train_cifar10", "--init-batch", BAD_COUNT.to_vec()),
         ("train_cifar10", "--steps", with(BAD_COUNT, &["4294967296"])),
         ("train_cifar10", "--epochs", with(BAD_COUNT, &["1000001"])),
         ("train_cifar10", "--lr", BAD_POSITIVE.to_vec()),
@@ -289,6 +290,12 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
             "train_cifar10",
             vec!["--batch=2701".into(), train_out.clone()],
             "--batch",
+            Some("2701"),
+        ),
+        (
+            "train_cifar10",
+            vec!["--init-batch=2701".into(), train_out.clone()],
+            "--init-batch",
             Some("2701"),
         ),
         // Its 32x32 images halve 5 times.

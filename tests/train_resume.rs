@@ -425,3 +425,69 @@ fn a_run_trains_on_images_of_any_shape_and_refuses_the_wrong_one() -> Result<()>
     );
     Ok(())
 }
+
+/// The same tensors, whatever their order (a checkpoint sorts them by name).
+fn same_state(a: &glow::param::ModelState, b: &glow::param::ModelState) -> bool {
+    let sorted = |s: &glow::param::ModelState| {
+        let mut t: Vec<(String, Vec<u32>)> = s
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    sorted(a) == sorted(b)
+}
+
+/// `init_batch` initialises the ActNorms before the first step from the first images of
+/// the first epoch's order, the same state as `Trainer::initialize` on those images, and
+/// the first checkpoint holds it; without it they come from the first training batch.
+#[test]
+fn the_actnorms_initialise_from_init_batch_images() -> Result<()> {
+    let data = Cifar10::load(glow::data::default_data_dir())?;
+    let after_init = |init_batch: Option<usize>, name: &str| -> Result<glow::param::ModelState> {
+        let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), name);
+        let run_config = RunConfig {
+            init_batch,
+            ..config(&dir, 0)
+        };
+        let mut run = Run::new(run_config, trainer()?)?;
+        drive(&mut run, &data, None)?;
+        let saved = glow::checkpoint::load_checkpoint(dir.join(glow::run::CHECKPOINT_FILE))?;
+        let state = run.trainer.model.state()?;
+        assert!(
+            same_state(&saved.model_state, &state),
+            "the first checkpoint holds the state after initialisation"
+        );
+        Ok(state)
+    };
+    let by_run = after_init(Some(64), "run-init-64")?;
+    let manual = trainer()?;
+    let (pixels, labels) = glow::train::batch_for_step(&data.train, 64, manual.seed, 0)?;
+    manual.initialize(&pixels, &labels)?;
+    assert!(manual.model.is_initialized());
+    assert!(
+        same_state(&by_run, &manual.model.state()?),
+        "the 64 images' statistics"
+    );
+    // Without it, nothing is initialised before the first step.
+    let untouched = after_init(None, "run-init-none")?;
+    assert!(
+        same_state(&untouched, &trainer()?.model.state()?),
+        "not initialised"
+    );
+    assert!(!same_state(&by_run, &untouched));
+
+    // More images than the training split is an error naming both.
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-init-too-many");
+    let run_config = RunConfig {
+        init_batch: Some(5000),
+        ..config(&dir, 1)
+    };
+    let mut run = Run::new(run_config, trainer()?)?;
+    let err = drive(&mut run, &data, None).unwrap_err().to_string();
+    assert!(err.contains("5000") && err.contains("2700"), "{err}");
+    Ok(())
+}

@@ -384,6 +384,29 @@ pub fn batch_splits(batch: usize, ranks: usize) -> Result<()> {
     )))
 }
 
+/// `--init-batch`: at most the `train` images of the training split and a multiple of
+/// the `ranks` (each initialises on its shard); when not given, `default` bounded by the
+/// split, rounded down to a multiple of the ranks.
+pub fn init_batch(
+    given: Option<usize>,
+    default: usize,
+    train: usize,
+    ranks: usize,
+) -> Result<usize> {
+    let ranks = ranks.max(1);
+    match given {
+        Some(n) if n > train => Err(usage_error(format!(
+            "--init-batch must be at most {train}, the images of the training split, got {n}"
+        ))),
+        Some(n) if !n.is_multiple_of(ranks) => Err(usage_error(format!(
+            "--init-batch must be a multiple of the {ranks} ranks (each initialises on an \
+             equal shard), got {n}"
+        ))),
+        Some(n) => Ok(n),
+        None => Ok((default.min(train) / ranks * ranks).max(ranks)),
+    }
+}
+
 /// The dataset of `--data` (`data`; `None`: the built-in sample), with `train` and `test`
 /// images, must have test images to evaluate on: it has none when it holds fewer than 10
 /// images and no test batch.

@@ -16,6 +16,9 @@ pub const DEFAULT_CHECKPOINT_EVERY: u64 = 500;
 /// minutes of work whatever the model's size, for a write that takes a small share of
 /// that even for the paper's model (`docs/measurements.md`).
 pub const DEFAULT_CHECKPOINT_MINUTES: f64 = 3.0;
+/// The images ActNorm's data-dependent initialisation sees in the paper's code
+/// (openai/glow's `--n_batch_init`), the training example's default `--init-batch`.
+pub const DEFAULT_INIT_BATCH: usize = 256;
 /// Default of [`RunConfig::max_bad_steps`]: one or two bad batches are skipped and
 /// forgotten; five in a row mean the parameters themselves have gone bad.
 pub const DEFAULT_MAX_BAD_STEPS: u32 = 5;
@@ -58,6 +61,11 @@ pub struct RunConfig {
     pub rollback_lr_factor: f32,
     /// Rollbacks to the same checkpoint before the run fails.
     pub max_rollbacks: u32,
+    /// Initialise the ActNorms (data-dependent, before the first step of a fresh run)
+    /// from this many training images, the first of the first epoch's order, shared out
+    /// between the ranks of a data-parallel run; `None`: from the first training batch.
+    /// At most the training split's size.
+    pub init_batch: Option<usize>,
     /// [`Run::new`](super::Run::new) in a folder that holds a run: move that run aside into a dated
     /// sibling folder ([`Claim::Overwrite`](super::folder::Claim::Overwrite)) rather than refuse.
     pub overwrite: bool,
@@ -81,6 +89,7 @@ impl RunConfig {
             max_bad_steps: DEFAULT_MAX_BAD_STEPS,
             rollback_lr_factor: DEFAULT_ROLLBACK_LR_FACTOR,
             max_rollbacks: DEFAULT_MAX_ROLLBACKS,
+            init_batch: None,
             overwrite: false,
         }
     }
@@ -108,6 +117,9 @@ impl RunConfig {
                 "batch ({}), eval_batch ({}) and sample_images ({}) must be at least 1",
                 self.batch, self.eval_batch, self.sample_images
             ));
+        }
+        if self.init_batch == Some(0) {
+            return bad("init_batch must be at least 1".into());
         }
         if self.max_bad_steps == 0 {
             return bad("max_bad_steps must be at least 1".into());

@@ -66,8 +66,8 @@ mod ranks;
 mod schedule;
 
 pub use config::{
-    RunConfig, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES, DEFAULT_MAX_BAD_STEPS,
-    DEFAULT_MAX_ROLLBACKS, DEFAULT_ROLLBACK_LR_FACTOR,
+    RunConfig, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_MINUTES, DEFAULT_INIT_BATCH,
+    DEFAULT_MAX_BAD_STEPS, DEFAULT_MAX_ROLLBACKS, DEFAULT_ROLLBACK_LR_FACTOR,
 };
 pub use event::{CheckpointReason, Event, RunSummary};
 pub use interrupt::{Interrupt, SIGINT, SIGTERM};
@@ -355,6 +355,14 @@ impl Run {
                 format!("a batch of {batch} needs at least that many training images (have {n})"),
             ));
         }
+        if let Some(init) = self.config.init_batch.filter(|&init| init > n) {
+            return Err(Error::invalid(
+                "training run",
+                format!(
+                    "an init_batch of {init} needs at least that many training images (have {n})"
+                ),
+            ));
+        }
         let crc = data.train().fingerprint();
         if let Some(had) = self.data_crc32.filter(|&had| had != crc) {
             return Err(Error::invalid(
@@ -387,6 +395,13 @@ impl Run {
             total: self.config.steps,
             resumed: self.resumed,
         });
+        if let Some(n) = self.config.init_batch {
+            if !self.trainer.model.is_initialized() {
+                // Before the first checkpoint, which then holds the initialised ActNorms.
+                let (pixels, labels) = batch_for_step(data.train(), n, self.trainer.seed, 0)?;
+                self.trainer.initialize(&pixels, &labels)?;
+            }
+        }
         if self.checkpoint_step.is_none() {
             self.save(CheckpointReason::Start, &mut on_event)?;
         }
