@@ -262,15 +262,6 @@ fn train_rank(
 ) -> CliResult<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
     cli::validate::batch_splits(args.batch, ranks)?;
-    // Rank 0 owns the folder, and claims it once the command line has been checked
-    // against the data (and, to resume, against the checkpoint), before any work: a
-    // refused command leaves no folder behind and touches none.
-    let claim = |how: Claim| -> CliResult<Option<RunFolder>> {
-        match rank {
-            0 => Ok(Some(RunFolder::claim(&args.out, how)?)),
-            _ => Ok(None),
-        }
-    };
     let data_path = match &args.download {
         // Rank 0 downloads; the others wait for it, then find the files there.
         Some(dir) => Some(glow::download::download_cifar10_on_ranks(
@@ -306,7 +297,7 @@ fn train_rank(
         model: &model_config,
         optimizer: &opt,
         given,
-        data_crc32: data.train.fingerprint(),
+        train: &data.train,
     };
     if args.resume {
         if let Some(step) = cli::resume::check(&asked, &args.out, total)? {
@@ -325,11 +316,18 @@ fn train_rank(
             return Ok(None);
         }
     }
-    let folder = claim(match (args.resume, args.overwrite) {
+    // Rank 0 owns the folder, and claims it once the command line has been checked
+    // against the data (and, to resume, against the checkpoint), before any work: a
+    // refused command leaves no folder behind and touches none.
+    let how = match (args.resume, args.overwrite) {
         (true, _) => Claim::Resume,
         (false, true) => Claim::Overwrite,
         (false, false) => Claim::Fresh,
-    })?;
+    };
+    let folder = match rank {
+        0 => Some(RunFolder::claim(&args.out, how)?),
+        _ => None,
+    };
     if rank == 0 {
         eprintln!("{}", data.describe());
     }

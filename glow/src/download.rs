@@ -78,16 +78,13 @@ pub fn download_cifar10_on_ranks(
     url: &str,
     comm: &dyn crate::parallel::Collective,
 ) -> Result<PathBuf> {
-    let barrier = || match comm.size() {
-        1 => Ok(()),
-        _ => comm.sum_in_place(&mut [0.0]),
-    };
+    use crate::parallel::barrier;
     if comm.rank() != 0 {
-        barrier()?;
+        barrier(comm)?;
     }
     let path = download_cifar10(&dir, url)?;
     if comm.rank() == 0 {
-        barrier()?;
+        barrier(comm)?;
     }
     Ok(path)
 }

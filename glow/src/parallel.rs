@@ -127,6 +127,15 @@ pub fn shard(global: usize, rank: usize, size: usize) -> Result<(usize, usize)> 
     Ok((rank * count, count))
 }
 
+/// Waits until every rank of `comm` has come here (one all-reduce of one value; nothing
+/// for one process).
+pub fn barrier(comm: &dyn Collective) -> Result<()> {
+    if comm.size() > 1 {
+        comm.sum_in_place(&mut [0.0])?;
+    }
+    Ok(())
+}
+
 /// Averages `values` over the ranks in place (a sum, then a division by the size).
 pub fn average_in_place(comm: &dyn Collective, values: &mut [f32]) -> Result<()> {
     if comm.size() == 1 {

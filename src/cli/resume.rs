@@ -48,8 +48,9 @@ pub struct Asked<'a> {
     pub optimizer: &'a OptimizerConfig,
     /// Whether the flag with this long name was on the command line.
     pub given: &'a dyn Fn(&str) -> bool,
-    /// [`glow::data::Dataset::fingerprint`] of the training split it names.
-    pub data_crc32: u32,
+    /// The training split it names (its fingerprint is taken only to compare with a
+    /// checkpoint that recorded one).
+    pub train: &'a glow::data::Dataset,
 }
 
 /// Every way `asked` differs from the checkpoint `header`, one phrase each
@@ -84,10 +85,11 @@ pub fn conflicts(asked: &Asked, header: &CheckpointHeader) -> Vec<String> {
         format!("{:?}", header.optimizer.kind).to_lowercase(),
     );
     if let Some(had) = header.train.data_crc32 {
-        if had != asked.data_crc32 {
+        let crc = asked.train.fingerprint();
+        if had != crc {
             out.push(format!(
                 "the data (the checkpoint's training split has CRC-32 {had:08x}, this one {:08x})",
-                asked.data_crc32
+                crc
             ));
         }
     }

@@ -30,6 +30,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine::Error;
 
+use crate::atomic::io_error;
+
 use super::{BEST_FILE, CHECKPOINT_FILE, LOSS_CURVE_FILE, METRICS_FILE, SAMPLES_DIR};
 
 /// The lock file in a run folder (see the module documentation).
@@ -130,9 +132,7 @@ impl RunFolder {
     /// module documentation).
     pub fn claim(folder: impl AsRef<Path>, claim: Claim) -> Result<RunFolder, FolderError> {
         let path = folder.as_ref().to_path_buf();
-        let io = |what: &str, e: std::io::Error| {
-            FolderError::Io(Error::io(&path, format!("{what}: {e}")))
-        };
+        let io = |what: &str, e: std::io::Error| FolderError::Io(io_error(&path, what, e));
         std::fs::create_dir_all(&path).map_err(|e| io("cannot create the folder", e))?;
         let lock_path = path.join(LOCK_FILE);
         let mut lock = OpenOptions::new()
@@ -206,9 +206,7 @@ impl RunFolder {
     /// Moves every one of [`RUN_FILES`] present into a new sibling folder named after
     /// this one and the time, and returns it.
     fn move_run_aside(&self) -> Result<PathBuf, FolderError> {
-        let io = |p: &Path, what: &str, e: std::io::Error| {
-            FolderError::Io(Error::io(p, format!("{what}: {e}")))
-        };
+        let io = |p: &Path, what: &str, e: std::io::Error| FolderError::Io(io_error(p, what, e));
         // A folder given as `.` or `runs/x/..` has no name of its own: use its real one.
         let real = self
             .path

@@ -54,30 +54,25 @@ impl MetricsLog {
             Err(e) => return Err(io_error(&path, "cannot read", e)),
         };
         let kept = log_up_to_checkpoint(&text, step);
-        if !writer {
-            let values = kept.into_iter().map(|(_, v)| v).collect();
-            return Ok((MetricsLog::silent(path), values));
-        }
-        let mut out = String::new();
-        for (line, _) in &kept {
-            out.push_str(line);
-            out.push('\n');
-        }
-        write_atomic(&path, |tmp| {
-            std::fs::write(tmp, &out).map_err(|e| io_error(&path, "writing", e))
-        })?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_error(&path, "cannot open", e))?;
+        let file = if writer {
+            let mut out = String::new();
+            for (line, _) in &kept {
+                out.push_str(line);
+                out.push('\n');
+            }
+            write_atomic(&path, |tmp| {
+                std::fs::write(tmp, &out).map_err(|e| io_error(&path, "writing", e))
+            })?;
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| io_error(&path, "cannot open", e))?;
+            Some(file)
+        } else {
+            None
+        };
         let values = kept.into_iter().map(|(_, v)| v).collect();
-        Ok((
-            MetricsLog {
-                path,
-                file: Some(file),
-            },
-            values,
-        ))
+        Ok((MetricsLog { path, file }, values))
     }
 
     /// Appends one line, in one write.

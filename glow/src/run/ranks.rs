@@ -55,10 +55,7 @@ impl Ranks {
 
     /// Waits until every rank has come here (one all-reduce of one value).
     pub(crate) fn barrier(&self) -> Result<()> {
-        if self.0.size() > 1 {
-            self.0.sum_in_place(&mut [0.0])?;
-        }
-        Ok(())
+        crate::parallel::barrier(self.0.as_ref())
     }
 
     /// Fails, naming the rank, unless every rank holds the same weights.
