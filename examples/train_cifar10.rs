@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use glow::augment::{Augmentation, Transform};
 use glow::data::ImageSplits;
 use glow::optim::OptimizerConfig;
 use glow::run::folder::{Claim, RunFolder};
@@ -46,9 +47,18 @@ use glow_rs::cli::{self, CliError, CliResult, DeviceChoice, ModelArgs, Optimizer
 use serde_json::json;
 
 /// Train Glow on CIFAR-10 (the built-in sample by default).
+///
+/// The defaults are a small, fast recipe for a CPU (L=3, K=8, 128 channels, batch 16, no
+/// augmentation or averaging); --preset paper trains as openai/glow does on CIFAR-10 and
+/// --preset port as the PyTorch port's defaults do (see --preset).
 #[derive(Debug, Parser)]
-#[command(name = "train_cifar10", version, about)]
+#[command(name = "train_cifar10", version, about, long_about)]
 struct Args {
+    /// Start from a recipe (paper or port): its flags are put before yours, and a flag
+    /// you give wins.
+    #[arg(long_help = cli::preset::long_help())]
+    #[arg(long, value_enum)]
+    preset: Option<cli::preset::PresetArg>,
     /// A CIFAR-10 directory (data_batch_*.bin, test_batch.bin) or one .bin file.
     /// Default: the built-in 3,000-image sample.
     #[arg(long)]
@@ -79,10 +89,30 @@ struct Args {
     #[arg(long, default_value_t = 1e-3)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_positive_f32())]
     lr: f32,
-    /// Linear warmup of the learning rate, in steps (0: none).
+    /// Linear warmup of the learning rate, in steps (0: none). The default is short for
+    /// speed; the paper warms up over 10 epochs (--warmup-epochs 10).
     #[arg(long, default_value_t = 50)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::any_u32())]
     warmup: u32,
+    /// Linear warmup of the learning rate, in epochs of the training split (>= 0;
+    /// replaces --warmup).
+    #[arg(long, conflicts_with = "warmup")]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
+    warmup_epochs: Option<f32>,
+    /// Adam's/Adamax's β1, the first moment's decay, in [0, 1).
+    #[arg(long, default_value_t = 0.9)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::unit_interval_f32())]
+    beta1: f32,
+    /// β2, the second moment's decay, in (0, 1). The paper's code sets it from
+    /// --polyak-epochs instead.
+    #[arg(long, default_value_t = 0.999)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::open_unit_interval_f32())]
+    beta2: f32,
+    /// openai/glow's rule for β2: 1 - 1/(steps per epoch × this), an average over about
+    /// this many epochs (> 0; replaces --beta2, and sets --ema polyak's decay).
+    #[arg(long, conflicts_with = "beta2")]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_positive_f32())]
+    polyak_epochs: Option<f32>,
     /// Optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamax)]
     optimizer: OptimizerArg,
@@ -90,10 +120,23 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
     weight_decay: f32,
-    /// Clip the global gradient norm to this value (0: off).
+    /// Clip the global gradient norm to this value (0: off). The default guards the
+    /// fast recipe's short warmup; the paper clips nothing.
     #[arg(long, default_value_t = 50.0)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
     max_grad_norm: f32,
+    /// Clip every gradient element into [-v, v] before the norm clip (0: off), as the
+    /// port's --max_grad_clip.
+    #[arg(long, default_value_t = 0.0)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::finite_non_negative_f32())]
+    max_grad_value: f32,
+    /// Keep an exponential moving average of the weights with this decay (0: off), or
+    /// "polyak" for openai/glow's 1 - 1/(steps per epoch × --polyak-epochs, default 1).
+    /// With it on, evaluations report both test bits/dim, and best.safetensors, the
+    /// sample grids and the examples that read a checkpoint use the averaged weights.
+    #[arg(long)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::ema())]
+    ema: Option<cli::validate::EmaArg>,
     /// Images the ActNorms' data-dependent initialisation sees before the first step of
     /// a fresh run: the first of the first epoch's order, shared out between the ranks.
     /// Default: 256 (the paper's code), or the training split when it is smaller. No
@@ -101,7 +144,14 @@ struct Args {
     #[arg(long)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::positive_usize())]
     init_batch: Option<usize>,
-    /// Random horizontal flips of training images.
+    /// Shift each training image by a random whole number of pixels, up to PX along each
+    /// axis, the uncovered border repeating the edge (0: off; the flag alone: 10% of the
+    /// width, 3 px on CIFAR-10, as the paper's code and the port). Off by default.
+    // No hyphen values: the flag alone must not swallow the next flag as its value.
+    #[arg(long, value_name = "PX", num_args = 0..=1)]
+    #[arg(value_parser = cli::validate::any_usize())]
+    translate: Option<Option<usize>>,
+    /// Mirror each training image left-right with probability 1/2. Off by default.
     #[arg(long)]
     flip: bool,
     /// Seed of initialisation, data order and noise.
@@ -118,11 +168,12 @@ struct Args {
     ///
     /// The model, --seed, --optimizer and the data come from the checkpoint: giving one
     /// of them (--levels, --depth, --hidden, --coupling, --permutation, --learn-top,
-    /// --y-condition, --n-bits, --seed, --optimizer, or --data/--download naming other
-    /// images than a checkpoint that recorded its data) with another value is refused. --lr, --warmup, --weight-decay and
-    /// --max-grad-norm are the checkpoint's unless given, and then replace it. The rest
-    /// may change on resume: --steps, --epochs, --batch, --init-batch (no effect then),
-    /// --flip, --eval-every,
+    /// --y-condition, --y-weight, --n-bits, --seed, --optimizer, or --data/--download
+    /// naming other images than a checkpoint that recorded its data) with another value
+    /// is refused. --lr, --warmup (--warmup-epochs), --beta1, --beta2 (--polyak-epochs),
+    /// --weight-decay, --max-grad-norm, --max-grad-value and --ema are the checkpoint's
+    /// unless given, and then replace it. The rest may change on resume: --steps,
+    /// --epochs, --batch, --init-batch (no effect then), --translate, --flip, --eval-every,
     /// --sample-every, --checkpoint-every, --checkpoint-minutes, --max-bad-steps,
     /// --device, --memory, --detect-anomaly. With --steps at or below the checkpoint's
     /// step there is nothing to do: it says so and exits 0.
@@ -168,13 +219,60 @@ struct Args {
 }
 
 impl Args {
+    /// The transforms of --translate and --flip for images `width` pixels wide.
+    fn augmentation(&self, width: usize) -> Augmentation {
+        let mut transforms = Vec::new();
+        match self.translate {
+            Some(None) => transforms.push(Transform::port_translate(width)),
+            Some(Some(max)) if max > 0 => transforms.push(Transform::Translate { max }),
+            _ => {}
+        }
+        if self.flip {
+            transforms.push(Transform::HFlip);
+        }
+        Augmentation { transforms }
+    }
+
+    /// The optimiser's settings, with `per_epoch` training steps an epoch (for the
+    /// settings given in epochs).
+    fn optimizer(&self, per_epoch: u64) -> OptimizerConfig {
+        let polyak =
+            glow::optim::polyak_beta2(per_epoch, f64::from(self.polyak_epochs.unwrap_or(1.0)));
+        let beta2 = match self.polyak_epochs {
+            Some(_) => polyak.unwrap_or(self.beta2),
+            None => self.beta2,
+        };
+        let warmup = match self.warmup_epochs {
+            Some(e) => (f64::from(e) * per_epoch as f64)
+                .round()
+                .min(f64::from(u32::MAX)) as u32,
+            None => self.warmup,
+        };
+        let ema_decay = match self.ema {
+            None | Some(cli::validate::EmaArg::Decay(0.0)) => None,
+            Some(cli::validate::EmaArg::Decay(d)) => Some(d),
+            Some(cli::validate::EmaArg::Polyak) => polyak,
+        };
+        OptimizerConfig {
+            kind: self.optimizer.into(),
+            lr: self.lr,
+            warmup,
+            betas: (self.beta1, beta2),
+            weight_decay: self.weight_decay,
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            max_grad_value: (self.max_grad_value > 0.0).then_some(self.max_grad_value),
+            ema_decay,
+            ..OptimizerConfig::default()
+        }
+    }
+
     /// The run's configuration for `steps` steps in all, initialising on `init_batch`
-    /// images.
-    fn run_config(&self, steps: u64, init_batch: usize) -> RunConfig {
+    /// images of `width` pixels.
+    fn run_config(&self, steps: u64, init_batch: usize, width: usize) -> RunConfig {
         RunConfig {
             init_batch: Some(init_batch),
             batch: self.batch,
-            flip: self.flip,
+            augmentation: self.augmentation(width),
             eval_every: self.eval_every,
             sample_every: self.sample_every,
             checkpoint_every: self.checkpoint_every,
@@ -199,13 +297,25 @@ fn main() {
 /// a bad flag (clap exits with it itself for a value outside its rule in
 /// `cli::validate`), 130 (143) when stopped by SIGINT (SIGTERM).
 pub fn main_with(argv: Vec<OsString>) -> i32 {
-    let matches = Args::command().get_matches_from(&argv);
-    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // Whether the flag with this long name was on the command line (not a default).
+    let mut matches = Args::command().get_matches_from(&argv);
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut preset = None;
+    if let Some(p) = args.preset {
+        // The preset's flags go before the user's, bar those the user gave.
+        let user = |long: &str| {
+            matches.value_source(&long.replace('-', "_")) == Some(ValueSource::CommandLine)
+        };
+        let held = |long: &str| cli::resume::held_by_checkpoint(long);
+        let expanded = cli::preset::expand(&argv, p, &user, args.resume, &held);
+        matches = Args::command().get_matches_from(&expanded.argv);
+        args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        preset = Some((p, expanded));
+    }
+    // Whether the flag with this long name was on the (expanded) command line.
     let given = |long: &str| {
         matches.value_source(&long.replace('-', "_")) == Some(ValueSource::CommandLine)
     };
-    match train(&args, &argv, &given) {
+    match train(&args, &argv, &given, preset.as_ref()) {
         Ok(None) => 0,
         Ok(Some(signal)) => 128 + signal,
         // As cli::exit_on_error prints it, returned rather than exited with.
@@ -223,7 +333,12 @@ fn signal_name(signal: i32) -> String {
 
 /// Trains; returns the signal that stopped the run early, if one did. `given` says
 /// whether a flag (by long name) was on the command line.
-fn train(args: &Args, argv: &[OsString], given: &dyn Fn(&str) -> bool) -> CliResult<Option<i32>> {
+fn train(
+    args: &Args,
+    argv: &[OsString],
+    given: &dyn Fn(&str) -> bool,
+    preset: Option<&(cli::preset::PresetArg, cli::preset::Expanded)>,
+) -> CliResult<Option<i32>> {
     let checkpoint = args.out.join(glow::run::CHECKPOINT_FILE);
     cli::validate::training_run(&cli::validate::TrainingFlags {
         batch: args.batch,
@@ -235,6 +350,18 @@ fn train(args: &Args, argv: &[OsString], given: &dyn Fn(&str) -> bool) -> CliRes
     // Under `mpirun` (built with the `mpi` feature), one rank of a data-parallel run:
     // every rank trains on its shard of each batch and rank 0 alone writes and prints.
     let comm = glow::parallel::from_env()?;
+    if let (Some((p, e)), 0) = (preset, comm.rank()) {
+        eprintln!("preset {}: {}", p.name(), e.applied.join(" "));
+        if !e.overridden.is_empty() {
+            eprintln!("  given instead: {}", e.overridden.join(", "));
+        }
+        if !e.from_checkpoint.is_empty() {
+            eprintln!(
+                "  from the checkpoint instead: {}",
+                e.from_checkpoint.join(", ")
+            );
+        }
+    }
     let result = train_rank(args, argv, given, comm.clone());
     if let Err(e) = &result {
         if comm.size() > 1 {
@@ -282,17 +409,10 @@ fn train_rank(
         data.train.len(),
         ranks,
     )?;
-    let config = args.run_config(total, init_batch);
+    let config = args.run_config(total, init_batch, data.image_shape()[2]);
     cli::validate::levels_fit(args.model.levels, data.image_shape())?;
     let model_config = args.model.config(args.seed, &data);
-    let opt = OptimizerConfig {
-        kind: args.optimizer.into(),
-        lr: args.lr,
-        warmup: args.warmup,
-        weight_decay: args.weight_decay,
-        max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
-        ..OptimizerConfig::default()
-    };
+    let opt = args.optimizer(per_epoch);
     let asked = Asked {
         model: &model_config,
         optimizer: &opt,
@@ -360,6 +480,23 @@ fn train_rank(
         cfg.y_condition,
         model.num_parameters()
     );
+    let o = &run.trainer.optimizer.config;
+    let off = |v: Option<f32>| v.map_or("off".to_string(), |v| v.to_string());
+    eprintln!(
+        "training: batch {}, augmentation {}, {:?} lr {} warmup {} steps, betas ({}, {}), \
+         weight decay {}, clip norm {} value {}, EMA {}",
+        args.batch,
+        run.config.augmentation.describe(),
+        o.kind,
+        o.lr,
+        o.warmup,
+        o.betas.0,
+        o.betas.1,
+        o.weight_decay,
+        off(o.max_grad_norm),
+        off(o.max_grad_value),
+        off(o.ema_decay)
+    );
 
     let progress = cli::progress::Progress::new(total, args.batch);
     // From here on the first Ctrl-C stops the run cleanly; before, it kills the process
@@ -388,7 +525,11 @@ fn start(
         let mut run = Run::resume_in(folder, config, device, comm)?;
         // Stored or reversible backward is a choice of the run, not of the model.
         run.trainer.model.set_memory(args.model.memory.into());
-        let changes = cli::resume::replace_settings(asked, &mut run.trainer.optimizer.config);
+        let optimizer = &mut run.trainer.optimizer;
+        let changes = cli::resume::replace_settings(asked, &mut optimizer.config);
+        if optimizer.config.ema_decay.is_none() {
+            optimizer.averages.clear();
+        }
         if writer {
             eprintln!("resumed {} at step {}", path.display(), run.trainer.step);
             for change in changes {

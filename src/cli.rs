@@ -11,6 +11,7 @@ use glow::data::{Cifar10, ImageSplits};
 use glow::{Coupling, Glow, GlowConfig, Memory, Permutation};
 
 mod error;
+pub mod preset;
 pub mod progress;
 pub mod resume;
 pub mod validate;
@@ -129,6 +130,11 @@ pub struct ModelArgs {
     /// Class-conditional priors and a classifier head.
     #[arg(long)]
     pub y_condition: bool,
+    /// With --y-condition, the weight of the classifier's cross-entropy (in bits) added
+    /// to the bits/dim in the loss (>= 0; the port's 0.01, openai/glow's 0).
+    #[arg(long, default_value_t = 0.01)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::finite_non_negative_f32())]
+    pub y_weight: f32,
     /// Bits per colour channel kept (1-8).
     #[arg(long, default_value_t = 8)]
     #[arg(allow_hyphen_values = true, value_parser = validate::n_bits())]
@@ -159,10 +165,10 @@ impl ModelArgs {
             },
             learn_top: self.learn_top,
             y_condition: self.y_condition,
+            y_weight: self.y_weight,
             n_bits: self.n_bits,
             seed,
             memory: self.memory.into(),
-            ..GlowConfig::default()
         }
     }
 }
@@ -208,6 +214,21 @@ pub struct CheckpointArgs {
     /// Stored or reversible backward (default: the checkpoint's).
     #[arg(long, value_enum)]
     pub memory: Option<MemoryArg>,
+    /// Which weights: the moving average's when the checkpoint kept one (a run with
+    /// --ema), else the trained ones.
+    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
+    pub weights: WeightsArg,
+}
+
+/// `--weights`: a checkpoint's trained weights or their moving average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WeightsArg {
+    /// The moving average when the checkpoint holds one, else the trained weights.
+    Auto,
+    /// The moving average (an error when the checkpoint holds none).
+    Ema,
+    /// The trained weights.
+    Raw,
 }
 
 impl CheckpointArgs {
@@ -222,7 +243,7 @@ impl CheckpointArgs {
         let data = load_data(self.data.as_deref())?;
         let checked = check(&data)?;
         self.anomaly.apply();
-        let (mut model, _) = open_checkpoint(&self.checkpoint, self.device)?;
+        let (mut model, _) = open_checkpoint_weights(&self.checkpoint, self.device, self.weights)?;
         let (want, have) = (model.config().image_shape, data.image_shape());
         if want != have {
             return Err(usage_error(format!(
@@ -253,11 +274,39 @@ pub fn print_summary(value: serde_json::Value) {
 /// Reads a checkpoint, picks the device for `choice`, says which on stderr, and restores
 /// the model on it. The file is read and checked first, so a damaged one is reported
 /// before the device is chosen (which may take seconds of calibration).
+/// The weights are the moving average's when the checkpoint holds one
+/// ([`WeightsArg::Auto`]).
 pub fn open_checkpoint(path: &Path, choice: DeviceChoice) -> Result<(Glow, Device)> {
+    open_checkpoint_weights(path, choice, WeightsArg::Auto)
+}
+
+/// [`open_checkpoint`] with the [`WeightsArg`] to use, said on stderr when they are the
+/// moving average.
+pub fn open_checkpoint_weights(
+    path: &Path,
+    choice: DeviceChoice,
+    weights: WeightsArg,
+) -> Result<(Glow, Device)> {
     let checkpoint = glow::checkpoint::load_checkpoint(path)?;
+    let has_average = !checkpoint.optimizer.averages.is_empty();
+    if weights == WeightsArg::Ema && !has_average {
+        return Err(engine::Error::invalid(
+            "--weights ema",
+            format!(
+                "{} holds no moving average of the weights (its run had no --ema)",
+                path.display()
+            ),
+        ));
+    }
     let (device, why) = glow::device::pick(choice.into())?;
     eprintln!("device: {} ({why})", device.name());
-    let (model, _) = checkpoint.restore(&device)?;
+    let (model, optimizer) = checkpoint.restore(&device)?;
+    if weights != WeightsArg::Raw {
+        if let Some(averaged) = optimizer.averaged_model(&model)? {
+            eprintln!("weights: the moving average (--weights raw for the trained ones)");
+            return Ok((averaged, device));
+        }
+    }
     Ok((model, device))
 }
 

@@ -47,6 +47,8 @@ fn trained(cfg: &GlowConfig, steps: usize) -> Result<(Glow, Optimizer)> {
         eps: 1e-7,
         weight_decay: 1e-5,
         max_grad_norm: Some(50.0),
+        max_grad_value: Some(2.0),
+        ema_decay: Some(0.95),
     });
     let x = batch(cfg, 4, 1)?;
     let y = labels(cfg, 4);
@@ -95,6 +97,15 @@ fn round_trip(cfg: &GlowConfig, steps: usize, dir: &Scratch) -> Result<()> {
         assert_eq!(bits(rm)?, bits(m)?, "{name}.m");
         assert_eq!(bits(rv)?, bits(v)?, "{name}.v");
         assert_eq!(rm.shape(), m.shape());
+    }
+    // The moving average of the weights comes back bit for bit too.
+    assert_eq!(opt.averages.is_empty(), steps == 0);
+    assert_eq!(
+        ropt.averages.keys().collect::<Vec<_>>(),
+        opt.averages.keys().collect::<Vec<_>>()
+    );
+    for (name, avg) in &opt.averages {
+        assert_eq!(bits(&ropt.averages[name])?, bits(avg)?, "ema.{name}");
     }
 
     let probe = batch(cfg, 3, 99)?;
@@ -614,7 +625,35 @@ fn a_version_1_checkpoint_still_loads_and_other_versions_are_refused() -> Result
     );
     assert!(load_error(&stripped).contains(keys::CHECKSUMS));
 
-    for version in ["0", "3"] {
+    // A version 2 file: no averages and an optimiser config without the settings of
+    // version 3, which read as off.
+    let cfg = small(Coupling::Affine, Permutation::InvconvLu, false);
+    let (model, mut opt) = trained(&cfg, 1)?;
+    opt.config.max_grad_value = None;
+    opt.config.ema_decay = None;
+    opt.averages.clear();
+    let plain = dir.path("plain.safetensors");
+    save_checkpoint(&plain, &model, &opt, &TRAIN)?;
+    let v2 = dir.path("v2.safetensors");
+    rewritten(
+        &plain,
+        &v2,
+        |_, d| d.to_vec(),
+        |meta| {
+            meta.insert(keys::FORMAT_VERSION.into(), "2".into());
+            let json = meta[keys::OPTIMIZER_CONFIG]
+                .replace(",\"max_grad_value\":null,\"ema_decay\":null", "");
+            assert!(!json.contains("ema_decay"), "{json}");
+            meta.insert(keys::OPTIMIZER_CONFIG.into(), json);
+        },
+    );
+    let old = load_checkpoint(&v2)?;
+    assert_eq!(old.format_version, 2);
+    assert_eq!(old.optimizer.config, opt.config);
+    assert!(old.optimizer.averages.is_empty());
+    old.restore(&Device::Cpu)?;
+
+    for version in ["0", "4"] {
         let other = dir.path(&format!("v{version}.safetensors"));
         rewritten(
             &good,
@@ -626,7 +665,7 @@ fn a_version_1_checkpoint_still_loads_and_other_versions_are_refused() -> Result
         );
         let msg = load_error(&other);
         assert!(
-            msg.contains(&format!("format version {version}")) && msg.contains("1 to 2"),
+            msg.contains(&format!("format version {version}")) && msg.contains("1 to 3"),
             "{msg}"
         );
     }

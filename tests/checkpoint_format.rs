@@ -67,21 +67,30 @@ fn small(coupling: Coupling, permutation: Permutation, y_condition: bool) -> Glo
     }
 }
 
-/// The state names of a model after one optimiser step, moments included.
+/// The names of the tensors a checkpoint of a model after one optimiser step holds
+/// (moments and moving averages included), as written.
 fn names_after_a_step(cfg: &GlowConfig) -> Result<Vec<String>> {
     let model = Glow::new(cfg.clone(), &Device::Cpu)?;
     let [c, h, w] = cfg.image_shape;
     let x = Tensor::rand_uniform(&[2, c, h, w], -0.5, 0.5, 3, &Device::Cpu)?;
     let labels = cfg.y_condition.then_some(vec![0, 1]);
-    let mut opt = Optimizer::new(OptimizerConfig::default());
+    let mut opt = Optimizer::new(OptimizerConfig {
+        ema_decay: Some(0.99),
+        ..OptimizerConfig::default()
+    });
     let (loss, _) = model.loss(&x, labels.as_deref())?;
     opt.step(&model.trainable_params(), &loss.backward()?)?;
-    let mut names: Vec<String> = model.state()?.tensors.into_iter().map(|t| t.name).collect();
-    for p in opt.moments.keys() {
-        names.push(format!("optimizer.{p}.m"));
-        names.push(format!("optimizer.{p}.v"));
-    }
-    Ok(names)
+    let dir = std::env::temp_dir().join(format!("glow-ckpt-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join(format!(
+        "{:?}-{:?}-{}.safetensors",
+        cfg.coupling, cfg.permutation, cfg.y_condition
+    ));
+    save_checkpoint(&path, &model, &opt, &TrainState::default())?;
+    let bytes = std::fs::read(&path).expect("read");
+    let _ = std::fs::remove_file(&path);
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    Ok(file.names().into_iter().map(str::to_string).collect())
 }
 
 #[test]

@@ -100,6 +100,9 @@ const BAD_POSITIVE: &[&str] = &[
 /// Bad values of a number >= 0.
 const BAD_NON_NEGATIVE: &[&str] = &["-1", "-1e-7", "NaN", "inf", "-inf", "1e40", "abc", ""];
 
+/// Bad values of a number in [0, 1).
+const BAD_UNIT: &[&str] = &["1", "1.5", "-0.1", "NaN", "inf", "abc", ""];
+
 /// The bad values of each numeric flag of each example: `(example, flag, values)`.
 fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     let with = |base: &[&'static str], more: &[&'static str]| [base, more].concat();
@@ -124,6 +127,27 @@ fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             "--max-grad-norm",
             BAD_NON_NEGATIVE.to_vec(),
         ),
+        (
+            "train_cifar10",
+            "--max-grad-value",
+            BAD_NON_NEGATIVE.to_vec(),
+        ),
+        ("train_cifar10", "--y-weight", BAD_NON_NEGATIVE.to_vec()),
+        ("train_cifar10", "--beta1", BAD_UNIT.to_vec()),
+        ("train_cifar10", "--beta2", with(BAD_UNIT, &["0"])),
+        ("train_cifar10", "--ema", with(BAD_UNIT, &["Polyak", "ema"])),
+        ("train_cifar10", "--polyak-epochs", BAD_POSITIVE.to_vec()),
+        (
+            "train_cifar10",
+            "--warmup-epochs",
+            BAD_NON_NEGATIVE.to_vec(),
+        ),
+        // The flag alone is 10% of the width; a value must be a whole number of pixels.
+        (
+            "train_cifar10",
+            "--translate",
+            vec!["1.5", "x", "99999999999999999999"],
+        ),
         ("train_cifar10", "--seed", BAD_INTEGER.to_vec()),
         // 0 is "never" for these three.
         ("train_cifar10", "--eval-every", BAD_INTEGER.to_vec()),
@@ -141,8 +165,14 @@ fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ),
         ("evaluate", "--batch", BAD_COUNT.to_vec()),
         ("evaluate", "--seed", BAD_INTEGER.to_vec()),
+        ("evaluate", "--iw-samples", with(BAD_COUNT, &["1025"])),
         ("sample", "--n", with(BAD_COUNT, &["4097"])),
         ("sample", "--seed", BAD_INTEGER.to_vec()),
+        ("sample", "--temperature", BAD_NON_NEGATIVE.to_vec()),
+        ("sample", "--upscale", with(BAD_COUNT, &["17"])),
+        ("encode", "--count", BAD_COUNT.to_vec()),
+        ("encode", "--batch", BAD_COUNT.to_vec()),
+        ("encode", "--seed", BAD_INTEGER.to_vec()),
         ("interpolate", "--a", BAD_INTEGER.to_vec()),
         ("interpolate", "--b", BAD_INTEGER.to_vec()),
         ("interpolate", "--steps", with(BAD_COUNT, &["1", "1025"])),
@@ -427,6 +457,14 @@ fn a_damaged_input_file_is_one_line_with_exit_status_1() {
         ),
         ("evaluate", bait.args("evaluate", &scratch.path("out"))),
         ("sample", bait.args("sample", &scratch.path("out"))),
+        ("encode", bait.args("encode", &scratch.path("out"))),
+        (
+            "decode",
+            vec![
+                format!("--checkpoint={}", bait.checkpoint.display()),
+                format!("--latents={}", bait.checkpoint.display()),
+            ],
+        ),
     ] {
         let o = run(&scratch, name, &args);
         let what = format!("{name} {args:?}");
@@ -451,6 +489,8 @@ fn every_example_answers_help() {
         "sample",
         "interpolate",
         "manipulate",
+        "encode",
+        "decode",
     ] {
         let o = run(&scratch, name, &strings(&["--help"]));
         assert_eq!(o.code, Some(0), "{name} --help: {}", o.stderr);
@@ -488,6 +528,12 @@ fn good_values_pass_the_checks_and_every_example_runs() {
         "--warmup=0",
         "--weight-decay=0",
         "--max-grad-norm=0",
+        "--max-grad-value=1",
+        "--beta1=0.8",
+        "--polyak-epochs=2",
+        "--ema=polyak",
+        "--translate=1",
+        "--flip",
         "--seed=1",
         "--eval-every=1",
         "--sample-every=2",
@@ -549,6 +595,49 @@ fn good_values_pass_the_checks_and_every_example_runs() {
                 format!("--out={}", scratch.path("m.png").display()),
             ],
         ),
+        (
+            "sample",
+            vec![
+                ckpt.clone(),
+                cpu.clone(),
+                "--n=2".into(),
+                "--temperature=0.5".into(),
+                "--upscale=2".into(),
+                "--weights=raw".into(),
+                format!("--out={}", scratch.path("t05").display()),
+            ],
+        ),
+        (
+            "evaluate",
+            vec![
+                ckpt.clone(),
+                data_flag.clone(),
+                cpu.clone(),
+                "--split=train".into(),
+                "--weights=ema".into(),
+                "--iw-samples=3".into(),
+            ],
+        ),
+        (
+            "encode",
+            vec![
+                ckpt.clone(),
+                data_flag.clone(),
+                cpu.clone(),
+                "--batch=1".into(),
+                format!("--out={}", scratch.path("z.safetensors").display()),
+            ],
+        ),
+        (
+            "decode",
+            vec![
+                ckpt.clone(),
+                cpu.clone(),
+                format!("--latents={}", scratch.path("z.safetensors").display()),
+                format!("--out={}", scratch.path("decoded.png").display()),
+                format!("--out-bin={}", scratch.path("decoded.bin").display()),
+            ],
+        ),
         ("mlp", strings(&["cpu"])),
     ];
     for (name, args) in runs {
@@ -556,6 +645,18 @@ fn good_values_pass_the_checks_and_every_example_runs() {
         summary(&o, &format!("{name} {args:?}"));
     }
     assert!(scratch.path("i.png").is_file() && scratch.path("m.png").is_file());
+    // One temperature: its grid alone, no overview.
+    assert!(scratch.path("t05/sample_t0.50.png").is_file());
+    assert!(!scratch.path("t05/sample_all.png").exists());
+    // Encoding the two test images and decoding them gives their records back, bit for
+    // bit as the 5-bit model sees them (midpoint dequantisation: the round trip's error
+    // is far below half a bin), the labels included.
+    let decoded = std::fs::read(scratch.path("decoded.bin")).expect("decoded records");
+    let mut want = sample_records(20, None)[18 * RECORD_BYTES..].to_vec();
+    for record in want.chunks_exact_mut(RECORD_BYTES) {
+        record[1..].iter_mut().for_each(|p| *p &= 0xF8);
+    }
+    assert_eq!(decoded, want);
 
     // --drift reports reversible mode's reconstruction drift on every test batch (2).
     let args = vec![
@@ -597,4 +698,81 @@ fn a_build_without_mpi_refuses_to_be_one_of_several_ranks() {
         "{stderr}"
     );
     assert!(!scratch.path("run").exists(), "nothing may be written");
+}
+
+/// `--preset port` puts the port's flags before the user's: those given explicitly win
+/// (and are listed as such at start), the rest reach the run, as the checkpoint shows.
+#[test]
+fn a_preset_applies_its_flags_and_explicit_ones_win() {
+    let scratch = scratch("preset");
+    let data = scratch.path("twenty.bin");
+    std::fs::write(&data, sample_records(20, None)).expect("write");
+    let run_dir = scratch.path("run");
+    let args = strings(&[
+        "--preset",
+        "port",
+        "--device=cpu",
+        "--levels=1",
+        "--depth=1",
+        "--hidden=4",
+        "--batch=2",
+        "--init-batch=2",
+        "--steps=1",
+        "--eval-every=0",
+        "--sample-every=0",
+        "--warmup=3",
+    ]);
+    let mut args = args;
+    args.push(format!("--data={}", data.display()));
+    args.push(format!("--out={}", run_dir.display()));
+    let o = run(&scratch, "train_cifar10", &args);
+    assert_eq!(summary(&o, "train_cifar10 --preset port")["steps"], 1);
+    let line = |prefix: &str| {
+        o.stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in {}", o.stderr))
+            .to_string()
+    };
+    let applied = line("preset port:");
+    for flag in [
+        "--permutation invconv-lu",
+        "--learn-top",
+        "--optimizer adam ",
+        "--translate --flip",
+    ] {
+        assert!(applied.contains(flag), "{flag} applied: {applied}");
+    }
+    assert!(!applied.contains("--depth"), "{applied}");
+    assert_eq!(
+        line("given instead:"),
+        "  given instead: --levels 3, --depth 32, --hidden 512, --batch 64, --init-batch 512, \
+         --warmup-epochs 5"
+    );
+    let training = line("training:");
+    assert!(
+        training.contains("augmentation translate ±3 px, hflip")
+            && training.contains("warmup 3 steps"),
+        "{training}"
+    );
+    let header =
+        glow::checkpoint::read_header(run_dir.join(glow::run::CHECKPOINT_FILE)).expect("header");
+    let (m, opt) = (&header.config, &header.optimizer);
+    assert_eq!((m.levels, m.depth, m.hidden), (1, 1, 4));
+    assert_eq!(m.permutation, glow::Permutation::InvconvLu);
+    assert!(m.learn_top && (m.y_weight - 0.01).abs() < 1e-9);
+    assert_eq!(opt.kind, engine::backend::AdamKind::Adam);
+    assert_eq!((opt.lr, opt.warmup, opt.betas), (5e-4, 3, (0.9, 0.999)));
+    assert_eq!(
+        (opt.weight_decay, opt.max_grad_norm, opt.ema_decay),
+        (5e-5, None, None)
+    );
+
+    // A flag and its rival together are refused like any conflict: exit 2.
+    let o = run(
+        &scratch,
+        "train_cifar10",
+        &strings(&["--warmup=3", "--warmup-epochs=1", "--steps=1"]),
+    );
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
 }

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use engine::{Device, Result};
+use glow::augment::{Augmentation, Transform};
 use glow::data::Cifar10;
 use glow::optim::OptimizerConfig;
 use glow::run::{CheckpointReason, Event, Interrupt, Run, RunConfig, RunSummary, SIGINT};
@@ -22,20 +23,27 @@ fn trainer() -> Result<Trainer> {
         learn_top: true,
         ..GlowConfig::default()
     };
+    // Both clips and a moving average, so that a resume is shown to repeat them too.
     let opt = OptimizerConfig {
         lr: 1e-3,
         warmup: 3,
         max_grad_norm: Some(50.0),
+        max_grad_value: Some(0.5),
+        ema_decay: Some(0.9),
         ..Default::default()
     };
     Ok(Trainer::new(Glow::new(cfg, &Device::Cpu)?, opt, 7))
 }
 
 /// `steps` steps of batches of 4 into `out`, checkpoints only where the run must write
-/// them (start, end, stop, rollback).
+/// them (start, end, stop, rollback), the batches shifted and flipped (so that a resume
+/// is shown to repeat the augmentation too).
 fn config(out: &Path, steps: u64) -> RunConfig {
     RunConfig {
         batch: 4,
+        augmentation: Augmentation {
+            transforms: vec![Transform::port_translate(32), Transform::HFlip],
+        },
         eval_every: 0,
         sample_every: 0,
         checkpoint_every: 0,
@@ -163,6 +171,36 @@ fn interrupted_and_resumed_matches_uninterrupted() -> Result<()> {
     assert_eq!((done.step, done.interrupted), (6, None));
     got.extend(losses(&events));
     assert_eq!(got, want, "losses must agree bit for bit");
+    // So do the weights and their moving average.
+    let end = |dir: &Path| glow::checkpoint::load_checkpoint(dir.join(glow::run::CHECKPOINT_FILE));
+    let (end_a, end_b) = (end(&a)?, end(&b)?);
+    assert!(
+        !end_a.optimizer.averages.is_empty(),
+        "the run keeps an average"
+    );
+    assert_eq!(end_a.optimizer.averages, end_b.optimizer.averages);
+    assert_eq!(end_a.model_state, end_b.model_state);
+    assert_ne!(
+        end_a.optimizer.averages.values().next().map(|t| &t.data),
+        end_a
+            .model_state
+            .get(end_a.optimizer.averages.keys().next().unwrap())
+            .ok()
+            .map(|t| &t.data),
+        "the average is not the weights"
+    );
+    // Both test bits/dim were logged at each evaluation.
+    let evaluations: Vec<Value> = log(&a)
+        .into_iter()
+        .filter(|v| v.get("test_bpd").is_some())
+        .collect();
+    assert_eq!(evaluations.len(), 2);
+    for v in &evaluations {
+        assert!(
+            v["test_bpd_ema"].as_f64().is_some_and(f64::is_finite),
+            "{v}"
+        );
+    }
 
     // The log holds each step once, with the uninterrupted run's losses.
     let steps: Vec<(u64, f32)> = (1..=6).zip(want.iter().copied()).collect();
@@ -405,7 +443,9 @@ fn a_run_trains_on_images_of_any_shape_and_refuses_the_wrong_one() -> Result<()>
     };
     let grey = Trainer::new(Glow::new(cfg, &Device::Cpu)?, OptimizerConfig::default(), 3);
     let run_config = RunConfig {
-        flip: true,
+        augmentation: Augmentation {
+            transforms: vec![Transform::Translate { max: 2 }, Transform::HFlip],
+        },
         eval_every: 3,
         ..config(&dir, 6)
     };

@@ -2,7 +2,8 @@
 //!
 //! A checkpoint holds every model state tensor under its state name (PyTorch layouts, as
 //! [`Glow::state`] gives them), the optimiser's moments as `optimizer.{param}.m` and
-//! `optimizer.{param}.v`, and in the safetensors `__metadata__` map the format version,
+//! `optimizer.{param}.v`, the moving averages of the weights (when the run keeps them)
+//! as `ema.{param}`, and in the safetensors `__metadata__` map the format version,
 //! the [`GlowConfig`] and the optimiser settings as JSON, the optimiser's step counter,
 //! the [`TrainState`] and a CRC-32 of every tensor's bytes. `docs/checkpoint-format.md`
 //! describes the file for readers in other frameworks.
@@ -33,13 +34,18 @@ use crate::param::{ModelState, StateTensor};
 /// The value of the `format` metadata key.
 pub const FORMAT: &str = "glow-rs-checkpoint";
 /// The value of the `format_version` metadata key; bumped when the layout changes.
-/// Version 2 added [`keys::CHECKSUMS`].
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added [`keys::CHECKSUMS`]; version 3 the moving averages ([`EMA_PREFIX`])
+/// and the optimiser settings `max_grad_value` and `ema_decay`, all optional: a file
+/// without them is read as one of a run that had none.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest version [`load_checkpoint`] reads: version 1, the same file without
 /// checksums, whose tensors are read unverified.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Prefix of the optimiser's tensors: `optimizer.{param}.m` and `optimizer.{param}.v`.
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+/// Prefix of the moving averages of the weights: `ema.{param}`, one per trainable
+/// parameter, in the parameter's layout (see [`crate::optim`]).
+pub const EMA_PREFIX: &str = "ema.";
 
 /// Metadata keys (see `docs/checkpoint-format.md`).
 pub mod keys {
@@ -111,6 +117,8 @@ pub struct OptimizerState {
     pub step: u32,
     /// `(m, v)` per parameter name.
     pub moments: BTreeMap<String, (StateTensor, StateTensor)>,
+    /// [`Optimizer::averages`], by parameter name (empty when the run kept none).
+    pub averages: BTreeMap<String, StateTensor>,
 }
 
 /// A checkpoint read into host memory by [`load_checkpoint`].
@@ -145,6 +153,12 @@ struct OptimizerConfigJson {
     eps: f32,
     weight_decay: f32,
     max_grad_norm: Option<f32>,
+    /// Since format version 3; absent: none.
+    #[serde(default)]
+    max_grad_value: Option<f32>,
+    /// Since format version 3; absent: none.
+    #[serde(default)]
+    ema_decay: Option<f32>,
 }
 
 impl From<&OptimizerConfig> for OptimizerConfigJson {
@@ -157,6 +171,8 @@ impl From<&OptimizerConfig> for OptimizerConfigJson {
             eps,
             weight_decay,
             max_grad_norm,
+            max_grad_value,
+            ema_decay,
         } = *c;
         let kind = match kind {
             AdamKind::Adam => "adam",
@@ -170,6 +186,8 @@ impl From<&OptimizerConfig> for OptimizerConfigJson {
             eps,
             weight_decay,
             max_grad_norm,
+            max_grad_value,
+            ema_decay,
         }
     }
 }
@@ -189,6 +207,8 @@ impl OptimizerConfigJson {
             eps: self.eps,
             weight_decay: self.weight_decay,
             max_grad_norm: self.max_grad_norm,
+            max_grad_value: self.max_grad_value,
+            ema_decay: self.ema_decay,
         })
     }
 }
@@ -249,11 +269,17 @@ pub fn save_checkpoint(
             StateTensor::from_tensor(format!("{OPTIMIZER_PREFIX}{name}.v"), v)?,
         ));
     }
+    let averages = optimizer
+        .averages
+        .iter()
+        .map(|(name, avg)| StateTensor::from_tensor(format!("{EMA_PREFIX}{name}"), avg))
+        .collect::<Result<Vec<_>>>()?;
     let mut tensors: Vec<(String, F32View)> = Vec::new();
     for t in state
         .tensors
         .iter()
         .chain(moments.iter().flat_map(|(_, m, v)| [m, v]))
+        .chain(&averages)
     {
         tensors.push((
             t.name.clone(),
@@ -270,7 +296,8 @@ pub fn save_checkpoint(
     let stored = state
         .tensors
         .iter()
-        .chain(moments.iter().flat_map(|(_, m, v)| [m, v]));
+        .chain(moments.iter().flat_map(|(_, m, v)| [m, v]))
+        .chain(&averages);
     if let Some(bad) = first_non_finite(stored) {
         return Err(Error::io(
             path,
@@ -489,6 +516,7 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     };
 
     let mut model_tensors = Vec::new();
+    let mut averages = BTreeMap::new();
     let mut halves: BTreeMap<String, (Option<StateTensor>, Option<StateTensor>)> = BTreeMap::new();
     let mut entries = file.tensors();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -534,6 +562,10 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
                 path,
                 format!("{bad}; a checkpoint holds finite values only"),
             ));
+        }
+        if let Some(param) = t.name.strip_prefix(EMA_PREFIX) {
+            averages.insert(param.to_string(), t);
+            continue;
         }
         let Some(rest) = t.name.strip_prefix(OPTIMIZER_PREFIX) else {
             model_tensors.push(t);
@@ -591,6 +623,7 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
             config: opt_config,
             step: opt_step,
             moments,
+            averages,
         },
         train,
     })
@@ -675,10 +708,30 @@ impl Checkpoint {
             }
             moments.insert(name.clone(), (m.to_tensor(device)?, v.to_tensor(device)?));
         }
+        let mut averages = BTreeMap::new();
+        for (name, avg) in &self.optimizer.averages {
+            match params.get(name.as_str()) {
+                Some(shape) if *shape == avg.shape => {
+                    averages.insert(name.clone(), avg.to_tensor(device)?);
+                }
+                Some(shape) => {
+                    return Err(fail(format!(
+                    "the average {EMA_PREFIX}{name} has shape {:?}; the parameter has {shape:?}",
+                    avg.shape
+                )))
+                }
+                None => {
+                    return Err(fail(format!(
+                        "an average {EMA_PREFIX}{name}, which is not a trainable parameter"
+                    )))
+                }
+            }
+        }
         let optimizer = Optimizer {
             config: self.optimizer.config,
             step: self.optimizer.step,
             moments,
+            averages,
         };
         Ok((model, optimizer))
     }

@@ -419,7 +419,7 @@ fn find_batches(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
 
 /// Mixes a seed and a counter into one well-spread `u64` (SplitMix64's finaliser), so
 /// nearby seeds and epochs give unrelated RNG streams.
-fn mix(seed: u64, counter: u64) -> u64 {
+pub(crate) fn mix(seed: u64, counter: u64) -> u64 {
     let mut z = seed ^ counter.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

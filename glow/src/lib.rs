@@ -11,10 +11,11 @@
 //! The data: `data.rs` holds images of any shape ([`data::Dataset`]) in the splits a run
 //! trains from ([`data::ImageSplits`]) and loads CIFAR-10 (by default the 3,000-image
 //! sample shipped in `data/cifar10-sample/`, see [`data::default_data_dir`]);
-//! `download.rs` fetches the full dataset; `preprocess.rs` turns pixels into the flow's
+//! `download.rs` fetches the full dataset; `augment.rs` shifts and mirrors training
+//! batches; `preprocess.rs` turns pixels into the flow's
 //! input ([`Dequantization`]); `device.rs` chooses the device to compute on. Checkpoints (one safetensors file: model, optimiser, training position) are in
 //! `checkpoint.rs`, described for other frameworks in `docs/checkpoint-format.md`;
-//! PNG sample grids and loss curves in `picture.rs`.
+//! PNG sample grids and loss curves in `picture.rs`; files of latents in `latents.rs`.
 //!
 //! Training: one step and evaluation in `train.rs`; a whole run (the loop, periodic
 //! evaluation, checkpoints on their own schedule and the best one, sample grids, the
@@ -24,6 +25,7 @@
 //! per step; MPI with the `mpi` feature) is in `parallel.rs`.
 
 pub mod atomic;
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -32,6 +34,7 @@ pub mod download;
 pub mod explore;
 pub mod font;
 pub mod gaussian;
+pub mod latents;
 pub mod layers;
 pub mod model;
 pub mod optim;
@@ -44,6 +47,6 @@ pub mod train;
 
 pub use config::{Coupling, GlowConfig, Memory, Permutation};
 pub use engine;
-pub use model::{FlowOutput, Glow};
+pub use model::{FlowOutput, Glow, Loss};
 pub use param::{ModelState, Param, StateTensor};
 pub use preprocess::Dequantization;

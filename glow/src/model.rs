@@ -331,6 +331,20 @@ pub struct FlowOutput {
     pub y_logits: Option<Tensor>,
 }
 
+/// [`Glow::loss_terms`]: the training loss and its parts, scalars unless said.
+#[derive(Debug, Clone)]
+pub struct Loss {
+    /// What training minimises: `bpd + y_weight · class_bits`.
+    pub total: Tensor,
+    /// Mean bits/dim of the batch.
+    pub bpd: Tensor,
+    /// The classifier's mean cross-entropy with the labels, in bits (class-conditional
+    /// models only).
+    pub class_bits: Option<Tensor>,
+    /// The classifier's logits `[B, classes]` (class-conditional models only).
+    pub y_logits: Option<Tensor>,
+}
+
 /// The Glow model. See the module documentation.
 #[derive(Debug)]
 pub struct Glow {
@@ -561,11 +575,17 @@ impl Glow {
 
     /// The training loss, a scalar: mean bits/dim, plus `y_weight ·` the classifier's
     /// cross-entropy in bits when the model is class-conditional. Also returns the mean
-    /// bits/dim alone.
+    /// bits/dim alone. [`Glow::loss_terms`] gives the classifier's part too.
     pub fn loss(&self, x: &Tensor, labels: Option<&[usize]>) -> Result<(Tensor, Tensor)> {
+        let terms = self.loss_terms(x, labels)?;
+        Ok((terms.total, terms.bpd))
+    }
+
+    /// The training loss and its parts (see [`Loss`]).
+    pub fn loss_terms(&self, x: &Tensor, labels: Option<&[usize]>) -> Result<Loss> {
         let out = self.forward(x, labels)?;
         let bpd = self.bpd_from(&out)?.mean_all()?;
-        let loss = match (&out.y_logits, labels) {
+        match (out.y_logits, labels) {
             (Some(logits), Some(l)) => {
                 let onehot = Tensor::one_hot(l, self.config.num_classes, &self.device)?;
                 let ce = logits
@@ -574,11 +594,23 @@ impl Glow {
                     .sum(&[1], false)?
                     .mean_all()?
                     .neg()?;
-                bpd.add(&ce.scale(self.config.y_weight / std::f32::consts::LN_2)?)?
+                let ln2 = std::f32::consts::LN_2;
+                let total = bpd.add(&ce.scale(self.config.y_weight / ln2)?)?;
+                let class_bits = ce.scale(1.0 / ln2)?;
+                Ok(Loss {
+                    total,
+                    bpd,
+                    class_bits: Some(class_bits),
+                    y_logits: Some(logits),
+                })
             }
-            _ => bpd.clone(),
-        };
-        Ok((loss, bpd))
+            _ => Ok(Loss {
+                total: bpd.clone(),
+                bpd,
+                class_bits: None,
+                y_logits: None,
+            }),
+        }
     }
 
     /// Every latent of `x`: each split's `z2` in level order, then the top `z`.

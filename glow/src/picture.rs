@@ -160,6 +160,21 @@ impl Canvas {
         font::render(text, x, y, scale, |px, py| self.set(px, py, colour));
     }
 
+    /// The picture `factor` times larger each way, every pixel a `factor × factor` block
+    /// (so pixels stay sharp; a factor of 0 or 1 gives a copy).
+    pub fn upscaled(&self, factor: usize) -> Canvas {
+        let k = factor.max(1);
+        let mut out = Canvas::new(self.width * k, self.height * k, GRID_BACKGROUND);
+        for y in 0..out.height {
+            for x in 0..out.width {
+                let i = 3 * ((y / k) * self.width + x / k);
+                let o = 3 * (y * out.width + x);
+                out.pixels[o..o + 3].copy_from_slice(&self.pixels[i..i + 3]);
+            }
+        }
+        out
+    }
+
     /// Writes the picture to `path` as an 8-bit RGB PNG, atomically.
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
@@ -249,6 +264,12 @@ pub const TEMPERATURES: [f32; 8] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 /// Writes `images` `[N, 3, H, W]` (flow range) as a grid PNG with `columns` columns.
 pub fn save_tensor_grid(path: &Path, images: &Tensor, columns: usize) -> Result<()> {
+    tensor_grid(path, images, columns)?.save_png(path)
+}
+
+/// `images` `[N, C, H, W]` (flow range) as a grid with `columns` columns; `path` is named
+/// in errors.
+fn tensor_grid(path: &Path, images: &Tensor, columns: usize) -> Result<Canvas> {
     let s = images.shape();
     if s.len() != 4 {
         return Err(Error::io(
@@ -258,7 +279,36 @@ pub fn save_tensor_grid(path: &Path, images: &Tensor, columns: usize) -> Result<
     }
     let data = images.to_vec()?;
     let batch = ImageBatch::new(&data, [s[0], s[1], s[2], s[3]])?;
-    save_grid(path, &batch, columns, 2)
+    grid(&batch, columns, 2)
+}
+
+/// What [`save_samples`] draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleOptions {
+    /// Images per temperature.
+    pub n: usize,
+    /// Seed of the latent draws (the same draws at every temperature).
+    pub seed: u64,
+    /// One grid per temperature, in this order.
+    pub temperatures: Vec<f32>,
+    /// The class of every image, for a class-conditional model (`None`: image `i` is of
+    /// class `i mod classes`); refused by an unconditional model.
+    pub class: Option<usize>,
+    /// Every picture this many times larger, pixels kept sharp (1: as drawn).
+    pub upscale: usize,
+}
+
+impl SampleOptions {
+    /// `n` images at each of the paper's [`TEMPERATURES`], drawn with `seed`.
+    pub fn paper(n: usize, seed: u64) -> SampleOptions {
+        SampleOptions {
+            n,
+            seed,
+            temperatures: TEMPERATURES.to_vec(),
+            class: None,
+            upscale: 1,
+        }
+    }
 }
 
 /// Sample grids at every temperature of [`TEMPERATURES`]: one PNG per temperature
@@ -271,24 +321,87 @@ pub fn save_sample_grids(
     n: usize,
     seed: u64,
 ) -> Result<Vec<PathBuf>> {
+    save_samples(model, dir, prefix, &SampleOptions::paper(n, seed))
+}
+
+/// Sample grids as `options` says: one PNG per temperature (`{prefix}_t{T}.png`, `n`
+/// images in a square-ish grid) and, for more than one temperature, an overview with one
+/// row of up to 8 images per temperature, its temperature written on its left
+/// (`{prefix}_all.png`), in `dir` (created if need be). Returns the paths written.
+pub fn save_samples(
+    model: &Glow,
+    dir: &Path,
+    prefix: &str,
+    options: &SampleOptions,
+) -> Result<Vec<PathBuf>> {
+    let SampleOptions {
+        n,
+        seed,
+        ref temperatures,
+        class,
+        upscale,
+    } = *options;
+    let classes = model.config().num_classes;
+    let labels: Option<Vec<usize>> = match (model.config().y_condition, class) {
+        (true, Some(c)) if c < classes => Some(vec![c; n]),
+        (true, Some(c)) => {
+            return Err(Error::invalid(
+                "samples",
+                format!("class {c} is not one of the model's {classes} classes"),
+            ))
+        }
+        (true, None) => Some((0..n).map(|i| i % classes).collect()),
+        (false, Some(_)) => {
+            return Err(Error::invalid(
+                "samples",
+                "a class was asked for, but the model is not class-conditional",
+            ))
+        }
+        (false, None) => None,
+    };
+    if n == 0 || temperatures.is_empty() {
+        return Err(Error::invalid(
+            "samples",
+            "nothing to draw: no images or no temperatures",
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create the folder", e))?;
-    let labels: Option<Vec<usize>> = model
-        .config()
-        .y_condition
-        .then(|| (0..n).map(|i| i % model.config().num_classes).collect());
     let mut rows = Vec::new();
     let mut written = Vec::new();
-    for &t in &TEMPERATURES {
+    for &t in temperatures {
         let images = model.sample(n, t, labels.as_deref(), seed)?;
         let path = dir.join(format!("{prefix}_t{t:.2}.png"));
-        save_tensor_grid(&path, &images, (n as f64).sqrt().ceil() as usize)?;
+        let columns = (n as f64).sqrt().ceil() as usize;
+        tensor_grid(&path, &images, columns)?
+            .upscaled(upscale)
+            .save_png(&path)?;
         written.push(path);
         rows.push(images.slice(0, 0, n.min(8))?);
     }
-    let all = Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?;
-    let path = dir.join(format!("{prefix}_all.png"));
-    save_tensor_grid(&path, &all, n.min(8))?;
-    written.push(path);
+    if temperatures.len() > 1 {
+        let all = Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?;
+        let path = dir.join(format!("{prefix}_all.png"));
+        let columns = n.min(8);
+        let grid = tensor_grid(&path, &all, columns)?;
+        // A margin on the left for "T=0.25", centred on each row.
+        let label = |t: f32| format!("T={t:.2}");
+        let margin = 2 + label(0.0).len() * font::ADVANCE;
+        let mut canvas = Canvas::new(grid.width + margin, grid.height, GRID_BACKGROUND);
+        for y in 0..grid.height {
+            for x in 0..grid.width {
+                let i = 3 * (y * grid.width + x);
+                let o = 3 * (y * canvas.width + x + margin);
+                canvas.pixels[o..o + 3].copy_from_slice(&grid.pixels[i..i + 3]);
+            }
+        }
+        let row_height = all.shape()[2] + 2;
+        for (r, &t) in temperatures.iter().enumerate() {
+            let y = 2 + r * row_height + row_height.saturating_sub(font::HEIGHT + 2) / 2;
+            canvas.text(&label(t), 2, y, 1, [255, 255, 255]);
+        }
+        canvas.upscaled(upscale).save_png(&path)?;
+        written.push(path);
+    }
     Ok(written)
 }
 

@@ -122,4 +122,25 @@ impl Glow {
             }
         }
     }
+
+    /// The inverse of [`Glow::preprocess`] up to the dequantisation: the pixel bytes of
+    /// flow-range values `x` `[B, C, H, W]`, each `floor((x + 0.5) · n_bins)` clamped to
+    /// the bins and scaled back to 8 bits (`· 2^(8 − n_bits)`). Any point of a pixel's bin
+    /// (its midpoint, or any dequantised value) gives that pixel back.
+    pub fn postprocess(&self, x: &Tensor) -> Result<Vec<u8>> {
+        let [c, h, w] = self.config().image_shape;
+        let s = x.shape();
+        if s.len() != 4 || s[1..] != [c, h, w] {
+            return Err(Error::shape(
+                "postprocess",
+                format!("expected images [B, {c}, {h}, {w}], got {s:?}"),
+            ));
+        }
+        let n_bins = self.config().n_bins();
+        let shift = 8 - self.config().n_bits;
+        Ok(x.to_vec()?
+            .into_iter()
+            .map(|v| (((v + 0.5) * n_bins).floor().clamp(0.0, n_bins - 1.0) as u8) << shift)
+            .collect())
+    }
 }

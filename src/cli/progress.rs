@@ -71,10 +71,12 @@ impl Progress {
                 step,
                 train_bpd,
                 test_bpd,
+                test_bpd_ema,
                 best,
             } => bar.println(format!(
-                "step {step}: train {} bits/dim, test {test_bpd:.3} bits/dim{}",
+                "step {step}: train {} bits/dim, test {test_bpd:.3} bits/dim{}{}",
                 train_bpd.map_or("n/a".into(), |v| format!("{v:.3}")),
+                test_bpd_ema.map_or(String::new(), |v| format!(", EMA {v:.3}")),
                 if *best { " (best so far)" } else { "" }
             )),
             Event::Checkpoint { step, path, reason } => {

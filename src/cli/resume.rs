@@ -21,7 +21,7 @@ use glow::{Coupling, GlowConfig, Permutation};
 
 /// The long names of the flags whose values a checkpoint holds and a resume must not
 /// change (checked by [`conflicts`]).
-pub const FROM_CHECKPOINT: [&str; 10] = [
+pub const FROM_CHECKPOINT: [&str; 11] = [
     "levels",
     "depth",
     "hidden",
@@ -29,14 +29,33 @@ pub const FROM_CHECKPOINT: [&str; 10] = [
     "permutation",
     "learn-top",
     "y-condition",
+    "y-weight",
     "n-bits",
     "seed",
     "optimizer",
 ];
 
 /// The long names of the optimiser's settings: the checkpoint's on resume unless given
-/// on the command line, which then replaces them ([`replace_settings`]).
-pub const OPTIMISER_SETTINGS: [&str; 4] = ["lr", "warmup", "weight-decay", "max-grad-norm"];
+/// on the command line, which then replaces them ([`replace_settings`]). Some come in two
+/// spellings: `--warmup` or `--warmup-epochs`, `--beta2` or `--polyak-epochs`.
+pub const OPTIMISER_SETTINGS: [&str; 10] = [
+    "lr",
+    "warmup",
+    "warmup-epochs",
+    "beta1",
+    "beta2",
+    "polyak-epochs",
+    "weight-decay",
+    "max-grad-norm",
+    "max-grad-value",
+    "ema",
+];
+
+/// Whether a resume takes the flag with this long name from the checkpoint rather than
+/// the command line, unless given ([`FROM_CHECKPOINT`] and [`OPTIMISER_SETTINGS`]).
+pub fn held_by_checkpoint(long: &str) -> bool {
+    FROM_CHECKPOINT.contains(&long) || OPTIMISER_SETTINGS.contains(&long)
+}
 
 /// What a command line asks of a resumed run, beside `--resume`: the model it describes,
 /// the optimiser, and which flags it gave explicitly (by long name) rather than left at
@@ -77,6 +96,7 @@ pub fn conflicts(asked: &Asked, header: &CheckpointHeader) -> Vec<String> {
     let switch = |on: bool| if on { "on" } else { "off" }.to_string();
     differ("learn-top", switch(m.learn_top), switch(c.learn_top));
     differ("y-condition", switch(m.y_condition), switch(c.y_condition));
+    differ("y-weight", m.y_weight.to_string(), c.y_weight.to_string());
     differ("n-bits", m.n_bits.to_string(), c.n_bits.to_string());
     differ("seed", m.seed.to_string(), header.train.seed.to_string());
     differ(
@@ -131,9 +151,19 @@ pub fn replace_settings(asked: &Asked, config: &mut OptimizerConfig) -> Vec<Stri
         replace("lr", a.lr.to_string(), config.lr.to_string());
         config.lr = a.lr;
     }
-    if given("warmup") {
+    if given("warmup") || given("warmup-epochs") {
         replace("warmup", a.warmup.to_string(), config.warmup.to_string());
         config.warmup = a.warmup;
+    }
+    if given("beta1") {
+        let (now, was) = (a.betas.0, config.betas.0);
+        replace("beta1", now.to_string(), was.to_string());
+        config.betas.0 = now;
+    }
+    if given("beta2") || given("polyak-epochs") {
+        let (now, was) = (a.betas.1, config.betas.1);
+        replace("beta2", now.to_string(), was.to_string());
+        config.betas.1 = now;
     }
     if given("weight-decay") {
         let (now, was) = (a.weight_decay, config.weight_decay);
@@ -147,6 +177,18 @@ pub fn replace_settings(asked: &Asked, config: &mut OptimizerConfig) -> Vec<Stri
             clip(config.max_grad_norm),
         );
         config.max_grad_norm = a.max_grad_norm;
+    }
+    if given("max-grad-value") {
+        let (now, was) = (clip(a.max_grad_value), clip(config.max_grad_value));
+        replace("max-grad-value", now, was);
+        config.max_grad_value = a.max_grad_value;
+    }
+    if given("ema") {
+        // A new decay goes on from the averages kept so far; 0 drops them (the caller
+        // clears them).
+        let (now, was) = (clip(a.ema_decay), clip(config.ema_decay));
+        replace("ema", now, was);
+        config.ema_decay = a.ema_decay;
     }
     changes
 }

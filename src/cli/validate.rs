@@ -259,6 +259,43 @@ pub fn finite_non_negative_f32() -> Rule<f32> {
     })
 }
 
+/// A number in `[0, 1)` (`--beta1`, `--beta2`, `--ema`, whose 0 means off).
+pub fn unit_interval_f32() -> Rule<f32> {
+    float("must be a number in [0, 1)", |v| (0.0..1.0).contains(&v))
+}
+
+/// A number in `(0, 1)` (`--beta2`, a decay that must forget and must remember).
+pub fn open_unit_interval_f32() -> Rule<f32> {
+    float("must be a number in (0, 1), exclusive", |v| {
+        v > 0.0 && v < 1.0
+    })
+}
+
+/// `--ema`: a decay in `[0, 1)` (0: off), or `polyak`, openai/glow's decay of
+/// `1 − 1/(steps per epoch · --polyak-epochs)`.
+pub fn ema() -> Rule<EmaArg> {
+    Rule::new(|text| {
+        let t = text.to_str().unwrap_or("");
+        if t == "polyak" {
+            return Ok(EmaArg::Polyak);
+        }
+        t.parse::<f32>()
+            .ok()
+            .filter(|v| (0.0..1.0).contains(v))
+            .map(EmaArg::Decay)
+            .ok_or_else(|| Complaint::must("must be a decay in [0, 1) (0: off) or \"polyak\""))
+    })
+}
+
+/// The value of `--ema`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EmaArg {
+    /// This decay (0: no average).
+    Decay(f32),
+    /// openai/glow's: `1 − 1/(steps per epoch · --polyak-epochs)`.
+    Polyak,
+}
+
 /// Any finite number (`--alphas`, each of the list).
 pub fn finite_f32() -> Rule<f32> {
     float("must be a finite number", f32::is_finite)

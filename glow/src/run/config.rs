@@ -40,8 +40,9 @@ pub struct RunConfig {
     pub steps: u64,
     /// Images per step.
     pub batch: usize,
-    /// Random horizontal flips of training images.
-    pub flip: bool,
+    /// The transforms applied to each training batch ([`crate::augment`]); none by
+    /// default.
+    pub augmentation: crate::augment::Augmentation,
     /// Evaluate on the test split every this many steps and at the last step; 0: never.
     pub eval_every: u64,
     /// Images per evaluation batch.
@@ -79,7 +80,7 @@ impl RunConfig {
             out: out.into(),
             steps,
             batch: 16,
-            flip: false,
+            augmentation: crate::augment::Augmentation::none(),
             eval_every: 500,
             eval_batch: 64,
             sample_every: 1000,

@@ -80,8 +80,11 @@ pub enum Event {
         step: u64,
         /// Mean train bits/dim of the good steps since the previous evaluation.
         train_bpd: Option<f64>,
-        /// Mean test bits/dim.
+        /// Mean test bits/dim of the trained weights.
         test_bpd: f64,
+        /// Mean test bits/dim of their moving average, when the run keeps one
+        /// ([`crate::optim::OptimizerConfig::ema_decay`]); the best is then judged by it.
+        test_bpd_ema: Option<f64>,
         /// Whether it is the best so far (and [`BEST_FILE`](super::BEST_FILE) was written).
         best: bool,
     },
@@ -122,9 +125,10 @@ pub struct RunSummary {
     pub checkpoint_step: u64,
     /// Mean bits/dim of the last 50 good steps (`None` before any).
     pub train_bpd: Option<f64>,
-    /// The last evaluation's test bits/dim.
+    /// The last evaluation's test bits/dim: of the moving average of the weights when the
+    /// run keeps one, else of the weights.
     pub test_bpd: Option<f64>,
-    /// The best evaluation's test bits/dim (what [`BEST_FILE`](super::BEST_FILE) holds).
+    /// The best evaluation's test bits/dim (judged as `test_bpd`) (what [`BEST_FILE`](super::BEST_FILE) holds).
     pub best_test_bpd: Option<f64>,
     /// Training images per second during this call.
     pub images_per_sec: f64,

@@ -17,7 +17,7 @@ type Curve = Vec<(f64, f64)>;
 pub(crate) struct History {
     /// `(step, bpd)` of every good step, for the loss curve.
     train_curve: Curve,
-    /// `(step, test bpd)` of every evaluation.
+    /// `(step, test bpd)` of every evaluation (of the moving average, when kept).
     test_curve: Curve,
     /// The lowest test bits/dim so far.
     pub(crate) best_test_bpd: Option<f64>,
@@ -38,7 +38,8 @@ impl History {
             self.forget_after(step);
         } else if v["skipped"].as_bool() == Some(true) {
             self.skipped_steps += 1;
-        } else if let Some(b) = v["test_bpd"].as_f64() {
+        } else if let Some(b) = v["test_bpd_ema"].as_f64().or(v["test_bpd"].as_f64()) {
+            // A run that keeps a moving average judges its evaluations by it.
             self.record_evaluation(step, b);
         } else if let Some(b) = v["bpd"].as_f64() {
             self.record_step(step, b);
@@ -127,7 +128,7 @@ mod tests {
             json!({"step": 2, "test_bpd": 5.5, "best": true}),
             json!({"step": 3, "skipped": true}),
             json!({"step": 3, "bpd": 4.0}),
-            json!({"step": 4, "test_bpd": 4.5, "best": true}),
+            json!({"step": 4, "test_bpd": 4.7, "test_bpd_ema": 4.5, "best": true}),
             // A rollback to the checkpoint of step 2: steps 3 and 4 run again.
             json!({"step": 2, "rollback": true, "from_step": 4}),
         ] {

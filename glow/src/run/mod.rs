@@ -8,7 +8,7 @@
 //! | file | what |
 //! |---|---|
 //! | [`CHECKPOINT_FILE`] | the latest good state, on its own schedule: every [`RunConfig::checkpoint_every`] steps and every [`RunConfig::checkpoint_interval`], at the start, the end, a rollback and an interrupt |
-//! | [`BEST_FILE`] | the state of the best evaluation so far (lowest test bits/dim) |
+//! | [`BEST_FILE`] | the state of the best evaluation so far (lowest test bits/dim; of the moving average of the weights when the run keeps one) |
 //! | [`METRICS_FILE`] | one JSON line per step, skipped step, evaluation, checkpoint, sample grid, rollback, interrupt and resume |
 //! | [`LOSS_CURVE_FILE`] | train and test bits/dim, after each evaluation and at the end |
 //! | [`SAMPLES_DIR`]`/step*_t*.png` | sample grids every [`RunConfig::sample_every`] steps |
@@ -423,10 +423,12 @@ impl Run {
             let step = self.trainer.step;
             let (mut pixels, labels) =
                 batch_for_step(data.train(), batch, self.trainer.seed, step)?;
-            if self.config.flip {
-                let shape = data.image_shape();
-                crate::data::random_hflip(&mut pixels, shape, self.trainer.seed, step)?;
-            }
+            self.config.augmentation.apply(
+                &mut pixels,
+                data.image_shape(),
+                self.trainer.seed,
+                step,
+            )?;
             let mut rolled_back = false;
             match self.trainer.try_step(&pixels, &labels)? {
                 StepOutcome::Updated(stats) => {
@@ -439,6 +441,10 @@ impl Run {
                         "lr": stats.lr, "grad_norm": stats.grad_norm,
                         "images_per_sec": images_per_sec,
                     });
+                    if let Some(class) = stats.class {
+                        line["class_loss_bits"] = json!(class.loss_bits);
+                        line["class_accuracy"] = json!(class.accuracy);
+                    }
                     if self.ranks.size() > 1 {
                         line["allreduce_s"] = json!(stats.allreduce_s);
                     }
@@ -516,7 +522,10 @@ impl Run {
             let dir = self.config.out.join(SAMPLES_DIR);
             let prefix = format!("step{step:06}");
             let n = self.config.sample_images;
-            let paths = save_sample_grids(&self.trainer.model, &dir, &prefix, n, 0)?;
+            // The moving average's samples when the run keeps one: the weights it exports.
+            let averaged = self.trainer.optimizer.averaged_model(&self.trainer.model)?;
+            let model = averaged.as_ref().unwrap_or(&self.trainer.model);
+            let paths = save_sample_grids(model, &dir, &prefix, n, 0)?;
             self.log(json!({"step": step, "samples": format!("{SAMPLES_DIR}/{prefix}_*.png")}))?;
             on_event(&Event::Samples { step, paths });
         }
@@ -531,18 +540,29 @@ impl Run {
         Ok(())
     }
 
-    /// Evaluates on the test split; a new best is written to [`BEST_FILE`].
+    /// Evaluates on the test split, the weights and, when the run keeps one, their moving
+    /// average (which then judges the best); a new best is written to [`BEST_FILE`].
     fn evaluate(
         &mut self,
         data: &dyn ImageSplits,
         on_event: &mut impl FnMut(&Event),
     ) -> Result<()> {
         let step = self.trainer.step;
-        let batches = data.test().sequential_batches(self.config.eval_batch);
-        let test_bpd = evaluate(&self.trainer.model, batches, 0, false, |_| {})?.mean_bpd;
+        let eval_batch = self.config.eval_batch;
+        let test_bpd_of = |model: &crate::Glow| -> Result<f64> {
+            let batches = data.test().sequential_batches(eval_batch);
+            Ok(evaluate(model, batches, 0, false, |_| {})?.mean_bpd)
+        };
+        let test_bpd = test_bpd_of(&self.trainer.model)?;
+        let test_bpd_ema = match self.trainer.optimizer.averaged_model(&self.trainer.model)? {
+            Some(averaged) => Some(test_bpd_of(&averaged)?),
+            None => None,
+        };
         let previous = self.history.last_evaluation().map_or(0, |e| e.0);
         let train_bpd = self.history.train_bpd_after(previous);
-        let best = self.history.record_evaluation(step, test_bpd);
+        let best = self
+            .history
+            .record_evaluation(step, test_bpd_ema.unwrap_or(test_bpd));
         if best {
             let path = self.config.best_path();
             save_checkpoint(
@@ -552,13 +572,17 @@ impl Run {
                 &self.train_state(),
             )?;
         }
-        self.log(
-            json!({"step": step, "train_bpd": train_bpd, "test_bpd": test_bpd, "best": best}),
-        )?;
+        let mut line =
+            json!({"step": step, "train_bpd": train_bpd, "test_bpd": test_bpd, "best": best});
+        if let Some(ema) = test_bpd_ema {
+            line["test_bpd_ema"] = json!(ema);
+        }
+        self.log(line)?;
         on_event(&Event::Evaluated {
             step,
             train_bpd,
             test_bpd,
+            test_bpd_ema,
             best,
         });
         if best {

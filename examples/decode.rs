@@ -1,0 +1,99 @@
+//! Decode a latent file (written by `encode`, format in `glow::latents`) back into
+//! images through a model: a grid PNG, and with `--out-bin` the images as CIFAR-10 binary
+//! records (label byte, then the pixels), which `--data` of every example reads. Ends
+//! with one JSON line.
+//!
+//! ```sh
+//! cargo run --release --example decode -- --checkpoint runs/cifar10/best.safetensors \
+//!     --latents runs/latents.safetensors --out runs/decoded.png
+//! ```
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use glow::latents::load_latents;
+use glow::picture::save_tensor_grid;
+use glow_rs::cli::{self, validate, DeviceChoice, WeightsArg};
+use serde_json::json;
+
+/// Decode latents (from encode) back into images.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The checkpoint whose model decodes (the one that encoded, normally).
+    #[arg(long)]
+    #[arg(value_parser = validate::existing_file())]
+    checkpoint: PathBuf,
+    /// The latent file.
+    #[arg(long)]
+    #[arg(value_parser = validate::existing_file())]
+    latents: PathBuf,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Which weights: the moving average's when the checkpoint kept one, else the
+    /// trained ones (use what encode used).
+    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
+    weights: WeightsArg,
+    /// Images per row of the grid (1-4096).
+    #[arg(long, default_value_t = 8)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_GRID_IMAGES))]
+    columns: usize,
+    /// The grid PNG to write.
+    #[arg(long, default_value = "runs/decoded.png")]
+    #[arg(value_parser = validate::output_file())]
+    out: PathBuf,
+    /// Also write the images as CIFAR-10 binary records to this file.
+    #[arg(long)]
+    #[arg(value_parser = validate::output_file())]
+    out_bin: Option<PathBuf>,
+}
+
+fn main() {
+    cli::exit_on_error(run(Args::parse()));
+}
+
+fn run(args: Args) -> cli::CliResult<()> {
+    let latents = load_latents(&args.latents)?;
+    let header = glow::checkpoint::read_header(&args.checkpoint)?;
+    if header.config.image_shape != latents.config.image_shape
+        || header.config.levels != latents.config.levels
+    {
+        return Err(cli::usage_error(format!(
+            "{} holds latents of a model of {:?} images and {} levels; the model of {} has \
+             {:?} and {}",
+            args.latents.display(),
+            latents.config.image_shape,
+            latents.config.levels,
+            args.checkpoint.display(),
+            header.config.image_shape,
+            header.config.levels
+        )));
+    }
+    let (model, _) = cli::open_checkpoint_weights(&args.checkpoint, args.device, args.weights)?;
+    let n = latents.len();
+    let z = latents.batch(&model, 0, n)?;
+    let x = engine::no_grad(|| model.decode(&z))?;
+    cli::create_parent(&args.out)?;
+    save_tensor_grid(&args.out, &x, args.columns)?;
+    eprintln!("wrote {n} images to {}", args.out.display());
+    let mut summary = json!({"file": args.out.display().to_string(), "images": n});
+    if let Some(bin) = &args.out_bin {
+        let pixels = model.postprocess(&x)?;
+        let per = pixels.len() / n.max(1);
+        let mut records = Vec::with_capacity(n * (per + 1));
+        for (image, &label) in pixels.chunks_exact(per.max(1)).zip(&latents.labels) {
+            records.push(u8::try_from(label).unwrap_or(u8::MAX));
+            records.extend_from_slice(image);
+        }
+        cli::create_parent(bin)?;
+        glow::atomic::write_atomic(bin, |tmp| {
+            std::fs::write(tmp, &records)
+                .map_err(|e| engine::Error::io(bin, format!("cannot write the records: {e}")))
+        })?;
+        eprintln!("wrote them as CIFAR-10 records to {}", bin.display());
+        summary["bin"] = json!(bin.display().to_string());
+    }
+    cli::print_summary(summary);
+    Ok(())
+}

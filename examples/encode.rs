@@ -1,0 +1,142 @@
+//! Encode images to their latents: every image of a split (or a range of it) through a
+//! trained model, written as one safetensors file (`glow::latents` documents it), which
+//! `decode` turns back into images. Ends with one JSON line.
+//!
+//! The pixels are dequantised at their bins' midpoints by default, so decoding gives back
+//! exactly the same bytes; `--dequant noise` uses per-image noise of `--seed` instead.
+//!
+//! ```sh
+//! cargo run --release --example encode -- --checkpoint runs/cifar10/best.safetensors \
+//!     --count 64 --out runs/latents.safetensors
+//! cargo run --release --example decode -- --checkpoint runs/cifar10/best.safetensors \
+//!     --latents runs/latents.safetensors --out runs/decoded.png
+//! ```
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use glow::latents::{save_latents, Latents};
+use glow::Dequantization;
+use glow_rs::cli::{self, validate};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Split {
+    /// The test split.
+    Test,
+    /// The training split.
+    Train,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dequant {
+    /// The centre of each pixel's bin: decoding gives the same bytes back.
+    Midpoint,
+    /// Uniform noise in each bin, fixed per image by --seed (as evaluate uses).
+    Noise,
+}
+
+/// Encode a split's images to their latents (safetensors).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    source: cli::CheckpointArgs,
+    /// The split to encode.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    split: Split,
+    /// The first image (index in the split).
+    #[arg(long, default_value_t = 0)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::any_usize())]
+    first: usize,
+    /// How many images (default: the rest of the split).
+    #[arg(long)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::positive_usize())]
+    count: Option<usize>,
+    /// Dequantisation.
+    #[arg(long, value_enum, default_value_t = Dequant::Midpoint)]
+    dequant: Dequant,
+    /// Seed of --dequant noise.
+    #[arg(long, default_value_t = 0)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::any_u64())]
+    seed: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::positive_usize())]
+    batch: usize,
+    /// The latent file to write.
+    #[arg(long, default_value = "runs/latents.safetensors")]
+    #[arg(value_parser = validate::output_file())]
+    out: PathBuf,
+}
+
+fn main() {
+    cli::exit_on_error(run(Args::parse()));
+}
+
+fn run(args: Args) -> cli::CliResult<()> {
+    let (name, pick): (&str, fn(&glow::data::Cifar10) -> &glow::data::Dataset) = match args.split {
+        Split::Test => ("test", |d| &d.test),
+        Split::Train => ("training", |d| &d.train),
+    };
+    let (model, data, count) = args.source.open(|data| {
+        let n = pick(data).len();
+        validate::index("--first", args.first, &format!("the {name} split"), n)?;
+        let count = args.count.unwrap_or(n - args.first);
+        if args.first + count > n {
+            return Err(cli::usage_error(format!(
+                "--count {count} from --first {} runs past the {name} split's {n} images",
+                args.first
+            )));
+        }
+        Ok(count)
+    })?;
+    let split = pick(&data);
+    let mut latents = Latents {
+        config: model.config().clone(),
+        latents: Vec::new(),
+        labels: Vec::new(),
+        indices: Vec::new(),
+        dequantization: match args.dequant {
+            Dequant::Midpoint => "midpoint".into(),
+            Dequant::Noise => format!("noise:{}", args.seed),
+        },
+        source: format!(
+            "{}, {name} split, images {}..{}",
+            args.source.checkpoint.display(),
+            args.first,
+            args.first + count
+        ),
+    };
+    let end = args.first + count;
+    engine::no_grad(|| -> engine::Result<()> {
+        for start in (args.first..end).step_by(args.batch) {
+            let indices: Vec<usize> = (start..(start + args.batch).min(end)).collect();
+            let (pixels, labels) = split.batch(&indices);
+            let dequant = match args.dequant {
+                Dequant::Midpoint => Dequantization::Midpoint,
+                Dequant::Noise => Dequantization::PerImage {
+                    seed: args.seed,
+                    first_index: start as u64,
+                },
+            };
+            let x = model.preprocess(&pixels, labels.len(), dequant)?;
+            let y = model.config().y_condition.then_some(labels.as_slice());
+            let z = model.encode(&x, y)?;
+            let at: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
+            latents.push(&z, &labels, &at)?;
+        }
+        Ok(())
+    })?;
+    cli::create_parent(&args.out)?;
+    save_latents(&args.out, &latents)?;
+    eprintln!(
+        "wrote the latents of {count} images to {}",
+        args.out.display()
+    );
+    let shapes: Vec<&Vec<usize>> = latents.latents.iter().map(|l| &l.0).collect();
+    cli::print_summary(json!({
+        "file": args.out.display().to_string(), "images": count, "shapes": shapes,
+    }));
+    Ok(())
+}
