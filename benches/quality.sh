@@ -11,8 +11,8 @@
 # is the model's, not the augmentation's.
 #
 # Prints one table row per run, leg and weights, and writes them as JSON lines to
-# $OUT/quality.jsonl. Both runs go in parallel, one thread each (about 40 minutes for
-# 6000 steps on a 2-core machine).
+# $OUT/quality.jsonl. Both runs go in parallel, one thread each (18 minutes for 6000
+# steps on a 2-core machine; the table it gave is in docs/measurements.md).
 #
 # Usage: [BIN=dir] benches/quality.sh [STEPS] [OUT]   (BIN: where train_cifar10 and
 #        evaluate are, by default the release examples, built first:

@@ -173,7 +173,8 @@ struct Args {
     /// is refused. --lr, --warmup (--warmup-epochs), --beta1, --beta2 (--polyak-epochs),
     /// --weight-decay, --max-grad-norm, --max-grad-value and --ema are the checkpoint's
     /// unless given, and then replace it. The rest may change on resume: --steps,
-    /// --epochs, --batch, --init-batch (no effect then), --translate, --flip, --eval-every,
+    /// --epochs, --batch, --init-batch (no effect then), --translate, --flip, --tensorboard,
+    /// --eval-every,
     /// --sample-every, --checkpoint-every, --checkpoint-minutes, --max-bad-steps,
     /// --device, --memory, --detect-anomaly. With --steps at or below the checkpoint's
     /// step there is nothing to do: it says so and exits 0.
@@ -183,6 +184,11 @@ struct Args {
     /// folder named after it and the time (printed); nothing is deleted.
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// Also write TensorBoard event files into --out (`tensorboard --logdir runs/`): the
+    /// training and test figures of metrics.jsonl as scalars and the sample grids as
+    /// images.
+    #[arg(long)]
+    tensorboard: bool,
     /// Evaluate on the test split every this many steps and at the last step (0: never).
     /// A new best test bits/dim is saved to best.safetensors.
     #[arg(long, default_value_t = 500)]
@@ -273,6 +279,7 @@ impl Args {
             init_batch: Some(init_batch),
             batch: self.batch,
             augmentation: self.augmentation(width),
+            tensorboard: self.tensorboard,
             eval_every: self.eval_every,
             sample_every: self.sample_every,
             checkpoint_every: self.checkpoint_every,

@@ -43,6 +43,7 @@ pub mod param;
 pub mod picture;
 pub mod preprocess;
 pub mod run;
+pub mod tensorboard;
 pub mod train;
 
 pub use config::{Coupling, GlowConfig, Memory, Permutation};

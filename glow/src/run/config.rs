@@ -67,6 +67,10 @@ pub struct RunConfig {
     /// between the ranks of a data-parallel run; `None`: from the first training batch.
     /// At most the training split's size.
     pub init_batch: Option<usize>,
+    /// Also write TensorBoard event files into the output folder ([`crate::tensorboard`]):
+    /// every number of the metrics log's step and evaluation lines as a scalar, and the
+    /// sample grids' overview as an image.
+    pub tensorboard: bool,
     /// [`Run::new`](super::Run::new) in a folder that holds a run: move that run aside into a dated
     /// sibling folder ([`Claim::Overwrite`](super::folder::Claim::Overwrite)) rather than refuse.
     pub overwrite: bool,
@@ -91,6 +95,7 @@ impl RunConfig {
             rollback_lr_factor: DEFAULT_ROLLBACK_LR_FACTOR,
             max_rollbacks: DEFAULT_MAX_ROLLBACKS,
             init_batch: None,
+            tensorboard: false,
             overwrite: false,
         }
     }

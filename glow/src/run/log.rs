@@ -108,3 +108,35 @@ fn log_up_to_checkpoint(text: &str, step: u64) -> Vec<(&str, Value)> {
             .collect(),
     }
 }
+
+/// The TensorBoard scalars of one metrics-log line: `(tag, value)` for each number of a
+/// step line (`train/...`) and of an evaluation line (`test/bpd`, `test/bpd_ema` and
+/// `train/bpd_since_eval`); none for the other lines.
+pub(crate) fn tensorboard_scalars(line: &Value) -> Vec<(&'static str, f32)> {
+    const STEP: [(&str, &str); 8] = [
+        ("bpd", "train/bpd"),
+        ("loss", "train/loss"),
+        ("lr", "train/lr"),
+        ("grad_norm", "train/grad_norm"),
+        ("images_per_sec", "train/images_per_sec"),
+        ("class_loss_bits", "train/class_loss_bits"),
+        ("class_accuracy", "train/class_accuracy"),
+        ("allreduce_s", "train/allreduce_s"),
+    ];
+    const EVALUATION: [(&str, &str); 3] = [
+        ("test_bpd", "test/bpd"),
+        ("test_bpd_ema", "test/bpd_ema"),
+        ("train_bpd", "train/bpd_since_eval"),
+    ];
+    let table: &[(&str, &str)] = if line.get("loss").is_some() {
+        &STEP
+    } else if line.get("test_bpd").is_some() {
+        &EVALUATION
+    } else {
+        &[]
+    };
+    table
+        .iter()
+        .filter_map(|&(key, tag)| line[key].as_f64().map(|v| (tag, v as f32)))
+        .collect()
+}

@@ -12,6 +12,7 @@
 //! | [`METRICS_FILE`] | one JSON line per step, skipped step, evaluation, checkpoint, sample grid, rollback, interrupt and resume |
 //! | [`LOSS_CURVE_FILE`] | train and test bits/dim, after each evaluation and at the end |
 //! | [`SAMPLES_DIR`]`/step*_t*.png` | sample grids every [`RunConfig::sample_every`] steps |
+//! | `events.out.tfevents.*` | with [`RunConfig::tensorboard`], the log's numbers and the sample grids for TensorBoard ([`crate::tensorboard`]) |
 //!
 //! **What is never lost.** Checkpoints are written atomically ([`crate::atomic`]), so a
 //! crash at any moment, even inside a write, leaves a loadable checkpoint, and a resumed
@@ -131,6 +132,8 @@ pub struct Run {
     history: History,
     /// The metrics log (written by rank 0 alone).
     log: MetricsLog,
+    /// The TensorBoard event file, with [`RunConfig::tensorboard`] (rank 0 alone).
+    events: Option<crate::tensorboard::EventWriter>,
     /// The ranks of a data-parallel run (one, otherwise).
     ranks: Ranks,
     /// The output folder, locked for the run's life (rank 0 only).
@@ -197,7 +200,12 @@ impl Run {
         folder::remove_stale_temporaries(&config)?;
         let log = MetricsLog::create(path)?;
         let aside = folder.moved_aside().map(|p| p.display().to_string());
+        let events = config
+            .tensorboard
+            .then(|| crate::tensorboard::EventWriter::create(&config.out, None))
+            .transpose()?;
         let mut run = Run::with(config, trainer, log, Some(folder), false);
+        run.events = events;
         if let Some(aside) = aside {
             run.log(json!({"step": run.trainer.step, "moved_aside": aside}))?;
         }
@@ -260,7 +268,11 @@ impl Run {
         };
         let writer = folder.is_some();
         let (log, kept) = MetricsLog::resume(config.metrics_path(), state.step, writer)?;
+        let events = (writer && config.tensorboard)
+            .then(|| crate::tensorboard::EventWriter::create(&config.out, Some(state.step)))
+            .transpose()?;
         let mut run = Run::with(config, trainer, log, folder, true);
+        run.events = events;
         run.data_crc32 = state.data_crc32;
         run.checkpoint_step = Some(state.step);
         run.checkpoint_optimizer = Some(checkpoint_optimizer);
@@ -285,6 +297,7 @@ impl Run {
             resumed,
             history: History::default(),
             log,
+            events: None,
             folder,
             per_epoch: 0,
             data_crc32: None,
@@ -296,8 +309,18 @@ impl Run {
         }
     }
 
-    /// Appends one line to the metrics log (rank 0 only).
+    /// Appends one line to the metrics log (rank 0 only), and its numbers to the
+    /// TensorBoard file if there is one.
     fn log(&mut self, line: serde_json::Value) -> Result<()> {
+        if let (Some(events), Some(step)) = (&mut self.events, line["step"].as_u64()) {
+            let scalars = log::tensorboard_scalars(&line);
+            for &(tag, value) in &scalars {
+                events.scalar(step, tag, value)?;
+            }
+            if !scalars.is_empty() {
+                events.flush()?;
+            }
+        }
         self.log.append(line)
     }
 
@@ -526,6 +549,17 @@ impl Run {
             let averaged = self.trainer.optimizer.averaged_model(&self.trainer.model)?;
             let model = averaged.as_ref().unwrap_or(&self.trainer.model);
             let paths = save_sample_grids(model, &dir, &prefix, n, 0)?;
+            if let (Some(events), Some(overview)) = (&mut self.events, paths.last()) {
+                let png = std::fs::read(overview)
+                    .map_err(|e| Error::io(overview, format!("cannot read it back: {e}")))?;
+                // A PNG's width and height are big-endian at bytes 16..24 (its IHDR).
+                let size = |at: usize| {
+                    png.get(at..at + 4)
+                        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                };
+                events.image(step, "samples", &png, size(16), size(20))?;
+                events.flush()?;
+            }
             self.log(json!({"step": step, "samples": format!("{SAMPLES_DIR}/{prefix}_*.png")}))?;
             on_event(&Event::Samples { step, paths });
         }
@@ -691,6 +725,10 @@ impl Run {
         self.bad_in_a_row = 0;
         self.history.rollbacks += 1;
         self.history.forget_after(state.step);
+        if let Some(events) = &mut self.events {
+            // The steps after the checkpoint run again: TensorBoard forgets the first go.
+            events.restart(state.step)?;
+        }
         self.log(json!({
             "step": state.step, "rollback": true, "from_step": from_step, "lr": lr,
             "reason": format!("{} non-finite steps in a row", self.config.max_bad_steps),
