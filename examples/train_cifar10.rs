@@ -73,7 +73,8 @@ struct Args {
     device: DeviceChoice,
     #[command(flatten)]
     model: ModelArgs,
-    /// Images per step (at most the training split's size).
+    /// Images per step (at most the training split's size). The default is small for a
+    /// CPU; the paper's is 64.
     #[arg(long, default_value_t = 16)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::positive_usize())]
     batch: usize,

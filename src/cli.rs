@@ -110,11 +110,12 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 3)]
     #[arg(allow_hyphen_values = true, value_parser = validate::levels())]
     pub levels: usize,
-    /// Flow steps per level K (1-1024).
+    /// Flow steps per level K (1-1024). The default is small for speed; the paper's K is 32.
     #[arg(long, default_value_t = 8)]
     #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_DEPTH))]
     pub depth: usize,
-    /// Channels of each coupling network (1-8192).
+    /// Channels of each coupling network (1-8192). The default is small for speed; the
+    /// paper's is 512.
     #[arg(long, default_value_t = 128)]
     #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_HIDDEN))]
     pub hidden: usize,

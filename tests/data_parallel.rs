@@ -272,3 +272,52 @@ glow_rs::device_test!(fn averaging_equal_gradients_leaves_them_as_they_were(dev)
     }
     Ok(())
 });
+
+/// A class-conditional model's class loss and accuracy, averaged over two ranks of 8,
+/// are one process's of 16: the ranks' shards are equal, so the mean of their accuracies
+/// is the batch's. Three steps, so the classifier has moved off its zero start.
+#[test]
+fn two_ranks_report_the_class_loss_and_accuracy_of_one_process() -> Result<()> {
+    let data = Arc::new(Cifar10::load(glow::data::default_data_dir())?);
+    let conditional = || -> Result<Trainer> {
+        let t = trainer(Memory::Stored)?;
+        let cfg = GlowConfig {
+            y_condition: true,
+            y_weight: 1.0,
+            ..t.model.config().clone()
+        };
+        Ok(Trainer::new(
+            Glow::new(cfg, &Device::Cpu)?,
+            t.optimizer.config,
+            t.seed,
+        ))
+    };
+    let run = |mut t: Trainer| -> Result<Vec<glow::train::ClassStats>> {
+        (0..3u64)
+            .map(|step| {
+                let (pixels, labels) = batch_for_step(&data.train, 16, t.seed, step)?;
+                Ok(t.step(&pixels, &labels)?.class.expect("class stats"))
+            })
+            .collect()
+    };
+    let single = run(conditional()?)?;
+    let ranks: Vec<Vec<glow::train::ClassStats>> = std::thread::scope(|s| {
+        let joins: Vec<_> = Threads::world(2)
+            .into_iter()
+            .map(|comm| {
+                let t = conditional().map(|t| t.with_collective(Arc::new(comm)));
+                s.spawn(|| run(t?))
+            })
+            .collect();
+        joins
+            .into_iter()
+            .map(|j| j.join().expect("a rank panicked"))
+            .collect::<Result<_>>()
+    })?;
+    assert_eq!(ranks[0], ranks[1], "both ranks report the same figures");
+    for (a, b) in single.iter().zip(&ranks[0]) {
+        assert!((a.loss_bits - b.loss_bits).abs() < 1e-4, "{a:?} vs {b:?}");
+        assert!((a.accuracy - b.accuracy).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
+    Ok(())
+}

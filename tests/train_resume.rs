@@ -531,3 +531,30 @@ fn the_actnorms_initialise_from_init_batch_images() -> Result<()> {
     assert!(err.contains("5000") && err.contains("2700"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_class_conditional_run_logs_its_class_loss_and_accuracy() -> Result<()> {
+    let data = Cifar10::load(glow::data::default_data_dir())?;
+    let dir = Scratch::new(env!("CARGO_TARGET_TMPDIR"), "run-classes");
+    let cfg = GlowConfig {
+        levels: 2,
+        depth: 1,
+        hidden: 8,
+        y_condition: true,
+        ..GlowConfig::default()
+    };
+    let t = Trainer::new(Glow::new(cfg, &Device::Cpu)?, OptimizerConfig::default(), 2);
+    let mut run = Run::new(config(&dir, 2), t)?;
+    drive(&mut run, &data, None)?;
+    let steps: Vec<Value> = log(&dir)
+        .into_iter()
+        .filter(|v| v.get("loss").is_some())
+        .collect();
+    assert_eq!(steps.len(), 2);
+    for v in &steps {
+        let (bits, accuracy) = (v["class_loss_bits"].as_f64(), v["class_accuracy"].as_f64());
+        assert!(bits.is_some_and(|b| b > 0.0), "{v}");
+        assert!(accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)), "{v}");
+    }
+    Ok(())
+}
