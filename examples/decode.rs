@@ -31,10 +31,13 @@ struct Args {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Which weights: the moving average's when the checkpoint kept one, else the
-    /// trained ones (use what encode used).
-    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
-    weights: WeightsArg,
+    /// Which weights (default: those that encoded the file, as it records).
+    #[arg(long, value_enum)]
+    weights: Option<WeightsArg>,
+    /// Images decoded at a time.
+    #[arg(long, default_value_t = 64)]
+    #[arg(allow_hyphen_values = true, value_parser = validate::positive_usize())]
+    batch: usize,
     /// Images per row of the grid (1-4096).
     #[arg(long, default_value_t = 8)]
     #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, validate::MAX_GRID_IMAGES))]
@@ -70,10 +73,20 @@ fn run(args: Args) -> cli::CliResult<()> {
             header.config.levels
         )));
     }
-    let (model, _) = cli::open_checkpoint_weights(&args.checkpoint, args.device, args.weights)?;
+    let weights = args.weights.unwrap_or(match latents.weights.as_str() {
+        "ema" => WeightsArg::Ema,
+        "raw" => WeightsArg::Raw,
+        _ => WeightsArg::Auto,
+    });
+    let (model, _, _) = cli::open_checkpoint_weights(&args.checkpoint, args.device, weights)?;
     let n = latents.len();
-    let z = latents.batch(&model, 0, n)?;
-    let x = engine::no_grad(|| model.decode(&z))?;
+    let mut parts = Vec::new();
+    for first in (0..n).step_by(args.batch) {
+        let count = args.batch.min(n - first);
+        let z = latents.batch(&model, first, count)?;
+        parts.push(engine::no_grad(|| model.decode(&z))?.to_device(&engine::Device::Cpu)?);
+    }
+    let x = engine::Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?;
     cli::create_parent(&args.out)?;
     save_tensor_grid(&args.out, &x, args.columns)?;
     eprintln!("wrote {n} images to {}", args.out.display());

@@ -79,11 +79,11 @@ fn run(args: Args) -> cli::CliResult<()> {
         Split::Test => ("test", |d| &d.test),
         Split::Train => ("training", |d| &d.train),
     };
-    let (model, data, count) = args.source.open(|data| {
+    let (model, data, count, averaged) = args.source.open_saying_weights(|data| {
         let n = pick(data).len();
         validate::index("--first", args.first, &format!("the {name} split"), n)?;
         let count = args.count.unwrap_or(n - args.first);
-        if args.first + count > n {
+        if count > n - args.first {
             return Err(cli::usage_error(format!(
                 "--count {count} from --first {} runs past the {name} split's {n} images",
                 args.first
@@ -97,6 +97,7 @@ fn run(args: Args) -> cli::CliResult<()> {
         latents: Vec::new(),
         labels: Vec::new(),
         indices: Vec::new(),
+        weights: if averaged { "ema" } else { "raw" }.into(),
         dequantization: match args.dequant {
             Dequant::Midpoint => "midpoint".into(),
             Dequant::Noise => format!("noise:{}", args.seed),
@@ -111,7 +112,7 @@ fn run(args: Args) -> cli::CliResult<()> {
     let end = args.first + count;
     engine::no_grad(|| -> engine::Result<()> {
         for start in (args.first..end).step_by(args.batch) {
-            let indices: Vec<usize> = (start..(start + args.batch).min(end)).collect();
+            let indices: Vec<usize> = (start..start.saturating_add(args.batch).min(end)).collect();
             let (pixels, labels) = split.batch(&indices);
             let dequant = match args.dequant {
                 Dequant::Midpoint => Dequantization::Midpoint,

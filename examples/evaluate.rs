@@ -7,7 +7,8 @@
 //! K = 1 is the usual number). With `--drift`, also measures how far
 //! reversible mode's backward pass would move the rebuilt inputs on each test batch
 //! (`glow::Glow::reconstruction_drift`). Ends with one JSON line:
-//! `{"bpd": …, "images": …}` (with `--drift`, also `"drift_max"` and `"drift_median"`).
+//! `{"bpd": …, "images": …, "iw_samples": …}` (with `--drift`, also `"drift_max"` and
+//! `"drift_median"`).
 //!
 //! ```sh
 //! cargo run --release --example evaluate -- --checkpoint runs/cifar10/checkpoint.safetensors
@@ -58,7 +59,7 @@ struct Args {
     seed: u64,
     /// Importance-weighted bound over this many dequantisation draws per image (1-1024;
     /// 1: the usual bound). Tighter (lower) as it grows, K forward passes per image.
-    #[arg(long, default_value_t = 1, conflicts_with = "dequant")]
+    #[arg(long, default_value_t = 1)]
     #[arg(allow_hyphen_values = true, value_parser = validate::usize_in(1, 1024))]
     iw_samples: usize,
     /// Images per batch.
@@ -81,6 +82,11 @@ fn main() {
 }
 
 fn run(args: Args) -> cli::CliResult<()> {
+    if args.iw_samples > 1 && args.dequant == Dequant::Midpoint {
+        return Err(cli::usage_error(
+            "--iw-samples averages over noise draws; it cannot take --dequant midpoint",
+        ));
+    }
     let (model, data, ()) = args.source.open(|data| {
         let flag = args.source.data.as_deref();
         match args.split {

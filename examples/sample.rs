@@ -89,7 +89,31 @@ fn run(args: Args) -> cli::CliResult<()> {
         }
         _ => {}
     }
-    let (mut model, _) = cli::open_checkpoint_weights(&args.checkpoint, args.device, args.weights)?;
+    let names: Vec<String> = args
+        .temperatures
+        .iter()
+        .map(|t| format!("{t:.2}"))
+        .collect();
+    if let Some(i) = (1..names.len()).find(|&i| names[..i].contains(&names[i])) {
+        return Err(cli::usage_error(format!(
+            "--temperature {} repeats an earlier one (files are named to two decimals)",
+            args.temperatures[i]
+        )));
+    }
+    let [_, h, w] = header.config.image_shape;
+    let side = (args.n as f64).sqrt().ceil();
+    let pixels =
+        side * (w + 2) as f64 * side * (h + 2) as f64 * (args.upscale * args.upscale) as f64;
+    if pixels > glow::picture::MAX_PICTURE_PIXELS as f64 {
+        return Err(cli::usage_error(format!(
+            "--n {} with --upscale {} makes a picture of {pixels:.0} pixels, more than {}",
+            args.n,
+            args.upscale,
+            glow::picture::MAX_PICTURE_PIXELS
+        )));
+    }
+    let (mut model, _, _) =
+        cli::open_checkpoint_weights(&args.checkpoint, args.device, args.weights)?;
     if let Some(m) = args.memory {
         model.set_memory(m.into());
     }

@@ -150,11 +150,14 @@ struct Args {
     /// width, 3 px on CIFAR-10, as the paper's code and the port). Off by default.
     // No hyphen values: the flag alone must not swallow the next flag as its value.
     #[arg(long, value_name = "PX", num_args = 0..=1)]
-    #[arg(value_parser = cli::validate::any_usize())]
+    #[arg(value_parser = cli::validate::usize_in(0, 4096))]
     translate: Option<Option<usize>>,
     /// Mirror each training image left-right with probability 1/2. Off by default.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_flip")]
     flip: bool,
+    /// No flips (undoes a preset's --flip).
+    #[arg(long, overrides_with = "flip")]
+    no_flip: bool,
     /// Seed of initialisation, data order and noise.
     #[arg(long, default_value_t = 0)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::any_u64())]
@@ -241,10 +244,21 @@ impl Args {
     }
 
     /// The optimiser's settings, with `per_epoch` training steps an epoch (for the
-    /// settings given in epochs).
-    fn optimizer(&self, per_epoch: u64) -> OptimizerConfig {
-        let polyak =
-            glow::optim::polyak_beta2(per_epoch, f64::from(self.polyak_epochs.unwrap_or(1.0)));
+    /// settings given in epochs). A Polyak rule that gives no decay in (0, 1) for this
+    /// data is a usage error.
+    fn optimizer(&self, per_epoch: u64) -> CliResult<OptimizerConfig> {
+        let epochs = self.polyak_epochs.unwrap_or(1.0);
+        let wanted =
+            self.polyak_epochs.is_some() || matches!(self.ema, Some(cli::validate::EmaArg::Polyak));
+        let polyak = glow::optim::polyak_beta2(per_epoch, f64::from(epochs));
+        if wanted && polyak.is_none() {
+            return Err(cli::usage_error(format!(
+                "--polyak-epochs {epochs} with {per_epoch} steps an epoch gives 1 - 1/{} as \
+                 β2, which is not in (0, 1); give another --polyak-epochs, or --beta2 and \
+                 --ema as numbers",
+                per_epoch as f64 * f64::from(epochs)
+            )));
+        }
         let beta2 = match self.polyak_epochs {
             Some(_) => polyak.unwrap_or(self.beta2),
             None => self.beta2,
@@ -260,7 +274,7 @@ impl Args {
             Some(cli::validate::EmaArg::Decay(d)) => Some(d),
             Some(cli::validate::EmaArg::Polyak) => polyak,
         };
-        OptimizerConfig {
+        Ok(OptimizerConfig {
             kind: self.optimizer.into(),
             lr: self.lr,
             warmup,
@@ -270,7 +284,7 @@ impl Args {
             max_grad_value: (self.max_grad_value > 0.0).then_some(self.max_grad_value),
             ema_decay,
             ..OptimizerConfig::default()
-        }
+        })
     }
 
     /// The run's configuration for `steps` steps in all, initialising on `init_batch`
@@ -370,7 +384,7 @@ fn train(
             );
         }
     }
-    let result = train_rank(args, argv, given, comm.clone());
+    let result = train_rank(args, argv, given, preset.map(|p| &p.1), comm.clone());
     if let Err(e) = &result {
         if comm.size() > 1 {
             // The other ranks would wait for this one for ever: end the whole job. A bad
@@ -393,6 +407,7 @@ fn train_rank(
     args: &Args,
     argv: &[OsString],
     given: &dyn Fn(&str) -> bool,
+    preset: Option<&cli::preset::Expanded>,
     comm: std::sync::Arc<dyn glow::parallel::Collective>,
 ) -> CliResult<Option<i32>> {
     let (rank, ranks) = (comm.rank(), comm.size());
@@ -411,16 +426,26 @@ fn train_rank(
     let total = args
         .steps
         .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
-    let init_batch = cli::validate::init_batch(
-        args.init_batch,
-        glow::run::DEFAULT_INIT_BATCH,
-        data.train.len(),
-        ranks,
-    )?;
-    let config = args.run_config(total, init_batch, data.image_shape()[2]);
+    // A preset's --init-batch is a default, bounded by the data as the built-in one is.
+    let (init_given, init_default) = match args.init_batch {
+        Some(n) if preset.is_some_and(|e| e.applied_flag("init-batch")) => (None, n),
+        given => (given, glow::run::DEFAULT_INIT_BATCH),
+    };
+    let init_batch = cli::validate::init_batch(init_given, init_default, data.train.len(), ranks)?;
+    let [_, height, width] = data.image_shape();
+    if let Some(Some(px)) = args
+        .translate
+        .filter(|t| t.is_some_and(|px| px >= height.min(width)))
+    {
+        return Err(cli::usage_error(format!(
+            "--translate must be below the images' smaller side, {}, got {px}",
+            height.min(width)
+        )));
+    }
+    let config = args.run_config(total, init_batch, width);
     cli::validate::levels_fit(args.model.levels, data.image_shape())?;
     let model_config = args.model.config(args.seed, &data);
-    let opt = args.optimizer(per_epoch);
+    let opt = args.optimizer(per_epoch)?;
     let asked = Asked {
         model: &model_config,
         optimizer: &opt,
@@ -570,7 +595,11 @@ fn finish(
     ranks: usize,
 ) {
     let out = args.out.display();
-    let test = summary.test_bpd.map_or("n/a".into(), |v| format!("{v:.3}"));
+    let test = match (summary.test_bpd, summary.test_bpd_ema) {
+        (Some(raw), Some(ema)) => format!("{raw:.3} (EMA {ema:.3})"),
+        (Some(raw), None) => format!("{raw:.3}"),
+        _ => "n/a".into(),
+    };
     let train = summary
         .train_bpd
         .map_or("n/a".into(), |v| format!("{v:.3}"));
@@ -611,6 +640,9 @@ fn finish(
         "device": device.name(),
         "ranks": summary.ranks,
     });
+    if let Some(ema) = summary.test_bpd_ema {
+        line["test_bpd_ema"] = json!(ema);
+    }
     if let Some(signal) = summary.interrupted {
         line["interrupted"] = json!(signal_name(signal));
     }

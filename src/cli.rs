@@ -126,13 +126,17 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = PermutationArg::InvconvLu)]
     pub permutation: PermutationArg,
     /// Learn the top prior (else a standard normal).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_learn_top")]
     pub learn_top: bool,
+    /// A standard normal top prior (undoes a preset's --learn-top).
+    #[arg(long, overrides_with = "learn_top")]
+    pub no_learn_top: bool,
     /// Class-conditional priors and a classifier head.
     #[arg(long)]
     pub y_condition: bool,
-    /// With --y-condition, the weight of the classifier's cross-entropy (in bits) added
-    /// to the bits/dim in the loss (>= 0; the port's 0.01, openai/glow's 0).
+    /// With --y-condition, the weight of the classifier's cross-entropy in bits added to
+    /// the bits/dim in the loss (>= 0), as openai/glow's --weight_y (default 0 there). The
+    /// port weighs the cross-entropy in nats: its 0.01 is 0.0069315 here.
     #[arg(long, default_value_t = 0.01)]
     #[arg(allow_hyphen_values = true, value_parser = validate::finite_non_negative_f32())]
     pub y_weight: f32,
@@ -241,10 +245,21 @@ impl CheckpointArgs {
         &self,
         check: impl FnOnce(&Cifar10) -> CliResult<T>,
     ) -> CliResult<(Glow, Cifar10, T)> {
+        let (model, data, checked, _) = self.open_saying_weights(check)?;
+        Ok((model, data, checked))
+    }
+
+    /// [`CheckpointArgs::open`], also saying whether the model has the moving average's
+    /// weights (`true`) or the trained ones.
+    pub fn open_saying_weights<T>(
+        &self,
+        check: impl FnOnce(&Cifar10) -> CliResult<T>,
+    ) -> CliResult<(Glow, Cifar10, T, bool)> {
         let data = load_data(self.data.as_deref())?;
         let checked = check(&data)?;
         self.anomaly.apply();
-        let (mut model, _) = open_checkpoint_weights(&self.checkpoint, self.device, self.weights)?;
+        let (mut model, _, averaged) =
+            open_checkpoint_weights(&self.checkpoint, self.device, self.weights)?;
         let (want, have) = (model.config().image_shape, data.image_shape());
         if want != have {
             return Err(usage_error(format!(
@@ -255,7 +270,7 @@ impl CheckpointArgs {
         if let Some(m) = self.memory {
             model.set_memory(m.into());
         }
-        Ok((model, data, checked))
+        Ok((model, data, checked, averaged))
     }
 }
 
@@ -278,18 +293,20 @@ pub fn print_summary(value: serde_json::Value) {
 /// The weights are the moving average's when the checkpoint holds one
 /// ([`WeightsArg::Auto`]).
 pub fn open_checkpoint(path: &Path, choice: DeviceChoice) -> Result<(Glow, Device)> {
-    open_checkpoint_weights(path, choice, WeightsArg::Auto)
+    let (model, device, _) = open_checkpoint_weights(path, choice, WeightsArg::Auto)?;
+    Ok((model, device))
 }
 
 /// [`open_checkpoint`] with the [`WeightsArg`] to use, said on stderr when they are the
-/// moving average.
+/// moving average; the last value says whether they are (`true`) or the trained ones.
 pub fn open_checkpoint_weights(
     path: &Path,
     choice: DeviceChoice,
     weights: WeightsArg,
-) -> Result<(Glow, Device)> {
+) -> Result<(Glow, Device, bool)> {
     let checkpoint = glow::checkpoint::load_checkpoint(path)?;
-    let has_average = !checkpoint.optimizer.averages.is_empty();
+    let has_average = !checkpoint.optimizer.averages.is_empty()
+        && checkpoint.optimizer.config.ema_decay.is_some();
     if weights == WeightsArg::Ema && !has_average {
         return Err(engine::Error::invalid(
             "--weights ema",
@@ -305,10 +322,10 @@ pub fn open_checkpoint_weights(
     if weights != WeightsArg::Raw {
         if let Some(averaged) = optimizer.averaged_model(&model)? {
             eprintln!("weights: the moving average (--weights raw for the trained ones)");
-            return Ok((averaged, device));
+            return Ok((averaged, device, true));
         }
     }
-    Ok((model, device))
+    Ok((model, device, false))
 }
 
 /// Creates the parent directory of an output file.

@@ -234,8 +234,19 @@ fn a_nan_is_skipped_logged_and_rolled_back() -> Result<()> {
     values[0] = f32::NAN;
     p.set(&engine::Tensor::from_vec(values, &p.shape(), &Device::Cpu)?)?;
 
+    // Settings changed since the checkpoint (as a resume may change them) survive the
+    // rollback: only the learning rate is the rollback's own.
+    run.trainer.optimizer.config.max_grad_value = Some(0.25);
+    run.trainer.optimizer.config.ema_decay = None;
+
     run.config.steps = 8;
     let (done, events) = drive(&mut run, &data, None)?;
+    let o = &run.trainer.optimizer;
+    assert_eq!(
+        (o.config.max_grad_value, o.config.ema_decay),
+        (Some(0.25), None)
+    );
+    assert!(o.averages.is_empty(), "an average turned off stays off");
     let skipped: Vec<u64> = events
         .iter()
         .filter_map(|e| match e {

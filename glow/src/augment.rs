@@ -75,7 +75,8 @@ impl Transform {
             Transform::Translate { max } => {
                 let batch = images_in(pixels, image_shape, "translate")?;
                 let mut rng = StdRng::seed_from_u64(crate::data::mix(seed ^ TRANSLATE_SALT, step));
-                let span = max as i64;
+                // A shift past the image's size leaves only edge pixels, as the size does.
+                let span = max.min(image_shape[1].max(image_shape[2])) as i64;
                 let shifts: Vec<(i64, i64)> = (0..batch)
                     .map(|_| {
                         (
@@ -121,6 +122,11 @@ pub fn translate(pixels: &mut [u8], image_shape: [usize; 3], shifts: &[(i64, i64
     let clamp = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
     let mut plane = vec![0u8; h * w];
     for (image, &(dy, dx)) in pixels.chunks_exact_mut(c * h * w).zip(shifts) {
+        // Any shift past the size is the same as the size (and cannot overflow below).
+        let (dy, dx) = (
+            dy.clamp(-(h as i64), h as i64),
+            dx.clamp(-(w as i64), w as i64),
+        );
         if (dy, dx) == (0, 0) {
             continue;
         }
@@ -204,6 +210,9 @@ mod tests {
         let mut img = grid();
         translate(&mut img, [1, 3, 3], &[(-5, 5)]).unwrap();
         assert_eq!(img, vec![20, 20, 20, 20, 20, 20, 20, 20, 20]);
+        let mut far = grid();
+        translate(&mut far, [1, 3, 3], &[(i64::MIN, i64::MAX)]).unwrap();
+        assert_eq!(far, img, "no overflow, the same as any shift past the size");
         assert!(translate(&mut img, [1, 3, 3], &[(0, 0), (0, 0)]).is_err());
         assert!(translate(&mut img[..5], [1, 3, 3], &[(0, 0)]).is_err());
     }

@@ -194,6 +194,14 @@ impl From<&OptimizerConfig> for OptimizerConfigJson {
 
 impl OptimizerConfigJson {
     fn to_config(&self) -> std::result::Result<OptimizerConfig, String> {
+        if let Some(d) = self.ema_decay.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            return Err(format!("ema_decay must be in (0, 1), got {d}"));
+        }
+        if let Some(v) = self.max_grad_value.filter(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(format!(
+                "max_grad_value must be a finite number > 0, got {v}"
+            ));
+        }
         let kind = match self.kind.as_str() {
             "adam" => AdamKind::Adam,
             "adamax" => AdamKind::Adamax,
@@ -269,8 +277,13 @@ pub fn save_checkpoint(
             StateTensor::from_tensor(format!("{OPTIMIZER_PREFIX}{name}.v"), v)?,
         ));
     }
-    let averages = optimizer
-        .averages
+    // Averages are part of the state only while the run keeps them.
+    let kept = if optimizer.config.ema_decay.is_some() {
+        &optimizer.averages
+    } else {
+        &BTreeMap::new()
+    };
+    let averages = kept
         .iter()
         .map(|(name, avg)| StateTensor::from_tensor(format!("{EMA_PREFIX}{name}"), avg))
         .collect::<Result<Vec<_>>>()?;

@@ -12,7 +12,9 @@
 //! **Metadata** (`__metadata__`, all strings): `format` = [`FORMAT`], `format_version` =
 //! [`FORMAT_VERSION`], `glow.config` (the model's [`GlowConfig`] as JSON, as in a
 //! checkpoint), `dequantization` (`midpoint`, or `noise:SEED` for per-image noise of
-//! that seed) and `source` (free text: the checkpoint and split they came from).
+//! that seed), `weights` (`raw` or `ema`: the checkpoint's trained weights or their
+//! moving average, which decoding must use too) and `source` (free text: the checkpoint
+//! and split they came from).
 //!
 //! In Python: `safetensors.numpy.load_file(path)` gives the arrays, and
 //! `safe_open(path, "np").metadata()` the map.
@@ -46,6 +48,8 @@ pub struct Latents {
     pub indices: Vec<u64>,
     /// How the pixels were dequantised: `midpoint` or `noise:SEED`.
     pub dequantization: String,
+    /// Which weights of the checkpoint encoded them: `raw` or `ema` (empty: not said).
+    pub weights: String,
     /// Where they came from, for people.
     pub source: String,
 }
@@ -189,6 +193,7 @@ pub fn save_latents(path: impl AsRef<Path>, latents: &Latents) -> Result<()> {
         ("format_version", FORMAT_VERSION.to_string()),
         ("glow.config", config),
         ("dequantization", latents.dequantization.clone()),
+        ("weights", latents.weights.clone()),
         ("source", latents.source.clone()),
     ]
     .into_iter()
@@ -278,6 +283,7 @@ pub fn load_latents(path: impl AsRef<Path>) -> Result<Latents> {
             .collect(),
         indices: whole("indices", indices)?,
         dequantization: meta.get("dequantization").cloned().unwrap_or_default(),
+        weights: meta.get("weights").cloned().unwrap_or_default(),
         source: meta.get("source").cloned().unwrap_or_default(),
     })
 }

@@ -49,8 +49,9 @@ pub struct OptimizerConfig {
 /// openai/glow's β2 (and Polyak decay): `1 − 1 / (steps_per_epoch · polyak_epochs)`, an
 /// average over about `polyak_epochs` epochs. `None` when that is not in `(0, 1)`.
 pub fn polyak_beta2(steps_per_epoch: u64, polyak_epochs: f64) -> Option<f32> {
-    let beta2 = 1.0 - 1.0 / (steps_per_epoch as f64 * polyak_epochs);
-    (beta2 > 0.0 && beta2 < 1.0).then_some(beta2 as f32)
+    // Checked in f32: 1 − 1e-9 is below 1 in f64 but rounds to 1 in f32.
+    let beta2 = (1.0 - 1.0 / (steps_per_epoch as f64 * polyak_epochs)) as f32;
+    (beta2 > 0.0 && beta2 < 1.0).then_some(beta2)
 }
 
 impl Default for OptimizerConfig {
@@ -78,8 +79,8 @@ pub struct Optimizer {
     pub step: u32,
     /// `(m, v)` per parameter name.
     pub moments: BTreeMap<String, (Tensor, Tensor)>,
-    /// The moving average of each parameter, by name, while
-    /// [`OptimizerConfig::ema_decay`] is set (empty before the first update).
+    /// The moving average of each parameter, by name (empty before the first update).
+    /// Kept, saved and used only while [`OptimizerConfig::ema_decay`] is set.
     pub averages: BTreeMap<String, Tensor>,
 }
 
@@ -159,7 +160,12 @@ impl Optimizer {
                     self.averages.insert(p.name().to_string(), copy);
                 }
             }
-            debug_assert!(decay > 0.0 && decay < 1.0);
+            if !(decay > 0.0 && decay < 1.0) {
+                return Err(engine::Error::invalid(
+                    "optimizer",
+                    format!("the moving average's decay must be in (0, 1), got {decay}"),
+                ));
+            }
         }
         self.step += 1;
         let lr = self.lr_at(self.step);
@@ -222,10 +228,10 @@ impl Optimizer {
     }
 
     /// A copy of `model` whose trainable parameters are the moving averages (`None`
-    /// while there are none: no [`OptimizerConfig::ema_decay`], or no update yet). The
+    /// while there are none, or [`OptimizerConfig::ema_decay`] is off). The
     /// copy shares nothing with `model`, so training it would not touch the original.
     pub fn averaged_model(&self, model: &Glow) -> Result<Option<Glow>> {
-        if self.averages.is_empty() {
+        if self.averages.is_empty() || self.config.ema_decay.is_none() {
             return Ok(None);
         }
         let mut state = model.state()?;

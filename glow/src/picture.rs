@@ -282,6 +282,9 @@ fn tensor_grid(path: &Path, images: &Tensor, columns: usize) -> Result<Canvas> {
     grid(&batch, columns, 2)
 }
 
+/// The largest picture [`save_samples`] draws, in pixels (about 400 MB of RGB).
+pub const MAX_PICTURE_PIXELS: usize = 1 << 27;
+
 /// What [`save_samples`] draws.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleOptions {
@@ -365,12 +368,38 @@ pub fn save_samples(
             "nothing to draw: no images or no temperatures",
         ));
     }
+    let name = |t: f32| format!("{prefix}_t{t:.2}.png");
+    for (i, &t) in temperatures.iter().enumerate() {
+        if temperatures[..i].iter().any(|&u| name(u) == name(t)) {
+            return Err(Error::invalid(
+                "samples",
+                format!(
+                    "temperatures {t} and an earlier one share the file {}",
+                    name(t)
+                ),
+            ));
+        }
+    }
+    // Refuse a picture too large to hold before drawing anything: an upscaled grid
+    // grows with the square of both.
+    let [c, h, w] = model.config().image_shape;
+    let side = (n as f64).sqrt().ceil();
+    let pixels = (side * (w + 2) as f64) * (side * (h + 2) as f64) * (upscale * upscale) as f64;
+    if pixels > MAX_PICTURE_PIXELS as f64 {
+        return Err(Error::invalid(
+            "samples",
+            format!(
+                "a grid of {n} images of {c}x{h}x{w} upscaled {upscale} times would have \
+                 {pixels:.0} pixels, more than {MAX_PICTURE_PIXELS}; draw fewer or upscale less"
+            ),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create the folder", e))?;
     let mut rows = Vec::new();
     let mut written = Vec::new();
     for &t in temperatures {
         let images = model.sample(n, t, labels.as_deref(), seed)?;
-        let path = dir.join(format!("{prefix}_t{t:.2}.png"));
+        let path = dir.join(name(t));
         let columns = (n as f64).sqrt().ceil() as usize;
         tensor_grid(&path, &images, columns)?
             .upscaled(upscale)
@@ -385,7 +414,12 @@ pub fn save_samples(
         let grid = tensor_grid(&path, &all, columns)?;
         // A margin on the left for "T=0.25", centred on each row.
         let label = |t: f32| format!("T={t:.2}");
-        let margin = 2 + label(0.0).len() * font::ADVANCE;
+        let widest = temperatures
+            .iter()
+            .map(|&t| label(t).len())
+            .max()
+            .unwrap_or(0);
+        let margin = 2 + widest * font::ADVANCE;
         let mut canvas = Canvas::new(grid.width + margin, grid.height, GRID_BACKGROUND);
         for y in 0..grid.height {
             for x in 0..grid.width {

@@ -21,13 +21,14 @@ use glow::{Coupling, GlowConfig, Permutation};
 
 /// The long names of the flags whose values a checkpoint holds and a resume must not
 /// change (checked by [`conflicts`]).
-pub const FROM_CHECKPOINT: [&str; 11] = [
+pub const FROM_CHECKPOINT: [&str; 12] = [
     "levels",
     "depth",
     "hidden",
     "coupling",
     "permutation",
     "learn-top",
+    "no-learn-top",
     "y-condition",
     "y-weight",
     "n-bits",
@@ -95,6 +96,7 @@ pub fn conflicts(asked: &Asked, header: &CheckpointHeader) -> Vec<String> {
     // A switch given is on; the checkpoint's off is the difference.
     let switch = |on: bool| if on { "on" } else { "off" }.to_string();
     differ("learn-top", switch(m.learn_top), switch(c.learn_top));
+    differ("no-learn-top", switch(!m.learn_top), switch(!c.learn_top));
     differ("y-condition", switch(m.y_condition), switch(c.y_condition));
     differ("y-weight", m.y_weight.to_string(), c.y_weight.to_string());
     differ("n-bits", m.n_bits.to_string(), c.n_bits.to_string());

@@ -259,7 +259,7 @@ pub fn finite_non_negative_f32() -> Rule<f32> {
     })
 }
 
-/// A number in `[0, 1)` (`--beta1`, `--beta2`, `--ema`, whose 0 means off).
+/// A number in `[0, 1)` (`--beta1`).
 pub fn unit_interval_f32() -> Rule<f32> {
     float("must be a number in [0, 1)", |v| (0.0..1.0).contains(&v))
 }

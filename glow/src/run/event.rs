@@ -125,10 +125,13 @@ pub struct RunSummary {
     pub checkpoint_step: u64,
     /// Mean bits/dim of the last 50 good steps (`None` before any).
     pub train_bpd: Option<f64>,
-    /// The last evaluation's test bits/dim: of the moving average of the weights when the
-    /// run keeps one, else of the weights.
+    /// The last evaluation's test bits/dim of the trained weights.
     pub test_bpd: Option<f64>,
-    /// The best evaluation's test bits/dim (judged as `test_bpd`) (what [`BEST_FILE`](super::BEST_FILE) holds).
+    /// The last evaluation's test bits/dim of the moving average of the weights, when
+    /// the run keeps one.
+    pub test_bpd_ema: Option<f64>,
+    /// The best evaluation's test bits/dim, of the moving average when the run keeps one
+    /// (what [`BEST_FILE`](super::BEST_FILE) holds).
     pub best_test_bpd: Option<f64>,
     /// Training images per second during this call.
     pub images_per_sec: f64,

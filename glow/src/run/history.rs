@@ -19,8 +19,11 @@ pub(crate) struct History {
     train_curve: Curve,
     /// `(step, test bpd)` of every evaluation (of the moving average, when kept).
     test_curve: Curve,
-    /// The lowest test bits/dim so far.
+    /// The lowest test bits/dim so far (of the moving average, when kept).
     pub(crate) best_test_bpd: Option<f64>,
+    /// `(step, raw, ema)` of every evaluation: the test bits/dim of the trained weights
+    /// and, when kept, of their moving average.
+    evaluations: Vec<(u64, f64, Option<f64>)>,
     /// Skipped steps, whole run.
     pub(crate) skipped_steps: u64,
     /// Rollbacks, whole run.
@@ -38,9 +41,8 @@ impl History {
             self.forget_after(step);
         } else if v["skipped"].as_bool() == Some(true) {
             self.skipped_steps += 1;
-        } else if let Some(b) = v["test_bpd_ema"].as_f64().or(v["test_bpd"].as_f64()) {
-            // A run that keeps a moving average judges its evaluations by it.
-            self.record_evaluation(step, b);
+        } else if let Some(raw) = v["test_bpd"].as_f64() {
+            self.record_evaluation(step, raw, v["test_bpd_ema"].as_f64());
         } else if let Some(b) = v["bpd"].as_f64() {
             self.record_step(step, b);
         }
@@ -51,9 +53,12 @@ impl History {
         self.train_curve.push((step as f64, bpd));
     }
 
-    /// An evaluation's test bits/dim; whether it is the best so far (a non-finite one
-    /// never is).
-    pub(crate) fn record_evaluation(&mut self, step: u64, test_bpd: f64) -> bool {
+    /// An evaluation's test bits/dim, of the weights (`raw`) and of their moving average
+    /// (`ema`, when kept, which then judges it); whether it is the best so far (a
+    /// non-finite one never is).
+    pub(crate) fn record_evaluation(&mut self, step: u64, raw: f64, ema: Option<f64>) -> bool {
+        self.evaluations.push((step, raw, ema));
+        let test_bpd = ema.unwrap_or(raw);
         self.test_curve.push((step as f64, test_bpd));
         let best = test_bpd.is_finite() && self.best_test_bpd.is_none_or(|b| test_bpd < b);
         if best {
@@ -67,6 +72,13 @@ impl History {
         let step = step as f64;
         self.train_curve.retain(|p| p.0 <= step);
         self.test_curve.retain(|p| p.0 <= step);
+        self.evaluations.retain(|e| e.0 as f64 <= step);
+    }
+
+    /// The last evaluation's test bits/dim of the trained weights and, when kept, of
+    /// their moving average.
+    pub(crate) fn last_test(&self) -> Option<(f64, Option<f64>)> {
+        self.evaluations.last().map(|e| (e.1, e.2))
     }
 
     /// The step and test bits/dim of the last evaluation.
@@ -140,6 +152,7 @@ mod tests {
         assert_eq!(h.best_test_bpd, Some(4.5));
         assert_eq!(h.train_bpd_after(0), Some(5.5));
         assert_eq!(h.recent_train_bpd(), Some(5.5));
-        assert!(!h.record_evaluation(5, f64::NAN), "NaN is never best");
+        assert_eq!(h.last_test(), Some((5.5, None)));
+        assert!(!h.record_evaluation(5, f64::NAN, None), "NaN is never best");
     }
 }

@@ -508,7 +508,8 @@ impl Run {
             step: self.trainer.step,
             checkpoint_step: self.checkpoint_step.unwrap_or(0),
             train_bpd: self.history.recent_train_bpd(),
-            test_bpd: self.history.last_evaluation().map(|e| e.1),
+            test_bpd: self.history.last_test().map(|t| t.0),
+            test_bpd_ema: self.history.last_test().and_then(|t| t.1),
             best_test_bpd: self.history.best_test_bpd,
             images_per_sec: rate(images),
             skipped_steps: self.history.skipped_steps,
@@ -594,9 +595,7 @@ impl Run {
         };
         let previous = self.history.last_evaluation().map_or(0, |e| e.0);
         let train_bpd = self.history.train_bpd_after(previous);
-        let best = self
-            .history
-            .record_evaluation(step, test_bpd_ema.unwrap_or(test_bpd));
+        let best = self.history.record_evaluation(step, test_bpd, test_bpd_ema);
         if best {
             let path = self.config.best_path();
             save_checkpoint(
@@ -714,7 +713,16 @@ impl Run {
             ));
         }
         self.rollback_target = Some((state.step, count));
-        optimizer.config.lr = lr;
+        // The settings in force (a resume may have changed them since the checkpoint was
+        // written) with the lowered learning rate; the moments and averages are the
+        // checkpoint's.
+        optimizer.config = crate::optim::OptimizerConfig {
+            lr,
+            ..self.trainer.optimizer.config
+        };
+        if optimizer.config.ema_decay.is_none() {
+            optimizer.averages.clear();
+        }
         self.trainer = Trainer {
             model,
             optimizer,
