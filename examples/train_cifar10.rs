@@ -28,6 +28,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -158,6 +159,13 @@ struct Args {
     /// No flips (undoes a preset's --flip).
     #[arg(long, overrides_with = "flip")]
     no_flip: bool,
+    /// Train on N shards of each batch at once, as N threads of this process, each on an
+    /// equal share of the cores, their gradients summed before each update (1-64; the
+    /// batch must split evenly). The losses are those of one shard up to rounding
+    /// (docs/measurements.md has the speed); under mpirun each process is one shard.
+    #[arg(long, default_value_t = 1)]
+    #[arg(allow_hyphen_values = true, value_parser = cli::validate::usize_in(1, 64))]
+    shards: usize,
     /// Seed of initialisation, data order and noise.
     #[arg(long, default_value_t = 0)]
     #[arg(allow_hyphen_values = true, value_parser = cli::validate::any_u64())]
@@ -355,10 +363,13 @@ fn signal_name(signal: i32) -> String {
 
 /// Trains; returns the signal that stopped the run early, if one did. `given` says
 /// whether a flag (by long name) was on the command line.
+/// Whether a flag (by long name) was on the command line; shared by the shards' threads.
+type Given<'a> = dyn Fn(&str) -> bool + Sync + 'a;
+
 fn train(
     args: &Args,
     argv: &[OsString],
-    given: &dyn Fn(&str) -> bool,
+    given: &Given<'_>,
     preset: Option<&(cli::preset::PresetArg, cli::preset::Expanded)>,
 ) -> CliResult<Option<i32>> {
     let checkpoint = args.out.join(glow::run::CHECKPOINT_FILE);
@@ -372,6 +383,63 @@ fn train(
     // Under `mpirun` (built with the `mpi` feature), one rank of a data-parallel run:
     // every rank trains on its shard of each batch and rank 0 alone writes and prints.
     let comm = glow::parallel::from_env()?;
+    if args.shards > 1 {
+        if comm.size() > 1 {
+            return Err(cli::usage_error(
+                "--shards runs the ranks as threads of one process; under mpirun each \
+                 process is one rank already (leave --shards out)",
+            ));
+        }
+        cli::validate::batch_splits(args.batch, args.shards)?;
+        return train_shards(args, argv, given, preset);
+    }
+    train_as(args, argv, given, preset, comm)
+}
+
+/// [`train`] with `--shards N`: N ranks as threads of this process, each on its own rayon
+/// pool of an equal share of the threads, joined by `glow::parallel::InProcess`; returns
+/// rank 0's outcome.
+fn train_shards(
+    args: &Args,
+    argv: &[OsString],
+    given: &Given<'_>,
+    preset: Option<&(cli::preset::PresetArg, cli::preset::Expanded)>,
+) -> CliResult<Option<i32>> {
+    let threads = (rayon::current_num_threads() / args.shards).max(1);
+    let world = glow::parallel::InProcess::world(args.shards);
+    std::thread::scope(|s| {
+        let ranks: Vec<_> = world
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || -> CliResult<Option<i32>> {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .map_err(|e| engine::Error::invalid("--shards", e.to_string()))?;
+                    pool.install(|| train_as(args, argv, given, preset, Arc::new(comm)))
+                })
+            })
+            .collect();
+        let mut outcomes = ranks.into_iter().map(|r| {
+            r.join().unwrap_or_else(|_| {
+                Err(engine::Error::invalid("--shards", "a shard's thread panicked").into())
+            })
+        });
+        let first = outcomes.next().expect("at least one shard");
+        outcomes.for_each(drop);
+        first
+    })
+}
+
+/// [`train`] as rank `comm.rank()` of `comm.size()`, ending the whole job when a rank of
+/// several fails.
+fn train_as(
+    args: &Args,
+    argv: &[OsString],
+    given: &Given<'_>,
+    preset: Option<&(cli::preset::PresetArg, cli::preset::Expanded)>,
+    comm: Arc<dyn glow::parallel::Collective>,
+) -> CliResult<Option<i32>> {
     if let (Some((p, e)), 0) = (preset, comm.rank()) {
         eprintln!("preset {}: {}", p.name(), e.applied.join(" "));
         if !e.overridden.is_empty() {
@@ -391,6 +459,10 @@ fn train(
             // flag is the same on every rank: rank 0 says it, as one process would.
             match e {
                 CliError::Usage(msg) if comm.rank() == 0 => eprintln!("error: {msg}"),
+                // Every rank checks the same flags in the same order before any sum, so
+                // rank 0 meets the same refusal and says it; a thread of this process
+                // must leave that to it rather than end the process first.
+                CliError::Usage(_) if args.shards > 1 => return result,
                 CliError::Usage(_) => {}
                 CliError::Failed(e) => {
                     eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size())
@@ -406,7 +478,7 @@ fn train(
 fn train_rank(
     args: &Args,
     argv: &[OsString],
-    given: &dyn Fn(&str) -> bool,
+    given: &Given<'_>,
     preset: Option<&cli::preset::Expanded>,
     comm: std::sync::Arc<dyn glow::parallel::Collective>,
 ) -> CliResult<Option<i32>> {

@@ -1,75 +1,20 @@
 //! Data-parallel training (`glow::parallel`) against one process, without MPI: the ranks
-//! are threads of this test, joined by a test double of `Collective` that sums in
-//! shared memory. Two ranks with shards of 8 must give the losses of one trainer with
+//! are threads of this test, joined by `glow::parallel::InProcess`, which sums in shared
+//! memory (what `train_cifar10 --shards` runs). Two ranks with shards of 8 must give the losses of one trainer with
 //! the whole batch of 16, and end with the same weights on both ranks. The same
 //! `Trainer` code runs under MPI (`tests/mpi.rs`, feature `mpi`).
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::Arc;
 
 use engine::{Device, Result};
 use glow::data::Cifar10;
 use glow::optim::OptimizerConfig;
-use glow::parallel::{shard, Collective};
+use glow::parallel::{shard, Collective, InProcess};
 use glow::train::{batch_for_step, Trainer};
 use glow::{Glow, GlowConfig, Memory, ModelState};
 
 /// Ranks as threads: each sum writes this rank's values into its slot, waits for every
 /// rank, and adds the slots in rank order, so every rank gets bitwise the same sum.
-struct Threads {
-    rank: usize,
-    size: usize,
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    barrier: Barrier,
-    slots: Mutex<Vec<Vec<f32>>>,
-}
-
-impl Threads {
-    fn world(size: usize) -> Vec<Threads> {
-        let shared = Arc::new(Shared {
-            barrier: Barrier::new(size),
-            slots: Mutex::new(vec![Vec::new(); size]),
-        });
-        (0..size)
-            .map(|rank| Threads {
-                rank,
-                size,
-                shared: shared.clone(),
-            })
-            .collect()
-    }
-}
-
-impl Collective for Threads {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn size(&self) -> usize {
-        self.size
-    }
-    fn sum_in_place(&self, values: &mut [f32]) -> Result<()> {
-        self.shared.slots.lock().unwrap()[self.rank] = values.to_vec();
-        self.shared.barrier.wait();
-        {
-            let slots = self.shared.slots.lock().unwrap();
-            for (i, v) in values.iter_mut().enumerate() {
-                *v = slots.iter().map(|s| s[i]).fold(0.0, |a, b| a + b);
-            }
-        }
-        // Nobody may overwrite a slot before every rank has read them all.
-        self.shared.barrier.wait();
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for Threads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Threads(rank {})", self.rank)
-    }
-}
-
 fn trainer(memory: Memory) -> Result<Trainer> {
     let cfg = GlowConfig {
         levels: 2,
@@ -113,7 +58,7 @@ fn two_ranks_match_one_process(memory: Memory) -> Result<()> {
         t.initialize(&pixels, &labels)?;
         t.model.state()?
     };
-    let handles: Vec<_> = Threads::world(2)
+    let handles: Vec<_> = InProcess::world(2)
         .into_iter()
         .map(|comm| {
             let data = data.clone();
@@ -202,7 +147,7 @@ fn ranks_with_other_weights_are_named() -> Result<()> {
     // Rank 1 builds its model from another seed: the check must fail on both ranks and
     // name rank 1; with the same seed it passes.
     for (seed1, diverged) in [(11u64, false), (12, true)] {
-        let handles: Vec<_> = Threads::world(2)
+        let handles: Vec<_> = InProcess::world(2)
             .into_iter()
             .map(|comm| {
                 std::thread::spawn(move || -> Result<std::result::Result<(), String>> {
@@ -302,7 +247,7 @@ fn two_ranks_report_the_class_loss_and_accuracy_of_one_process() -> Result<()> {
     };
     let single = run(conditional()?)?;
     let ranks: Vec<Vec<glow::train::ClassStats>> = std::thread::scope(|s| {
-        let joins: Vec<_> = Threads::world(2)
+        let joins: Vec<_> = InProcess::world(2)
             .into_iter()
             .map(|comm| {
                 let t = conditional().map(|t| t.with_collective(Arc::new(comm)));

@@ -148,6 +148,7 @@ fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             "--translate",
             vec!["1.5", "x", "99999999999999999999"],
         ),
+        ("train_cifar10", "--shards", with(BAD_COUNT, &["65"])),
         ("train_cifar10", "--seed", BAD_INTEGER.to_vec()),
         // 0 is "never" for these three.
         ("train_cifar10", "--eval-every", BAD_INTEGER.to_vec()),
@@ -334,6 +335,13 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
             vec!["--translate=32".into(), train_out.clone()],
             "--translate",
             Some("32"),
+        ),
+        // A batch of 16 does not split into 3 shards.
+        (
+            "train_cifar10",
+            vec!["--shards=3".into(), train_out.clone()],
+            "--batch",
+            None,
         ),
         // One epoch of 2,700 / 16 = 168 steps: a Polyak average over 1e9 epochs is
         // β2 = 1 in f32.
@@ -549,6 +557,7 @@ fn good_values_pass_the_checks_and_every_example_runs() {
         "--ema=polyak",
         "--translate=1",
         "--flip",
+        "--shards=2",
         "--seed=1",
         "--eval-every=1",
         "--sample-every=2",

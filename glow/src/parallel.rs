@@ -5,9 +5,10 @@
 //! process computes on the whole batch, up to the order of summation.
 //!
 //! [`Collective`] is what training needs from a communicator: a rank, a size and an
-//! element-wise sum over ranks. [`Solo`] is the one-process case. With the `mpi` cargo
-//! feature, `mpi::MpiWorld` is MPI's world communicator through the `mpi` crate
-//! (Open MPI on Debian).
+//! element-wise sum over ranks. [`Solo`] is the one-process case. [`InProcess`] runs the
+//! ranks as threads of one process (`train_cifar10 --shards N`: each thread a shard of the
+//! batch on its own share of the cores). With the `mpi` cargo feature, `mpi::MpiWorld`
+//! is MPI's world communicator through the `mpi` crate (Open MPI on Debian).
 //!
 //! What the ranks exchange:
 //! - Every step, one all-reduce of one buffer ([`average_gradients`]): every gradient
@@ -65,6 +66,73 @@ impl Collective for Solo {
         1
     }
     fn sum_in_place(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Ranks as threads of one process: [`InProcess::world`] makes one per thread, and a sum
+/// meets at a barrier, each rank adding up every rank's buffer in rank order (so every
+/// rank gets bitwise the same sum).
+pub struct InProcess {
+    rank: usize,
+    size: usize,
+    shared: Arc<Meeting>,
+}
+
+/// Where the ranks of an [`InProcess`] world meet.
+struct Meeting {
+    barrier: std::sync::Barrier,
+    slots: std::sync::Mutex<Vec<Vec<f32>>>,
+}
+
+impl InProcess {
+    /// The `size` ranks of one world, rank 0 first: hand one to each thread.
+    pub fn world(size: usize) -> Vec<InProcess> {
+        let shared = Arc::new(Meeting {
+            barrier: std::sync::Barrier::new(size),
+            slots: std::sync::Mutex::new(vec![Vec::new(); size]),
+        });
+        (0..size)
+            .map(|rank| InProcess {
+                rank,
+                size,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InProcess(rank {} of {})", self.rank, self.size)
+    }
+}
+
+impl Collective for InProcess {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn sum_in_place(&self, values: &mut [f32]) -> Result<()> {
+        let lock = || self.shared.slots.lock().unwrap_or_else(|e| e.into_inner());
+        lock()[self.rank] = values.to_vec();
+        self.shared.barrier.wait();
+        {
+            let slots = lock();
+            if let Some(other) = slots.iter().find(|s| s.len() != values.len()) {
+                return Err(Error::invalid(
+                    "data-parallel run",
+                    format!("ranks summed {} and {} values", values.len(), other.len()),
+                ));
+            }
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = slots.iter().map(|s| s[i]).fold(0.0, |a, b| a + b);
+            }
+        }
+        // Nobody may overwrite a slot before every rank has read them all.
+        self.shared.barrier.wait();
         Ok(())
     }
 }
