@@ -55,7 +55,9 @@ pub enum Event {
     Step {
         /// What it measured.
         stats: StepStats,
-        /// Training images per second since [`Run::run`](super::Run::run) was called.
+        /// Training images per second since the first step of this call of
+        /// [`Run::run`](super::Run::run) began (after the ActNorms' initialisation and the
+        /// first checkpoint).
         images_per_sec: f64,
     },
     /// A step was skipped: its loss or gradient was not finite.

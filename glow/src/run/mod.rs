@@ -411,7 +411,6 @@ impl Run {
         self.config.check()?;
         self.take_data(data)?;
         let batch = self.config.batch;
-        let started = Instant::now();
         let mut images = 0usize;
         on_event(&Event::Started {
             step: self.trainer.step,
@@ -428,6 +427,9 @@ impl Run {
         if self.checkpoint_step.is_none() {
             self.save(CheckpointReason::Start, &mut on_event)?;
         }
+        // Throughput counts the steps (and what they bring: evaluations, samples,
+        // checkpoints), not the initialisation and first checkpoint before them.
+        let started = Instant::now();
         let rate = |images: usize| images as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let mut interrupted = None;
         // Agreed by every rank once before the first step and once after each step.
