@@ -2,7 +2,9 @@
 //! shapes, on every device compiled in.
 //!
 //! Run with `cargo bench --bench ops`; `BENCH_DEVICES=cpu,vulkan` adds the Vulkan device
-//! and `BENCH_HIDDEN=128` keeps one hidden width. Each row is the median of several timed
+//! and `BENCH_HIDDEN=128` keeps one hidden width; `BENCH_PRECISION=bf16` runs the
+//! convolutions as a Glow coupling network's would with bf16 products (`engine::precision`;
+//! the CPU device's wide ones only, where the CPU has AVX-512 BF16). Each row is the median of several timed
 //! repetitions after a warm-up; GFLOP/s counts `2 · multiply-adds / time`, and the last
 //! column is that as a share of the device's SGEMM ceiling (its 2048³ matmul row, or
 //! 512³ on a software Vulkan driver). One JSON line per row follows the table.
@@ -119,6 +121,10 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
 
     // Every convolution of a Glow step (L = 3, batch 16) at its level's size, for the
     // hidden widths of configurations S (128) and P (512): see `glow_convs`.
+    let bf16 = std::env::var("BENCH_PRECISION").is_ok_and(|p| p == "bf16");
+    if bf16 {
+        engine::precision::set_matmul_precision(engine::precision::MatmulPrecision::Bf16);
+    }
     for (what, d) in glow_convs() {
         let shape = format!(
             "{what} [{},{},{},{}]→{} {}x{}",
@@ -129,12 +135,18 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
         let bias = input(b, d.c_out, 5);
         let dy = input(b, d.output_len(), 6);
         let t = time(b, || {
-            b.conv2d(&x, &w, Some(&bias), d, Epilogue::None).unwrap()
+            engine::precision::within(bf16, || {
+                b.conv2d(&x, &w, Some(&bias), d, Epilogue::None).unwrap()
+            })
         });
         push("conv2d", shape.clone(), t, d.macs());
-        let t = time(b, || b.conv2d_backward_input(&dy, &w, d).unwrap());
+        let t = time(b, || {
+            engine::precision::within(bf16, || b.conv2d_backward_input(&dy, &w, d).unwrap())
+        });
         push("conv2d_backward_input", shape.clone(), t, d.macs());
-        let t = time(b, || b.conv2d_backward_weight(&x, &dy, d).unwrap());
+        let t = time(b, || {
+            engine::precision::within(bf16, || b.conv2d_backward_weight(&x, &dy, d).unwrap())
+        });
         push("conv2d_backward_weight", shape, t, d.macs());
     }
     rows

@@ -23,7 +23,9 @@
 //! default 20 for S, 8 for K32, 6 for S512, 4 for P), `BENCH_DEVICES=cpu|vulkan`
 //! (default cpu), `BENCH_PROFILE=1` (print the per-op table of the timed steps, see
 //! `engine::profile`), `BENCH_BATCH` (images per step; default 16),
-//! `BENCH_MEMORY=stored|reversible` (the model's `GlowConfig::memory`; default stored).
+//! `BENCH_MEMORY=stored|reversible` (the model's `GlowConfig::memory`; default stored),
+//! `BENCH_PRECISION=f32|bf16` (`engine::precision`: the coupling networks' products;
+//! default f32; the JSON gives the precision asked for and the one this CPU computed in).
 //! On the Vulkan device the JSON line also gives, per timed step, the dispatches,
 //! barriers, submits, host waits, pipelines created and allocations
 //! (`engine::vulkan::DeviceCounters`).
@@ -32,6 +34,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use engine::backend::AdamKind;
+use engine::precision::MatmulPrecision;
 use engine::{no_grad, profile, Device, Tensor};
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Glow, GlowConfig, Memory};
@@ -164,6 +167,20 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
             ))
         }
     };
+    let asked = match std::env::var("BENCH_PRECISION").as_deref() {
+        Ok("bf16") => MatmulPrecision::Bf16,
+        Ok("f32") | Err(_) => MatmulPrecision::F32,
+        Ok(other) => {
+            return Err(engine::Error::invalid(
+                "BENCH_PRECISION",
+                format!("{other:?} is not f32 or bf16"),
+            ))
+        }
+    };
+    let precision = match device {
+        Device::Cpu => engine::precision::set_matmul_precision(asked),
+        _ => MatmulPrecision::F32,
+    };
     let cfg = GlowConfig {
         depth,
         hidden,
@@ -228,7 +245,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     let gflops = flops / median / 1e9;
     let rss = peak_rss();
     println!(
-        "{name:<4} {dev} {memory:?}: K={depth} hidden={hidden} batch={batch}: median {median:.3} s/step, \
+        "{name:<4} {dev} {memory:?} {precision:?}: K={depth} hidden={hidden} batch={batch}: median {median:.3} s/step, \
          min {min:.3} ({:.1} images/s), {:.2} GFLOP/step, {gflops:.1} GFLOP/s effective = \
          {:.0}% of the {ceiling:.0} GFLOP/s SGEMM ceiling, peak RSS {}",
         batch as f64 / median,
@@ -247,6 +264,8 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
             "depth": depth,
             "hidden": hidden,
             "memory": format!("{memory:?}").to_lowercase(),
+            "precision_asked": format!("{asked:?}").to_lowercase(),
+            "precision": format!("{precision:?}").to_lowercase(),
             "batch": batch,
             "steps": steps,
             "step_s_median": median,

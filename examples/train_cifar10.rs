@@ -186,7 +186,7 @@ struct Args {
     /// --weight-decay, --max-grad-norm, --max-grad-value and --ema are the checkpoint's
     /// unless given, and then replace it. The rest may change on resume: --steps,
     /// --epochs, --batch, --init-batch (no effect then), --translate, --flip, --tensorboard,
-    /// --eval-every,
+    /// --eval-every, --matmul-precision,
     /// --sample-every, --checkpoint-every, --checkpoint-minutes, --max-bad-steps,
     /// --device, --memory, --detect-anomaly. With --steps at or below the checkpoint's
     /// step there is nothing to do: it says so and exits 0.
@@ -234,6 +234,8 @@ struct Args {
     max_bad_steps: u32,
     #[command(flatten)]
     anomaly: cli::AnomalyArgs,
+    #[command(flatten)]
+    precision: cli::PrecisionArgs,
 }
 
 impl Args {
@@ -558,6 +560,12 @@ fn train_rank(
     }
     let (device, why) = glow::device::pick_for_rank(args.device.into(), rank, ranks)?;
     eprintln!("device: {} ({why})", device.name());
+    if rank == 0 || args.precision.matmul_precision == cli::PrecisionArg::F32 {
+        args.precision.apply(&device);
+    } else {
+        // Every rank sets the process's precision; rank 0 says what it got.
+        engine::precision::set_matmul_precision(engine::precision::MatmulPrecision::Bf16);
+    }
 
     let mut run = start(args, folder, config, &device, comm.clone(), &asked)?;
     if rank != 0 {

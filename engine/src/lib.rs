@@ -29,6 +29,7 @@ pub mod invertible;
 pub mod linalg;
 pub mod memory;
 pub mod ops;
+pub mod precision;
 pub mod profile;
 pub mod random;
 pub mod reference;

@@ -8,7 +8,8 @@
 //! settings ([`OPTIMISER_SETTINGS`]) are the checkpoint's unless given, and then replace
 //! it (a rollback's lowered learning rate is the checkpoint's). Everything else is the
 //! command line's: the schedule (`--steps`, `--epochs`, `--eval-every`, ...), `--batch`,
-//! `--translate`, `--flip`, `--tensorboard`, `--device`, `--memory`, `--detect-anomaly`.
+//! `--translate`, `--flip`, `--tensorboard`, `--device`, `--memory`, `--matmul-precision`,
+//! `--detect-anomaly`.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -6,7 +6,9 @@
 //! - `reduce.rs`: sum and max over any set of axes;
 //! - `matmul.rs`: a safe wrapper over `matrixmultiply::sgemm` and the batched product;
 //! - `conv.rs`: convolution and its two backward ops as direct convolutions, with their
-//!   inner loops (portable and AVX2) in `conv_kernels.rs`;
+//!   inner loops (portable and AVX2) in `conv_kernels.rs`; `bf16.rs`: the same three as
+//!   bfloat16 matrix products, inside `crate::precision::reduced` code when the process
+//!   asks for bf16;
 //! - `layout.rs`: permute, slice, concat and gather;
 //! - `fused.rs`: Glow's fused affine coupling and Gaussian log-density, with
 //!   `fastmath.rs`'s vectorisable `exp` and `ln`;
@@ -19,6 +21,7 @@
 //! product or by block of rows; matrixmultiply itself is single-threaded).
 
 mod adam;
+mod bf16;
 mod conv;
 mod conv_kernels;
 mod elementwise;
@@ -130,8 +133,14 @@ fn conv_forward(
 ) -> Result<CpuBuffer> {
     let mut bufs = vec![x, w];
     bufs.extend(bias);
+    // Decided here, on the op's thread: the kernels run on rayon's.
+    let bf16 = bf16::pays(dims) && crate::precision::use_bf16();
     with_reads(&bufs, |s| {
-        let y = conv::forward(s[0], s[1], s.get(2).copied(), dims, relu);
+        let y = if bf16 {
+            bf16::forward(s[0], s[1], s.get(2).copied(), dims, relu)
+        } else {
+            conv::forward(s[0], s[1], s.get(2).copied(), dims, relu)
+        };
         Ok(CpuBuffer::from_vec(y))
     })
 }
@@ -254,8 +263,13 @@ impl Backend for CpuBackend {
         w: &CpuBuffer,
         dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
+        let bf16 = bf16::pays(dims) && crate::precision::use_bf16();
         with_reads(&[dy, w], |s| {
-            Ok(CpuBuffer::from_vec(conv::backward_input(s[0], s[1], dims)))
+            Ok(CpuBuffer::from_vec(if bf16 {
+                bf16::backward_input(s[0], s[1], dims)
+            } else {
+                conv::backward_input(s[0], s[1], dims)
+            }))
         })
     }
 
@@ -265,8 +279,13 @@ impl Backend for CpuBackend {
         dy: &CpuBuffer,
         dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
+        let bf16 = bf16::pays(dims) && crate::precision::use_bf16();
         with_reads(&[x, dy], |s| {
-            Ok(CpuBuffer::from_vec(conv::backward_weight(s[0], s[1], dims)))
+            Ok(CpuBuffer::from_vec(if bf16 {
+                bf16::backward_weight(s[0], s[1], dims)
+            } else {
+                conv::backward_weight(s[0], s[1], dims)
+            }))
         })
     }
 

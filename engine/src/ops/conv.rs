@@ -127,43 +127,47 @@ impl Tensor {
         })?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
+        // The backward pass computes in the precision the forward pass was allowed.
+        let reduced = crate::precision::allowed();
         Tensor::from_op(
             storage,
             vec![dims.n, dims.c_out, dims.h, dims.w],
             op,
             &inputs,
             move |a| {
-                let (x, w) = (&a.inputs[0], &a.inputs[1]);
-                let dev = x.device();
-                // Through the relu first: the gradient of the convolution's own output.
-                let dz = if relu {
-                    a.dy.relu_grad(a.out)?
-                } else {
-                    a.dy.clone()
-                };
-                let dx = if a.needs[0] {
-                    let s = dispatch!("conv2d_backward_input", flops, dev, b => b.wrap_res(
+                crate::precision::within(reduced, || {
+                    let (x, w) = (&a.inputs[0], &a.inputs[1]);
+                    let dev = x.device();
+                    // Through the relu first: the gradient of the convolution's own output.
+                    let dz = if relu {
+                        a.dy.relu_grad(a.out)?
+                    } else {
+                        a.dy.clone()
+                    };
+                    let dx = if a.needs[0] {
+                        let s = dispatch!("conv2d_backward_input", flops, dev, b => b.wrap_res(
                         b.conv2d_backward_input(b.buf(dz.storage()), b.buf(w.storage()), dims)))?;
-                    Some(Tensor::from_storage(s, x.shape().to_vec(), dev.clone()))
-                } else {
-                    None
-                };
-                let dw = if a.needs[1] {
-                    let s = dispatch!("conv2d_backward_weight", flops, dev, b => b.wrap_res(
-                        b.conv2d_backward_weight(b.buf(x.storage()), b.buf(dz.storage()), dims)))?;
-                    Some(Tensor::from_storage(s, w.shape().to_vec(), dev.clone()))
-                } else {
-                    None
-                };
-                let mut grads = vec![dx, dw];
-                if a.inputs.len() == 3 {
-                    grads.push(if a.needs[2] {
-                        Some(dz.sum(&[0, 2, 3], false)?)
+                        Some(Tensor::from_storage(s, x.shape().to_vec(), dev.clone()))
                     } else {
                         None
-                    });
-                }
-                Ok(grads)
+                    };
+                    let dw = if a.needs[1] {
+                        let s = dispatch!("conv2d_backward_weight", flops, dev, b => b.wrap_res(
+                        b.conv2d_backward_weight(b.buf(x.storage()), b.buf(dz.storage()), dims)))?;
+                        Some(Tensor::from_storage(s, w.shape().to_vec(), dev.clone()))
+                    } else {
+                        None
+                    };
+                    let mut grads = vec![dx, dw];
+                    if a.inputs.len() == 3 {
+                        grads.push(if a.needs[2] {
+                            Some(dz.sum(&[0, 2, 3], false)?)
+                        } else {
+                            None
+                        });
+                    }
+                    Ok(grads)
+                })
             },
         )
     }

@@ -52,11 +52,16 @@ impl CouplingNet {
         })
     }
 
-    /// `NN(x)`.
+    /// `NN(x)`. Its convolutions may round their products to bf16 when the process asks
+    /// for it (`engine::precision`): the coupling only uses `NN`'s output as the shift and
+    /// scale of an affine map, whose inverse and log-determinant are exact for whatever
+    /// values it returns, so the flow stays invertible and its likelihood exact.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward_relu(x)?;
-        let h = self.conv2.forward_relu(&h)?;
-        self.out.forward(&h)
+        engine::precision::reduced(|| {
+            let h = self.conv1.forward_relu(x)?;
+            let h = self.conv2.forward_relu(&h)?;
+            self.out.forward(&h)
+        })
     }
 }
 
