@@ -121,7 +121,11 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
 
     // Every convolution of a Glow step (L = 3, batch 16) at its level's size, for the
     // hidden widths of configurations S (128) and P (512): see `glow_convs`.
-    let bf16 = std::env::var("BENCH_PRECISION").is_ok_and(|p| p == "bf16");
+    let bf16 = match std::env::var("BENCH_PRECISION").as_deref() {
+        Ok("bf16") => true,
+        Ok("f32") | Err(_) => false,
+        Ok(other) => panic!("BENCH_PRECISION={other:?} is not f32 or bf16"),
+    };
     if bf16 {
         engine::precision::set_matmul_precision(engine::precision::MatmulPrecision::Bf16);
     }

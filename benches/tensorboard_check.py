@@ -9,6 +9,10 @@ mismatch. `tests/tensorboard.rs` decodes the same files without TensorBoard.
     cargo run --release --example train_cifar10 -- --steps 40 --eval-every 20 \
         --sample-every 40 --ema 0.99 --tensorboard --out runs/tb
     python3 benches/tensorboard_check.py runs/tb
+
+A run that crashed after a checkpoint and resumed checks too: TensorBoard drops the
+steps the crashed process logged after its checkpoint (the SessionLog START a resume
+writes), so the series match the log, which the resume cut back the same way.
 """
 import json
 import struct

@@ -34,6 +34,10 @@ struct Args {
     /// Which weights (default: those that encoded the file, as it records).
     #[arg(long, value_enum)]
     weights: Option<WeightsArg>,
+    /// Precision of the coupling networks' products (default: the encoder's, as the
+    /// file records; the same is needed to invert exactly).
+    #[arg(long, value_enum)]
+    matmul_precision: Option<cli::PrecisionArg>,
     /// Images decoded at a time.
     #[arg(long, default_value_t = 64)]
     #[arg(allow_hyphen_values = true, value_parser = validate::positive_usize())]
@@ -78,7 +82,17 @@ fn run(args: Args) -> cli::CliResult<()> {
         "raw" => WeightsArg::Raw,
         _ => WeightsArg::Auto,
     });
-    let (model, _, _) = cli::open_checkpoint_weights(&args.checkpoint, args.device, weights)?;
+    let (model, device, _) = cli::open_checkpoint_weights(&args.checkpoint, args.device, weights)?;
+    let precision = args
+        .matmul_precision
+        .unwrap_or(match latents.matmul_precision.as_str() {
+            "bf16" => cli::PrecisionArg::Bf16,
+            _ => cli::PrecisionArg::F32,
+        });
+    cli::PrecisionArgs {
+        matmul_precision: precision,
+    }
+    .apply(&device);
     let n = latents.len();
     let mut parts = Vec::new();
     for first in (0..n).step_by(args.batch) {

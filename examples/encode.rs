@@ -98,6 +98,12 @@ fn run(args: Args) -> cli::CliResult<()> {
         labels: Vec::new(),
         indices: Vec::new(),
         weights: if averaged { "ema" } else { "raw" }.into(),
+        matmul_precision: {
+            use engine::precision::{effective, matmul_precision, MatmulPrecision};
+            let bf16 = matches!(model.device(), engine::Device::Cpu)
+                && effective(matmul_precision()) == MatmulPrecision::Bf16;
+            if bf16 { "bf16" } else { "f32" }.into()
+        },
         dequantization: match args.dequant {
             Dequant::Midpoint => "midpoint".into(),
             Dequant::Noise => format!("noise:{}", args.seed),

@@ -65,6 +65,8 @@ struct Args {
     out: PathBuf,
     #[command(flatten)]
     anomaly: cli::AnomalyArgs,
+    #[command(flatten)]
+    precision: cli::PrecisionArgs,
 }
 
 fn main() {
@@ -112,8 +114,9 @@ fn run(args: Args) -> cli::CliResult<()> {
             glow::picture::MAX_PICTURE_PIXELS
         )));
     }
-    let (mut model, _, _) =
+    let (mut model, device, _) =
         cli::open_checkpoint_weights(&args.checkpoint, args.device, args.weights)?;
+    args.precision.apply(&device);
     if let Some(m) = args.memory {
         model.set_memory(m.into());
     }

@@ -186,7 +186,7 @@ struct Args {
     /// --weight-decay, --max-grad-norm, --max-grad-value and --ema are the checkpoint's
     /// unless given, and then replace it. The rest may change on resume: --steps,
     /// --epochs, --batch, --init-batch (no effect then), --translate, --flip, --tensorboard,
-    /// --eval-every, --matmul-precision,
+    /// --eval-every, --matmul-precision, --shards,
     /// --sample-every, --checkpoint-every, --checkpoint-minutes, --max-bad-steps,
     /// --device, --memory, --detect-anomaly. With --steps at or below the checkpoint's
     /// step there is nothing to do: it says so and exits 0.
@@ -363,11 +363,11 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-/// Trains; returns the signal that stopped the run early, if one did. `given` says
-/// whether a flag (by long name) was on the command line.
 /// Whether a flag (by long name) was on the command line; shared by the shards' threads.
 type Given<'a> = dyn Fn(&str) -> bool + Sync + 'a;
 
+/// Trains; returns the signal that stopped the run early, if one did. `given` says
+/// whether a flag (by long name) was on the command line.
 fn train(
     args: &Args,
     argv: &[OsString],
@@ -407,30 +407,64 @@ fn train_shards(
     given: &Given<'_>,
     preset: Option<&(cli::preset::PresetArg, cli::preset::Expanded)>,
 ) -> CliResult<Option<i32>> {
+    use glow::parallel::{Collective, InProcess};
     let threads = (rayon::current_num_threads() / args.shards).max(1);
-    let world = glow::parallel::InProcess::world(args.shards);
-    std::thread::scope(|s| {
+    let world: Vec<Arc<InProcess>> = InProcess::world(args.shards)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let outcomes: Vec<CliResult<Option<i32>>> = std::thread::scope(|s| {
         let ranks: Vec<_> = world
-            .into_iter()
+            .iter()
             .map(|comm| {
+                let comm = comm.clone();
                 s.spawn(move || -> CliResult<Option<i32>> {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .map_err(|e| engine::Error::invalid("--shards", e.to_string()))?;
-                    pool.install(|| train_as(args, argv, given, preset, Arc::new(comm)))
+                    // A shard that fails, however (a refusal only rank 0 meets, an error,
+                    // a panic), tells the others, whose next sum then fails at once.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            // A deep model's graph is dropped recursively.
+                            .stack_size(16 << 20)
+                            .build()
+                            .map_err(|e| engine::Error::invalid("--shards", e.to_string()))?;
+                        pool.install(|| {
+                            // Thread-local: set on the thread that runs this shard's ops.
+                            if args.anomaly.detect_anomaly {
+                                engine::anomaly::set_enabled(true);
+                            }
+                            train_as(args, argv, given, preset, comm.clone())
+                        })
+                    }));
+                    let result = run.unwrap_or_else(|_| {
+                        Err(engine::Error::invalid("--shards", "a shard's thread panicked").into())
+                    });
+                    if result.is_err() {
+                        comm.fail();
+                    }
+                    result
                 })
             })
             .collect();
-        let mut outcomes = ranks.into_iter().map(|r| {
-            r.join().unwrap_or_else(|_| {
-                Err(engine::Error::invalid("--shards", "a shard's thread panicked").into())
+        ranks
+            .into_iter()
+            .map(|r| {
+                r.join().unwrap_or_else(|_| {
+                    Err(engine::Error::invalid("--shards", "a shard's thread panicked").into())
+                })
             })
-        });
-        let first = outcomes.next().expect("at least one shard");
-        outcomes.for_each(drop);
-        first
-    })
+            .collect()
+    });
+    // The first failure in rank order that is not just the news of another's.
+    let own = |r: &CliResult<Option<i32>>| match r {
+        Err(CliError::Failed(e)) => !InProcess::is_another_ranks_failure(e),
+        Err(CliError::Usage(_)) => true,
+        Ok(_) => false,
+    };
+    match outcomes.iter().position(own) {
+        Some(i) => outcomes.into_iter().nth(i).expect("found"),
+        None => outcomes.into_iter().next().expect("at least one shard"),
+    }
 }
 
 /// [`train`] as rank `comm.rank()` of `comm.size()`, ending the whole job when a rank of
@@ -456,15 +490,15 @@ fn train_as(
     }
     let result = train_rank(args, argv, given, preset.map(|p| &p.1), comm.clone());
     if let Err(e) = &result {
+        if args.shards > 1 {
+            // Shards of this process: the caller tells the others and reports once.
+            return result;
+        }
         if comm.size() > 1 {
             // The other ranks would wait for this one for ever: end the whole job. A bad
             // flag is the same on every rank: rank 0 says it, as one process would.
             match e {
                 CliError::Usage(msg) if comm.rank() == 0 => eprintln!("error: {msg}"),
-                // Every rank checks the same flags in the same order before any sum, so
-                // rank 0 meets the same refusal and says it; a thread of this process
-                // must leave that to it rather than end the process first.
-                CliError::Usage(_) if args.shards > 1 => return result,
                 CliError::Usage(_) => {}
                 CliError::Failed(e) => {
                     eprintln!("error on rank {} of {}: {e}", comm.rank(), comm.size())
@@ -559,7 +593,10 @@ fn train_rank(
         eprintln!("{}", data.describe());
     }
     let (device, why) = glow::device::pick_for_rank(args.device.into(), rank, ranks)?;
-    eprintln!("device: {} ({why})", device.name());
+    if rank == 0 || args.shards == 1 {
+        // Shards of one process share its device: rank 0 says which.
+        eprintln!("device: {} ({why})", device.name());
+    }
     if rank == 0 || args.precision.matmul_precision == cli::PrecisionArg::F32 {
         args.precision.apply(&device);
     } else {

@@ -194,8 +194,8 @@ pub struct PrecisionArgs {
     /// Precision of the coupling networks' products on the CPU device (`engine::precision`):
     /// bf16 rounds their operands to bfloat16 where the CPU has AVX-512 BF16 (else f32,
     /// said at start). The flow stays exactly invertible and its likelihood exact for the
-    /// networks' outputs; the Vulkan and reference devices compute in f32. Measured: a
-    /// few percent faster at 512 channels, slower at 128 (docs/measurements.md).
+    /// networks' outputs; the Vulkan and reference devices compute in f32. A first
+    /// version: a training step is level with f32 so far (docs/measurements.md).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub matmul_precision: PrecisionArg,
 }

@@ -13,8 +13,7 @@ use glow::parallel::{shard, Collective, InProcess};
 use glow::train::{batch_for_step, Trainer};
 use glow::{Glow, GlowConfig, Memory, ModelState};
 
-/// Ranks as threads: each sum writes this rank's values into its slot, waits for every
-/// rank, and adds the slots in rank order, so every rank gets bitwise the same sum.
+/// A small model's trainer in `memory` mode.
 fn trainer(memory: Memory) -> Result<Trainer> {
     let cfg = GlowConfig {
         levels: 2,
@@ -265,4 +264,38 @@ fn two_ranks_report_the_class_loss_and_accuracy_of_one_process() -> Result<()> {
         assert!((a.accuracy - b.accuracy).abs() < 1e-6, "{a:?} vs {b:?}");
     }
     Ok(())
+}
+
+/// A rank that fails tells the others through `Collective::fail`: their next sum fails
+/// at once, saying so, instead of waiting for it for ever.
+#[test]
+fn a_failed_in_process_rank_breaks_the_others_wait() {
+    let mut world = InProcess::world(2);
+    let (one, zero) = (world.pop().unwrap(), world.pop().unwrap());
+    let waiting = std::thread::spawn(move || {
+        let mut v = [1.0f32];
+        zero.sum_in_place(&mut v)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(one.fail(), "an in-process rank can tell the others");
+    let err = waiting.join().expect("no panic").unwrap_err();
+    assert!(InProcess::is_another_ranks_failure(&err), "{err}");
+    // And a sum that has both ranks completes, rank order fixed.
+    let world = InProcess::world(2);
+    let sums: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let joins: Vec<_> = world
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let mut v = vec![c.rank() as f32 + 1.0, 0.5];
+                    c.sum_in_place(&mut v).map(|()| v)
+                })
+            })
+            .collect();
+        joins
+            .into_iter()
+            .map(|j| j.join().unwrap().unwrap())
+            .collect()
+    });
+    assert_eq!(sums, [vec![3.0, 1.0], vec![3.0, 1.0]]);
 }

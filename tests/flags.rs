@@ -795,6 +795,20 @@ fn a_preset_applies_its_flags_and_explicit_ones_win() {
         (5e-5, None, None)
     );
 
+    // With --shards, a refusal only rank 0 meets (the folder holds a run) still exits 2
+    // with one line, rather than leaving the other shard waiting for it.
+    let mut again = args.clone();
+    again.push("--shards=2".into());
+    let o = run(&scratch, "train_cifar10", &again);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    let errors: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", o.stderr);
+    assert!(errors[0].contains("holds a run"), "{}", o.stderr);
+
     // A flag and its rival together are refused like any conflict: exit 2.
     let o = run(
         &scratch,

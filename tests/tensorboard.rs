@@ -1,7 +1,8 @@
 //! The TensorBoard event files of a run, decoded here from scratch: the record framing
 //! and both CRCs, the protocol buffers of `Event`, `Summary`, `Summary.Value` and
 //! `Summary.Image`, and what a run puts in them (every step's figures, the evaluations
-//! and the sample grids), and the `SessionLog START` a resume writes.
+//! and the sample grids), and the `SessionLog START` a resume writes (`Event` field 7;
+//! field 6 is TensorFlow's deprecated `log_message`).
 //! `benches/tensorboard_check.py` reads the same files with TensorBoard's own reader.
 
 use std::collections::BTreeMap;
@@ -128,7 +129,11 @@ fn decode(files: &[PathBuf]) -> Decoded {
                 d.versions
                     .push(String::from_utf8(bytes(Some(v)).to_vec()).unwrap());
             }
-            if let Some(log) = field(&e, 6) {
+            assert!(
+                field(&e, 6).is_none(),
+                "field 6 is the deprecated log_message"
+            );
+            if let Some(log) = field(&e, 7) {
                 assert_eq!(field(&fields(bytes(Some(log))), 1), Some(&Field::Varint(1)));
                 d.starts.push(step);
             }
@@ -215,10 +220,12 @@ fn a_run_writes_event_files_that_decode_to_its_metrics() -> Result<()> {
     assert_eq!(files.len(), 2, "one file per process: {files:?}");
     let d = decode(&files);
     assert_eq!(d.versions, ["brain.Event:2", "brain.Event:2"]);
+    // TensorBoard drops the earlier events at this step and later: the checkpoint's
+    // step 2 keeps its figures, which the resumed run does not write again.
     assert_eq!(
         d.starts,
-        [2],
-        "the resume restarts at the checkpoint's step"
+        [3],
+        "the resume restarts after the checkpoint's step"
     );
 
     // The scalars are the log's numbers, step by step.

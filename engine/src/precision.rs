@@ -2,8 +2,8 @@
 //! tensors stay `f32`, and with [`MatmulPrecision::Bf16`] the CPU device's convolutions
 //! round their operands to bfloat16 (8 significant bits) and accumulate in `f32` with the
 //! AVX-512 BF16 dot-product instruction, which does twice the multiply-adds of an `f32`
-//! FMA. (Its kernels, in `cpu/bf16.rs`, are correct but not yet faster than the `f32`
-//! ones: see there.)
+//! FMA. (Its kernels, in `cpu/bf16.rs`, are a first version: a training step is not yet
+//! faster than in `f32`; see there.)
 //!
 //! Two switches decide it, so that a model can keep its exact parts exact:
 //! - [`set_matmul_precision`], for the whole process (the default is `F32`);

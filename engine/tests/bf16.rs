@@ -4,8 +4,9 @@
 //! of `cpu/bf16.rs`'s `pays`); the narrower shapes here check that they stay f32.
 //!
 //! The tolerance is derived, not tuned: rounding both operands to bf16 (unit roundoff
-//! 2⁻⁸) errs by at most `2⁻⁷` of each product's size, and the `f32` sum of `K` of them by
-//! `K · 2⁻²³` more, so every output is within `(2⁻⁷ + K · 2⁻²³) · Σ |a|·|b|` of the exact
+//! 2⁻⁸) errs by at most `2⁻⁷ + 2⁻¹⁶` of each product's size, and the `f32` sum of `K` of
+//! them by `K · 2⁻²³` more, so every output is within `(2⁻⁷ + 2⁻¹⁶ + K · 2⁻²³) · Σ |a|·|b|`
+//! of the exact
 //! value, where the sum of sizes is the same convolution of the absolute values (computed
 //! on the reference device, in f64) and `K` the length of the sum.
 //!
@@ -32,10 +33,10 @@ fn wide(c_in: usize, c_out: usize) -> bool {
     c_in.min(c_out) >= 64
 }
 
-/// Checks `got` (CPU) against `want` (reference) within `(2⁻⁷ + k·2⁻²³) · scale`.
+/// Checks `got` (CPU) against `want` (reference) within `(2⁻⁷ + 2⁻¹⁶ + k·2⁻²³) · scale`.
 fn within(what: &str, got: &Tensor, want: &Tensor, scale: &Tensor, k: usize) -> Result<()> {
     let (got, want, scale) = (got.to_vec()?, want.to_vec()?, scale.to_vec()?);
-    let factor = 2f64.powi(-7) + k as f64 * 2f64.powi(-23);
+    let factor = 2f64.powi(-7) + 2f64.powi(-16) + k as f64 * 2f64.powi(-23);
     for (i, ((g, w), s)) in got.iter().zip(&want).zip(&scale).enumerate() {
         // The reference's own f32 output rounding: half an ulp of the value.
         let bound = factor * f64::from(*s) + f64::from(w.abs()) * 2f64.powi(-24) + 1e-7;

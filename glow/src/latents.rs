@@ -13,8 +13,10 @@
 //! [`FORMAT_VERSION`], `glow.config` (the model's [`GlowConfig`] as JSON, as in a
 //! checkpoint), `dequantization` (`midpoint`, or `noise:SEED` for per-image noise of
 //! that seed), `weights` (`raw` or `ema`: the checkpoint's trained weights or their
-//! moving average, which decoding must use too) and `source` (free text: the checkpoint
-//! and split they came from).
+//! moving average, which decoding must use too), `matmul_precision` (`f32` or `bf16`: the
+//! coupling networks' products when encoding, `engine::precision`, which decoding must
+//! use too to invert exactly) and `source` (free text: the checkpoint and split they
+//! came from).
 //!
 //! In Python: `safetensors.numpy.load_file(path)` gives the arrays, and
 //! `safe_open(path, "np").metadata()` the map.
@@ -50,6 +52,9 @@ pub struct Latents {
     pub dequantization: String,
     /// Which weights of the checkpoint encoded them: `raw` or `ema` (empty: not said).
     pub weights: String,
+    /// The coupling networks' product precision when they were encoded: `f32` or `bf16`
+    /// (empty: not said).
+    pub matmul_precision: String,
     /// Where they came from, for people.
     pub source: String,
 }
@@ -194,6 +199,7 @@ pub fn save_latents(path: impl AsRef<Path>, latents: &Latents) -> Result<()> {
         ("glow.config", config),
         ("dequantization", latents.dequantization.clone()),
         ("weights", latents.weights.clone()),
+        ("matmul_precision", latents.matmul_precision.clone()),
         ("source", latents.source.clone()),
     ]
     .into_iter()
@@ -284,6 +290,7 @@ pub fn load_latents(path: impl AsRef<Path>) -> Result<Latents> {
         indices: whole("indices", indices)?,
         dequantization: meta.get("dequantization").cloned().unwrap_or_default(),
         weights: meta.get("weights").cloned().unwrap_or_default(),
+        matmul_precision: meta.get("matmul_precision").cloned().unwrap_or_default(),
         source: meta.get("source").cloned().unwrap_or_default(),
     })
 }

@@ -152,6 +152,12 @@ impl Optimizer {
         let mut with = with_grad(params, grads);
         let clip = self.clip(&mut with, grad_norm)?;
         if let Some(decay) = self.config.ema_decay {
+            if !(decay > 0.0 && decay < 1.0) {
+                return Err(engine::Error::invalid(
+                    "optimizer",
+                    format!("the moving average's decay must be in (0, 1), got {decay}"),
+                ));
+            }
             // The average starts from the weights before the first update (or before the
             // first one after a resume from a file without averages).
             for (p, value, _) in &with {
@@ -159,12 +165,6 @@ impl Optimizer {
                     let copy = engine::no_grad(|| value.scale(1.0))?;
                     self.averages.insert(p.name().to_string(), copy);
                 }
-            }
-            if !(decay > 0.0 && decay < 1.0) {
-                return Err(engine::Error::invalid(
-                    "optimizer",
-                    format!("the moving average's decay must be in (0, 1), got {decay}"),
-                ));
             }
         }
         self.step += 1;

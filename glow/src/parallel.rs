@@ -52,6 +52,12 @@ pub trait Collective: Send + Sync {
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
+    /// Tells the other ranks that this one failed, where they can hear it without
+    /// ending the process ([`InProcess`]: their sums fail at once), and says whether it
+    /// could; the default cannot (then only [`Collective::abort`] ends their wait).
+    fn fail(&self) -> bool {
+        false
+    }
 }
 
 /// The one-process communicator: rank 0 of 1, and sums are the values themselves.
@@ -72,7 +78,8 @@ impl Collective for Solo {
 
 /// Ranks as threads of one process: [`InProcess::world`] makes one per thread, and a sum
 /// meets at a barrier, each rank adding up every rank's buffer in rank order (so every
-/// rank gets bitwise the same sum).
+/// rank gets bitwise the same sum). A rank that fails calls [`Collective::fail`]: the
+/// others' sums then fail at once instead of waiting for it for ever.
 pub struct InProcess {
     rank: usize,
     size: usize,
@@ -81,16 +88,32 @@ pub struct InProcess {
 
 /// Where the ranks of an [`InProcess`] world meet.
 struct Meeting {
-    barrier: std::sync::Barrier,
-    slots: std::sync::Mutex<Vec<Vec<f32>>>,
+    state: std::sync::Mutex<MeetingState>,
+    turn: std::sync::Condvar,
+    slots: std::sync::RwLock<Vec<Vec<f32>>>,
 }
+
+/// Who has arrived at the barrier, which meeting it is, and whether a rank failed.
+struct MeetingState {
+    arrived: usize,
+    generation: u64,
+    failed: bool,
+}
+
+/// The error of a sum that a failed rank broke off.
+const ANOTHER_RANK_FAILED: &str = "another rank failed";
 
 impl InProcess {
     /// The `size` ranks of one world, rank 0 first: hand one to each thread.
     pub fn world(size: usize) -> Vec<InProcess> {
         let shared = Arc::new(Meeting {
-            barrier: std::sync::Barrier::new(size),
-            slots: std::sync::Mutex::new(vec![Vec::new(); size]),
+            state: std::sync::Mutex::new(MeetingState {
+                arrived: 0,
+                generation: 0,
+                failed: false,
+            }),
+            turn: std::sync::Condvar::new(),
+            slots: std::sync::RwLock::new(vec![Vec::new(); size]),
         });
         (0..size)
             .map(|rank| InProcess {
@@ -99,6 +122,40 @@ impl InProcess {
                 shared: shared.clone(),
             })
             .collect()
+    }
+
+    /// Whether `e` is the error of a sum broken off because another rank failed (its
+    /// own error says what went wrong).
+    pub fn is_another_ranks_failure(e: &Error) -> bool {
+        e.to_string().contains(ANOTHER_RANK_FAILED)
+    }
+
+    /// Waits until every rank has arrived, or fails once a rank has failed.
+    fn barrier(&self) -> Result<()> {
+        let broken = || Error::invalid("data-parallel run", ANOTHER_RANK_FAILED);
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.failed {
+            return Err(broken());
+        }
+        state.arrived += 1;
+        if state.arrived == self.size {
+            state.arrived = 0;
+            state.generation += 1;
+            self.shared.turn.notify_all();
+            return Ok(());
+        }
+        let generation = state.generation;
+        while state.generation == generation && !state.failed {
+            state = self
+                .shared
+                .turn
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if state.generation == generation {
+            return Err(broken());
+        }
+        Ok(())
     }
 }
 
@@ -116,15 +173,23 @@ impl Collective for InProcess {
         self.size
     }
     fn sum_in_place(&self, values: &mut [f32]) -> Result<()> {
-        let lock = || self.shared.slots.lock().unwrap_or_else(|e| e.into_inner());
-        lock()[self.rank] = values.to_vec();
-        self.shared.barrier.wait();
         {
-            let slots = lock();
+            let mut slots = self.shared.slots.write().unwrap_or_else(|e| e.into_inner());
+            let slot = &mut slots[self.rank];
+            slot.clear();
+            slot.extend_from_slice(values);
+        }
+        self.barrier()?;
+        {
+            // Every rank reads at once.
+            let slots = self.shared.slots.read().unwrap_or_else(|e| e.into_inner());
             if let Some(other) = slots.iter().find(|s| s.len() != values.len()) {
+                let (mine, theirs) = (values.len(), other.len());
+                drop(slots);
+                self.fail();
                 return Err(Error::invalid(
                     "data-parallel run",
-                    format!("ranks summed {} and {} values", values.len(), other.len()),
+                    format!("ranks summed {mine} and {theirs} values"),
                 ));
             }
             for (i, v) in values.iter_mut().enumerate() {
@@ -132,8 +197,13 @@ impl Collective for InProcess {
             }
         }
         // Nobody may overwrite a slot before every rank has read them all.
-        self.shared.barrier.wait();
-        Ok(())
+        self.barrier()
+    }
+    fn fail(&self) -> bool {
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.failed = true;
+        self.shared.turn.notify_all();
+        true
     }
 }
 

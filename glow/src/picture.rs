@@ -384,7 +384,10 @@ pub fn save_samples(
     // grows with the square of both.
     let [c, h, w] = model.config().image_shape;
     let side = (n as f64).sqrt().ceil();
-    let pixels = (side * (w + 2) as f64) * (side * (h + 2) as f64) * (upscale * upscale) as f64;
+    let grid = (side * (w + 2) as f64) * (side * (h + 2) as f64);
+    // The overview: up to 8 images a row, one row per temperature, and the labels.
+    let overview = (n.min(8) * (w + 2) + 64) as f64 * (temperatures.len() * (h + 2)) as f64;
+    let pixels = grid.max(overview) * (upscale * upscale) as f64;
     if pixels > MAX_PICTURE_PIXELS as f64 {
         return Err(Error::invalid(
             "samples",

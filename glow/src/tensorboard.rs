@@ -19,7 +19,7 @@
 //! **The messages** (TensorFlow's `event.proto` and `summary.proto`), encoded by hand in
 //! this file (field number and wire type in brackets):
 //! `Event { wall_time [1, double], step [2, varint], file_version [3, string],
-//! summary [5, message], session_log [6, message] }`,
+//! summary [5, message], session_log [7, message] }`,
 //! `Summary { value [1, repeated message] }`,
 //! `Summary.Value { tag [1, string], simple_value [2, float], image [4, message] }`,
 //! `Summary.Image { height [1, varint], width [2, varint], colorspace [3, varint],
@@ -27,9 +27,10 @@
 //! `START = 1`.
 //!
 //! **Resume.** A resumed run opens a new file whose first event after the version is a
-//! `SessionLog` of status `START` at the checkpoint's step: TensorBoard then drops the
-//! events of earlier files past that step (the steps an interrupted run took after its
-//! checkpoint, which run again), so the curves show each step once.
+//! `SessionLog` of status `START` at the step after the checkpoint's: TensorBoard drops
+//! the events of earlier files at that step and later (the steps an interrupted run took
+//! after its checkpoint, which run again) and keeps the checkpoint's own step, whose
+//! figures are not written again, so the curves show each step once.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -151,7 +152,8 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// A new event file in `dir` (created if need be), starting with the version event;
-    /// `restart_at`: the step a resumed run goes on from (a `SessionLog START` there).
+    /// `restart_at`: the checkpoint's step a resumed run goes on from (see
+    /// [`EventWriter::restart`]).
     pub fn create(dir: &Path, restart_at: Option<u64>) -> Result<EventWriter> {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create the folder", e))?;
         let seconds = SystemTime::now()
@@ -188,12 +190,12 @@ impl EventWriter {
         Ok(writer)
     }
 
-    /// Appends a `SessionLog START` at `step`: TensorBoard forgets what was logged past
-    /// `step` before it (a resume, or a rollback to a checkpoint at `step`).
+    /// Appends a `SessionLog START` at `step + 1`: TensorBoard forgets what was logged
+    /// after `step` before it (a resume, or a rollback, to a checkpoint at `step`).
     pub fn restart(&mut self, step: u64) -> Result<()> {
         let mut log = Vec::new();
         proto::uint(&mut log, 1, 1); // START
-        self.write(&event(step, |e| proto::bytes(e, 6, &log)))
+        self.write(&event(step + 1, |e| proto::bytes(e, 7, &log)))
     }
 
     /// The file.

@@ -13,22 +13,23 @@
 //!
 //! **The kernel** ([`tile`]): [`MR`] = 6 rows by 32 columns of `C` in 12 `zmm`
 //! accumulators; each pair of `k` broadcasts one pair of `A` per row and loads two vectors
-//! of `B`. Every element of `C` is one sum in `k` order whatever the thread count, so
-//! results are reproducible.
+//! of `B`. Every element of `C` is the same sum in the same order (pairs in `k` order)
+//! whatever the thread count, so results are reproducible.
 //!
 //! **Speed: not yet.** The packing reads every tap's shifted copy of the image (an
 //! im2col, one copy, the panel) and the kernel runs at one panel of `B` at a time with
 //! no blocking of `k`; only convolutions whose channels are wide on both sides run here
-//! ([`pays`]). Glow's training step is then level with the f32 kernels at 512 channels
-//! and a little slower at 128 (docs/measurements.md), so nothing turns it on but
-//! `precision::set_matmul_precision` (the benchmarks' `BENCH_PRECISION=bf16`). It is
-//! the tested reference for the faster kernels to come (a direct convolution on channel
-//! pairs, blocking for the caches).
+//! ([`pays`]). Those run 1.1–3× faster than in f32, but Glow's training step is level
+//! with the f32 kernels (docs/measurements.md), so it is opt-in
+//! (`precision::set_matmul_precision`, `--matmul-precision bf16`). It is the tested
+//! reference for the faster kernels to come (a direct convolution on channel pairs for
+//! the 3x3 ones, blocking for the caches).
 //!
 //! **Accuracy.** Rounding each operand to bf16 (8 significant bits, unit roundoff
-//! `u = 2⁻⁸`) makes each product `a·b·(1 + δ)` with `|δ| ≤ 2u + u²`; the `f32` sum adds at
-//! most `k · 2⁻²⁴` relative. So `|C − A·B| ≤ (2⁻⁷ + k · 2⁻²³) · Σ |a|·|b|`, the bound the
-//! tests check.
+//! `u = 2⁻⁸`) makes each product `a·b·(1 + δ)` with `|δ| ≤ 2u + u² = 2⁻⁷ + 2⁻¹⁶`; the
+//! `f32` sum adds at most `k · 2⁻²³` relative (the instruction flushes subnormal inputs
+//! to zero, far below these). So `|C − A·B| ≤ (2⁻⁷ + 2⁻¹⁶ + k · 2⁻²³) · Σ |a|·|b|`, the
+//! bound the tests check.
 
 use super::for_each_chunk;
 use crate::backend::Conv2dDims;
@@ -324,45 +325,56 @@ fn convolve(x: &[f32], a: &PackedA, bias: Option<&[f32]>, d: Conv2dDims, relu: b
     y
 }
 
-/// Images summed per task in [`backward_weight`], a fixed split (so the order of the
-/// sum, and its rounding, is the same on any machine).
-const IMAGES_PER_TASK: usize = 4;
+/// Images per product in [`backward_weight`]: each adds `DY · X̂ᵀ` over this many images
+/// into its task's sum.
+const IMAGES_PER_PRODUCT: usize = 4;
 
-/// `dw [c_out, c_in, kh, kw] = Σ_{n,q} dy[n][o][q] · x[n][c][q + shift_t]`: per group of
-/// images, `dW [c_out, c_in·taps] = DY [c_out, images·p] · X̂ᵀ`, the groups' sums added in
-/// order.
+/// Tasks (each with its own copy of `dw`) in [`backward_weight`]: a fixed number, so the
+/// order of the sum, and its rounding, is the same on any machine.
+const TASKS: usize = 4;
+
+/// `dw [c_out, c_in, kh, kw] = Σ_{n,q} dy[n][o][q] · x[n][c][q + shift_t]`: the batch in
+/// [`TASKS`] contiguous ranges of images, each summing `dW [c_out, c_in·taps] +=
+/// DY [c_out, images·p] · X̂ᵀ` over groups of [`IMAGES_PER_PRODUCT`] in order, the tasks'
+/// sums then added in order.
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> {
     let (taps, p) = (d.kh * d.kw, d.h * d.w);
     let cols = d.c_in * taps;
+    if d.n == 0 || p == 0 {
+        return vec![0.0; d.c_out * cols];
+    }
     let src = tap_sources(d.h, d.w, d.kh, d.kw);
-    let groups = d.n.div_ceil(IMAGES_PER_TASK);
-    let mut partial = vec![0.0f32; groups * d.c_out * cols];
-    for_each_chunk(&mut partial, d.c_out * cols, groups > 1, |g, dw| {
-        let first = g * IMAGES_PER_TASK;
-        let images = IMAGES_PER_TASK.min(d.n - first);
-        let a = pack_a(d.c_out, images * p, |o, row| {
-            for (i, part) in row.chunks_exact_mut(p).enumerate() {
-                let at = ((first + i) * d.c_out + o) * p;
-                part.copy_from_slice(&dy[at..at + p]);
-            }
-        });
-        // Column j = (c, t) of the panel is channel c of these images read through tap t:
-        // filled a column at a time, so each read runs along an image's row.
-        let fill = |j0: usize, panel: &mut [f32]| {
-            for jj in 0..NR.min(cols - j0) {
-                let (c, t) = ((j0 + jj) / taps, (j0 + jj) % taps);
-                for i in 0..images {
-                    let plane = &x[((first + i) * d.c_in + c) * p..][..p];
-                    for q in 0..p {
-                        let s = src[q * taps + t];
-                        if s >= 0 {
-                            panel[(i * p + q) * NR + jj] = plane[s as usize];
+    let tasks = TASKS.min(d.n);
+    let per_task = d.n.div_ceil(tasks);
+    let mut partial = vec![0.0f32; tasks * d.c_out * cols];
+    for_each_chunk(&mut partial, d.c_out * cols, tasks > 1, |task, dw| {
+        let end = ((task + 1) * per_task).min(d.n);
+        for first in (task * per_task..end).step_by(IMAGES_PER_PRODUCT) {
+            let images = IMAGES_PER_PRODUCT.min(end - first);
+            let a = pack_a(d.c_out, images * p, |o, row| {
+                for (i, part) in row.chunks_exact_mut(p).enumerate() {
+                    let at = ((first + i) * d.c_out + o) * p;
+                    part.copy_from_slice(&dy[at..at + p]);
+                }
+            });
+            // Column j = (c, t) of the panel is channel c of these images read through
+            // tap t: filled a column at a time, so each read runs along an image's row.
+            let fill = |j0: usize, panel: &mut [f32]| {
+                for jj in 0..NR.min(cols - j0) {
+                    let (c, t) = ((j0 + jj) / taps, (j0 + jj) % taps);
+                    for i in 0..images {
+                        let plane = &x[((first + i) * d.c_in + c) * p..][..p];
+                        for q in 0..p {
+                            let s = src[q * taps + t];
+                            if s >= 0 {
+                                panel[(i * p + q) * NR + jj] = plane[s as usize];
+                            }
                         }
                     }
                 }
-            }
-        };
-        gemm(&a, cols, fill, 0.0, dw, cols);
+            };
+            gemm(&a, cols, fill, 1.0, dw, cols);
+        }
     });
     let mut dw = partial[..d.c_out * cols].to_vec();
     for part in partial.chunks_exact(d.c_out * cols).skip(1) {
@@ -428,7 +440,8 @@ mod tests {
                     let scale: f64 = (0..k)
                         .map(|kk| f64::from((a[i * k + kk] * b[kk * n + j]).abs()))
                         .sum();
-                    let bound = (2f64.powi(-7) + k as f64 * 2f64.powi(-23)) * scale + 1e-6;
+                    let bound =
+                        (2f64.powi(-7) + 2f64.powi(-16) + k as f64 * 2f64.powi(-23)) * scale + 1e-6;
                     let err = (f64::from(c[i * n + j]) - exact).abs();
                     assert!(
                         err <= bound,

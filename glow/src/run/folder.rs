@@ -203,8 +203,20 @@ impl RunFolder {
         RUN_FILES.iter().any(|f| self.path.join(f).exists())
     }
 
-    /// Moves every one of [`RUN_FILES`] present into a new sibling folder named after
-    /// this one and the time, and returns it.
+    /// The run's TensorBoard event files in the folder (`crate::tensorboard`), which a
+    /// run moved aside takes with it.
+    fn event_files(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(crate::tensorboard::FILE_PREFIX))
+            .collect()
+    }
+
+    /// Moves every one of [`RUN_FILES`] present, and the TensorBoard event files, into a
+    /// new sibling folder named after this one and the time, and returns it.
     fn move_run_aside(&self) -> Result<PathBuf, FolderError> {
         let io = |p: &Path, what: &str, e: std::io::Error| FolderError::Io(io_error(p, what, e));
         // A folder given as `.` or `runs/x/..` has no name of its own: use its real one.
@@ -234,7 +246,12 @@ impl RunFolder {
                 Err(e) => return Err(io(&aside, "cannot create the folder", e)),
             }
         }
-        for f in RUN_FILES {
+        let events = self.event_files();
+        for f in RUN_FILES
+            .iter()
+            .copied()
+            .chain(events.iter().map(String::as_str))
+        {
             let from = self.path.join(f);
             if from.exists() {
                 std::fs::rename(&from, aside.join(f)).map_err(|e| {

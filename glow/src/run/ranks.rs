@@ -64,9 +64,11 @@ impl Ranks {
     }
 
     /// Ends the whole job after printing `error` when there are other ranks: they would
-    /// otherwise wait for this one in their next all-reduce for ever.
+    /// otherwise wait for this one in their next all-reduce for ever. Ranks that can be
+    /// told without ending the process ([`crate::parallel::InProcess`]) are told instead,
+    /// and the error goes back to the caller.
     pub(crate) fn abort_on_error(&self, error: &engine::Error) {
-        if self.0.size() > 1 {
+        if self.0.size() > 1 && !self.0.fail() {
             eprintln!(
                 "error on rank {} of {}: {error}",
                 self.0.rank(),
