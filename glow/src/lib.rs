@@ -15,14 +15,15 @@
 //! batches; `preprocess.rs` turns pixels into the flow's
 //! input ([`Dequantization`]); `device.rs` chooses the device to compute on. Checkpoints (one safetensors file: model, optimiser, training position) are in
 //! `checkpoint.rs`, described for other frameworks in `docs/checkpoint-format.md`;
-//! PNG sample grids and loss curves in `picture.rs`; files of latents in `latents.rs`.
+//! PNG sample grids and loss curves in `picture.rs`; files of latents in `latents.rs`;
+//! TensorBoard event files in `tensorboard.rs`.
 //!
 //! Training: one step and evaluation in `train.rs`; a whole run (the loop, periodic
 //! evaluation, checkpoints on their own schedule and the best one, sample grids, the
 //! metrics log, resume, stopping on a signal, and skipping and rolling back non-finite
 //! steps) in `run/`, which `examples/train_cifar10.rs` drives. Data-parallel training
 //! across processes (each its shard of every batch, gradients averaged by one all-reduce
-//! per step; MPI with the `mpi` feature) is in `parallel.rs`.
+//! per step; MPI with the `mpi` feature, or threads of one process) is in `parallel.rs`.
 
 pub mod atomic;
 pub mod augment;
