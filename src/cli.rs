@@ -183,8 +183,8 @@ impl ModelArgs {
 pub enum PrecisionArg {
     /// f32 products everywhere.
     F32,
-    /// The coupling networks' wide convolutions (64 channels and more on both sides)
-    /// round their operands to bf16 and accumulate in f32, on a CPU with AVX-512 BF16.
+    /// The coupling networks' convolution passes with 64 or more output rows round their
+    /// operands to bf16 and accumulate in f32, on a CPU with AVX-512 BF16.
     Bf16,
 }
 
@@ -195,7 +195,8 @@ pub struct PrecisionArgs {
     /// bf16 rounds their operands to bfloat16 where the CPU has AVX-512 BF16 (else f32,
     /// said at start). The flow stays exactly invertible and its likelihood exact for the
     /// networks' outputs; the Vulkan and reference devices compute in f32. A first
-    /// version: a training step is level with f32 so far (docs/measurements.md).
+    /// version: about a tenth faster a step at 512 channels, level at 128, more memory
+    /// (docs/measurements.md).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub matmul_precision: PrecisionArg,
 }
@@ -212,7 +213,7 @@ impl PrecisionArgs {
         let got = set_matmul_precision(MatmulPrecision::Bf16);
         let line = match (device, got) {
             (Device::Cpu, MatmulPrecision::Bf16) => {
-                "matmul precision: bf16 (the coupling networks' wide convolutions)"
+                "matmul precision: bf16 (the coupling networks' wide convolution passes)"
             }
             (Device::Cpu, _) => "matmul precision: f32 (this CPU has no AVX-512 BF16)",
             _ => "matmul precision: f32 (only the CPU device has bf16 products)",

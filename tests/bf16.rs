@@ -44,8 +44,8 @@ fn glow_inverts_and_its_logdet_is_exact_with_bf16_products() -> Result<()> {
         (Coupling::Affine, Permutation::InvconvLu),
         (Coupling::Additive, Permutation::Invconv),
     ] {
-        // 64 channels: the networks' 1x1 convolutions are wide enough for the bf16
-        // kernels (engine's cpu/bf16.rs runs only those).
+        // 64 channels: the networks' passes into them are wide enough for the bf16
+        // kernels (engine's cpu/bf16.rs runs those with 64 or more rows).
         let cfg = GlowConfig {
             hidden: 64,
             ..small_glow(coupling, permutation)

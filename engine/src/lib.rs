@@ -14,7 +14,7 @@
 //! - [`profile`]: per-op time (`ENGINE_PROFILE=1`); [`memory`]: live and peak bytes.
 //! - [`anomaly`]: find the first op that made a NaN or an infinity, and its layer.
 //! - [`invertible`]: backward through invertible blocks without storing activations.
-//! - [`precision`]: bf16 products for the code that allows them (the CPU device's wide
+//! - [`precision`]: bf16 products for the code that allows them (the CPU device's
 //!   convolutions, in `cpu/bf16.rs`).
 //! - [`testing`]: one test body on every device ([`device_test!`]), for this crate's
 //!   tests in `tests/` and the crates built on it.

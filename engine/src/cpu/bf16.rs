@@ -16,14 +16,14 @@
 //! of `B`. Every element of `C` is the same sum in the same order (pairs in `k` order)
 //! whatever the thread count, so results are reproducible.
 //!
-//! **Speed: not yet.** The packing reads every tap's shifted copy of the image (an
-//! im2col, one copy, the panel) and the kernel runs at one panel of `B` at a time with
-//! no blocking of `k`; only convolutions whose channels are wide on both sides run here
-//! ([`pays`]). Those run 1.1–3× faster than in f32, but Glow's training step is level
-//! with the f32 kernels (docs/measurements.md), so it is opt-in
-//! (`precision::set_matmul_precision`, `--matmul-precision bf16`). It is the tested
-//! reference for the faster kernels to come (a direct convolution on channel pairs for
-//! the 3x3 ones, blocking for the caches).
+//! **Speed: a first version.** The packing reads every tap's shifted copy of the image
+//! (an im2col, one copy, the panel) and the kernel runs at one panel of `B` at a time
+//! with no blocking of `k`; only passes whose product has 64 rows or more run here
+//! ([`pays`]). The wide 1x1 products run 1.1–3× faster than in f32, and Glow's training
+//! step about a tenth faster at 512 channels and level at 128 (docs/measurements.md),
+//! so it is opt-in (`precision::set_matmul_precision`, `--matmul-precision bf16`). Next:
+//! a direct convolution on channel pairs for the narrow 3x3 passes, blocking for the
+//! caches.
 //!
 //! **Accuracy.** Rounding each operand to bf16 (8 significant bits, unit roundoff
 //! `u = 2⁻⁸`) makes each product `a·b·(1 + δ)` with `|δ| ≤ 2u + u² = 2⁻⁷ + 2⁻¹⁶`; the
@@ -215,13 +215,28 @@ unsafe fn tile(
     }
 }
 
-/// Whether a convolution of `d` runs here in bf16 mode: only where both channel counts
-/// are wide (64 and more). Its packing touches every tap's copy of every input value,
-/// about as many values as the products use divided by the other channel count, so a
-/// narrow side (Glow's 3x3 convolutions in and out of the image's few channels) leaves
-/// it bound by the packing, slower than the f32 direct kernels (docs/measurements.md).
-pub(super) fn pays(d: Conv2dDims) -> bool {
-    d.c_in.min(d.c_out) >= 64
+/// The three passes of a convolution, for [`pays`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// `y` from `x`: a product of `c_out` rows.
+    Forward,
+    /// `dx` from `dy`: a product of `c_in` rows.
+    Input,
+    /// `dw` from `x` and `dy`: a product of `c_out` rows.
+    Weight,
+}
+
+/// Whether pass `pass` of a convolution of `d` runs here in bf16 mode: where its product
+/// has 64 rows or more. Its packing touches every tap's copy of every input value once a
+/// product, a share `1 / rows` of the products' work, so a product with the image's few
+/// channels as its rows (Glow's 3x3 convolutions out of the networks, and the input
+/// gradient into them) would be bound by the packing (docs/measurements.md).
+pub(super) fn pays(d: Conv2dDims, pass: Pass) -> bool {
+    let rows = match pass {
+        Pass::Forward | Pass::Weight => d.c_out,
+        Pass::Input => d.c_in,
+    };
+    rows >= 64
 }
 
 /// For every output pixel `q` of an `h × w` image and tap `t` of a `kh × kw` kernel, the

@@ -134,7 +134,7 @@ fn conv_forward(
     let mut bufs = vec![x, w];
     bufs.extend(bias);
     // Decided here, on the op's thread: the kernels run on rayon's.
-    let bf16 = bf16::pays(dims) && crate::precision::use_bf16();
+    let bf16 = bf16::pays(dims, bf16::Pass::Forward) && crate::precision::use_bf16();
     with_reads(&bufs, |s| {
         let y = if bf16 {
             bf16::forward(s[0], s[1], s.get(2).copied(), dims, relu)
@@ -263,7 +263,7 @@ impl Backend for CpuBackend {
         w: &CpuBuffer,
         dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
-        let bf16 = bf16::pays(dims) && crate::precision::use_bf16();
+        let bf16 = bf16::pays(dims, bf16::Pass::Input) && crate::precision::use_bf16();
         with_reads(&[dy, w], |s| {
             Ok(CpuBuffer::from_vec(if bf16 {
                 bf16::backward_input(s[0], s[1], dims)
@@ -279,7 +279,7 @@ impl Backend for CpuBackend {
         dy: &CpuBuffer,
         dims: Conv2dDims,
     ) -> Result<CpuBuffer> {
-        let bf16 = bf16::pays(dims) && crate::precision::use_bf16();
+        let bf16 = bf16::pays(dims, bf16::Pass::Weight) && crate::precision::use_bf16();
         with_reads(&[x, dy], |s| {
             Ok(CpuBuffer::from_vec(if bf16 {
                 bf16::backward_weight(s[0], s[1], dims)
