@@ -14,27 +14,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use glow::latents::{save_latents, Latents};
-use glow::Dequantization;
-use glow_rs::cli::{self, validate};
+use glow_rs::cli::{self, validate, DequantArg, SplitArg};
 use serde_json::json;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Split {
-    /// The test split.
-    Test,
-    /// The training split.
-    Train,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Dequant {
-    /// The centre of each pixel's bin: decoding gives the same bytes back.
-    Midpoint,
-    /// Uniform noise in each bin, fixed per image by --seed (as evaluate uses).
-    Noise,
-}
 
 /// Encode a split's images to their latents (safetensors).
 #[derive(Debug, Parser)]
@@ -43,8 +26,8 @@ struct Args {
     #[command(flatten)]
     source: cli::CheckpointArgs,
     /// The split to encode.
-    #[arg(long, value_enum, default_value_t = Split::Test)]
-    split: Split,
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
     /// The first image (index in the split).
     #[arg(long, default_value_t = 0)]
     #[arg(allow_hyphen_values = true, value_parser = validate::any_usize())]
@@ -54,8 +37,8 @@ struct Args {
     #[arg(allow_hyphen_values = true, value_parser = validate::positive_usize())]
     count: Option<usize>,
     /// Dequantisation.
-    #[arg(long, value_enum, default_value_t = Dequant::Midpoint)]
-    dequant: Dequant,
+    #[arg(long, value_enum, default_value_t = DequantArg::Midpoint)]
+    dequant: DequantArg,
     /// Seed of --dequant noise.
     #[arg(long, default_value_t = 0)]
     #[arg(allow_hyphen_values = true, value_parser = validate::any_u64())]
@@ -75,12 +58,9 @@ fn main() {
 }
 
 fn run(args: Args) -> cli::CliResult<()> {
-    let (name, pick): (&str, fn(&glow::data::Cifar10) -> &glow::data::Dataset) = match args.split {
-        Split::Test => ("test", |d| &d.test),
-        Split::Train => ("training", |d| &d.train),
-    };
+    let name = args.split.name();
     let (model, data, count, averaged) = args.source.open_saying_weights(|data| {
-        let n = pick(data).len();
+        let n = args.split.of(data).len();
         validate::index("--first", args.first, &format!("the {name} split"), n)?;
         let count = args.count.unwrap_or(n - args.first);
         if count > n - args.first {
@@ -91,7 +71,7 @@ fn run(args: Args) -> cli::CliResult<()> {
         }
         Ok(count)
     })?;
-    let split = pick(&data);
+    let split = args.split.of(&data);
     let mut latents = Latents {
         config: model.config().clone(),
         latents: Vec::new(),
@@ -105,8 +85,8 @@ fn run(args: Args) -> cli::CliResult<()> {
             if bf16 { "bf16" } else { "f32" }.into()
         },
         dequantization: match args.dequant {
-            Dequant::Midpoint => "midpoint".into(),
-            Dequant::Noise => format!("noise:{}", args.seed),
+            DequantArg::Midpoint => "midpoint".into(),
+            DequantArg::Noise => format!("noise:{}", args.seed),
         },
         source: format!(
             "{}, {name} split, images {}..{}",
@@ -120,13 +100,7 @@ fn run(args: Args) -> cli::CliResult<()> {
         for start in (args.first..end).step_by(args.batch) {
             let indices: Vec<usize> = (start..start.saturating_add(args.batch).min(end)).collect();
             let (pixels, labels) = split.batch(&indices);
-            let dequant = match args.dequant {
-                Dequant::Midpoint => Dequantization::Midpoint,
-                Dequant::Noise => Dequantization::PerImage {
-                    seed: args.seed,
-                    first_index: start as u64,
-                },
-            };
+            let dequant = args.dequant.of(args.seed, start as u64);
             let x = model.preprocess(&pixels, labels.len(), dequant)?;
             let y = model.config().y_condition.then_some(labels.as_slice());
             let z = model.encode(&x, y)?;

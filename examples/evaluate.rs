@@ -17,29 +17,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use engine::Error;
 use glow::train::{evaluate, evaluate_iw};
-use glow::Dequantization;
-use glow_rs::cli::{self, validate};
+use glow_rs::cli::{self, validate, DequantArg, SplitArg};
 use indicatif::ProgressBar;
 use serde_json::json;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Split {
-    /// The test split.
-    Test,
-    /// The training split (as stored: no augmentation).
-    Train,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Dequant {
-    /// Uniform noise, fixed per image by --seed.
-    Noise,
-    /// The centre of each bin.
-    Midpoint,
-}
 
 /// Evaluate a Glow checkpoint's bits/dim on the test split.
 #[derive(Debug, Parser)]
@@ -48,11 +31,11 @@ struct Args {
     #[command(flatten)]
     source: cli::CheckpointArgs,
     /// The split to evaluate.
-    #[arg(long, value_enum, default_value_t = Split::Test)]
-    split: Split,
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
     /// Dequantisation.
-    #[arg(long, value_enum, default_value_t = Dequant::Noise)]
-    dequant: Dequant,
+    #[arg(long, value_enum, default_value_t = DequantArg::Noise)]
+    dequant: DequantArg,
     /// Seed of the dequantisation noise.
     #[arg(long, default_value_t = 0)]
     #[arg(allow_hyphen_values = true, value_parser = validate::any_u64())]
@@ -82,7 +65,7 @@ fn main() {
 }
 
 fn run(args: Args) -> cli::CliResult<()> {
-    if args.iw_samples > 1 && args.dequant == Dequant::Midpoint {
+    if args.iw_samples > 1 && args.dequant == DequantArg::Midpoint {
         return Err(cli::usage_error(
             "--iw-samples averages over noise draws; it cannot take --dequant midpoint",
         ));
@@ -90,15 +73,12 @@ fn run(args: Args) -> cli::CliResult<()> {
     let (model, data, ()) = args.source.open(|data| {
         let flag = args.source.data.as_deref();
         match args.split {
-            Split::Test => validate::has_test_images(flag, data.train.len(), data.test.len()),
-            Split::Train => Ok(()),
+            SplitArg::Test => validate::has_test_images(flag, data.train.len(), data.test.len()),
+            SplitArg::Train => Ok(()),
         }
     })?;
     eprintln!("{}", data.describe());
-    let test = match args.split {
-        Split::Test => &data.test,
-        Split::Train => &data.train,
-    };
+    let test = args.split.of(&data);
     let bar = ProgressBar::new(test.len() as u64);
     let batches = test.sequential_batches(args.batch);
     let result = if args.iw_samples > 1 {
@@ -110,7 +90,7 @@ fn run(args: Args) -> cli::CliResult<()> {
             &model,
             batches,
             args.seed,
-            args.dequant == Dequant::Midpoint,
+            args.dequant == DequantArg::Midpoint,
             |done| bar.set_position(done as u64),
         )?
     };
@@ -135,14 +115,7 @@ fn run(args: Args) -> cli::CliResult<()> {
     if args.drift {
         let mut drifts = Vec::new();
         for (first_index, pixels, labels) in test.sequential_batches(args.batch) {
-            let dequant = if args.dequant == Dequant::Midpoint {
-                Dequantization::Midpoint
-            } else {
-                Dequantization::PerImage {
-                    seed: args.seed,
-                    first_index,
-                }
-            };
+            let dequant = args.dequant.of(args.seed, first_index);
             let x = model.preprocess(&pixels, labels.len(), dequant)?;
             drifts.push(model.reconstruction_drift(&x)?);
         }

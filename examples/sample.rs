@@ -76,50 +76,6 @@ fn main() {
 fn run(args: Args) -> cli::CliResult<()> {
     args.anomaly.apply();
     let header = glow::checkpoint::read_header(&args.checkpoint)?;
-    let classes = header.config.num_classes;
-    match args.class {
-        Some(_) if !header.config.y_condition => {
-            return Err(cli::usage_error(format!(
-                "--class: the model of {} is not class-conditional",
-                args.checkpoint.display()
-            )))
-        }
-        Some(c) if c >= classes => {
-            return Err(cli::usage_error(format!(
-                "--class must be below the model's {classes} classes, got {c}"
-            )))
-        }
-        _ => {}
-    }
-    let names: Vec<String> = args
-        .temperatures
-        .iter()
-        .map(|t| format!("{t:.2}"))
-        .collect();
-    if let Some(i) = (1..names.len()).find(|&i| names[..i].contains(&names[i])) {
-        return Err(cli::usage_error(format!(
-            "--temperature {} repeats an earlier one (files are named to two decimals)",
-            args.temperatures[i]
-        )));
-    }
-    let [_, h, w] = header.config.image_shape;
-    let side = (args.n as f64).sqrt().ceil();
-    let pixels =
-        side * (w + 2) as f64 * side * (h + 2) as f64 * (args.upscale * args.upscale) as f64;
-    if pixels > glow::picture::MAX_PICTURE_PIXELS as f64 {
-        return Err(cli::usage_error(format!(
-            "--n {} with --upscale {} makes a picture of {pixels:.0} pixels, more than {}",
-            args.n,
-            args.upscale,
-            glow::picture::MAX_PICTURE_PIXELS
-        )));
-    }
-    let (mut model, device, _) =
-        cli::open_checkpoint_weights(&args.checkpoint, args.device, args.weights)?;
-    args.precision.apply(&device);
-    if let Some(m) = args.memory {
-        model.set_memory(m.into());
-    }
     let temperatures = if args.temperatures.is_empty() {
         TEMPERATURES.to_vec()
     } else {
@@ -132,6 +88,14 @@ fn run(args: Args) -> cli::CliResult<()> {
         class: args.class,
         upscale: args.upscale,
     };
+    // The flags against the model, before it is loaded.
+    options.check(&header.config).map_err(cli::usage_error)?;
+    let (mut model, device, _) =
+        cli::open_checkpoint_weights(&args.checkpoint, args.device, args.weights)?;
+    args.precision.apply(&device);
+    if let Some(m) = args.memory {
+        model.set_memory(m.into());
+    }
     let files = save_samples(&model, &args.out, "sample", &options)?;
     for f in &files {
         eprintln!("wrote {}", f.display());

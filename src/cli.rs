@@ -178,6 +178,53 @@ impl ModelArgs {
     }
 }
 
+/// `--split`: which split of the dataset an example reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    /// The test split.
+    Test,
+    /// The training split (as stored: no augmentation).
+    Train,
+}
+
+impl SplitArg {
+    /// The split's name in messages: `test` or `training`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitArg::Test => "test",
+            SplitArg::Train => "training",
+        }
+    }
+
+    /// The split of `data`.
+    pub fn of(self, data: &Cifar10) -> &glow::data::Dataset {
+        match self {
+            SplitArg::Test => &data.test,
+            SplitArg::Train => &data.train,
+        }
+    }
+}
+
+/// `--dequant`: how an example dequantises the pixels it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DequantArg {
+    /// Uniform noise in each pixel's bin, fixed per image by --seed.
+    Noise,
+    /// The centre of each pixel's bin (latents encoded so decode to the same bytes).
+    Midpoint,
+}
+
+impl DequantArg {
+    /// The dequantisation of a batch whose first image is image `first_index` of its
+    /// split, with noise of `seed`.
+    pub fn of(self, seed: u64, first_index: u64) -> glow::Dequantization {
+        match self {
+            DequantArg::Midpoint => glow::Dequantization::Midpoint,
+            DequantArg::Noise => glow::Dequantization::PerImage { seed, first_index },
+        }
+    }
+}
+
 /// `--matmul-precision`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {

@@ -171,4 +171,24 @@ pub mod testing {
         }
         Ok(())
     }
+
+    /// The largest elementwise difference between two tensors of the same size.
+    pub fn max_abs_diff(a: &engine::Tensor, b: &engine::Tensor) -> engine::Result<f32> {
+        let (a, b) = (a.to_vec()?, b.to_vec()?);
+        Ok(a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max))
+    }
+
+    /// Every latent `model` encodes `x` to (unconditional), flattened into one vector:
+    /// what a brute-force Jacobian takes the gradient of, one entry at a time.
+    pub fn flat_latents(model: &glow::Glow, x: &engine::Tensor) -> engine::Result<engine::Tensor> {
+        let latents = model.encode(x, None)?;
+        let flat: Vec<engine::Tensor> = latents
+            .iter()
+            .map(|z| z.reshape(&[z.numel()]))
+            .collect::<engine::Result<_>>()?;
+        engine::Tensor::concat(&flat.iter().collect::<Vec<_>>(), 0)
+    }
 }

@@ -9,27 +9,11 @@
 
 use engine::linalg::Lu;
 use engine::precision::{self, MatmulPrecision};
-use engine::{no_grad, Device, Result, Tensor};
+use engine::{no_grad, Device, Result};
 use glow::{Coupling, Glow, GlowConfig, Permutation};
-use glow_rs::testing::{glow_images as images, perturb, small_glow, train_adamax as train};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    let (a, b) = (a.to_vec()?, b.to_vec()?);
-    Ok(a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max))
-}
-
-/// Every latent of `x`, flattened into one vector.
-fn flat_latents(model: &Glow, x: &Tensor) -> Result<Tensor> {
-    let latents = model.encode(x, None)?;
-    let flat: Vec<Tensor> = latents
-        .iter()
-        .map(|z| z.reshape(&[z.numel()]))
-        .collect::<Result<_>>()?;
-    Tensor::concat(&flat.iter().collect::<Vec<_>>(), 0)
-}
+use glow_rs::testing::{
+    flat_latents, glow_images as images, max_abs_diff, perturb, small_glow, train_adamax as train,
+};
 
 #[test]
 fn glow_inverts_and_its_logdet_is_exact_with_bf16_products() -> Result<()> {

@@ -22,15 +22,7 @@ fn small(coupling: Coupling, permutation: Permutation) -> GlowConfig {
 
 use glow_rs::testing::{glow_images as images, small_glow, train_adamax as train};
 
-use glow_rs::testing::perturb;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    let (a, b) = (a.to_vec()?, b.to_vec()?);
-    Ok(a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max))
-}
+use glow_rs::testing::{flat_latents, max_abs_diff, perturb};
 
 const ALL_KINDS: [(Coupling, Permutation); 5] = [
     (Coupling::Affine, Permutation::Invconv),
@@ -100,16 +92,6 @@ device_test!(fn every_layer_inverts(dev) {
     assert_eq!(squeeze::unsqueeze(&sq)?.to_vec()?, x.to_vec()?);
     Ok(())
 });
-
-/// The flow's map x → all latents, flattened, for one image.
-fn flat_latents(model: &Glow, x: &Tensor) -> Result<Tensor> {
-    let latents = model.encode(x, None)?;
-    let flat: Vec<Tensor> = latents
-        .iter()
-        .map(|z| z.reshape(&[z.numel()]))
-        .collect::<Result<_>>()?;
-    Tensor::concat(&flat.iter().collect::<Vec<_>>(), 0)
-}
 
 device_test!(fn logdet_matches_the_brute_force_jacobian(dev) {
     for (coupling, permutation) in [(Coupling::Affine, Permutation::Invconv), (Coupling::Affine, Permutation::InvconvLu), (Coupling::Additive, Permutation::Shuffle)] {

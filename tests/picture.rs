@@ -224,3 +224,61 @@ fn degenerate_series_do_not_panic() -> Result<()> {
     assert!(save_loss_curve(dir.join("t.png"), &[], &tiny).is_err());
     Ok(())
 }
+
+/// What `SampleOptions::check` refuses, for `save_samples` and for the `sample` example
+/// before it loads a model: a class the model lacks, repeated temperatures, nothing to
+/// draw, and pictures over `MAX_PICTURE_PIXELS` (the grid's or the overview's).
+#[test]
+fn sample_options_are_checked_against_the_model() {
+    use glow::picture::{SampleOptions, MAX_PICTURE_PIXELS};
+    let plain = glow::GlowConfig::default();
+    let conditional = glow::GlowConfig {
+        y_condition: true,
+        num_classes: 10,
+        ..glow::GlowConfig::default()
+    };
+    let ok = SampleOptions::paper(16, 0);
+    assert_eq!(ok.check(&plain), Ok(()));
+    let class = |c| SampleOptions {
+        class: Some(c),
+        ..ok.clone()
+    };
+    assert_eq!(class(9).check(&conditional), Ok(()));
+    assert!(class(10)
+        .check(&conditional)
+        .unwrap_err()
+        .contains("10 classes"));
+    assert!(class(0)
+        .check(&plain)
+        .unwrap_err()
+        .contains("not class-conditional"));
+    let temps = |t: Vec<f32>| SampleOptions {
+        temperatures: t,
+        ..ok.clone()
+    };
+    assert!(temps(vec![0.5, 0.501])
+        .check(&plain)
+        .unwrap_err()
+        .contains("repeats"));
+    assert!(temps(vec![]).check(&plain).is_err());
+    assert!(SampleOptions { n: 0, ..ok.clone() }.check(&plain).is_err());
+    // 4096 images of 32x32 upscaled 16 times: a grid of 64x64 cells of 34 pixels,
+    // 2176² · 256 ≈ 1.2e9 pixels.
+    let big = SampleOptions {
+        n: 4096,
+        upscale: 16,
+        ..ok.clone()
+    };
+    let why = big.check(&plain).unwrap_err();
+    assert!(why.contains(&MAX_PICTURE_PIXELS.to_string()), "{why}");
+    // The overview alone: 8 images a row, one row per temperature; 1,000 temperatures
+    // at upscale 16 is (8·34 + 64) × 1000·34 × 256 ≈ 2.9e9 pixels though a grid of one
+    // image would be small.
+    let many = SampleOptions {
+        n: 8,
+        upscale: 16,
+        temperatures: (0..1000).map(|i| i as f32 / 100.0).collect(),
+        ..ok.clone()
+    };
+    assert!(many.check(&plain).is_err());
+}

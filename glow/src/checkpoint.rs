@@ -221,10 +221,21 @@ impl OptimizerConfigJson {
     }
 }
 
-/// A host tensor as safetensors writes it: little-endian `f32`.
-struct F32View<'a> {
-    shape: &'a [usize],
-    data: &'a [f32],
+/// A host tensor as safetensors writes it: little-endian `f32` (checkpoints and
+/// [`crate::latents`] files).
+pub(crate) struct F32View<'a> {
+    /// Extents.
+    pub(crate) shape: &'a [usize],
+    /// Row-major values.
+    pub(crate) data: &'a [f32],
+}
+
+/// The values of a safetensors `F32` tensor's little-endian bytes.
+pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 impl View for F32View<'_> {
@@ -562,11 +573,7 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
             }
         }
         let t = StateTensor {
-            data: view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+            data: f32s(view.data()),
             shape: view.shape().to_vec(),
             name,
         };

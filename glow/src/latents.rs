@@ -21,14 +21,14 @@
 //! In Python: `safetensors.numpy.load_file(path)` gives the arrays, and
 //! `safe_open(path, "np").metadata()` the map.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
 use engine::{Error, Result, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::atomic::{io_error, write_atomic};
+use crate::checkpoint::{f32s, F32View};
 use crate::config::GlowConfig;
 use crate::model::Glow;
 
@@ -140,56 +140,32 @@ impl Latents {
     }
 }
 
-/// A host tensor as safetensors writes it.
-struct F32View {
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl View for &F32View {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-fn view(shape: Vec<usize>, values: impl IntoIterator<Item = f32>) -> F32View {
-    F32View {
-        shape,
-        bytes: values.into_iter().flat_map(f32::to_le_bytes).collect(),
-    }
-}
-
 /// Writes `latents` to `path` (atomically).
 pub fn save_latents(path: impl AsRef<Path>, latents: &Latents) -> Result<()> {
     let path = path.as_ref();
     let n = latents.len();
+    let labels: Vec<f32> = latents.labels.iter().map(|&l| l as f32).collect();
+    let indices: Vec<f32> = latents.indices.iter().map(|&i| i as f32).collect();
+    let shape = [n];
     let mut tensors: Vec<(String, F32View)> = latents
         .latents
         .iter()
         .enumerate()
-        .map(|(k, (shape, values))| {
-            (
-                format!("latent.{k}"),
-                view(shape.clone(), values.iter().copied()),
-            )
-        })
+        .map(|(k, (shape, data))| (format!("latent.{k}"), F32View { shape, data }))
         .collect();
     tensors.push((
         "labels".into(),
-        view(vec![n], latents.labels.iter().map(|&l| l as f32)),
+        F32View {
+            shape: &shape,
+            data: &labels,
+        },
     ));
     tensors.push((
         "indices".into(),
-        view(vec![n], latents.indices.iter().map(|&i| i as f32)),
+        F32View {
+            shape: &shape,
+            data: &indices,
+        },
     ));
     let config = serde_json::to_string(&latents.config)
         .map_err(|e| io_error(path, "the model configuration", e))?;
@@ -205,9 +181,8 @@ pub fn save_latents(path: impl AsRef<Path>, latents: &Latents) -> Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let refs: Vec<(String, &F32View)> = tensors.iter().map(|(n, v)| (n.clone(), v)).collect();
     write_atomic(path, |tmp| {
-        safetensors::tensor::serialize_to_file(refs, Some(meta), tmp)
+        safetensors::tensor::serialize_to_file(tensors, Some(meta), tmp)
             .map_err(|e| io_error(path, "writing the latents", e))
     })
 }
@@ -246,12 +221,7 @@ pub fn load_latents(path: impl AsRef<Path>) -> Result<Latents> {
         if t.dtype() != Dtype::F32 {
             return Err(bad(format!("tensor {name} is {:?}, not F32", t.dtype())));
         }
-        let values = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok((t.shape().to_vec(), values))
+        Ok((t.shape().to_vec(), f32s(t.data())))
     };
     let whole = |name: &str, values: Vec<f32>| -> Result<Vec<u64>> {
         values

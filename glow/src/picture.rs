@@ -302,6 +302,58 @@ pub struct SampleOptions {
 }
 
 impl SampleOptions {
+    /// Why a model of `config` cannot draw these samples, if it cannot: a class it does
+    /// not have (or any class, for an unconditional model), no images or no
+    /// temperatures, two temperatures whose files would share a name (they are named to
+    /// two decimals), or a picture (a grid, or the overview of up to 8 images a row,
+    /// upscaled) over [`MAX_PICTURE_PIXELS`]. [`save_samples`] checks it first; a
+    /// program can check its flags with it before it loads the model.
+    pub fn check(&self, config: &crate::GlowConfig) -> std::result::Result<(), String> {
+        let SampleOptions {
+            n,
+            ref temperatures,
+            class,
+            upscale,
+            ..
+        } = *self;
+        let classes = config.num_classes;
+        match (config.y_condition, class) {
+            (true, Some(c)) if c >= classes => {
+                return Err(format!(
+                    "class {c} is not one of the model's {classes} classes"
+                ))
+            }
+            (false, Some(_)) => {
+                return Err("a class was asked for, but the model is not class-conditional".into())
+            }
+            _ => {}
+        }
+        if n == 0 || temperatures.is_empty() {
+            return Err("nothing to draw: no images or no temperatures".into());
+        }
+        let name = |t: f32| format!("{t:.2}");
+        for (i, &t) in temperatures.iter().enumerate() {
+            if temperatures[..i].iter().any(|&u| name(u) == name(t)) {
+                return Err(format!(
+                    "temperature {t} repeats an earlier one (files are named to two decimals)"
+                ));
+            }
+        }
+        // An upscaled grid grows with the square of both.
+        let [c, h, w] = config.image_shape;
+        let side = (n as f64).sqrt().ceil();
+        let grid = (side * (w + 2) as f64) * (side * (h + 2) as f64);
+        let overview = (n.min(8) * (w + 2) + 64) as f64 * (temperatures.len() * (h + 2)) as f64;
+        let pixels = grid.max(overview) * (upscale * upscale) as f64;
+        if pixels > MAX_PICTURE_PIXELS as f64 {
+            return Err(format!(
+                "{n} images of {c}x{h}x{w} upscaled {upscale} times would make a picture of \
+                 {pixels:.0} pixels, more than {MAX_PICTURE_PIXELS}; draw fewer or upscale less"
+            ));
+        }
+        Ok(())
+    }
+
     /// `n` images at each of the paper's [`TEMPERATURES`], drawn with `seed`.
     pub fn paper(n: usize, seed: u64) -> SampleOptions {
         SampleOptions {
@@ -344,59 +396,16 @@ pub fn save_samples(
         class,
         upscale,
     } = *options;
+    options
+        .check(model.config())
+        .map_err(|why| Error::invalid("samples", why))?;
     let classes = model.config().num_classes;
     let labels: Option<Vec<usize>> = match (model.config().y_condition, class) {
-        (true, Some(c)) if c < classes => Some(vec![c; n]),
-        (true, Some(c)) => {
-            return Err(Error::invalid(
-                "samples",
-                format!("class {c} is not one of the model's {classes} classes"),
-            ))
-        }
+        (true, Some(c)) => Some(vec![c; n]),
         (true, None) => Some((0..n).map(|i| i % classes).collect()),
-        (false, Some(_)) => {
-            return Err(Error::invalid(
-                "samples",
-                "a class was asked for, but the model is not class-conditional",
-            ))
-        }
-        (false, None) => None,
+        (false, _) => None,
     };
-    if n == 0 || temperatures.is_empty() {
-        return Err(Error::invalid(
-            "samples",
-            "nothing to draw: no images or no temperatures",
-        ));
-    }
     let name = |t: f32| format!("{prefix}_t{t:.2}.png");
-    for (i, &t) in temperatures.iter().enumerate() {
-        if temperatures[..i].iter().any(|&u| name(u) == name(t)) {
-            return Err(Error::invalid(
-                "samples",
-                format!(
-                    "temperatures {t} and an earlier one share the file {}",
-                    name(t)
-                ),
-            ));
-        }
-    }
-    // Refuse a picture too large to hold before drawing anything: an upscaled grid
-    // grows with the square of both.
-    let [c, h, w] = model.config().image_shape;
-    let side = (n as f64).sqrt().ceil();
-    let grid = (side * (w + 2) as f64) * (side * (h + 2) as f64);
-    // The overview: up to 8 images a row, one row per temperature, and the labels.
-    let overview = (n.min(8) * (w + 2) + 64) as f64 * (temperatures.len() * (h + 2)) as f64;
-    let pixels = grid.max(overview) * (upscale * upscale) as f64;
-    if pixels > MAX_PICTURE_PIXELS as f64 {
-        return Err(Error::invalid(
-            "samples",
-            format!(
-                "a grid of {n} images of {c}x{h}x{w} upscaled {upscale} times would have \
-                 {pixels:.0} pixels, more than {MAX_PICTURE_PIXELS}; draw fewer or upscale less"
-            ),
-        ));
-    }
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create the folder", e))?;
     let mut rows = Vec::new();
     let mut written = Vec::new();

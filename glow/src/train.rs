@@ -340,6 +340,20 @@ pub struct Evaluation {
     pub per_image: Vec<f32>,
 }
 
+impl Evaluation {
+    /// The evaluation of these per-image figures: their mean, or an error for none.
+    fn of(per_image: Vec<f32>) -> Result<Evaluation> {
+        if per_image.is_empty() {
+            return Err(Error::invalid("evaluate", "the evaluation set is empty"));
+        }
+        let sum: f64 = per_image.iter().map(|&v| f64::from(v)).sum();
+        Ok(Evaluation {
+            mean_bpd: sum / per_image.len() as f64,
+            per_image,
+        })
+    }
+}
+
 /// Evaluates `model` over `batches` of `(first_index, pixels, labels)` with reproducible
 /// dequantisation: per-image noise from `seed` ([`Dequantization::PerImage`]), or the bin
 /// midpoints when `midpoint` is set.
@@ -366,26 +380,17 @@ pub fn evaluate(
         }
         Ok(())
     })?;
-    if per_image.is_empty() {
-        return Err(Error::invalid("evaluate", "the evaluation set is empty"));
-    }
-    let mean_bpd = per_image.iter().map(|&v| f64::from(v)).sum::<f64>() / per_image.len() as f64;
-    Ok(Evaluation {
-        mean_bpd,
-        per_image,
-    })
+    Evaluation::of(per_image)
 }
 
 /// The seed of dequantisation draw `draw` of [`evaluate_iw`]: draw 0 is `seed` itself, so
-/// one draw is [`evaluate`]'s noise; the others are spread by a SplitMix64 step.
+/// one draw is [`evaluate`]'s noise; the others are spread by the data module's
+/// SplitMix64 mix.
 fn draw_seed(seed: u64, draw: usize) -> u64 {
-    if draw == 0 {
-        return seed;
+    match draw {
+        0 => seed,
+        k => crate::data::mix(seed, k as u64 - 1),
     }
-    let mut z = seed ^ (draw as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// [`evaluate`] with the importance-weighted bound over `draws` dequantisation draws
@@ -445,14 +450,7 @@ fn importance_weighted(
         }
         Ok(())
     })?;
-    if per_image.is_empty() {
-        return Err(Error::invalid("evaluate", "the evaluation set is empty"));
-    }
-    let mean_bpd = per_image.iter().map(|&v| f64::from(v)).sum::<f64>() / per_image.len() as f64;
-    Ok(Evaluation {
-        mean_bpd,
-        per_image,
-    })
+    Evaluation::of(per_image)
 }
 
 /// The images and labels of training step `step` (0-based): each epoch is `n / batch` full

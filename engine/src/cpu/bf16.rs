@@ -306,15 +306,7 @@ fn convolve(x: &[f32], a: &PackedA, bias: Option<&[f32]>, d: Conv2dDims, relu: b
     let mut y = super::pool::take(d.n * d.c_out * p);
     for_each_chunk(&mut y, d.c_out * p, d.n > 1, |img, y| {
         let image = &x[img * d.c_in * p..(img + 1) * d.c_in * p];
-        let beta = match bias {
-            Some(b) => {
-                for (row, &v) in y.chunks_exact_mut(p).zip(b) {
-                    row.fill(v);
-                }
-                1.0
-            }
-            None => 0.0,
-        };
+        let beta = super::conv::start_with_bias(y, bias, p);
         let fill = |j0: usize, panel: &mut [f32]| {
             let cols = NR.min(p - j0);
             for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
@@ -334,7 +326,7 @@ fn convolve(x: &[f32], a: &PackedA, bias: Option<&[f32]>, d: Conv2dDims, relu: b
         };
         gemm(a, p, fill, beta, y, p);
         if relu {
-            y.iter_mut().for_each(|v| *v = v.max(0.0));
+            super::conv::relu_in_place(y);
         }
     });
     y

@@ -321,9 +321,24 @@ fn direct(
 
 /// `max(v, 0)` on every element: the engine's relu (NaN stays NaN), applied by
 /// `conv2d_relu` to an image's output while it is still in cache.
-fn relu_in_place(y: &mut [f32]) {
+pub(super) fn relu_in_place(y: &mut [f32]) {
     for v in y {
         *v = super::elementwise::relu(*v);
+    }
+}
+
+/// Fills each `p`-long row of one image's output `y` with its channel's bias, for a
+/// product `C = A·B + beta·C` to add to, and returns that `beta`: 1 with a bias, 0 (C
+/// ignored) without.
+pub(super) fn start_with_bias(y: &mut [f32], bias: Option<&[f32]>, p: usize) -> f32 {
+    match bias {
+        Some(b) => {
+            for (row, &v) in y.chunks_exact_mut(p).zip(b) {
+                row.fill(v);
+            }
+            1.0
+        }
+        None => 0.0,
     }
 }
 
@@ -369,16 +384,7 @@ mod gemm {
         let p = d.h * d.w;
         let mut y = super::super::pool::take(d.n * d.c_out * p);
         for_each_chunk(&mut y, d.c_out * p, d.macs() >= PAR_MACS, |img, y| {
-            // C = A·B + beta·C with C holding the bias (beta 1) or ignored (beta 0).
-            let beta = match bias {
-                Some(b) => {
-                    for (row, &v) in y.chunks_exact_mut(p).zip(b) {
-                        row.fill(v);
-                    }
-                    1.0
-                }
-                None => 0.0,
-            };
+            let beta = super::start_with_bias(y, bias, p);
             let a = Mat::new(w, d.c_out, d.c_in, false);
             let b = Mat::new(&x[img * d.c_in * p..], d.c_in, p, false);
             sgemm((d.c_out, d.c_in, p), a, b, beta, y, p);

@@ -17,8 +17,6 @@ type Curve = Vec<(f64, f64)>;
 pub(crate) struct History {
     /// `(step, bpd)` of every good step, for the loss curve.
     train_curve: Curve,
-    /// `(step, test bpd)` of every evaluation (of the moving average, when kept).
-    test_curve: Curve,
     /// The lowest test bits/dim so far (of the moving average, when kept).
     pub(crate) best_test_bpd: Option<f64>,
     /// `(step, raw, ema)` of every evaluation: the test bits/dim of the trained weights
@@ -59,7 +57,6 @@ impl History {
     pub(crate) fn record_evaluation(&mut self, step: u64, raw: f64, ema: Option<f64>) -> bool {
         self.evaluations.push((step, raw, ema));
         let test_bpd = ema.unwrap_or(raw);
-        self.test_curve.push((step as f64, test_bpd));
         let best = test_bpd.is_finite() && self.best_test_bpd.is_none_or(|b| test_bpd < b);
         if best {
             self.best_test_bpd = Some(test_bpd);
@@ -69,10 +66,8 @@ impl History {
 
     /// Drops the curve points after `step` (those steps run again after a rollback).
     pub(crate) fn forget_after(&mut self, step: u64) {
-        let step = step as f64;
-        self.train_curve.retain(|p| p.0 <= step);
-        self.test_curve.retain(|p| p.0 <= step);
-        self.evaluations.retain(|e| e.0 as f64 <= step);
+        self.train_curve.retain(|p| p.0 <= step as f64);
+        self.evaluations.retain(|e| e.0 <= step);
     }
 
     /// The last evaluation's test bits/dim of the trained weights and, when kept, of
@@ -81,9 +76,10 @@ impl History {
         self.evaluations.last().map(|e| (e.1, e.2))
     }
 
-    /// The step and test bits/dim of the last evaluation.
+    /// The step and test bits/dim of the last evaluation (of the moving average, when
+    /// kept).
     pub(crate) fn last_evaluation(&self) -> Option<(u64, f64)> {
-        self.test_curve.last().map(|p| (p.0 as u64, p.1))
+        self.evaluations.last().map(|e| (e.0, e.2.unwrap_or(e.1)))
     }
 
     /// Mean bits/dim of the good steps after `after`.
@@ -111,14 +107,20 @@ impl History {
 
     /// Plots both curves into `path` (nothing while both are empty).
     pub(crate) fn save_loss_curve(&self, path: &Path) -> Result<()> {
-        if self.train_curve.is_empty() && self.test_curve.is_empty() {
+        if self.train_curve.is_empty() && self.evaluations.is_empty() {
             return Ok(());
         }
+        // Each evaluation as judged: of the moving average, when kept.
+        let test_curve: Curve = self
+            .evaluations
+            .iter()
+            .map(|&(step, raw, ema)| (step as f64, ema.unwrap_or(raw)))
+            .collect();
         save_loss_curve(
             path,
             &[
                 ("train bits/dim", &self.train_curve),
-                ("test bits/dim", &self.test_curve),
+                ("test bits/dim", &test_curve),
             ],
             &PlotOptions::default(),
         )?;

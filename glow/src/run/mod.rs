@@ -541,15 +541,20 @@ impl Run {
         }
         // Everything the run does at a step comes before that step's checkpoint, so a
         // resume from it neither repeats nor loses any of it.
+        // The moving average's model, when the run keeps one, built once for both.
+        let averaged = if (due.evaluate || due.samples) && self.ranks.writer() {
+            self.trainer.optimizer.averaged_model(&self.trainer.model)?
+        } else {
+            None
+        };
         if due.evaluate && self.ranks.writer() {
-            self.evaluate(data, on_event)?;
+            self.evaluate(data, averaged.as_ref(), on_event)?;
         }
         if due.samples && self.ranks.writer() {
             let dir = self.config.out.join(SAMPLES_DIR);
             let prefix = format!("step{step:06}");
             let n = self.config.sample_images;
             // The moving average's samples when the run keeps one: the weights it exports.
-            let averaged = self.trainer.optimizer.averaged_model(&self.trainer.model)?;
             let model = averaged.as_ref().unwrap_or(&self.trainer.model);
             let paths = save_sample_grids(model, &dir, &prefix, n, 0)?;
             if let (Some(events), Some(overview)) = (&mut self.events, paths.last()) {
@@ -578,10 +583,11 @@ impl Run {
     }
 
     /// Evaluates on the test split, the weights and, when the run keeps one, their moving
-    /// average (which then judges the best); a new best is written to [`BEST_FILE`].
+    /// average (`averaged`, which then judges the best); a new best is written to [`BEST_FILE`].
     fn evaluate(
         &mut self,
         data: &dyn ImageSplits,
+        averaged: Option<&crate::Glow>,
         on_event: &mut impl FnMut(&Event),
     ) -> Result<()> {
         let step = self.trainer.step;
@@ -591,10 +597,7 @@ impl Run {
             Ok(evaluate(model, batches, 0, false, |_| {})?.mean_bpd)
         };
         let test_bpd = test_bpd_of(&self.trainer.model)?;
-        let test_bpd_ema = match self.trainer.optimizer.averaged_model(&self.trainer.model)? {
-            Some(averaged) => Some(test_bpd_of(&averaged)?),
-            None => None,
-        };
+        let test_bpd_ema = averaged.map(test_bpd_of).transpose()?;
         let previous = self.history.last_evaluation().map_or(0, |e| e.0);
         let train_bpd = self.history.train_bpd_after(previous);
         let best = self.history.record_evaluation(step, test_bpd, test_bpd_ema);
