@@ -35,7 +35,7 @@ struct Args {
     #[arg(long, value_enum)]
     weights: Option<WeightsArg>,
     /// Precision of the coupling networks' products (default: the encoder's, as the
-    /// file records; the same is needed to invert exactly).
+    /// file records; the same is needed to invert as encoded).
     #[arg(long, value_enum)]
     matmul_precision: Option<cli::PrecisionArg>,
     /// Images decoded at a time.

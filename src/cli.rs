@@ -240,8 +240,9 @@ pub enum PrecisionArg {
 pub struct PrecisionArgs {
     /// Precision of the coupling networks' products on the CPU device (`engine::precision`):
     /// bf16 rounds their operands to bfloat16 where the CPU has AVX-512 BF16 (else f32,
-    /// said at start). The flow stays exactly invertible and its likelihood exact for the
-    /// networks' outputs; the Vulkan and reference devices compute in f32. A first
+    /// said at start). The flow stays invertible and its likelihood exact for the
+    /// networks' outputs, its numerical inverse a little looser than in f32; the Vulkan
+    /// and reference devices compute in f32. A first
     /// version: about a tenth faster a step at 512 channels, level at 128, more memory
     /// (docs/measurements.md).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]

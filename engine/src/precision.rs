@@ -11,7 +11,10 @@
 //!   run inside it (on this thread) use the lower precision, and their backward passes
 //!   do too, wherever they run (the op remembers). Glow puts only its coupling networks
 //!   inside: they compute the scales and shifts of an affine map, whose inverse and
-//!   log-determinant are exact for whatever values they return.
+//!   log-determinant are exact for whatever values they return. (The inverse recomputes
+//!   them from the reconstructed half, which f32 rounding can leave a hair off the
+//!   forward pass's; rounded to bf16 that hair can become a bf16 step, so a round trip
+//!   is looser than in f32: docs/measurements.md.)
 //!
 //! The reference and Vulkan devices, and a CPU without `avx512bf16`, compute in `f32`
 //! whatever the setting; [`effective`] says what a setting gets on this machine.

@@ -15,7 +15,7 @@
 //! that seed), `weights` (`raw` or `ema`: the checkpoint's trained weights or their
 //! moving average, which decoding must use too), `matmul_precision` (`f32` or `bf16`: the
 //! coupling networks' products when encoding, `engine::precision`, which decoding must
-//! use too to invert exactly) and `source` (free text: the checkpoint and split they
+//! use too to invert as encoded) and `source` (free text: the checkpoint and split they
 //! came from).
 //!
 //! In Python: `safetensors.numpy.load_file(path)` gives the arrays, and

@@ -55,7 +55,10 @@ impl CouplingNet {
     /// `NN(x)`. Its convolutions may round their products to bf16 when the process asks
     /// for it (`engine::precision`): the coupling only uses `NN`'s output as the shift and
     /// scale of an affine map, whose inverse and log-determinant are exact for whatever
-    /// values it returns, so the flow stays invertible and its likelihood exact.
+    /// values it returns, so the flow stays invertible and its likelihood exact. (The
+    /// inverse recomputes `NN` on the reconstructed half; where f32 rounding left that a
+    /// hair off the forward pass's, bf16 can round it to another value, so a round trip
+    /// is looser than in f32: docs/measurements.md.)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         engine::precision::reduced(|| {
             let h = self.conv1.forward_relu(x)?;
