@@ -81,6 +81,8 @@ fn run(args: Args) -> cli::CliResult<()> {
     let test = args.split.of(&data);
     let bar = ProgressBar::new(test.len() as u64);
     let batches = test.sequential_batches(args.batch);
+    // Throughput of the evaluation itself (the model and data already loaded).
+    let started = std::time::Instant::now();
     let result = if args.iw_samples > 1 {
         evaluate_iw(&model, batches, args.seed, args.iw_samples, |done| {
             bar.set_position(done as u64)
@@ -94,6 +96,7 @@ fn run(args: Args) -> cli::CliResult<()> {
             |done| bar.set_position(done as u64),
         )?
     };
+    let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     if let Some(path) = &args.per_image {
         let io = |e: std::io::Error| Error::invalid("evaluate", format!("{}: {e}", path.display()));
@@ -111,6 +114,7 @@ fn run(args: Args) -> cli::CliResult<()> {
     );
     let mut summary = json!({
         "bpd": result.mean_bpd, "images": result.per_image.len(), "iw_samples": args.iw_samples,
+        "seconds": seconds, "images_per_sec": result.per_image.len() as f64 / seconds,
     });
     if args.drift {
         let mut drifts = Vec::new();
