@@ -18,7 +18,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::conv_kernels::{conv_block, transpose, weight_block, PixelOffsets, Taps, LANES, ROWS};
+use super::conv_kernels::{
+    conv_block, transpose, weight_block, PixelOffsets, Taps, LANES, ROWS, WEIGHT_ROWS,
+};
 use super::{for_each_chunk, PAR_THRESHOLD};
 use crate::backend::Conv2dDims;
 
@@ -118,12 +120,12 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
     let k_total = offs.len();
     let lane_blocks = d.c_out.div_ceil(LANES);
     let dyt = lane_panels(dy, d);
-    let panels = cols.div_ceil(ROWS);
+    let panels = cols.div_ceil(WEIGHT_ROWS);
     // When all the lane panels fit in L2 (256 KB: the output layers with 12-48 channels,
     // and every layer at 4x4), a task is one row panel over all pixels, as long
     // sequential runs. Otherwise the pixels go in chunks of KC = 256 (a lane panel's
     // chunk is 16 KB, in L1) and a task is a group of row panels that each pass over the
-    // chunk: at most 42 (their rows over a chunk, 42·6·KC·4 bytes, stay in L2), and enough
+    // chunk: at most 21 (their rows over a chunk, 21·12·KC·4 bytes, stay in L2), and enough
     // tasks in all to keep every thread busy.
     let fits_l2 = lane_blocks * k_total * LANES * 4 <= 256 << 10;
     let (kc, group) = if fits_l2 {
@@ -131,13 +133,13 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
     } else {
         let want_tasks = 4 * rayon::current_num_threads();
         let groups = panels
-            .div_ceil(42)
+            .div_ceil(21)
             .max(want_tasks.div_ceil(lane_blocks))
             .min(panels);
         (256, panels.div_ceil(groups))
     };
     let groups = panels.div_ceil(group);
-    let rows_pad = groups * group * ROWS;
+    let rows_pad = groups * group * WEIGHT_ROWS;
     // [lane block][rows_pad][LANES]; each task's part is written by its first chunk.
     let mut dwl = super::pool::take(lane_blocks * rows_pad * LANES);
     let task = |i: usize, out: &mut [f32]| {
@@ -146,12 +148,13 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
         let panel_b = &dyt[lb * k_total * LANES..][..k_total * LANES];
         for k0 in (0..k_total).step_by(kc) {
             for local in 0..group {
-                let j0 = (g * group + local) * ROWS;
+                let j0 = (g * group + local) * WEIGHT_ROWS;
                 if j0 >= cols {
                     break;
                 }
-                let rows = ROWS.min(cols - j0);
-                let bases: [usize; ROWS] = std::array::from_fn(|r| base(j0 + r.min(rows - 1)));
+                let rows = WEIGHT_ROWS.min(cols - j0);
+                let bases: [usize; WEIGHT_ROWS] =
+                    std::array::from_fn(|r| base(j0 + r.min(rows - 1)));
                 weight_block(
                     &xpad,
                     &bases,
@@ -159,7 +162,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
                     k0..(k0 + kc).min(k_total),
                     &panel_b[k0 * LANES..],
                     LANES,
-                    &mut out[local * ROWS * LANES..],
+                    &mut out[local * WEIGHT_ROWS * LANES..],
                     LANES,
                     rows,
                     lanes,
@@ -168,7 +171,12 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], d: Conv2dDims) -> Vec<f32> 
             }
         }
     };
-    for_each_chunk(&mut dwl, group * ROWS * LANES, d.macs() >= PAR_MACS, task);
+    for_each_chunk(
+        &mut dwl,
+        group * WEIGHT_ROWS * LANES,
+        d.macs() >= PAR_MACS,
+        task,
+    );
     // [lane block][cols][LANES] → [c_out, cols]
     let mut dw = super::pool::take(d.c_out * cols);
     for lb in 0..lane_blocks {

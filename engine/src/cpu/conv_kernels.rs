@@ -1,4 +1,6 @@
-//! The two inner loops of the CPU convolutions, in portable Rust and with AVX2/FMA.
+//! The two inner loops of the CPU convolutions, in portable Rust, with AVX2/FMA and with
+//! AVX-512 (chosen at run time, the widest the CPU has; each lane computes the same bits
+//! on all three but the portable one, which rounds the product before adding).
 //!
 //! `conv.rs` plans the work (which pixels, which weights, which threads); these loops do
 //! the arithmetic on one small tile, reading the input image in place (no im2col copy):
@@ -7,10 +9,11 @@
 //!   `out[r][l] = bias[r] + Σ_{c, t} a[c][t][r] · x[c][p0 + l + shift[t]]`, summed over
 //!   every input channel `c` and kernel tap `t`. `a` is a weight panel packed `[c][t][r]`,
 //!   so each step broadcasts `ROWS` weights and loads one pixel vector: an outer product
-//!   in registers (12 accumulators of 8 lanes with AVX2). The forward convolution and
-//!   its input gradient (a convolution with the flipped, transposed kernel) both run on it.
+//!   in registers (12 accumulators of 8 lanes with AVX2, 6 of 16 with AVX-512). The
+//!   forward convolution and its input gradient (a convolution with the flipped,
+//!   transposed kernel) both run on it.
 //! - [`weight_block`]: the weight gradient as the same outer product turned around:
-//!   `ROWS` (input channel, tap) pairs × `LANES` output channels, summed over pixels,
+//!   `WEIGHT_ROWS` (input channel, tap) pairs × `LANES` output channels, summed over pixels,
 //!   `out[r][l] += Σ_k x[bases[r] + offs[k]] · dyt[k·ldb + l]`. `x` is the input
 //!   zero-padded around each image (so a tap never needs a mask: it reads padding) and
 //!   `dyt` the output gradient transposed to pixel-major `[n·p, c_out]`; `offs[k]` is where
@@ -34,6 +37,10 @@
 pub(crate) const ROWS: usize = 6;
 /// Pixels per [`conv_block`] tile (two AVX2 vectors).
 pub(crate) const LANES: usize = 16;
+/// (Input channel, tap) rows per [`weight_block`] tile: two of [`ROWS`], so that the
+/// AVX-512 kernel keeps 12 independent sums in flight (six leave the FMA units idle half
+/// the time: an FMA takes four cycles and two start per cycle).
+pub(crate) const WEIGHT_ROWS: usize = 2 * ROWS;
 
 /// Lane masks: `-1` (all bits set) where a lane reads, `0` where it reads zero padding.
 pub(crate) type Mask = [i32; LANES];
@@ -51,6 +58,8 @@ pub(crate) struct Taps {
     pub shifts: Vec<isize>,
     /// `masks[b · taps + t]`: which lanes of block `b` tap `t` reads.
     pub(crate) masks: Vec<Mask>,
+    /// The same masks as bits (lane `l` is bit `l`), for AVX-512's mask registers.
+    kmasks: Vec<u16>,
     /// Per block: whether all its masks are all lanes.
     full: Vec<bool>,
 }
@@ -94,10 +103,19 @@ impl Taps {
                     .all(|m| m.iter().all(|&v| v != 0))
             })
             .collect();
+        let kmasks = masks
+            .iter()
+            .map(|m| {
+                (0..LANES)
+                    .filter(|&l| m[l] != 0)
+                    .fold(0u16, |k, l| k | 1 << l)
+            })
+            .collect();
         Taps {
             p,
             shifts,
             masks,
+            kmasks,
             full,
         }
     }
@@ -125,6 +143,12 @@ impl Taps {
     /// The masks of block `b`, one per tap.
     fn block_masks(&self, b: usize) -> &[Mask] {
         &self.masks[b * self.taps()..][..self.taps()]
+    }
+
+    /// The masks of block `b` as bits, one per tap.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn block_kmasks(&self, b: usize) -> &[u16] {
+        &self.kmasks[b * self.taps()..][..self.taps()]
     }
 
     /// Whether lane `l` of block `b` reads for tap `t`, and the index it reads in channel
@@ -167,6 +191,20 @@ pub(crate) fn conv_block(
         out.len() >= (rows - 1) * ldo + lanes,
         "conv block: output too short"
     );
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: AVX-512F is present; the asserts above bound the weight and output
+        // accesses; `Taps` keeps a lane only where it reads inside its channel of the image,
+        // and the kernel reads whole vectors only where they lie inside `x`.
+        unsafe {
+            if taps.block_is_full(b) {
+                avx512::conv_block::<false>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+            } else {
+                avx512::conv_block::<true>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+            }
+        };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: AVX2 and FMA are present; the asserts above bound the weight and output
@@ -258,7 +296,7 @@ pub(crate) fn transpose(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_block(
     x: &[f32],
-    bases: &[usize; ROWS],
+    bases: &[usize; WEIGHT_ROWS],
     offsets: &PixelOffsets,
     ks: std::ops::Range<usize>,
     dyt: &[f32],
@@ -269,7 +307,7 @@ pub(crate) fn weight_block(
     lanes: usize,
     accumulate: bool,
 ) {
-    assert!(rows <= ROWS && rows > 0 && lanes <= LANES && lanes > 0);
+    assert!(rows <= WEIGHT_ROWS && rows > 0 && lanes <= LANES && lanes > 0);
     let offs = &offsets.offs[ks];
     if !offs.is_empty() {
         let top = bases.iter().max().unwrap() + offsets.max;
@@ -284,13 +322,30 @@ pub(crate) fn weight_block(
         "weight block: output too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: AVX2 and FMA are present, and the asserts above bound every read of `x`
-        // and `dyt` and every write of `out`.
-        unsafe { avx2::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate) };
+    if super::has_avx512() {
+        // SAFETY: AVX-512F is present, and the asserts above bound every read of `x` and
+        // `dyt` and every write of `out`.
+        unsafe {
+            avx512::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate)
+        };
         return;
     }
-    portable::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate)
+    // The AVX2 and portable kernels take the rows as two tiles of ROWS, one after the other.
+    for half in 0..rows.div_ceil(ROWS) {
+        let bases: &[usize; ROWS] = bases[half * ROWS..][..ROWS].try_into().expect("ROWS");
+        let out = &mut out[half * ROWS * ldo..];
+        let rows = ROWS.min(rows - half * ROWS);
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx2() {
+            // SAFETY: AVX2 and FMA are present, and the asserts above bound every read of
+            // `x` and `dyt` and every write of `out`.
+            unsafe {
+                avx2::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate)
+            };
+            continue;
+        }
+        portable::weight_block(x, bases, offs, dyt, ldb, out, ldo, rows, lanes, accumulate)
+    }
 }
 
 /// The plain-Rust kernels: the path on CPUs without AVX2 (or with
@@ -532,6 +587,111 @@ mod avx2 {
     }
 }
 
+/// The AVX-512 kernels: the AVX2 ones with one 16-lane register where those use two
+/// 8-lane halves, and the lane masks in mask registers. Each lane does the same fused
+/// multiply-adds in the same order as in the AVX2 kernels, so the results are the same
+/// bits; the gain is the width. On CPUs that run 512-bit FMAs at full rate (AMD Zen 5,
+/// Intel server cores), an AVX2 kernel can reach at most half the SGEMM ceiling, which
+/// matrixmultiply reaches with its AVX-512 kernel: `benches/ops` had the direct 3x3
+/// convolutions of config S at 36-55% of it (`docs/measurements.md`).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Taps, LANES, ROWS, WEIGHT_ROWS};
+
+    /// [`super::conv_block`]: 6 rows × 16 lanes in 6 accumulators.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn conv_block<const MASKED: bool>(
+        a: &[f32],
+        x: &[f32],
+        x0: usize,
+        channels: usize,
+        taps: &Taps,
+        b: usize,
+        bias: &[f32; ROWS],
+        out: &mut [f32],
+        ldo: usize,
+        rows: usize,
+    ) {
+        let lanes = taps.lanes(b);
+        let n_taps = taps.taps();
+        let kmasks = taps.block_kmasks(b);
+        let mut acc = [_mm512_setzero_ps(); ROWS];
+        let mut ap = a.as_ptr();
+        let xp = x.as_ptr();
+        for c in 0..channels {
+            let base = (x0 + c * taps.p + b * LANES) as isize;
+            for t in 0..n_taps {
+                let src = xp.wrapping_offset(base + taps.shifts[t]);
+                // A masked-off lane is neither read nor faulted on, and reads +0.0, as the
+                // AVX2 kernel's cleared lanes do.
+                let v = if MASKED {
+                    _mm512_maskz_loadu_ps(kmasks[t], src)
+                } else {
+                    _mm512_loadu_ps(src)
+                };
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r)), v, *acc_r);
+                }
+                ap = ap.add(ROWS);
+            }
+        }
+        let keep: __mmask16 = if lanes == LANES {
+            !0
+        } else {
+            (1u16 << lanes) - 1
+        };
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let v = _mm512_add_ps(*acc_r, _mm512_set1_ps(bias[r]));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * ldo), keep, v);
+        }
+    }
+
+    /// [`super::weight_block`]: 12 rows × 16 lanes in 12 accumulators; per pixel, 12
+    /// broadcasts from the padded input and one vector of the transposed gradient.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn weight_block(
+        x: &[f32],
+        bases: &[usize; WEIGHT_ROWS],
+        offs: &[usize],
+        dyt: &[f32],
+        ldb: usize,
+        out: &mut [f32],
+        ldo: usize,
+        rows: usize,
+        lanes: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); WEIGHT_ROWS];
+        let xs: [*const f32; WEIGHT_ROWS] = std::array::from_fn(|r| x.as_ptr().add(bases[r]));
+        let mut bp = dyt.as_ptr();
+        for &off in offs {
+            let bv = _mm512_loadu_ps(bp);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*xs[r].add(off)), bv, *acc_r);
+            }
+            bp = bp.add(ldb);
+        }
+        let keep: __mmask16 = if lanes == LANES {
+            !0
+        } else {
+            (1u16 << lanes) - 1
+        };
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let o = out.as_mut_ptr().add(r * ldo);
+            let v = if accumulate {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(keep, o), *acc_r)
+            } else {
+                *acc_r
+            };
+            _mm512_mask_storeu_ps(o, keep, v);
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -627,6 +787,100 @@ mod tests {
             for (f, s) in fast.iter().zip(&slow) {
                 assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "{f} vs {s}");
             }
+        }
+    }
+
+    /// The AVX-512 kernels do each lane's fused multiply-adds in the AVX2 kernels' order,
+    /// so they must give the same bits: every block of images whose taps run off every
+    /// edge, partial blocks, partial rows and lanes, both accumulate modes.
+    #[test]
+    fn avx512_kernels_give_the_avx2_kernels_bits() {
+        if !super::super::has_avx512() {
+            eprintln!("no AVX-512F here (or ENGINE_CPU_NO_AVX512 set): nothing to compare");
+            return;
+        }
+        for &(h, w, k, channels) in &[(4, 4, 3, 5), (5, 7, 3, 3), (16, 16, 1, 4), (3, 9, 5, 2)] {
+            let taps = Taps::new(h, w, k, k);
+            let n = 3;
+            let x = data(n * channels * taps.p, 1);
+            let a = data(channels * taps.taps() * ROWS, 2);
+            let bias: [f32; ROWS] = std::array::from_fn(|r| r as f32 * 0.37);
+            for img in 0..n {
+                for b in 0..taps.blocks() {
+                    for rows in [1, 4, ROWS] {
+                        let x0 = img * channels * taps.p;
+                        // Sentinels past the block's lanes and rows must survive.
+                        let mut wide = vec![f32::NAN; ROWS * taps.p + LANES];
+                        let mut narrow = wide.clone();
+                        let full = taps.block_is_full(b);
+                        // SAFETY: the checks of `conv_block` hold for these operands.
+                        unsafe {
+                            let out = &mut wide[b * LANES..];
+                            if full {
+                                avx512::conv_block::<false>(
+                                    &a, &x, x0, channels, &taps, b, &bias, out, taps.p, rows,
+                                )
+                            } else {
+                                avx512::conv_block::<true>(
+                                    &a, &x, x0, channels, &taps, b, &bias, out, taps.p, rows,
+                                )
+                            }
+                            avx2::conv_block::<true>(
+                                &a,
+                                &x,
+                                x0,
+                                channels,
+                                &taps,
+                                b,
+                                &bias,
+                                &mut narrow[b * LANES..],
+                                taps.p,
+                                rows,
+                            )
+                        };
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&wide), bits(&narrow), "{h}x{w} k{k} block {b}");
+                    }
+                }
+            }
+        }
+        let x = data(400, 4);
+        let dyt = data(37 * 20 + LANES, 5);
+        let offs: Vec<usize> = (0..37).map(|k| (k * 7) % 300).collect();
+        let bases: [usize; WEIGHT_ROWS] = std::array::from_fn(|r| r * 13);
+        for (rows, lanes, accumulate) in [
+            (WEIGHT_ROWS, LANES, false),
+            (WEIGHT_ROWS, LANES, true),
+            (9, 11, true),
+            (4, 16, false),
+            (1, 1, false),
+        ] {
+            let mut wide = data(WEIGHT_ROWS * 20, 6);
+            let mut narrow = wide.clone();
+            // SAFETY: the checks of `weight_block` hold for these operands.
+            unsafe {
+                avx512::weight_block(
+                    &x, &bases, &offs, &dyt, 20, &mut wide, 20, rows, lanes, accumulate,
+                );
+                for half in 0..rows.div_ceil(ROWS) {
+                    let b: &[usize; ROWS] = bases[half * ROWS..][..ROWS].try_into().unwrap();
+                    let r = ROWS.min(rows - half * ROWS);
+                    avx2::weight_block(
+                        &x,
+                        b,
+                        &offs,
+                        &dyt,
+                        20,
+                        &mut narrow[half * ROWS * 20..],
+                        20,
+                        r,
+                        lanes,
+                        accumulate,
+                    );
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&wide), bits(&narrow), "{rows} rows, {lanes} lanes");
         }
     }
 }

@@ -82,6 +82,20 @@ pub(crate) fn has_avx2() -> bool {
     })
 }
 
+/// Whether the CPU has AVX-512F (and AVX2, so the kernels' other paths are there too),
+/// unless `ENGINE_CPU_PORTABLE` or `ENGINE_CPU_NO_AVX512` is set (the latter keeps the
+/// AVX2 kernels, for comparing the two).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var_os("ENGINE_CPU_NO_AVX512").is_none()
+    })
+}
+
 /// Elements per rayon task in [`par_fill`]: big enough to amortise scheduling, small
 /// enough to balance two to a few dozen cores.
 pub(crate) const PAR_CHUNK: usize = 16 * 1024;
