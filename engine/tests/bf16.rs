@@ -1,8 +1,9 @@
 //! The CPU device's bf16 convolutions (`engine::precision`) against the reference device:
 //! forward, input gradient and weight gradient, at odd sizes, 1x1 and 3x3. A pass takes
 //! the bf16 kernels where its product has 64 rows or more (output channels for the
-//! forward pass and the weight gradient, input channels for the input gradient: the
-//! rule of `cpu/bf16.rs`'s `pays`); the narrower ones here check that they stay f32.
+//! forward pass and the weight gradient, input channels for the input gradient) and, for
+//! the gradients, the image has 64 pixels or more: the rule of `cpu/bf16.rs`'s `pays`;
+//! the narrower forward passes here check that they stay f32.
 //!
 //! The tolerance is derived, not tuned: rounding both operands to bf16 (unit roundoff
 //! 2⁻⁸) errs by at most `2⁻⁷ + 2⁻¹⁶` of each product's size, and the `f32` sum of `K` of

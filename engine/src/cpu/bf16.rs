@@ -18,12 +18,12 @@
 //!
 //! **Speed: a first version.** The packing reads every tap's shifted copy of the image
 //! (an im2col, one copy, the panel) and the kernel runs at one panel of `B` at a time
-//! with no blocking of `k`; only passes whose product has 64 rows or more run here
-//! ([`pays`]). The wide 1x1 products run 1.1–3× faster than in f32, and Glow's training
-//! step about a tenth faster at 512 channels and level at 128 (docs/measurements.md),
-//! so it is opt-in (`precision::set_matmul_precision`, `--matmul-precision bf16`). Next:
-//! a direct convolution on channel pairs for the narrow 3x3 passes, blocking for the
-//! caches.
+//! with no blocking of `k`; only passes whose product has 64 rows or more run here, the
+//! gradient passes on images of 64 pixels or more ([`pays`]). It wins on the wide 1x1
+//! products and loses where the packing dominates (docs/measurements.md has the figures
+//! against the f32 kernels), so it is opt-in (`precision::set_matmul_precision`,
+//! `--matmul-precision bf16`). Next: a direct convolution on channel pairs for the
+//! narrow 3x3 passes, and a packing of the weight gradient's panels by transposes.
 //!
 //! **Accuracy.** Rounding each operand to bf16 (8 significant bits, unit roundoff
 //! `u = 2⁻⁸`) makes each product `a·b·(1 + δ)` with `|δ| ≤ 2u + u² = 2⁻⁷ + 2⁻¹⁶`; the
@@ -227,16 +227,21 @@ pub(super) enum Pass {
 }
 
 /// Whether pass `pass` of a convolution of `d` runs here in bf16 mode: where its product
-/// has 64 rows or more. Its packing touches every tap's copy of every input value once a
-/// product, a share `1 / rows` of the products' work, so a product with the image's few
-/// channels as its rows (Glow's 3x3 convolutions out of the networks, and the input
-/// gradient into them) would be bound by the packing (docs/measurements.md).
+/// has 64 rows or more and, for the two gradient passes, the image 64 pixels or more.
+///
+/// Rows: the packing touches every tap's copy of every input value once a product, a
+/// share `1 / rows` of the products' work, so a product with the image's few channels as
+/// its rows (Glow's 3x3 convolutions out of the networks, and the input gradient into
+/// them) would be bound by the packing. Pixels: at 4x4 a gradient pass's product is too
+/// short for its packing to pay (the weight gradient's sum runs over 4 images of 16
+/// pixels, the input gradient's panels are half empty), and the f32 kernels, AVX-512
+/// since, ran them 1.2-2× faster: docs/measurements.md.
 pub(super) fn pays(d: Conv2dDims, pass: Pass) -> bool {
     let rows = match pass {
         Pass::Forward | Pass::Weight => d.c_out,
         Pass::Input => d.c_in,
     };
-    rows >= 64
+    rows >= 64 && (pass == Pass::Forward || d.h * d.w >= 64)
 }
 
 /// For every output pixel `q` of an `h × w` image and tap `t` of a `kh × kw` kernel, the
