@@ -25,7 +25,13 @@
 //! `engine::profile`), `BENCH_BATCH` (images per step; default 16),
 //! `BENCH_MEMORY=stored|reversible` (the model's `GlowConfig::memory`; default stored),
 //! `BENCH_PRECISION=f32|bf16` (`engine::precision`: the coupling networks' products;
-//! default f32; the JSON gives the precision asked for and the one this CPU computed in).
+//! default f32; the JSON gives the precision asked for and the one this CPU computed in),
+//! `BENCH_SHARDS=N` (CPU only; default 1: the batch-parallel step of `train_cifar10
+//! --shards N`, N threads of the child each with an equal share of the cores, each
+//! computing the forward and backward pass of its shard of the batch, then one average
+//! of the gradients through `glow::parallel::InProcess` and the same update on every
+//! shard; the FLOPs are counted on one unsharded step, and `BENCH_PROFILE`'s table sums
+//! the shards' ops).
 //! On the Vulkan device the JSON line also gives, per timed step, the dispatches,
 //! barriers, submits, host waits, pipelines created and allocations
 //! (`engine::vulkan::DeviceCounters`).
@@ -187,28 +193,33 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
         memory,
         ..GlowConfig::default()
     };
-    let model = Glow::new(cfg, device)?;
     let batch = batch();
+    let shards = shards(device, batch)?;
+    let optimizer = || {
+        Optimizer::new(OptimizerConfig {
+            kind: AdamKind::Adamax,
+            lr: 1e-4,
+            weight_decay: 5e-5,
+            max_grad_norm: Some(50.0),
+            ..Default::default()
+        })
+    };
     let x = Tensor::rand_uniform(&[batch, 3, 32, 32], -0.5, 0.5, 1, device)?;
+
+    // One profiled step on the whole batch counts the FLOPs that ran, after a warm-up
+    // step (buffer pools, pipelines); the timed steps run unprofiled unless
+    // BENCH_PROFILE asks for the table.
+    let show_profile = std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "1");
+    let model = Glow::new(cfg.clone(), device)?;
     no_grad(|| model.forward(&x, None))?; // ActNorm's data-dependent initialisation
-    let mut opt = Optimizer::new(OptimizerConfig {
-        kind: AdamKind::Adamax,
-        lr: 1e-4,
-        weight_decay: 5e-5,
-        max_grad_norm: Some(50.0),
-        ..Default::default()
-    });
+    let mut opt = optimizer();
     let mut step = || -> engine::Result<f32> {
         let (loss, _) = model.loss(&x, None)?;
         let grads = loss.backward()?;
         opt.step(&model.trainable_params(), &grads)?;
         loss.item()
     };
-    step()?; // warm-up: buffer pools, pipelines
-
-    // One profiled step counts the FLOPs that ran; the timed steps run unprofiled
-    // unless BENCH_PROFILE asks for the table.
-    let show_profile = std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "1");
+    step()?;
     profile::set_enabled(true);
     profile::reset();
     step()?;
@@ -217,12 +228,18 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     profile::reset();
 
     let counters_before = vulkan_counters(device);
-    let mut times = Vec::new();
-    for _ in 0..steps {
-        let t = Instant::now();
-        step()?;
-        times.push(t.elapsed().as_secs_f64());
-    }
+    let mut times = if shards == 1 {
+        let mut times = Vec::new();
+        for _ in 0..steps {
+            let t = Instant::now();
+            step()?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times
+    } else {
+        drop(model);
+        sharded_steps(&cfg, device, &x, shards, steps, optimizer)?
+    };
     // On the Vulkan device: what one timed step records and waits for, on average.
     let per_step = vulkan_counters(device)
         .zip(counters_before)
@@ -245,7 +262,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     let gflops = flops / median / 1e9;
     let rss = peak_rss();
     println!(
-        "{name:<4} {dev} {memory:?} {precision:?}: K={depth} hidden={hidden} batch={batch}: median {median:.3} s/step, \
+        "{name:<4} {dev} {memory:?} {precision:?}: K={depth} hidden={hidden} batch={batch}{sharded}: median {median:.3} s/step, \
          min {min:.3} ({:.1} images/s), {:.2} GFLOP/step, {gflops:.1} GFLOP/s effective = \
          {:.0}% of the {ceiling:.0} GFLOP/s SGEMM ceiling, peak RSS {}",
         batch as f64 / median,
@@ -253,6 +270,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
         100.0 * gflops / ceiling,
         rss.map_or("?".into(), |b| format!("{:.2} GB", b as f64 / 1e9)),
         dev = device.name(),
+        sharded = if shards > 1 { format!(" in {shards} shards") } else { String::new() },
     );
     println!(
         "{}",
@@ -267,6 +285,7 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
             "precision_asked": format!("{asked:?}").to_lowercase(),
             "precision": format!("{precision:?}").to_lowercase(),
             "batch": batch,
+            "shards": shards,
             "steps": steps,
             "step_s_median": median,
             "step_s_min": min,
@@ -289,4 +308,113 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
         eprint!("{}", profile::table(15));
     }
     Ok(())
+}
+
+/// `BENCH_SHARDS`: 1 unless set, and only on the CPU device; it must divide the batch.
+fn shards(device: &Device, batch: usize) -> engine::Result<usize> {
+    let Ok(v) = std::env::var("BENCH_SHARDS") else {
+        return Ok(1);
+    };
+    let n: usize = v
+        .parse()
+        .ok()
+        .filter(|&n| n > 0 && batch % n == 0)
+        .ok_or_else(|| {
+            engine::Error::invalid(
+                "BENCH_SHARDS",
+                format!("{v:?} is not a positive divisor of the batch ({batch})"),
+            )
+        })?;
+    if n > 1 && !matches!(device, Device::Cpu) {
+        return Err(engine::Error::invalid(
+            "BENCH_SHARDS",
+            "shards run as threads of the CPU device",
+        ));
+    }
+    Ok(n)
+}
+
+/// Times `steps` batch-parallel steps (see `BENCH_SHARDS` in the module doc) and returns
+/// rank 0's step times. Every shard builds the same model (the same seeds) and
+/// initialises its ActNorms from the whole batch's statistics, as `--shards` does.
+fn sharded_steps(
+    cfg: &GlowConfig,
+    device: &Device,
+    x: &Tensor,
+    shards: usize,
+    steps: usize,
+    optimizer: impl Fn() -> Optimizer + Sync,
+) -> engine::Result<Vec<f64>> {
+    use glow::parallel::{self, Collective, InProcess};
+    use std::sync::Arc;
+    let threads = (rayon::current_num_threads() / shards).max(1);
+    let per = x.shape()[0] / shards;
+    let world: Vec<Arc<dyn Collective>> = InProcess::world(shards)
+        .into_iter()
+        .map(|c| Arc::new(c) as Arc<dyn Collective>)
+        .collect();
+    let results: Vec<engine::Result<Vec<f64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = world
+            .iter()
+            .enumerate()
+            .map(|(rank, comm)| {
+                let (comm, optimizer) = (comm.clone(), &optimizer);
+                s.spawn(move || -> engine::Result<Vec<f64>> {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .stack_size(16 << 20)
+                        .build()
+                        .map_err(|e| engine::Error::invalid("BENCH_SHARDS", e.to_string()))?;
+                    let run = pool.install(|| {
+                        let model = Glow::new(cfg.clone(), device)?;
+                        let mine = x.slice(0, rank * per, per)?;
+                        {
+                            let _global = parallel::init_scope(comm.clone());
+                            no_grad(|| model.forward(&mine, None))?;
+                        }
+                        let mut opt = optimizer();
+                        let params = model.trainable_params();
+                        let mut step = || -> engine::Result<f32> {
+                            let (loss, _) = model.loss(&mine, None)?;
+                            let mut grads = loss.backward()?;
+                            let loss = loss.item()?;
+                            let mean = parallel::average_gradients(
+                                comm.as_ref(),
+                                &params,
+                                &mut grads,
+                                &[loss],
+                            )?;
+                            opt.step(&params, &grads)?;
+                            Ok(mean[0])
+                        };
+                        step()?; // warm-up
+                        let mut times = Vec::new();
+                        for _ in 0..steps {
+                            let t = Instant::now();
+                            step()?;
+                            times.push(t.elapsed().as_secs_f64());
+                        }
+                        Ok(times)
+                    });
+                    if run.is_err() {
+                        // The other shards' next sum then fails instead of waiting.
+                        comm.fail();
+                    }
+                    run
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a shard's thread panicked"))
+            .collect()
+    });
+    // The first failure that is not just the news of another shard's, else rank 0's times.
+    match results.iter().position(|r| {
+        r.as_ref()
+            .is_err_and(|e| !InProcess::is_another_ranks_failure(e))
+    }) {
+        Some(i) => results.into_iter().nth(i).expect("found"),
+        None => results.into_iter().next().expect("at least one shard"),
+    }
 }
