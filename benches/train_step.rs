@@ -318,7 +318,7 @@ fn shards(device: &Device, batch: usize) -> engine::Result<usize> {
     let n: usize = v
         .parse()
         .ok()
-        .filter(|&n| n > 0 && batch % n == 0)
+        .filter(|&n| n > 0 && batch.is_multiple_of(n))
         .ok_or_else(|| {
             engine::Error::invalid(
                 "BENCH_SHARDS",
