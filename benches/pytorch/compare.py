@@ -8,13 +8,14 @@ configurations, in one run.
 
 For each configuration and round it runs, back to back, each in its own process:
 
-- ours: `cargo bench --bench train_step` (one training step, f32);
+- ours: `cargo bench --bench train_step` (one training step, f32) and, with `--shards N`,
+  its batch-parallel step (`BENCH_SHARDS=N`: N threads, each a shard of the batch);
 - the port: `port_step.py` (eager) and, with `--compile`, through `torch.compile`;
 - `--bf16`: ours with `BENCH_PRECISION=bf16` and the port under
   `torch.autocast("cpu", dtype=torch.bfloat16)`;
 - `--example`: the user's path, `train_cifar10` on the built-in sample (data,
   dequantisation, logging and checkpoints included; its own images/s), and with
-  `--shards N` also its batch-parallel run (`--shards N`, one thread per shard);
+  `--shards N` also its batch-parallel run (`--shards N`);
 - `--forward`: forward only, our `evaluate` (its own images/s, model loaded) against the
   port's forward pass under `torch.inference_mode()` (images/s, best of three passes),
   in f32 and, with `--bf16`, in bf16 for both;
@@ -59,8 +60,9 @@ def run(cmd, env=None, cwd=ROOT):
     return last_json(out.stdout)
 
 
-def bench(name, precision="f32", root=ROOT):
-    env = {"BENCH_CONFIGS": name, "BENCH_DEVICES": "cpu", "BENCH_PRECISION": precision}
+def bench(name, precision="f32", root=ROOT, shards=1):
+    env = {"BENCH_CONFIGS": name, "BENCH_DEVICES": "cpu", "BENCH_PRECISION": precision,
+           "BENCH_SHARDS": str(shards)}
     return run(["cargo", "bench", "-q", "--bench", "train_step"], env, root)
 
 
@@ -104,7 +106,8 @@ def main():
     p.add_argument("--bf16", action="store_true", help="also time both with bf16 products")
     p.add_argument("--forward", action="store_true", help="also time the forward pass alone")
     p.add_argument("--example", action="store_true", help="also time our training example")
-    p.add_argument("--shards", type=int, default=0, help="with --example: also its --shards N run")
+    p.add_argument("--shards", type=int, default=0,
+                   help="also our batch-parallel step in N shards (BENCH_SHARDS=N, and with --example its --shards N run)")
     p.add_argument("--baseline", help="another checkout of this project, timed in the same rounds")
     a = p.parse_args()
     for root in [ROOT] + ([a.baseline] if a.baseline else []):
@@ -135,6 +138,9 @@ def main():
             o = bench(name)
             add("ours", o["step_s_median"], o["peak_rss_bytes"])
             ceiling.append(o["fraction_of_ceiling"])
+            if a.shards > 1:
+                o = bench(name, shards=a.shards)
+                add("ours_shards", o["step_s_median"], o["peak_rss_bytes"])
             if a.example:
                 add("ours_example", example(name, tmp, EXAMPLE_STEPS[name]))
                 if a.shards > 1:
@@ -167,6 +173,9 @@ def main():
         ratio("ours/port_compiled", "ours", "port_compiled")
         ratio("baseline/port", "baseline", "port")
         ratio("ours/baseline", "ours", "baseline")
+        ratio("ours_shards/ours", "ours_shards", "ours")
+        ratio("ours_shards/port", "ours_shards", "port")
+        ratio("ours_shards/port_compiled", "ours_shards", "port_compiled")
         ratio("example/bench", "ours_example", "ours")
         ratio("example/port", "ours_example", "port")
         ratio("example/port_compiled", "ours_example", "port_compiled")
