@@ -307,9 +307,21 @@ pub fn average_gradients(
         return Ok(extra.to_vec());
     }
     let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
-    // One read-back and one upload for the whole buffer: on a GPU each read-back
-    // stalls the queue.
+    // On the CPU device each gradient is copied into the buffer and back out of it once;
+    // elsewhere there is one read-back and one upload for the whole buffer, since on a
+    // GPU each read-back stalls the queue. Either way the same values.
+    let on_cpu = leaves.first().is_some_and(|l| l.device().is_cpu());
     let mut buffer = no_grad(|| -> Result<Vec<f32>> {
+        if on_cpu {
+            let mut buffer = Vec::with_capacity(leaves.iter().map(Tensor::numel).sum());
+            for leaf in &leaves {
+                match grads.get(leaf) {
+                    Some(g) => buffer.extend_from_slice(&g.to_vec()?),
+                    None => buffer.resize(buffer.len() + leaf.numel(), 0.0),
+                }
+            }
+            return Ok(buffer);
+        }
         let flat = leaves
             .iter()
             .map(|leaf| match grads.get(leaf) {
@@ -326,14 +338,23 @@ pub fn average_gradients(
     average_in_place(comm, &mut buffer)?;
     let total: usize = leaves.iter().map(Tensor::numel).sum();
     if let Some(first) = leaves.first() {
-        let all = no_grad(|| Tensor::from_slice(&buffer[..total], &[total], first.device()))?;
+        let all = if on_cpu {
+            None
+        } else {
+            Some(no_grad(|| {
+                Tensor::from_slice(&buffer[..total], &[total], first.device())
+            })?)
+        };
         let mut at = 0;
         for leaf in &leaves {
             let n = leaf.numel();
             // A parameter without a gradient keeps none, as in one process (every rank
             // builds the same graph, so it has none on any rank).
             if grads.get(leaf).is_some() {
-                let g = no_grad(|| all.slice(0, at, n)?.reshape(leaf.shape()))?;
+                let g = no_grad(|| match &all {
+                    None => Tensor::from_slice(&buffer[at..at + n], leaf.shape(), leaf.device()),
+                    Some(all) => all.slice(0, at, n)?.reshape(leaf.shape()),
+                })?;
                 grads.insert(leaf, g)?;
             }
             at += n;
