@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::conv_kernels::{
-    conv_block, transpose, weight_block, PixelOffsets, Taps, LANES, ROWS, WEIGHT_ROWS,
+    conv_block, conv_block_pair, transpose, weight_block, PixelOffsets, Taps, LANES, ROWS,
+    WEIGHT_ROWS,
 };
 use super::{for_each_chunk, PAR_THRESHOLD};
 use crate::backend::Conv2dDims;
@@ -307,19 +308,17 @@ fn direct(
             let rows = ROWS.min(m - o0);
             let b = bias_of(o0, rows);
             let out = &mut y[o0 * p..];
-            for blk in 0..taps.blocks() {
-                conv_block(
-                    a,
-                    x,
-                    x0,
-                    channels,
-                    taps,
-                    blk,
-                    &b,
-                    &mut out[blk * LANES..],
-                    p,
-                    rows,
-                );
+            // Two blocks a call where there are two (see `conv_block_pair`).
+            let mut blk = 0;
+            while blk < taps.blocks() {
+                let o = &mut out[blk * LANES..];
+                if blk + 1 < taps.blocks() {
+                    conv_block_pair(a, x, x0, channels, taps, blk, &b, o, p, rows);
+                    blk += 2;
+                } else {
+                    conv_block(a, x, x0, channels, taps, blk, &b, o, p, rows);
+                    blk += 1;
+                }
             }
         }
         if relu {

@@ -160,6 +160,67 @@ impl Taps {
     }
 }
 
+/// Blocks `b` and `b + 1` of one output image, as two [`conv_block`] calls would compute
+/// them (block `b + 1` at `out[LANES..]`). With AVX-512 one kernel does both, so that 12
+/// sums are in flight where one block keeps 6 (an FMA takes four cycles and two start
+/// per cycle): each lane still does the same fused multiply-adds in the same order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_block_pair(
+    a: &[f32],
+    x: &[f32],
+    x0: usize,
+    channels: usize,
+    taps: &Taps,
+    b: usize,
+    bias: &[f32; ROWS],
+    out: &mut [f32],
+    ldo: usize,
+    rows: usize,
+) {
+    assert!(b + 1 < taps.blocks(), "conv block pair: no block after {b}");
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        assert!(rows <= ROWS && rows > 0);
+        assert!(
+            a.len() >= channels * taps.taps() * ROWS,
+            "conv block pair: weight panel too short"
+        );
+        assert!(
+            x.len() >= x0 + channels * taps.p,
+            "conv block pair: image too short"
+        );
+        assert!(
+            out.len() >= (rows - 1) * ldo + LANES + taps.lanes(b + 1),
+            "conv block pair: output too short"
+        );
+        // SAFETY: AVX-512F is present; the asserts above bound the weight and output
+        // accesses; `Taps` keeps a lane only where it reads inside its channel of the
+        // image, and the kernel reads whole vectors only where they lie inside `x`.
+        unsafe {
+            if taps.block_is_full(b) && taps.block_is_full(b + 1) {
+                avx512::conv_block_pair::<false>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+            } else {
+                avx512::conv_block_pair::<true>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+            }
+        };
+        return;
+    }
+    for (i, blk) in [b, b + 1].into_iter().enumerate() {
+        conv_block(
+            a,
+            x,
+            x0,
+            channels,
+            taps,
+            blk,
+            bias,
+            &mut out[i * LANES..],
+            ldo,
+            rows,
+        );
+    }
+}
+
 /// Block `b` of one output image for `rows` output channels: `out[r·ldo + l] = bias[r] +
 /// Σ_{c < channels, t} a[(c·taps + t)·ROWS + r] · x[x0 + c·p + b·LANES + l + shifts[t]]`,
 /// masked taps reading zero, for `r < rows` and the block's lanes. The input image
@@ -649,6 +710,60 @@ mod avx512 {
         }
     }
 
+    /// [`super::conv_block_pair`]: 6 rows × two blocks of 16 lanes in 12 accumulators.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn conv_block_pair<const MASKED: bool>(
+        a: &[f32],
+        x: &[f32],
+        x0: usize,
+        channels: usize,
+        taps: &Taps,
+        b: usize,
+        bias: &[f32; ROWS],
+        out: &mut [f32],
+        ldo: usize,
+        rows: usize,
+    ) {
+        let lanes1 = taps.lanes(b + 1);
+        let n_taps = taps.taps();
+        let (k0, k1) = (taps.block_kmasks(b), taps.block_kmasks(b + 1));
+        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        let mut ap = a.as_ptr();
+        let xp = x.as_ptr();
+        for c in 0..channels {
+            let base = (x0 + c * taps.p + b * LANES) as isize;
+            for t in 0..n_taps {
+                let src = xp.wrapping_offset(base + taps.shifts[t]);
+                let (v0, v1) = if MASKED {
+                    (
+                        _mm512_maskz_loadu_ps(k0[t], src),
+                        _mm512_maskz_loadu_ps(k1[t], src.wrapping_add(LANES)),
+                    )
+                } else {
+                    (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(LANES)))
+                };
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*ap.add(r));
+                    acc_r[0] = _mm512_fmadd_ps(w, v0, acc_r[0]);
+                    acc_r[1] = _mm512_fmadd_ps(w, v1, acc_r[1]);
+                }
+                ap = ap.add(ROWS);
+            }
+        }
+        let keep1: __mmask16 = if lanes1 == LANES {
+            !0
+        } else {
+            (1u16 << lanes1) - 1
+        };
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let bv = _mm512_set1_ps(bias[r]);
+            let o = out.as_mut_ptr().add(r * ldo);
+            _mm512_storeu_ps(o, _mm512_add_ps(acc_r[0], bv));
+            _mm512_mask_storeu_ps(o.add(LANES), keep1, _mm512_add_ps(acc_r[1], bv));
+        }
+    }
+
     /// [`super::weight_block`]: 12 rows × 16 lanes in 12 accumulators; per pixel, 12
     /// broadcasts from the padded input and one vector of the transposed gradient.
     #[target_feature(enable = "avx512f")]
@@ -791,8 +906,9 @@ mod tests {
     }
 
     /// The AVX-512 kernels do each lane's fused multiply-adds in the AVX2 kernels' order,
-    /// so they must give the same bits: every block of images whose taps run off every
-    /// edge, partial blocks, partial rows and lanes, both accumulate modes.
+    /// so they must give the same bits: every block and pair of blocks of images whose
+    /// taps run off every edge, partial blocks, partial rows and lanes, both accumulate
+    /// modes.
     #[test]
     fn avx512_kernels_give_the_avx2_kernels_bits() {
         if !super::super::has_avx512() {
@@ -840,6 +956,30 @@ mod tests {
                         };
                         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&wide), bits(&narrow), "{h}x{w} k{k} block {b}");
+                        if b + 1 < taps.blocks() {
+                            // The pair kernel against two AVX2 blocks.
+                            let mut pair = vec![f32::NAN; ROWS * taps.p + LANES];
+                            let out = &mut pair[b * LANES..];
+                            conv_block_pair(
+                                &a, &x, x0, channels, &taps, b, &bias, out, taps.p, rows,
+                            );
+                            // SAFETY: the checks of `conv_block` hold for these operands.
+                            unsafe {
+                                avx2::conv_block::<true>(
+                                    &a,
+                                    &x,
+                                    x0,
+                                    channels,
+                                    &taps,
+                                    b + 1,
+                                    &bias,
+                                    &mut narrow[(b + 1) * LANES..],
+                                    taps.p,
+                                    rows,
+                                )
+                            };
+                            assert_eq!(bits(&pair), bits(&narrow), "{h}x{w} k{k} pair {b}");
+                        }
                     }
                 }
             }
