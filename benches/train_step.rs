@@ -30,8 +30,8 @@
 //! --shards N`, N threads of the child each with an equal share of the cores, each
 //! computing the forward and backward pass of its shard of the batch, then one average
 //! of the gradients through `glow::parallel::InProcess` and the same update on every
-//! shard; the FLOPs are counted on one unsharded step, and `BENCH_PROFILE`'s table sums
-//! the shards' ops).
+//! shard; the FLOPs are counted on one unsharded step, and `BENCH_PROFILE` prints no
+//! table).
 //! On the Vulkan device the JSON line also gives, per timed step, the dispatches,
 //! barriers, submits, host waits, pipelines created and allocations
 //! (`engine::vulkan::DeviceCounters`).
@@ -209,7 +209,13 @@ fn child(name: &str, device: &Device, ceiling: f64) -> engine::Result<()> {
     // One profiled step on the whole batch counts the FLOPs that ran, after a warm-up
     // step (buffer pools, pipelines); the timed steps run unprofiled unless
     // BENCH_PROFILE asks for the table.
-    let show_profile = std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "1");
+    let mut show_profile = std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "1");
+    if show_profile && shards > 1 {
+        // The table would mix the shards' set-up with their steps, and sum their op
+        // time against one shard's wall time.
+        eprintln!("BENCH_PROFILE: no per-op table in shards; profile BENCH_SHARDS=1");
+        show_profile = false;
+    }
     let model = Glow::new(cfg.clone(), device)?;
     no_grad(|| model.forward(&x, None))?; // ActNorm's data-dependent initialisation
     let mut opt = optimizer();
@@ -360,44 +366,53 @@ fn sharded_steps(
             .map(|(rank, comm)| {
                 let (comm, optimizer) = (comm.clone(), &optimizer);
                 s.spawn(move || -> engine::Result<Vec<f64>> {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .stack_size(16 << 20)
-                        .build()
-                        .map_err(|e| engine::Error::invalid("BENCH_SHARDS", e.to_string()))?;
-                    let run = pool.install(|| {
-                        let model = Glow::new(cfg.clone(), device)?;
-                        let mine = x.slice(0, rank * per, per)?;
-                        {
-                            let _global = parallel::init_scope(comm.clone());
-                            no_grad(|| model.forward(&mine, None))?;
-                        }
-                        let mut opt = optimizer();
-                        let params = model.trainable_params();
-                        let mut step = || -> engine::Result<f32> {
-                            let (loss, _) = model.loss(&mine, None)?;
-                            let mut grads = loss.backward()?;
-                            let loss = loss.item()?;
-                            let mean = parallel::average_gradients(
-                                comm.as_ref(),
-                                &params,
-                                &mut grads,
-                                &[loss],
-                            )?;
-                            opt.step(&params, &grads)?;
-                            Ok(mean[0])
-                        };
-                        step()?; // warm-up
-                        let mut times = Vec::new();
-                        for _ in 0..steps {
-                            let t = Instant::now();
-                            step()?;
-                            times.push(t.elapsed().as_secs_f64());
-                        }
-                        Ok(times)
+                    // Any failure (a pool that cannot be built, an error, a panic) tells
+                    // the other shards, whose next sum then fails instead of waiting.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .stack_size(16 << 20)
+                            .build()
+                            .map_err(|e| engine::Error::invalid("BENCH_SHARDS", e.to_string()))?;
+                        pool.install(|| {
+                            let model = Glow::new(cfg.clone(), device)?;
+                            let mine = x.slice(0, rank * per, per)?;
+                            {
+                                let _global = parallel::init_scope(comm.clone());
+                                no_grad(|| model.forward(&mine, None))?;
+                            }
+                            let mut opt = optimizer();
+                            let params = model.trainable_params();
+                            let mut step = || -> engine::Result<f32> {
+                                let (loss, _) = model.loss(&mine, None)?;
+                                let mut grads = loss.backward()?;
+                                let loss = loss.item()?;
+                                let mean = parallel::average_gradients(
+                                    comm.as_ref(),
+                                    &params,
+                                    &mut grads,
+                                    &[loss],
+                                )?;
+                                opt.step(&params, &grads)?;
+                                Ok(mean[0])
+                            };
+                            step()?; // warm-up
+                            let mut times = Vec::new();
+                            for _ in 0..steps {
+                                let t = Instant::now();
+                                step()?;
+                                times.push(t.elapsed().as_secs_f64());
+                            }
+                            Ok(times)
+                        })
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(engine::Error::invalid(
+                            "BENCH_SHARDS",
+                            "a shard's thread panicked",
+                        ))
                     });
                     if run.is_err() {
-                        // The other shards' next sum then fails instead of waiting.
                         comm.fail();
                     }
                     run
@@ -406,7 +421,14 @@ fn sharded_steps(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a shard's thread panicked"))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(engine::Error::invalid(
+                        "BENCH_SHARDS",
+                        "a shard's thread panicked",
+                    ))
+                })
+            })
             .collect()
     });
     // The first failure that is not just the news of another shard's, else rank 0's times.

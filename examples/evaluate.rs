@@ -7,8 +7,9 @@
 //! K = 1 is the usual number). With `--drift`, also measures how far
 //! reversible mode's backward pass would move the rebuilt inputs on each test batch
 //! (`glow::Glow::reconstruction_drift`). Ends with one JSON line:
-//! `{"bpd": …, "images": …, "iw_samples": …}` (with `--drift`, also `"drift_max"` and
-//! `"drift_median"`).
+//! `{"bpd": …, "images": …, "iw_samples": …, "seconds": …, "images_per_sec": …}` (the
+//! evaluation's own time, the model and data already loaded; with `--drift`, also
+//! `"drift_max"` and `"drift_median"`).
 //!
 //! ```sh
 //! cargo run --release --example evaluate -- --checkpoint runs/cifar10/checkpoint.safetensors

@@ -243,8 +243,8 @@ pub struct PrecisionArgs {
     /// said at start). The flow stays invertible and its likelihood exact for the
     /// networks' outputs, its numerical inverse a little looser than in f32; the Vulkan
     /// and reference devices compute in f32. A first
-    /// version: about a tenth faster a step at 512 channels, level at 128, more memory
-    /// (docs/measurements.md).
+    /// version: about a fifth faster a step at 512 channels, nothing gained at 128, more
+    /// memory (docs/measurements.md).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub matmul_precision: PrecisionArg,
 }

@@ -19,8 +19,11 @@ use engine::precision::{self, MatmulPrecision};
 use engine::{Device, Result, Tensor};
 
 /// `(n, c_in, c_out, h, w, k)`.
-const SHAPES: [(usize, usize, usize, usize, usize, usize); 8] = [
+const SHAPES: [(usize, usize, usize, usize, usize, usize); 10] = [
     (2, 3, 5, 7, 6, 3),
+    // Odd sizes of 64 pixels or more, so that the gradient passes take bf16 too.
+    (2, 70, 66, 9, 11, 3),
+    (3, 96, 64, 9, 7, 3),
     (2, 6, 128, 16, 16, 3),
     (3, 128, 12, 8, 8, 3),
     (2, 128, 128, 16, 16, 1),

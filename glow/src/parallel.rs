@@ -307,15 +307,26 @@ pub fn average_gradients(
         return Ok(extra.to_vec());
     }
     let leaves: Vec<Tensor> = params.iter().map(|p| p.get()).collect();
-    // On the CPU device each gradient is copied into the buffer and back out of it once;
-    // elsewhere there is one read-back and one upload for the whole buffer, since on a
-    // GPU each read-back stalls the queue. Either way the same values.
+    // On the CPU device each gradient is read out (a copy) into the buffer and made back
+    // from its part of the buffer; elsewhere there is one read-back and one upload for the
+    // whole buffer, since on a GPU each read-back stalls the queue. Either way the same
+    // values.
     let on_cpu = leaves.first().is_some_and(|l| l.device().is_cpu());
     let mut buffer = no_grad(|| -> Result<Vec<f32>> {
         if on_cpu {
             let mut buffer = Vec::with_capacity(leaves.iter().map(Tensor::numel).sum());
             for leaf in &leaves {
                 match grads.get(leaf) {
+                    Some(g) if g.numel() != leaf.numel() => {
+                        return Err(Error::invalid(
+                            "average_gradients",
+                            format!(
+                                "a gradient of shape {:?} for a parameter of shape {:?}",
+                                g.shape(),
+                                leaf.shape()
+                            ),
+                        ))
+                    }
                     Some(g) => buffer.extend_from_slice(&g.to_vec()?),
                     None => buffer.resize(buffer.len() + leaf.numel(), 0.0),
                 }

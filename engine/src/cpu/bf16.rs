@@ -235,7 +235,7 @@ pub(super) enum Pass {
 /// them) would be bound by the packing. Pixels: at 4x4 a gradient pass's product is too
 /// short for its packing to pay (the weight gradient's sum runs over 4 images of 16
 /// pixels, the input gradient's panels are half empty), and the f32 kernels, AVX-512
-/// since, ran them 1.2-2× faster: docs/measurements.md.
+/// since, ran them 1.3-2.3× faster: docs/measurements.md.
 pub(super) fn pays(d: Conv2dDims, pass: Pass) -> bool {
     let rows = match pass {
         Pass::Forward | Pass::Weight => d.c_out,

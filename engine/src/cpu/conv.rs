@@ -224,7 +224,7 @@ fn padded(x: &[f32], d: Conv2dDims) -> std::borrow::Cow<'_, [f32]> {
 
 /// `dy [n, c_out, p]` as lane-block panels `[c_out/16][n·p][16]`: panel `lb` holds output
 /// channels `16·lb..16·lb + 16` of every pixel, zero past `c_out`, so that
-/// [`weight_block`] reads each pixel's 16 lanes as two whole vectors.
+/// [`weight_block`] reads each pixel's 16 lanes as whole vectors.
 fn lane_panels(dy: &[f32], d: Conv2dDims) -> Vec<f32> {
     let (p, c) = (d.h * d.w, d.c_out);
     let k_total = d.n * p;

@@ -20,9 +20,9 @@
 //!   pixel `k` sits in the padded image.
 //!
 //! A tap whose source pixel falls outside the image (zero padding) is masked out: each
-//! tap has a lane mask per pixel block, computed once per block by `conv.rs`, and AVX2's
-//! masked load reads only the lanes the mask keeps, so it never touches memory outside
-//! the image.
+//! tap has a lane mask per pixel block, computed once per block by `conv.rs`, and the
+//! masked loads (AVX2's, AVX-512's with mask registers) read only the lanes the mask
+//! keeps, so they never touch memory outside the image.
 //!
 //! Why not im2col + a packing GEMM: Glow's zero-initialised output layers have 12 to 48
 //! output channels, so the GEMM's `m` is small and packing the long im2col matrix costs as
@@ -35,7 +35,7 @@
 
 /// Output channels per [`conv_block`] tile.
 pub(crate) const ROWS: usize = 6;
-/// Pixels per [`conv_block`] tile (two AVX2 vectors).
+/// Pixels per [`conv_block`] tile (two AVX2 vectors, one AVX-512 vector).
 pub(crate) const LANES: usize = 16;
 /// (Input channel, tap) rows per [`weight_block`] tile: two of [`ROWS`], so that the
 /// AVX-512 kernel keeps 12 independent sums in flight (six leave the FMA units idle half
@@ -624,7 +624,8 @@ mod avx2 {
         accumulate: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
-        let xs: [*const f32; ROWS] = std::array::from_fn(|r| x.as_ptr().add(bases[r]));
+        // Wrapping: with no pixels to sum (nothing read) the bases are not checked.
+        let xs: [*const f32; ROWS] = std::array::from_fn(|r| x.as_ptr().wrapping_add(bases[r]));
         let mut bp = dyt.as_ptr();
         for &off in offs {
             let b0 = _mm256_loadu_ps(bp);
@@ -781,7 +782,9 @@ mod avx512 {
         accumulate: bool,
     ) {
         let mut acc = [_mm512_setzero_ps(); WEIGHT_ROWS];
-        let xs: [*const f32; WEIGHT_ROWS] = std::array::from_fn(|r| x.as_ptr().add(bases[r]));
+        // Wrapping: with no pixels to sum (nothing read) the bases are not checked.
+        let xs: [*const f32; WEIGHT_ROWS] =
+            std::array::from_fn(|r| x.as_ptr().wrapping_add(bases[r]));
         let mut bp = dyt.as_ptr();
         for &off in offs {
             let bv = _mm512_loadu_ps(bp);

@@ -6,7 +6,7 @@
 //! - `reduce.rs`: sum and max over any set of axes;
 //! - `matmul.rs`: a safe wrapper over `matrixmultiply::sgemm` and the batched product;
 //! - `conv.rs`: convolution and its two backward ops as direct convolutions, with their
-//!   inner loops (portable and AVX2) in `conv_kernels.rs`; `bf16.rs`: the same three as
+//!   inner loops (portable, AVX2 and AVX-512) in `conv_kernels.rs`; `bf16.rs`: the same three as
 //!   bfloat16 matrix products, inside `crate::precision::reduced` code when the process
 //!   asks for bf16;
 //! - `layout.rs`: permute, slice, concat and gather;
