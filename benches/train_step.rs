@@ -352,91 +352,39 @@ fn sharded_steps(
     optimizer: impl Fn() -> Optimizer + Sync,
 ) -> engine::Result<Vec<f64>> {
     use glow::parallel::{self, Collective, InProcess};
-    use std::sync::Arc;
     let threads = (rayon::current_num_threads() / shards).max(1);
     let per = x.shape()[0] / shards;
-    let world: Vec<Arc<dyn Collective>> = InProcess::world(shards)
-        .into_iter()
-        .map(|c| Arc::new(c) as Arc<dyn Collective>)
-        .collect();
-    let results: Vec<engine::Result<Vec<f64>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = world
-            .iter()
-            .enumerate()
-            .map(|(rank, comm)| {
-                let (comm, optimizer) = (comm.clone(), &optimizer);
-                s.spawn(move || -> engine::Result<Vec<f64>> {
-                    // Any failure (a pool that cannot be built, an error, a panic) tells
-                    // the other shards, whose next sum then fails instead of waiting.
-                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let pool = rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            .stack_size(16 << 20)
-                            .build()
-                            .map_err(|e| engine::Error::invalid("BENCH_SHARDS", e.to_string()))?;
-                        pool.install(|| {
-                            let model = Glow::new(cfg.clone(), device)?;
-                            let mine = x.slice(0, rank * per, per)?;
-                            {
-                                let _global = parallel::init_scope(comm.clone());
-                                no_grad(|| model.forward(&mine, None))?;
-                            }
-                            let mut opt = optimizer();
-                            let params = model.trainable_params();
-                            let mut step = || -> engine::Result<f32> {
-                                let (loss, _) = model.loss(&mine, None)?;
-                                let mut grads = loss.backward()?;
-                                let loss = loss.item()?;
-                                let mean = parallel::average_gradients(
-                                    comm.as_ref(),
-                                    &params,
-                                    &mut grads,
-                                    &[loss],
-                                )?;
-                                opt.step(&params, &grads)?;
-                                Ok(mean[0])
-                            };
-                            step()?; // warm-up
-                            let mut times = Vec::new();
-                            for _ in 0..steps {
-                                let t = Instant::now();
-                                step()?;
-                                times.push(t.elapsed().as_secs_f64());
-                            }
-                            Ok(times)
-                        })
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(engine::Error::invalid(
-                            "BENCH_SHARDS",
-                            "a shard's thread panicked",
-                        ))
-                    });
-                    if run.is_err() {
-                        comm.fail();
-                    }
-                    run
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(engine::Error::invalid(
-                        "BENCH_SHARDS",
-                        "a shard's thread panicked",
-                    ))
-                })
-            })
-            .collect()
-    });
-    // The first failure that is not just the news of another shard's, else rank 0's times.
-    match results.iter().position(|r| {
-        r.as_ref()
-            .is_err_and(|e| !InProcess::is_another_ranks_failure(e))
-    }) {
-        Some(i) => results.into_iter().nth(i).expect("found"),
-        None => results.into_iter().next().expect("at least one shard"),
-    }
+    parallel::run_ranks(
+        shards,
+        threads,
+        "BENCH_SHARDS",
+        |comm| {
+            let model = Glow::new(cfg.clone(), device)?;
+            let mine = x.slice(0, comm.rank() * per, per)?;
+            {
+                let _global = parallel::init_scope(comm.clone());
+                no_grad(|| model.forward(&mine, None))?;
+            }
+            let mut opt = optimizer();
+            let params = model.trainable_params();
+            let mut step = || -> engine::Result<f32> {
+                let (loss, _) = model.loss(&mine, None)?;
+                let mut grads = loss.backward()?;
+                let loss = loss.item()?;
+                let mean =
+                    parallel::average_gradients(comm.as_ref(), &params, &mut grads, &[loss])?;
+                opt.step(&params, &grads)?;
+                Ok(mean[0])
+            };
+            step()?; // warm-up
+            let mut times = Vec::new();
+            for _ in 0..steps {
+                let t = Instant::now();
+                step()?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            Ok(times)
+        },
+        InProcess::is_another_ranks_failure,
+    )
 }

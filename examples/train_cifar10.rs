@@ -399,72 +399,31 @@ fn train(
 }
 
 /// [`train`] with `--shards N`: N ranks as threads of this process, each on its own rayon
-/// pool of an equal share of the threads, joined by `glow::parallel::InProcess`; returns
-/// rank 0's outcome.
+/// pool of an equal share of the threads, joined by `glow::parallel::InProcess`
+/// (`glow::parallel::run_ranks`); returns rank 0's outcome, or the first rank's own
+/// failure.
 fn train_shards(
     args: &Args,
     argv: &[OsString],
     given: &Given<'_>,
     preset: Option<&(cli::preset::PresetArg, cli::preset::Expanded)>,
 ) -> CliResult<Option<i32>> {
-    use glow::parallel::{Collective, InProcess};
+    use glow::parallel::{run_ranks, InProcess};
     let threads = (rayon::current_num_threads() / args.shards).max(1);
-    let world: Vec<Arc<InProcess>> = InProcess::world(args.shards)
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let outcomes: Vec<CliResult<Option<i32>>> = std::thread::scope(|s| {
-        let ranks: Vec<_> = world
-            .iter()
-            .map(|comm| {
-                let comm = comm.clone();
-                s.spawn(move || -> CliResult<Option<i32>> {
-                    // A shard that fails, however (a refusal only rank 0 meets, an error,
-                    // a panic), tells the others, whose next sum then fails at once.
-                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let pool = rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            // A deep model's graph is dropped recursively.
-                            .stack_size(16 << 20)
-                            .build()
-                            .map_err(|e| engine::Error::invalid("--shards", e.to_string()))?;
-                        pool.install(|| {
-                            // Thread-local: set on the thread that runs this shard's ops.
-                            if args.anomaly.detect_anomaly {
-                                engine::anomaly::set_enabled(true);
-                            }
-                            train_as(args, argv, given, preset, comm.clone())
-                        })
-                    }));
-                    let result = run.unwrap_or_else(|_| {
-                        Err(engine::Error::invalid("--shards", "a shard's thread panicked").into())
-                    });
-                    if result.is_err() {
-                        comm.fail();
-                    }
-                    result
-                })
-            })
-            .collect();
-        ranks
-            .into_iter()
-            .map(|r| {
-                r.join().unwrap_or_else(|_| {
-                    Err(engine::Error::invalid("--shards", "a shard's thread panicked").into())
-                })
-            })
-            .collect()
-    });
-    // The first failure in rank order that is not just the news of another's.
-    let own = |r: &CliResult<Option<i32>>| match r {
-        Err(CliError::Failed(e)) => !InProcess::is_another_ranks_failure(e),
-        Err(CliError::Usage(_)) => true,
-        Ok(_) => false,
-    };
-    match outcomes.iter().position(own) {
-        Some(i) => outcomes.into_iter().nth(i).expect("found"),
-        None => outcomes.into_iter().next().expect("at least one shard"),
-    }
+    run_ranks(
+        args.shards,
+        threads,
+        "--shards",
+        |comm| {
+            // Thread-local: set on the thread that runs this shard's ops.
+            if args.anomaly.detect_anomaly {
+                engine::anomaly::set_enabled(true);
+            }
+            train_as(args, argv, given, preset, comm)
+        },
+        // A usage error (a refusal only rank 0 meets) is a rank's own failure.
+        |e| matches!(e, CliError::Failed(e) if InProcess::is_another_ranks_failure(e)),
+    )
 }
 
 /// [`train`] as rank `comm.rank()` of `comm.size()`, ending the whole job when a rank of

@@ -159,6 +159,62 @@ impl InProcess {
     }
 }
 
+/// Runs `rank` as every rank of an [`InProcess`] world of `size`, each on a thread of its
+/// own with a rayon pool of `threads` threads (so the CPU device's ops of that rank run
+/// there), and returns the world's outcome: the first failure in rank order that is not
+/// just the news of another rank's (`is_news`), else rank 0's result.
+///
+/// A rank that fails in any way (its pool cannot be built, an error, a panic) tells the
+/// others through [`Collective::fail`], whose next sum then fails at once instead of
+/// waiting for it. `what` names the caller in the errors made here (`"--shards"`).
+pub fn run_ranks<T, E>(
+    size: usize,
+    threads: usize,
+    what: &'static str,
+    rank: impl Fn(Arc<InProcess>) -> std::result::Result<T, E> + Sync,
+    is_news: impl Fn(&E) -> bool,
+) -> std::result::Result<T, E>
+where
+    T: Send,
+    E: Send + From<Error>,
+{
+    let panicked = || E::from(Error::invalid(what, "a rank's thread panicked"));
+    let world: Vec<Arc<InProcess>> = InProcess::world(size).into_iter().map(Arc::new).collect();
+    let outcomes: Vec<std::result::Result<T, E>> = std::thread::scope(|s| {
+        let threads_of_ranks: Vec<_> = world
+            .iter()
+            .map(|comm| {
+                let (comm, rank) = (comm.clone(), &rank);
+                s.spawn(move || {
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            // A deep model's graph is dropped recursively.
+                            .stack_size(16 << 20)
+                            .build()
+                            .map_err(|e| Error::invalid(what, e.to_string()))?;
+                        pool.install(|| rank(comm.clone()))
+                    }));
+                    let result = run.unwrap_or_else(|_| Err(panicked()));
+                    if result.is_err() {
+                        comm.fail();
+                    }
+                    result
+                })
+            })
+            .collect();
+        threads_of_ranks
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(panicked())))
+            .collect()
+    });
+    let own = |r: &std::result::Result<T, E>| r.as_ref().is_err_and(|e| !is_news(e));
+    match outcomes.iter().position(own) {
+        Some(i) => outcomes.into_iter().nth(i).expect("found"),
+        None => outcomes.into_iter().next().expect("at least one rank"),
+    }
+}
+
 impl std::fmt::Debug for InProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "InProcess(rank {} of {})", self.rank, self.size)
