@@ -198,9 +198,9 @@ pub(crate) fn conv_block_pair(
         // image, and the kernel reads whole vectors only where they lie inside `x`.
         unsafe {
             if taps.block_is_full(b) && taps.block_is_full(b + 1) {
-                avx512::conv_block_pair::<false>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+                avx512::conv_blocks::<false, 2>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
             } else {
-                avx512::conv_block_pair::<true>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+                avx512::conv_blocks::<true, 2>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
             }
         };
         return;
@@ -259,9 +259,9 @@ pub(crate) fn conv_block(
         // and the kernel reads whole vectors only where they lie inside `x`.
         unsafe {
             if taps.block_is_full(b) {
-                avx512::conv_block::<false>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+                avx512::conv_blocks::<false, 1>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
             } else {
-                avx512::conv_block::<true>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
+                avx512::conv_blocks::<true, 1>(a, x, x0, channels, taps, b, bias, out, ldo, rows)
             }
         };
         return;
@@ -662,10 +662,12 @@ mod avx512 {
 
     use super::{Taps, LANES, ROWS, WEIGHT_ROWS};
 
-    /// [`super::conv_block`]: 6 rows × 16 lanes in 6 accumulators.
+    /// [`super::conv_block`] (`NB` = 1: 6 accumulators) and [`super::conv_block_pair`]
+    /// (`NB` = 2, blocks `b` and `b + 1`: 12): 6 rows × `NB` blocks of 16 lanes, block
+    /// `b + i` written at `out[i · LANES..]`. Only the last block may be partial.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn conv_block<const MASKED: bool>(
+    pub(super) unsafe fn conv_blocks<const MASKED: bool, const NB: usize>(
         a: &[f32],
         x: &[f32],
         x0: usize,
@@ -677,10 +679,9 @@ mod avx512 {
         ldo: usize,
         rows: usize,
     ) {
-        let lanes = taps.lanes(b);
         let n_taps = taps.taps();
-        let kmasks = taps.block_kmasks(b);
-        let mut acc = [_mm512_setzero_ps(); ROWS];
+        let kmasks: [&[u16]; NB] = std::array::from_fn(|i| taps.block_kmasks(b + i));
+        let mut acc = [[_mm512_setzero_ps(); NB]; ROWS];
         let mut ap = a.as_ptr();
         let xp = x.as_ptr();
         for c in 0..channels {
@@ -689,79 +690,39 @@ mod avx512 {
                 let src = xp.wrapping_offset(base + taps.shifts[t]);
                 // A masked-off lane is neither read nor faulted on, and reads +0.0, as the
                 // AVX2 kernel's cleared lanes do.
-                let v = if MASKED {
-                    _mm512_maskz_loadu_ps(kmasks[t], src)
-                } else {
-                    _mm512_loadu_ps(src)
-                };
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r)), v, *acc_r);
+                // A loop, not `array::from_fn`: a closure does not inherit the function's
+                // target features, so its intrinsics would be a call per load.
+                let mut v = [_mm512_setzero_ps(); NB];
+                for (i, vi) in v.iter_mut().enumerate() {
+                    *vi = if MASKED {
+                        _mm512_maskz_loadu_ps(kmasks[i][t], src.wrapping_add(i * LANES))
+                    } else {
+                        _mm512_loadu_ps(src.add(i * LANES))
+                    };
                 }
-                ap = ap.add(ROWS);
-            }
-        }
-        let keep: __mmask16 = if lanes == LANES {
-            !0
-        } else {
-            (1u16 << lanes) - 1
-        };
-        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            let v = _mm512_add_ps(*acc_r, _mm512_set1_ps(bias[r]));
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * ldo), keep, v);
-        }
-    }
-
-    /// [`super::conv_block_pair`]: 6 rows × two blocks of 16 lanes in 12 accumulators.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn conv_block_pair<const MASKED: bool>(
-        a: &[f32],
-        x: &[f32],
-        x0: usize,
-        channels: usize,
-        taps: &Taps,
-        b: usize,
-        bias: &[f32; ROWS],
-        out: &mut [f32],
-        ldo: usize,
-        rows: usize,
-    ) {
-        let lanes1 = taps.lanes(b + 1);
-        let n_taps = taps.taps();
-        let (k0, k1) = (taps.block_kmasks(b), taps.block_kmasks(b + 1));
-        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
-        let mut ap = a.as_ptr();
-        let xp = x.as_ptr();
-        for c in 0..channels {
-            let base = (x0 + c * taps.p + b * LANES) as isize;
-            for t in 0..n_taps {
-                let src = xp.wrapping_offset(base + taps.shifts[t]);
-                let (v0, v1) = if MASKED {
-                    (
-                        _mm512_maskz_loadu_ps(k0[t], src),
-                        _mm512_maskz_loadu_ps(k1[t], src.wrapping_add(LANES)),
-                    )
-                } else {
-                    (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(LANES)))
-                };
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let w = _mm512_set1_ps(*ap.add(r));
-                    acc_r[0] = _mm512_fmadd_ps(w, v0, acc_r[0]);
-                    acc_r[1] = _mm512_fmadd_ps(w, v1, acc_r[1]);
+                    for (acc_ri, &vi) in acc_r.iter_mut().zip(&v) {
+                        *acc_ri = _mm512_fmadd_ps(w, vi, *acc_ri);
+                    }
                 }
                 ap = ap.add(ROWS);
             }
         }
-        let keep1: __mmask16 = if lanes1 == LANES {
-            !0
-        } else {
-            (1u16 << lanes1) - 1
-        };
+        let keep: [__mmask16; NB] = std::array::from_fn(|i| {
+            let lanes = taps.lanes(b + i);
+            if lanes == LANES {
+                !0
+            } else {
+                (1u16 << lanes) - 1
+            }
+        });
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
             let bv = _mm512_set1_ps(bias[r]);
             let o = out.as_mut_ptr().add(r * ldo);
-            _mm512_storeu_ps(o, _mm512_add_ps(acc_r[0], bv));
-            _mm512_mask_storeu_ps(o.add(LANES), keep1, _mm512_add_ps(acc_r[1], bv));
+            for (i, &acc_ri) in acc_r.iter().enumerate() {
+                _mm512_mask_storeu_ps(o.add(i * LANES), keep[i], _mm512_add_ps(acc_ri, bv));
+            }
         }
     }
 
@@ -936,11 +897,11 @@ mod tests {
                         unsafe {
                             let out = &mut wide[b * LANES..];
                             if full {
-                                avx512::conv_block::<false>(
+                                avx512::conv_blocks::<false, 1>(
                                     &a, &x, x0, channels, &taps, b, &bias, out, taps.p, rows,
                                 )
                             } else {
-                                avx512::conv_block::<true>(
+                                avx512::conv_blocks::<true, 1>(
                                     &a, &x, x0, channels, &taps, b, &bias, out, taps.p, rows,
                                 )
                             }
