@@ -95,3 +95,51 @@ device_test!(fn gaussian_log_prob_matches_its_composition(dev) {
     }
     Ok(())
 });
+
+device_test!(fn relu_grad_bias_matches_its_composition(dev) {
+    // Small and large (the CPU's parallel paths: over images, and over channels when
+    // there is one image), and the edges where a reduced axis has extent 1.
+    let shapes = [
+        [2, 16, 8, 8],
+        [16, 32, 16, 16],
+        [1, 64, 32, 32],
+        [3, 1, 5, 7],
+        [5, 3, 1, 1],
+        [1, 1, 1, 1],
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let seed = 40 + 2 * i as u64;
+        // A relu's output: half its elements exactly zero.
+        let y = Tensor::randn(&shape, 0.0, 1.0, seed, dev)?.relu()?;
+        let dy = Tensor::randn(&shape, 0.0, 1.0, seed + 1, dev)?;
+        let (dz, db) = dy.relu_grad_bias(&y)?;
+        let dz_ref = dy.relu_grad(&y)?;
+        let db_ref = dz_ref.sum(&[0, 2, 3], false)?;
+        // One pass instead of two, the same arithmetic in the same order: the same bits.
+        assert_close("dz", &dz, &dz_ref, 0.0)?;
+        assert_close("db", &db, &db_ref, 0.0)?;
+    }
+    let a = Tensor::zeros(&[2, 3, 4, 4], dev)?;
+    let err = a.relu_grad_bias(&Tensor::zeros(&[2, 3, 4, 5], dev)?).unwrap_err();
+    assert!(err.to_string().contains("relu_grad_bias"), "{err}");
+    assert!(a.reshape(&[2, 3, 16])?.relu_grad_bias(&a.reshape(&[2, 3, 16])?).is_err());
+    Ok(())
+});
+
+#[test]
+fn relu_grad_bias_composed_gives_the_cpu_kernel_bits() {
+    // Device::CoreCpu runs the default composition on the CPU's core kernels: the fused
+    // CPU kernel must give its bits (the training run's losses depend on them).
+    for shape in [[16, 32, 16, 16], [1, 64, 32, 32], [3, 5, 7, 9]] {
+        let run = |dev: &Device| -> Result<(Vec<f32>, Vec<f32>)> {
+            let y = Tensor::randn(&shape, 0.0, 1.0, 7, dev)?.relu()?;
+            let dy = Tensor::randn(&shape, 0.0, 1.0, 8, dev)?;
+            let (dz, db) = dy.relu_grad_bias(&y)?;
+            Ok((dz.to_vec()?, db.to_vec()?))
+        };
+        let (fused, composed) = (run(&Device::Cpu).unwrap(), run(&Device::CoreCpu).unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused.0), bits(&composed.0), "dz of {shape:?}");
+        assert_eq!(bits(&fused.1), bits(&composed.1), "db of {shape:?}");
+    }
+}

@@ -2,13 +2,15 @@
 //! compute in a dozen, written by a device for speed. [`Fused`] gives each one a default
 //! method that composes it from the core primitives, so a new device runs everything
 //! once it has written the core, and writes a fused kernel only where a profile says so
-//! (the CPU, reference and Vulkan devices override all of them; [`CoreOnly`] overrides
-//! none, and the tests check that it agrees with them).
+//! (the CPU device overrides all of them, the reference and Vulkan devices all but
+//! [`Fused::relu_grad_bias`], whose composition is already their two kernels;
+//! [`CoreOnly`] overrides none, and the tests check that it agrees with them).
 //!
 //! What they compute, and why they are fused: `crate::ops::fused` (the tensor ops, with
-//! their backward passes), `docs/measurements.md` for the profile. They are Glow's two
+//! their backward passes), `docs/measurements.md` for the profile. Two are Glow's
 //! hottest elementwise chains, and [`PairedDims`] and [`Pairing`] describe Glow's way of
-//! packing two values per channel.
+//! packing two values per channel; the third is the relu and bias gradient of the
+//! coupling networks' convolutions.
 
 use super::*;
 
@@ -264,6 +266,20 @@ pub trait Fused: Backend {
             len,
         )?;
         self.reduce(ReduceOp::Sum, &term, &shape, &[1, 2])
+    }
+    /// Relu's VJP and the bias gradient beneath it, for the output gradient `dy` and
+    /// relu's output `y` `[n, c, h, w]`: `dz = dy · [y > 0]` and `db[i] = Σ dz[·, i, ·, ·]`
+    /// `[c]`, the sum over images and pixels. What the backward pass of a convolution
+    /// with bias and relu needs before its two gradient convolutions.
+    fn relu_grad_bias(
+        &self,
+        dy: &Self::Buffer,
+        y: &Self::Buffer,
+        shape: [usize; 4],
+    ) -> Result<(Self::Buffer, Self::Buffer)> {
+        let dz = self.binary(BinaryOp::ReluGrad, dy, &shape, y, &shape, &shape)?;
+        let db = self.reduce(ReduceOp::Sum, &dz, &shape, &[0, 2, 3])?;
+        Ok((dz, db))
     }
     /// The gradients `(dz, dh)` of [`Fused::gaussian_log_prob`] from `dlp` `[n]`.
     fn gaussian_log_prob_backward(

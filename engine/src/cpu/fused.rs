@@ -1,5 +1,6 @@
-//! The fused Glow ops on the CPU: affine coupling and the Gaussian log-density, each one
-//! pass over its operands (the formulas are in `ops/fused.rs`, next to their gradients).
+//! The fused Glow ops on the CPU: affine coupling, the Gaussian log-density, and relu's
+//! gradient with the bias gradient beneath it, each one pass over its operands (the
+//! formulas are in `ops/fused.rs`, next to their gradients).
 //!
 //! Images run as rayon tasks once the operands are large. Each image's sum is formed by
 //! the task that owns the image, in a fixed order: a row (one channel) in eight `f32`
@@ -375,4 +376,19 @@ mod tests {
             assert_eq!(g, k);
         }
     }
+}
+
+/// `dz = dy · [y > 0]` and its sum over images and pixels, `[c]`, for `[n, c, h, w]`
+/// operands: each run of `dz` is summed as it is written, in the order and precision of
+/// `reduce`'s sum over the same axes, so `db` has the bits of `dz.sum(&[0, 2, 3])`.
+pub(super) fn relu_grad_bias(dy: &[f32], y: &[f32], shape: [usize; 4]) -> (Vec<f32>, Vec<f32>) {
+    let mut dz = super::pool::take(dy.len());
+    let db = super::reduce::sum_filled(&mut dz, &shape, &[0, 2, 3], |at, run| {
+        let (dy, y) = (&dy[at..at + run.len()], &y[at..at + run.len()]);
+        for ((o, &g), &v) in run.iter_mut().zip(dy).zip(y) {
+            // The expression of the `ReluGrad` binary op, so the bits are its bits.
+            *o = g * if v > 0.0 { 1.0 } else { 0.0 };
+        }
+    });
+    (dz, db)
 }

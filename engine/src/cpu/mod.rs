@@ -420,4 +420,16 @@ impl Fused for CpuBackend {
             Ok((CpuBuffer::from_vec(dz), CpuBuffer::from_vec(dh)))
         })
     }
+
+    fn relu_grad_bias(
+        &self,
+        dy: &CpuBuffer,
+        y: &CpuBuffer,
+        shape: [usize; 4],
+    ) -> Result<(CpuBuffer, CpuBuffer)> {
+        with_reads(&[dy, y], |s| {
+            let (dz, db) = fused::relu_grad_bias(s[0], s[1], shape);
+            Ok((CpuBuffer::from_vec(dz), CpuBuffer::from_vec(db)))
+        })
+    }
 }

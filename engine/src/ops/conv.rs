@@ -8,7 +8,8 @@
 //! - `dbias = Σ dy` over batch, height and width.
 //!
 //! `conv2d_relu` is the same op with relu applied as the output is stored; its backward
-//! first gates `dy` by `y > 0`.
+//! first gates `dy` by `y > 0`, with the bias gradient in the same pass
+//! ([`Tensor::relu_grad_bias`], in `ops/fused.rs`).
 //!
 //! The backend implements all three (direct convolutions on the CPU; see `cpu/conv.rs` and
 //! `shaders/conv2d*.comp`).
@@ -138,11 +139,17 @@ impl Tensor {
                 crate::precision::within(reduced, || {
                     let (x, w) = (&a.inputs[0], &a.inputs[1]);
                     let dev = x.device();
-                    // Through the relu first: the gradient of the convolution's own output.
-                    let dz = if relu {
-                        a.dy.relu_grad(a.out)?
-                    } else {
-                        a.dy.clone()
+                    // Through the relu first: the gradient of the convolution's own output,
+                    // and with it the bias gradient (one pass when both are needed).
+                    let wants_db = a.inputs.len() == 3 && a.needs[2];
+                    let (dz, db) = match (relu, wants_db) {
+                        (true, true) => {
+                            let (dz, db) = a.dy.relu_grad_bias(a.out)?;
+                            (dz, Some(db))
+                        }
+                        (true, false) => (a.dy.relu_grad(a.out)?, None),
+                        (false, true) => (a.dy.clone(), Some(a.dy.sum(&[0, 2, 3], false)?)),
+                        (false, false) => (a.dy.clone(), None),
                     };
                     let dx = if a.needs[0] {
                         let s = dispatch!("conv2d_backward_input", flops, dev, b => b.wrap_res(
@@ -160,11 +167,7 @@ impl Tensor {
                     };
                     let mut grads = vec![dx, dw];
                     if a.inputs.len() == 3 {
-                        grads.push(if a.needs[2] {
-                            Some(dz.sum(&[0, 2, 3], false)?)
-                        } else {
-                            None
-                        });
+                        grads.push(db);
                     }
                     Ok(grads)
                 })

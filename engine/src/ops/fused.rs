@@ -1,5 +1,6 @@
 //! Fused ops for Glow's two hottest elementwise chains, each one backend primitive per
-//! pass instead of a dozen small ops (and their allocations, and their backward ops).
+//! pass instead of a dozen small ops (and their allocations, and their backward ops),
+//! and for the relu and bias gradient of the coupling networks' convolutions.
 //!
 //! Why these two: in the per-op profile of a training step (`cargo bench --bench
 //! train_step`, `BENCH_PROFILE=1`) the largest rows after the convolutions were `mul`,
@@ -21,8 +22,18 @@
 //! - `lp[b] = Σ −½(ln 2π + 2·logs + u²)`;
 //! - `dz = −dlp · u · e^(−logs)`, `dmean = dlp · u · e^(−logs)`, `dlogs = dlp · (u² − 1)`.
 //!
+//!
+//! **Relu and bias gradient.** For the output gradient `dy` of `relu(conv(x, w) + b)`
+//! and its output `y`, both `[n, c, H, W]`: `dz = dy · [y > 0]` (what the two gradient
+//! convolutions take) and `db = Σ dz` over images and pixels. The CPU writes each run of
+//! `dz` and adds it up while it is in cache, where the unfused pair read `dz` again
+//! (the profile rows that justified it, `relu_grad` and the bias `sum`s, are in
+//! `docs/measurements.md`). It serves only the convolution's backward pass, so it has
+//! no gradient of its own.
+//!
 //! Kernels: `cpu/fused.rs`, `shaders/affine_coupling*.comp` and
-//! `shaders/gaussian_log_prob*.comp`. Tests: the gradient checks in
+//! `shaders/gaussian_log_prob*.comp` (the relu and bias gradient runs the `relu_grad`
+//! and `sum` kernels on the reference and Vulkan devices). Tests: the gradient checks in
 //! `engine/tests/gradcheck.rs` and the comparison with the unfused composition in
 //! `tests/fused.rs`, both on every device.
 
@@ -119,5 +130,36 @@ impl Tensor {
                 Some(Tensor::from_storage(dh, h.shape().to_vec(), dev.clone())),
             ])
         })
+    }
+
+    /// Relu's VJP and the bias gradient beneath it, in one pass: for the output gradient
+    /// `self` and relu's output `y`, both `[n, c, H, W]`, returns `(self · [y > 0]` `[n,
+    /// c, H, W]`, its sum over images and pixels `[c])`. The backward pass of
+    /// [`Tensor::conv2d_relu`] with a bias; the results are not differentiated (backward
+    /// passes run without recording).
+    pub fn relu_grad_bias(&self, y: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.same_device("relu_grad_bias", y)?;
+        let shape: [usize; 4] = match (self.shape(), y.shape()) {
+            (&[n, c, h, w], s) if s == [n, c, h, w] => [n, c, h, w],
+            (a, b) => {
+                return Err(Error::shape(
+                    "relu_grad_bias",
+                    format!(
+                        "expects two [n, c, H, W] tensors of one shape, got {} and {}",
+                        shape::fmt(a),
+                        shape::fmt(b)
+                    ),
+                ))
+            }
+        };
+        let dev = self.device();
+        let (dz, db) = dispatch!("relu_grad_bias", 0, dev, b => {
+            b.relu_grad_bias(b.buf(self.storage()), b.buf(y.storage()), shape)
+                .map(|(dz, db)| (b.wrap(dz), b.wrap(db)))
+        })?;
+        Ok((
+            Tensor::from_storage(dz, shape.to_vec(), dev.clone()),
+            Tensor::from_storage(db, vec![shape[1]], dev.clone()),
+        ))
     }
 }
