@@ -71,7 +71,7 @@ fn run(args: Args) -> cli::CliResult<()> {
         }
         Ok(count)
     })?;
-    let split = args.split.of(&data);
+    let split = args.split.of(data.as_ref());
     let mut latents = Latents {
         config: model.config().clone(),
         latents: Vec::new(),

@@ -74,12 +74,14 @@ fn run(args: Args) -> cli::CliResult<()> {
     let (model, data, ()) = args.source.open(|data| {
         let flag = args.source.data.as_deref();
         match args.split {
-            SplitArg::Test => validate::has_test_images(flag, data.train.len(), data.test.len()),
+            SplitArg::Test => {
+                validate::has_test_images(flag, data.train().len(), data.test().len())
+            }
             SplitArg::Train => Ok(()),
         }
     })?;
     eprintln!("{}", data.describe());
-    let test = args.split.of(&data);
+    let test = args.split.of(data.as_ref());
     let bar = ProgressBar::new(test.len() as u64);
     let batches = test.sequential_batches(args.batch);
     // Throughput of the evaluation itself (the model and data already loaded).

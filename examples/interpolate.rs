@@ -44,12 +44,12 @@ fn main() {
 
 fn run(args: Args) -> cli::CliResult<()> {
     let (model, data, ()) = args.source.open(|data| {
-        let n = data.test.len();
+        let n = data.test().len();
         validate::index("--a", args.a, "the test split", n)?;
         validate::index("--b", args.b, "the test split", n)
     })?;
-    let (pa, la) = data.test.batch(&[args.a]);
-    let (pb, lb) = data.test.batch(&[args.b]);
+    let (pa, la) = data.test().batch(&[args.a]);
+    let (pb, lb) = data.test().batch(&[args.b]);
     let xa = model.preprocess(&pa, 1, Dequantization::Midpoint)?;
     let xb = model.preprocess(&pb, 1, Dequantization::Midpoint)?;
     let labels = model

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use engine::{Result, Tensor};
-use glow::data::{Dataset, CLASS_NAMES};
+use glow::data::Dataset;
 use glow::explore::{attribute_direction, manipulate};
 use glow::picture::save_tensor_grid;
 use glow::Dequantization;
@@ -24,7 +24,8 @@ use serde_json::json;
 struct Args {
     #[command(flatten)]
     source: cli::CheckpointArgs,
-    /// The class (0-9: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck).
+    /// The class (below the dataset's number of classes; CIFAR-10's 0-9 are airplane,
+    /// automobile, bird, cat, deer, dog, frog, horse, ship, truck).
     #[arg(long, default_value_t = 7)]
     #[arg(allow_hyphen_values = true, value_parser = validate::class())]
     class: usize,
@@ -94,14 +95,17 @@ fn groups(
 }
 
 fn run(args: Args) -> cli::CliResult<()> {
-    let (model, data, (with, without)) = args.source.open(|data| {
-        validate::index("--index", args.index, "the test split", data.test.len())?;
-        groups(&data.train, args.class, args.per_group)
+    let (model, data, ((with, without), class)) = args.source.open(|data| {
+        validate::index("--index", args.index, "the test split", data.test().len())?;
+        validate::class_of(args.class, data.num_classes())?;
+        Ok((
+            groups(data.train(), args.class, args.per_group)?,
+            data.class_name(args.class),
+        ))
     })?;
-    let train = &data.train;
+    let train = data.train();
     eprintln!(
-        "direction of '{}' from {} + {} training images",
-        CLASS_NAMES[args.class],
+        "direction of '{class}' from {} + {} training images",
         with.len(),
         without.len()
     );
@@ -114,7 +118,7 @@ fn run(args: Args) -> cli::CliResult<()> {
         &xo,
         cond.then_some((lw.as_slice(), lo.as_slice())),
     )?;
-    let (px, label) = data.test.batch(&[args.index]);
+    let (px, label) = data.test().batch(&[args.index]);
     let x = model.preprocess(&px, 1, Dequantization::Midpoint)?;
     let strip = manipulate(
         &model,
@@ -127,7 +131,7 @@ fn run(args: Args) -> cli::CliResult<()> {
     save_tensor_grid(&args.out, &strip, args.alphas.len())?;
     eprintln!("wrote {}", args.out.display());
     cli::print_summary(
-        json!({"file": args.out.display().to_string(), "class": CLASS_NAMES[args.class], "index": args.index, "alphas": args.alphas}),
+        json!({"file": args.out.display().to_string(), "class": class, "index": args.index, "alphas": args.alphas}),
     );
     Ok(())
 }

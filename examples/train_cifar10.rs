@@ -1,4 +1,5 @@
-//! Train Glow on CIFAR-10.
+//! Train Glow on CIFAR-10, or with `--dataset` on another dataset (the same program is
+//! the `train` example, `examples/train.rs`).
 //!
 //! With no arguments it trains the L=3, K=8, hidden-128 model on the built-in 3,000-image
 //! sample (2,700 for training, the last 300 held out), shows progress, and writes into
@@ -15,6 +16,7 @@
 //! cargo run --release --example train_cifar10
 //! cargo run --release --example train_cifar10 -- --download data/cifar10 --steps 20000
 //! cargo run --release --example train_cifar10 -- --resume   # continue runs/cifar10
+//! cargo run --release --example train -- --dataset mnist --data data/mnist  # runs/mnist
 //! ```
 //!
 //! A run folder holds one run: a fresh run in a folder that holds one is refused (exit 2)
@@ -34,7 +36,6 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use glow::augment::{Augmentation, Transform};
-use glow::data::ImageSplits;
 use glow::optim::OptimizerConfig;
 use glow::run::folder::{Claim, RunFolder};
 use glow::run::{
@@ -60,11 +61,16 @@ struct Args {
     #[arg(long_help = cli::preset::long_help())]
     #[arg(long, value_enum)]
     preset: Option<cli::preset::PresetArg>,
-    /// A CIFAR-10 directory (data_batch_*.bin, test_batch.bin) or one .bin file.
-    /// Default: the built-in 3,000-image sample.
+    /// The dataset's files: for CIFAR-10 a directory (data_batch_*.bin, test_batch.bin)
+    /// or one .bin file, default the built-in 3,000-image sample; for the others, their
+    /// folder (see --dataset).
     #[arg(long)]
     #[arg(value_parser = cli::validate::existing_path())]
     data: Option<PathBuf>,
+    /// Which dataset --data holds, in its official format; the model takes the shape of
+    /// its images.
+    #[arg(long, value_enum, default_value_t = cli::DatasetArg::Cifar10)]
+    dataset: cli::DatasetArg,
     /// Download the official CIFAR-10 binary archive into this directory and train on it.
     #[arg(long)]
     #[arg(value_parser = cli::validate::output_dir(), conflicts_with = "data")]
@@ -172,7 +178,7 @@ struct Args {
     seed: u64,
     /// The run folder: one run's checkpoints, metrics and pictures. A fresh run refuses a
     /// folder that holds a run (see --resume and --overwrite), and any folder another
-    /// run is writing.
+    /// run is writing. Default: runs/ and the --dataset's name (runs/cifar10, runs/mnist…).
     #[arg(long, default_value = "runs/cifar10")]
     #[arg(value_parser = cli::validate::output_dir())]
     out: PathBuf,
@@ -320,7 +326,7 @@ impl Args {
 }
 
 #[allow(dead_code)] // tests/train_interrupt.rs includes this file and calls `main_with`
-fn main() {
+pub fn main() {
     std::process::exit(main_with(std::env::args_os().collect()));
 }
 
@@ -347,6 +353,9 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
     let given = |long: &str| {
         matches.value_source(&long.replace('-', "_")) == Some(ValueSource::CommandLine)
     };
+    if !given("out") {
+        args.out = PathBuf::from("runs").join(args.dataset.flag());
+    }
     match train(&args, &argv, &given, preset.as_ref()) {
         Ok(None) => 0,
         Ok(Some(signal)) => 128 + signal,
@@ -378,6 +387,7 @@ fn train(
     cli::validate::training_run(&cli::validate::TrainingFlags {
         batch: args.batch,
         data: args.data.as_deref(),
+        dataset: args.dataset,
         download: args.download.as_deref(),
         resume_from: args.resume.then_some(checkpoint.as_path()),
     })?;
@@ -488,8 +498,9 @@ fn train_rank(
         )?),
         None => args.data.clone(),
     };
-    let data = cli::load_data(data_path.as_deref())?;
-    let per_epoch = (data.train.len() / args.batch) as u64;
+    let data = cli::load_data(args.dataset, data_path.as_deref())?;
+    let data = data.as_ref();
+    let per_epoch = (data.train().len() / args.batch) as u64;
     let total = args
         .steps
         .unwrap_or_else(|| args.epochs.unwrap_or(1) * per_epoch);
@@ -498,7 +509,8 @@ fn train_rank(
         Some(n) if preset.is_some_and(|e| e.applied_flag("init-batch")) => (None, n),
         given => (given, glow::run::DEFAULT_INIT_BATCH),
     };
-    let init_batch = cli::validate::init_batch(init_given, init_default, data.train.len(), ranks)?;
+    let init_batch =
+        cli::validate::init_batch(init_given, init_default, data.train().len(), ranks)?;
     let [_, height, width] = data.image_shape();
     if let Some(Some(px)) = args
         .translate
@@ -511,13 +523,13 @@ fn train_rank(
     }
     let config = args.run_config(total, init_batch, width);
     cli::validate::levels_fit(args.model.levels, data.image_shape())?;
-    let model_config = args.model.config(args.seed, &data);
+    let model_config = args.model.config(args.seed, data);
     let opt = args.optimizer(per_epoch)?;
     let asked = Asked {
         model: &model_config,
         optimizer: &opt,
         given,
-        train: &data.train,
+        train: data.train(),
     };
     if args.resume {
         if let Some(step) = cli::resume::check(&asked, &args.out, total)? {
@@ -566,7 +578,7 @@ fn train_rank(
     let mut run = start(args, folder, config, &device, comm.clone(), &asked)?;
     if rank != 0 {
         // The other ranks train in silence; rank 0 reports for the whole run.
-        let summary = run.run(&data, &Interrupt::on_signals()?, |_| {})?;
+        let summary = run.run(data, &Interrupt::on_signals()?, |_| {})?;
         return Ok(summary.interrupted);
     }
     if ranks > 1 {
@@ -611,7 +623,7 @@ fn train_rank(
     // From here on the first Ctrl-C stops the run cleanly; before, it kills the process
     // at once, and nothing is lost.
     let interrupt = Interrupt::on_signals()?;
-    let summary = run.run(&data, &interrupt, |e| progress.show(e))?;
+    let summary = run.run(data, &interrupt, |e| progress.show(e))?;
     progress.finish();
 
     finish(args, argv, &run, &summary, &device, ranks);

@@ -44,6 +44,31 @@ impl From<DeviceChoice> for glow::device::Choice {
     }
 }
 
+/// `--dataset`: which loader reads `--data` (each reads its dataset's official format;
+/// `glow::data` and the README's list of datasets say where each comes from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum DatasetArg {
+    /// CIFAR-10's binary batches (default: the built-in 3,000-image sample).
+    #[default]
+    Cifar10,
+    /// CIFAR-100's binary version (`train.bin`, `test.bin`), the 100 fine labels.
+    Cifar100,
+    /// CIFAR-100 with its 20 coarse labels (superclasses).
+    Cifar100Coarse,
+    /// MNIST's four IDX files (gzip or not), padded to 32x32, one channel.
+    Mnist,
+    /// MNIST's digits at their own 28x28 (at most two levels divide 28).
+    Mnist28,
+}
+
+impl DatasetArg {
+    /// The flag's value, as the user writes it.
+    pub fn flag(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+}
+
 /// `--coupling`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CouplingArg {
@@ -197,10 +222,10 @@ impl SplitArg {
     }
 
     /// The split of `data`.
-    pub fn of(self, data: &Cifar10) -> &glow::data::Dataset {
+    pub fn of(self, data: &dyn ImageSplits) -> &glow::data::Dataset {
         match self {
-            SplitArg::Test => &data.test,
-            SplitArg::Train => &data.train,
+            SplitArg::Test => data.test(),
+            SplitArg::Train => data.train(),
         }
     }
 }
@@ -299,10 +324,14 @@ pub struct CheckpointArgs {
     #[arg(long)]
     #[arg(value_parser = validate::existing_file())]
     pub checkpoint: PathBuf,
-    /// CIFAR-10 directory or .bin file (default: the built-in sample).
+    /// The dataset's files: for CIFAR-10 a directory or .bin file (default: the
+    /// built-in sample); for the others their folder.
     #[arg(long)]
     #[arg(value_parser = validate::existing_path())]
     pub data: Option<PathBuf>,
+    /// Which dataset `--data` holds (the model's must have the same image shape).
+    #[arg(long, value_enum, default_value_t = DatasetArg::Cifar10)]
+    pub dataset: DatasetArg,
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -337,8 +366,8 @@ impl CheckpointArgs {
     /// device is chosen or a model built. Applies `--detect-anomaly` and `--memory`.
     pub fn open<T>(
         &self,
-        check: impl FnOnce(&Cifar10) -> CliResult<T>,
-    ) -> CliResult<(Glow, Cifar10, T)> {
+        check: impl FnOnce(&dyn ImageSplits) -> CliResult<T>,
+    ) -> CliResult<(Glow, Box<dyn ImageSplits>, T)> {
         let (model, data, checked, _) = self.open_saying_weights(check)?;
         Ok((model, data, checked))
     }
@@ -347,18 +376,24 @@ impl CheckpointArgs {
     /// weights (`true`) or the trained ones.
     pub fn open_saying_weights<T>(
         &self,
-        check: impl FnOnce(&Cifar10) -> CliResult<T>,
-    ) -> CliResult<(Glow, Cifar10, T, bool)> {
-        let data = load_data(self.data.as_deref())?;
-        let checked = check(&data)?;
+        check: impl FnOnce(&dyn ImageSplits) -> CliResult<T>,
+    ) -> CliResult<(Glow, Box<dyn ImageSplits>, T, bool)> {
+        let data = load_data(self.dataset, self.data.as_deref())?;
+        let checked = check(data.as_ref())?;
         self.anomaly.apply();
         let (mut model, device, averaged) =
             open_checkpoint_weights(&self.checkpoint, self.device, self.weights)?;
         self.precision.apply(&device);
         let (want, have) = (model.config().image_shape, data.image_shape());
         if want != have {
+            let source = match &self.data {
+                Some(p) => p.display().to_string(),
+                None => "the built-in sample".into(),
+            };
             return Err(usage_error(format!(
-                "--data holds {have:?} images and the model of {} takes {want:?} ones",
+                "--dataset {} at {source} holds {have:?} images and the model of {} takes \
+                 {want:?} ones (give the --dataset and --data it was trained on)",
+                self.dataset.flag(),
                 self.checkpoint.display()
             )));
         }
@@ -369,12 +404,29 @@ impl CheckpointArgs {
     }
 }
 
-/// The dataset at `--data`, or the built-in sample.
-pub fn load_data(path: Option<&Path>) -> Result<Cifar10> {
-    let path: PathBuf = path
-        .map(Path::to_path_buf)
-        .unwrap_or_else(glow::data::default_data_dir);
-    Cifar10::load(&path)
+/// The dataset `--dataset` names at `--data`; CIFAR-10 defaults to the built-in sample,
+/// the others need `--data`.
+pub fn load_data(dataset: DatasetArg, path: Option<&Path>) -> CliResult<Box<dyn ImageSplits>> {
+    use glow::data::{cifar100, mnist};
+    let Some(path) = path else {
+        if dataset == DatasetArg::Cifar10 {
+            return Ok(Box::new(Cifar10::load(glow::data::default_data_dir())?));
+        }
+        return Err(usage_error(format!(
+            "--dataset {} needs --data: the folder of its files (the README's list of \
+             datasets says where each comes from); only cifar10 has a built-in sample",
+            dataset.flag()
+        )));
+    };
+    Ok(match dataset {
+        DatasetArg::Cifar10 => Box::new(Cifar10::load(path)?),
+        DatasetArg::Cifar100 => Box::new(cifar100::Cifar100::load(path, cifar100::Labels::Fine)?),
+        DatasetArg::Cifar100Coarse => {
+            Box::new(cifar100::Cifar100::load(path, cifar100::Labels::Coarse)?)
+        }
+        DatasetArg::Mnist => Box::new(mnist::Mnist::load(path, true)?),
+        DatasetArg::Mnist28 => Box::new(mnist::Mnist::load(path, false)?),
+    })
 }
 
 /// Prints the one JSON line that ends every example's output.

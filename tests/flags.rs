@@ -177,7 +177,7 @@ fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("interpolate", "--a", BAD_INTEGER.to_vec()),
         ("interpolate", "--b", BAD_INTEGER.to_vec()),
         ("interpolate", "--steps", with(BAD_COUNT, &["1", "1025"])),
-        ("manipulate", "--class", with(BAD_INTEGER, &["10", "255"])),
+        ("manipulate", "--class", with(BAD_INTEGER, &["256"])),
         ("manipulate", "--index", BAD_INTEGER.to_vec()),
         ("manipulate", "--per-group", BAD_COUNT.to_vec()),
         (
@@ -410,6 +410,12 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
             ],
             "--class",
             Some("3"),
+        ),
+        (
+            "manipulate",
+            vec![format!("--checkpoint={ckpt}"), "--class=10".into()],
+            "--class",
+            Some("10"),
         ),
         // Paths of the wrong kind, or missing.
         (

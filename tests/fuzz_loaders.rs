@@ -1,9 +1,12 @@
-//! The two loaders of files a user hands the program, fuzzed: [`Cifar10::load`] and
-//! [`load_checkpoint`] (then [`Checkpoint::restore`] of what loads) must never panic, on
-//! any input. An error is fine and must name the file.
+//! The loaders of files a user hands the program, fuzzed: [`Cifar10::load`], the other
+//! datasets' ([`Mnist::load`], [`Cifar100::load`]) and [`load_checkpoint`] (then
+//! [`Checkpoint::restore`] of what loads) must never panic, on any input. An error is
+//! fine and must name the file.
 //!
 //! Each loader gets [`cases`] inputs (10,000 by default) made from a valid file: a few
-//! records of the shipped sample, and a small checkpoint written by [`save_checkpoint`].
+//! records of the shipped sample, the other datasets' small files (`tests/formats/`; one
+//! or two of a dataset's files mutated at a time), and a small checkpoint written by
+//! [`save_checkpoint`].
 //! They are truncated at random lengths, have random bits flipped and bytes overwritten
 //! (labels; the safetensors header length and its JSON text), garbage appended or a slice
 //! repeated, or are replaced by random bytes; checkpoints also get their header's JSON
@@ -33,13 +36,17 @@ use std::time::Instant;
 use engine::backend::AdamKind;
 use engine::{Device, Tensor};
 use glow::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
-use glow::data::{default_data_dir, Cifar10, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+use glow::data::cifar100::{Cifar100, Labels};
+use glow::data::mnist::Mnist;
+use glow::data::{default_data_dir, Cifar10, ImageSplits, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Glow, GlowConfig};
 use glow_rs::testing::Scratch;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
+
+mod formats;
 
 /// The seed when `FUZZ_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x00f0_22ed_10ad_e250;
@@ -418,6 +425,113 @@ fn the_cifar10_loader_never_panics() {
         }
     }
     failures.assert_none(count, started);
+}
+
+// ---------------------------------------------------------------------------------------
+// The other datasets' loaders (glow::data::{mnist, cifar100}).
+
+/// One valid file of a dataset: its name, its bytes, and the ranges a mutation aims at
+/// half the time (headers, labels).
+struct ValidFile {
+    name: String,
+    bytes: Vec<u8>,
+    hot: Vec<Range<usize>>,
+}
+
+/// Fuzzes the loader `load` of a dataset made of the files `valid` in one directory: each
+/// case mutates one or two of them (the rest stay valid), writes them all, and loads.
+/// A load must not panic; an error must name a file or the directory; a dataset that
+/// loads must hold whole images of one shape, with labels below `classes`.
+fn fuzz_dataset<D: ImageSplits>(
+    loader: &'static str,
+    valid: &[ValidFile],
+    classes: usize,
+    load: impl Fn(&Path) -> glow::engine::Result<D>,
+) {
+    let seed = seed();
+    let scratch = scratch(loader);
+    let mut failures = Failures::new(seed, loader);
+    let started = Instant::now();
+    let cases = cases();
+    let count = cases.len();
+    for case in cases {
+        let mut rng = case_rng(seed, case);
+        let mut how = Vec::new();
+        let mut files: Vec<Vec<u8>> = valid.iter().map(|f| f.bytes.clone()).collect();
+        for _ in 0..rng.random_range(1..=2) {
+            let i = rng.random_range(0..valid.len());
+            let m = BYTE_MUTATIONS[rng.random_range(0..BYTE_MUTATIONS.len())];
+            how.push(m);
+            mutate_bytes(m, &mut files[i], &mut rng, &valid[i].hot);
+        }
+        for (f, bytes) in valid.iter().zip(&files) {
+            overwrite(&scratch.path(&f.name), bytes);
+        }
+        let outcome = no_panic(|| load(&scratch));
+        failures.count(&how, matches!(outcome, Ok(Ok(_))));
+        let problem = match outcome {
+            Err(panic) => Some(format!("panicked: {panic}")),
+            Ok(Ok(data)) => [data.train(), data.test()].iter().find_map(|d| {
+                let whole = d.images.len() == d.len() * d.image_bytes();
+                let labels = d.labels.iter().all(|&l| usize::from(l) < classes);
+                (!whole || !labels).then(|| format!("loaded {d:?}"))
+            }),
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                let named = valid
+                    .iter()
+                    .any(|f| msg.contains(&scratch.path(&f.name).display().to_string()))
+                    || msg.contains(&scratch.display().to_string());
+                (!named).then(|| format!("the error names no file: {msg}"))
+            }
+        };
+        if let Some(what) = problem {
+            failures.record(case, &how, what, &files.concat());
+        }
+    }
+    failures.assert_none(count, started);
+}
+
+/// The one hot range of a file.
+fn one(range: Range<usize>) -> Vec<Range<usize>> {
+    vec![range]
+}
+
+#[test]
+fn the_mnist_loader_never_panics() {
+    // Two of the four files compressed, as distributed; two as unpacked.
+    let mut valid = Vec::new();
+    for (prefix, n, tag, gz) in [("train", 3, 0, true), ("t10k", 2, 1, false)] {
+        let (images, labels) = formats::mnist_files(n, tag);
+        for (kind, bytes, hot) in [
+            ("images-idx3", images, one(0..16)),
+            ("labels-idx1", labels, one(0..8 + n)),
+        ] {
+            let name = format!("{prefix}-{kind}-ubyte");
+            valid.push(match gz {
+                true => ValidFile {
+                    name: format!("{name}.gz"),
+                    bytes: formats::gzip(&bytes),
+                    hot: one(0..10),
+                },
+                false => ValidFile { name, bytes, hot },
+            });
+        }
+    }
+    fuzz_dataset("mnist", &valid, 10, |dir| Mnist::load(dir, true));
+}
+
+#[test]
+fn the_cifar100_loader_never_panics() {
+    let file = |name: &str, n: usize, tag: u8| ValidFile {
+        name: name.into(),
+        bytes: formats::cifar100_records(n, tag),
+        hot: (0..n).map(|i| i * 3074..i * 3074 + 2).collect(),
+    };
+    let valid = [file("train.bin", 3, 0), file("test.bin", 2, 1)];
+    fuzz_dataset("cifar100", &valid, 100, |dir| {
+        Cifar100::load(dir, Labels::Fine)
+    });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -27,8 +27,16 @@
 //! the step number. Both are deterministic for a given seed and rand version.
 //!
 //! Errors are [`engine::Error::Invalid`] values whose message names the file or directory.
+//!
+//! **Other datasets**, each in its official distribution format and each an
+//! [`ImageSplits`]: [`mnist`] (IDX files, one channel, padded to 32×32) and [`cifar100`]
+//! (binary records with coarse and fine labels).
+
+pub mod cifar100;
+pub mod mnist;
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use engine::{Error, Result};
@@ -119,6 +127,11 @@ pub trait ImageSplits {
     /// `[C, H, W]` of every image.
     fn image_shape(&self) -> [usize; 3] {
         self.train().shape
+    }
+    /// The name of class `label`, for messages and summaries: its number unless the
+    /// dataset names its classes.
+    fn class_name(&self, label: usize) -> String {
+        label.to_string()
     }
 }
 
@@ -377,6 +390,12 @@ impl ImageSplits for Cifar10 {
     fn describe(&self) -> String {
         Cifar10::describe(self)
     }
+
+    fn class_name(&self, label: usize) -> String {
+        CLASS_NAMES
+            .get(label)
+            .map_or_else(|| label.to_string(), |n| n.to_string())
+    }
 }
 
 /// The training batches present in `dir` (or in its `cifar-10-batches-bin/`) and its test
@@ -415,6 +434,31 @@ fn find_batches(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     }
     let test = dir.join(TEST_FILE);
     Ok((train, test.is_file().then_some(test)))
+}
+
+/// The most bytes [`read_maybe_gzip`] unpacks: more than any dataset file it is used on
+/// (MNIST's largest is 47 MB), and a bound on what a damaged archive can make it allocate.
+const MAX_UNPACKED: u64 = 1 << 30;
+
+/// The bytes of `path`, unpacked when they are gzip (found by gzip's magic bytes, not by
+/// the name); errors name `op` and the file.
+pub(crate) fn read_maybe_gzip(op: &'static str, path: &Path) -> Result<Vec<u8>> {
+    let fail = |what: String| Error::invalid(op, format!("{}: {what}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .take(MAX_UNPACKED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| fail(format!("damaged gzip data: {e}")))?;
+    if out.len() as u64 > MAX_UNPACKED {
+        return Err(fail(format!(
+            "unpacks to more than {MAX_UNPACKED} bytes; is it a dataset file?"
+        )));
+    }
+    Ok(out)
 }
 
 /// Mixes a seed and a counter into one well-spread `u64` (SplitMix64's finaliser), so

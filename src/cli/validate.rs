@@ -227,13 +227,20 @@ pub fn n_bits() -> Rule<u32> {
     integer(1, 8, "")
 }
 
-/// `--class`: a CIFAR-10 class, 0 to 9.
+/// `--class`: a class label, 0 to 255 (labels are bytes); checked against the
+/// dataset's number of classes by [`class_of`] once the data is read.
 pub fn class() -> Rule<usize> {
-    integer(
-        0,
-        glow::data::CLASS_NAMES.len() as u64 - 1,
-        " (a CIFAR-10 class)",
-    )
+    integer(0, 255, " (a class label)")
+}
+
+/// `--class` `value` must be one of the `classes` of the dataset.
+pub fn class_of(value: usize, classes: usize) -> Result<()> {
+    if value < classes {
+        return Ok(());
+    }
+    Err(usage_error(format!(
+        "--class must be below {classes}, the dataset's number of classes, got {value}"
+    )))
 }
 
 /// An `f32` accepted by `keep`, described by `must`.
@@ -373,6 +380,8 @@ pub struct TrainingFlags<'a> {
     pub batch: usize,
     /// `--data`.
     pub data: Option<&'a Path>,
+    /// `--dataset`.
+    pub dataset: super::DatasetArg,
     /// `--download`.
     pub download: Option<&'a Path>,
     /// The checkpoint `--resume` continues from, when `--resume` is given.
@@ -394,11 +403,18 @@ pub fn training_run(flags: &TrainingFlags) -> Result<()> {
             )));
         }
     }
+    if flags.download.is_some() && flags.dataset != super::DatasetArg::Cifar10 {
+        return Err(usage_error(format!(
+            "--download fetches CIFAR-10; for --dataset {} give --data with its files \
+             (the README's list of datasets says where each comes from)",
+            flags.dataset.flag()
+        )));
+    }
     let (train, test) = match flags.download {
         Some(_) => (OFFICIAL_TRAIN_IMAGES, OFFICIAL_TEST_IMAGES),
         None => {
-            let data = super::load_data(flags.data)?;
-            (data.train.len(), data.test.len())
+            let data = super::load_data(flags.dataset, flags.data)?;
+            (data.train().len(), data.test().len())
         }
     };
     if flags.batch > train {

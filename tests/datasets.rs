@@ -1,0 +1,291 @@
+//! The loaders of the datasets beyond CIFAR-10 (`glow::data::{mnist, cifar100}`), on
+//! small files in each official format that the tests write (`tests/formats/`): shapes,
+//! labels, pixel values, padding, and a clear error naming the file, never a panic, for
+//! truncated and malformed files; and a model of each geometry training a few steps on
+//! every device. `tests/fuzz_loaders.rs` fuzzes the same loaders.
+
+mod formats;
+
+use std::path::Path;
+
+use glow::data::cifar100::{Cifar100, Labels};
+use glow::data::mnist::{Mnist, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use glow::data::ImageSplits;
+use glow::engine::backend::AdamKind;
+use glow::optim::{Optimizer, OptimizerConfig};
+use glow::{Dequantization, Glow, GlowConfig};
+use glow_rs::device_test;
+use glow_rs::testing::Scratch;
+
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("datasets-{name}"))
+}
+
+/// The error's message, printed (see them with `-- --nocapture`), after checking that it
+/// names `file`.
+fn names(err: glow::engine::Error, file: &Path) -> String {
+    let msg = err.to_string();
+    eprintln!("error message: {msg}");
+    assert!(msg.contains(&file.display().to_string()), "{msg}");
+    msg
+}
+
+// ---------------------------------------------------------------------------------------
+// MNIST
+
+#[test]
+fn mnist_is_padded_to_32_with_zeros_and_keeps_every_pixel() {
+    let dir = scratch("mnist");
+    formats::write_mnist(&dir, 5, 3, false);
+    let data = Mnist::load(&dir, true).unwrap();
+    assert_eq!(data.image_shape(), [1, 32, 32]);
+    assert_eq!((data.train.len(), data.test.len()), (5, 3));
+    assert_eq!(data.num_classes(), 10);
+    for (tag, split) in [(0, &data.train), (1, &data.test)] {
+        for i in 0..split.len() {
+            assert_eq!(split.labels[i], formats::digit_label(tag, i));
+            let img = split.image(i);
+            for y in 0..32 {
+                for x in 0..32 {
+                    let inside = (2..30).contains(&y) && (2..30).contains(&x);
+                    let want = if inside {
+                        formats::digit_pixel(tag, i, (y - 2) * 28 + (x - 2))
+                    } else {
+                        0
+                    };
+                    assert_eq!(img[y * 32 + x], want, "split {tag} image {i} ({y}, {x})");
+                }
+            }
+        }
+    }
+    assert!(data.describe().contains("padded"), "{}", data.describe());
+}
+
+#[test]
+fn mnist_reads_gzip_and_the_28x28_originals() {
+    let (plain, gz) = (scratch("mnist-plain"), scratch("mnist-gz"));
+    formats::write_mnist(&plain, 4, 2, false);
+    formats::write_mnist(&gz, 4, 2, true);
+    let a = Mnist::load(&plain, false).unwrap();
+    let b = Mnist::load(&gz, false).unwrap();
+    assert_eq!(a.image_shape(), [1, 28, 28]);
+    assert_eq!((a.train.clone(), a.test.clone()), (b.train, b.test));
+    for i in 0..4 {
+        let want: Vec<u8> = (0..784).map(|p| formats::digit_pixel(0, i, p)).collect();
+        assert_eq!(a.train.image(i), &want[..]);
+    }
+}
+
+#[test]
+fn mnist_files_that_are_not_mnist_are_refused_naming_the_file() {
+    let (images, labels) = formats::mnist_files(3, 0);
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("empty", TRAIN_IMAGES, vec![], "not an IDX file"),
+        (
+            "magic",
+            TRAIN_IMAGES,
+            [&[1u8][..], &images[1..]].concat(),
+            "not an IDX file",
+        ),
+        (
+            "type",
+            TRAIN_IMAGES,
+            [&images[..2], &[0x0d], &images[3..]].concat(),
+            "type 0x0d",
+        ),
+        (
+            "rank",
+            TRAIN_LABELS,
+            images.clone(),
+            "3 dimensions, expected 1",
+        ),
+        ("header", TRAIN_IMAGES, images[..9].to_vec(), "header"),
+        (
+            "short",
+            TRAIN_IMAGES,
+            images[..images.len() - 1].to_vec(),
+            "need 2352 values",
+        ),
+        (
+            "long",
+            TRAIN_LABELS,
+            [&labels[..], &[0]].concat(),
+            "need 3 values",
+        ),
+        (
+            "size",
+            TRAIN_IMAGES,
+            formats::idx(&[3, 27, 28], &[0; 3 * 27 * 28]),
+            "27x28",
+        ),
+        (
+            "count",
+            TRAIN_LABELS,
+            formats::idx(&[2], &[0, 1]),
+            "2 labels for the 3 images",
+        ),
+        (
+            "label",
+            TRAIN_LABELS,
+            formats::idx(&[3], &[0, 10, 1]),
+            "label 1 is 10",
+        ),
+        (
+            "gzip",
+            TEST_IMAGES,
+            formats::gzip(&images)[..30].to_vec(),
+            "damaged gzip",
+        ),
+    ];
+    for (name, file, bytes, want) in cases {
+        let dir = scratch(&format!("mnist-bad-{name}"));
+        formats::write_mnist(&dir, 3, 3, false);
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = names(Mnist::load(&dir, true).unwrap_err(), &path);
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+    let dir = scratch("mnist-missing");
+    formats::write_mnist(&dir, 3, 3, true);
+    std::fs::remove_file(dir.join(format!("{TEST_LABELS}.gz"))).unwrap();
+    let msg = names(Mnist::load(&dir, true).unwrap_err(), &dir.join(TEST_LABELS));
+    assert!(msg.contains("missing"), "{msg}");
+    let file = dir.join(format!("{TRAIN_IMAGES}.gz"));
+    let msg = names(Mnist::load(&file, true).unwrap_err(), &file);
+    assert!(msg.contains("not a directory"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------------------
+// CIFAR-100
+
+fn write_cifar100(dir: &Path, train: usize, test: usize) {
+    std::fs::write(dir.join("train.bin"), formats::cifar100_records(train, 0)).unwrap();
+    std::fs::write(dir.join("test.bin"), formats::cifar100_records(test, 1)).unwrap();
+}
+
+#[test]
+fn cifar100_keeps_the_fine_or_the_coarse_labels() {
+    let root = scratch("cifar100");
+    let dir = root.join("cifar-100-binary");
+    std::fs::create_dir(&dir).unwrap();
+    write_cifar100(&dir, 6, 4);
+    for labels in [Labels::Fine, Labels::Coarse] {
+        // The folder the archive unpacks into, or the one holding the files.
+        for path in [root.to_path_buf(), dir.clone()] {
+            let data = Cifar100::load(&path, labels).unwrap();
+            assert_eq!(data.image_shape(), [3, 32, 32]);
+            assert_eq!(data.num_classes(), labels.count());
+            for (tag, split, n) in [(0, &data.train, 6), (1, &data.test, 4)] {
+                assert_eq!(split.len(), n);
+                for i in 0..n {
+                    let (coarse, fine) = formats::cifar100_labels(tag, i);
+                    let want = if labels == Labels::Fine { fine } else { coarse };
+                    assert_eq!(split.labels[i], want);
+                    let px: Vec<u8> = (0..3072)
+                        .map(|p| formats::cifar100_pixel(tag, i, p))
+                        .collect();
+                    assert_eq!(split.image(i), &px[..]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cifar100_files_that_are_not_cifar100_are_refused_naming_the_file() {
+    let records = formats::cifar100_records(2, 0);
+    let mut coarse = records.clone();
+    coarse[3074] = 20;
+    let mut fine = records.clone();
+    fine[1] = 100;
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("empty", "train.bin", vec![], "not a whole number"),
+        ("short", "test.bin", records[..6000].to_vec(), "6000 bytes"),
+        (
+            "cifar10",
+            "train.bin",
+            vec![0; 3073 * 2],
+            "3074-byte records",
+        ),
+        ("coarse", "train.bin", coarse, "record 1 (byte 3074)"),
+        ("fine", "test.bin", fine, "record 0"),
+    ];
+    for (name, file, bytes, want) in cases {
+        let dir = scratch(&format!("cifar100-bad-{name}"));
+        write_cifar100(&dir, 2, 2);
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = names(Cifar100::load(&dir, Labels::Fine).unwrap_err(), &path);
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+    let dir = scratch("cifar100-missing");
+    std::fs::write(dir.join("train.bin"), &records).unwrap();
+    names(
+        Cifar100::load(&dir, Labels::Fine).unwrap_err(),
+        &dir.join("test.bin"),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Every geometry the loaders give trains, on every device.
+
+device_test!(fn a_model_of_each_geometry_trains_a_few_steps(dev) {
+    // MNIST (padded and not; one channel), CIFAR-100, 64x64 RGB: the images of each
+    // loader (random ones for 64x64), a small class-conditional model of their shape with
+    // the most levels the size allows, five Adamax steps on one batch. The loss must fall.
+    let dir = scratch("geometry-mnist");
+    formats::write_mnist(&dir, 4, 2, true);
+    let cifar = scratch("geometry-cifar100");
+    write_cifar100(&cifar, 4, 2);
+    let mnist = Mnist::load(&dir, true)?;
+    let mnist28 = Mnist::load(&dir, false)?;
+    let cifar100 = Cifar100::load(&cifar, Labels::Fine)?;
+    let big = glow::data::Dataset::new(
+        [3, 64, 64],
+        (0..4 * 3 * 64 * 64).map(|i| (i * 7 % 251) as u8).collect(),
+        vec![0, 1, 2, 3],
+    )?;
+    let geometries: [(&dyn ImageSplits, Option<&glow::data::Dataset>, usize); 4] = [
+        (&mnist, None, 3),
+        (&mnist28, None, 2),
+        (&cifar100, None, 3),
+        (&mnist, Some(&big), 3),
+    ];
+    for (data, images, levels) in geometries {
+        let train = images.unwrap_or(data.train());
+        let cfg = GlowConfig {
+            image_shape: train.shape,
+            levels,
+            depth: 1,
+            hidden: 8,
+            learn_top: true,
+            y_condition: true,
+            num_classes: data.num_classes(),
+            ..GlowConfig::default()
+        };
+        let model = Glow::new(cfg, dev)?;
+        let (pixels, labels) = train.batch(&[0, 1, 2, 3]);
+        let x = model.preprocess(&pixels, 4, Dequantization::Midpoint)?;
+        let loss = |m: &Glow| -> glow::engine::Result<f32> {
+            Ok(m.loss(&x, Some(&labels))?.0.to_vec()?[0])
+        };
+        let before = loss(&model)?;
+        let mut opt = Optimizer::new(OptimizerConfig {
+            kind: AdamKind::Adamax,
+            lr: 1e-2,
+            ..Default::default()
+        });
+        for _ in 0..5 {
+            let grads = model.loss(&x, Some(&labels))?.0.backward()?;
+            opt.step(&model.trainable_params(), &grads)?;
+        }
+        let after = loss(&model)?;
+        assert!(
+            after.is_finite() && after < before,
+            "{:?} on {}: loss {before} -> {after}",
+            train.shape,
+            dev.name()
+        );
+    }
+    Ok(())
+});
