@@ -59,6 +59,8 @@ pub enum DatasetArg {
     Mnist,
     /// MNIST's digits at their own 28x28 (at most two levels divide 28).
     Mnist28,
+    /// SVHN's cropped digits (`train_32x32.mat`, `test_32x32.mat`), 3x32x32.
+    Svhn,
 }
 
 impl DatasetArg {
@@ -426,6 +428,7 @@ pub fn load_data(dataset: DatasetArg, path: Option<&Path>) -> CliResult<Box<dyn 
         }
         DatasetArg::Mnist => Box::new(mnist::Mnist::load(path, true)?),
         DatasetArg::Mnist28 => Box::new(mnist::Mnist::load(path, false)?),
+        DatasetArg::Svhn => Box::new(glow::data::svhn::Svhn::load(path)?),
     })
 }
 

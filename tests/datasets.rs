@@ -1,4 +1,4 @@
-//! The loaders of the datasets beyond CIFAR-10 (`glow::data::{mnist, cifar100}`), on
+//! The loaders of the datasets beyond CIFAR-10 (`glow::data::{mnist, cifar100, svhn}`), on
 //! small files in each official format that the tests write (`tests/formats/`): shapes,
 //! labels, pixel values, padding, and a clear error naming the file, never a panic, for
 //! truncated and malformed files; and a model of each geometry training a few steps on
@@ -10,6 +10,7 @@ use std::path::Path;
 
 use glow::data::cifar100::{Cifar100, Labels};
 use glow::data::mnist::{Mnist, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use glow::data::svhn::{self, Svhn};
 use glow::data::ImageSplits;
 use glow::engine::backend::AdamKind;
 use glow::optim::{Optimizer, OptimizerConfig};
@@ -289,3 +290,112 @@ device_test!(fn a_model_of_each_geometry_trains_a_few_steps(dev) {
     }
     Ok(())
 });
+
+// ---------------------------------------------------------------------------------------
+// SVHN
+
+#[test]
+fn svhn_images_come_out_row_major_with_0_for_label_10() {
+    for (compress, plain_doubles) in [(true, false), (false, true), (false, false)] {
+        let dir = scratch("svhn");
+        std::fs::write(
+            dir.join(svhn::TRAIN_FILE),
+            formats::svhn_file(11, 0, compress, plain_doubles),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(svhn::TEST_FILE),
+            formats::svhn_file(3, 1, compress, plain_doubles),
+        )
+        .unwrap();
+        let data = Svhn::load(&dir).unwrap();
+        assert_eq!(data.image_shape(), [3, 32, 32]);
+        for (tag, split, n) in [(0, &data.train, 11), (1, &data.test, 3)] {
+            assert_eq!(split.len(), n);
+            for i in 0..n {
+                assert_eq!(split.labels[i], formats::svhn_label(tag, i) % 10);
+                let img = split.image(i);
+                for ch in 0..3 {
+                    for r in 0..32 {
+                        for c in 0..32 {
+                            assert_eq!(
+                                img[ch * 1024 + r * 32 + c],
+                                formats::svhn_pixel(tag, i, r, c, ch),
+                                "image {i} channel {ch} ({r}, {c})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn svhn_files_that_are_not_svhn_are_refused_naming_the_file() {
+    use formats::{mat_array, mat_file, MatValues};
+    let good = formats::svhn_file(2, 0, true, false);
+    let x = mat_array("X", &[32, 32, 3, 2], MatValues::UInt8(&[0; 6144]));
+    let y = |v: &[u8]| mat_array("y", &[v.len() as i32, 1], MatValues::DoubleAsUInt8(v));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "not a MATLAB v5 file"),
+        (
+            "endian",
+            [&good[..126], b"XX", &good[128..]].concat(),
+            "endian indicator",
+        ),
+        (
+            "inflate",
+            [&good[..140], &[0xff; 8][..], &good[148..]].concat(),
+            "damaged compressed",
+        ),
+        ("text", b"X = [1 2 3]".repeat(20), "not a MATLAB v5 file"),
+        ("truncated", good[..good.len() / 2].to_vec(), "cut short"),
+        ("no-y", mat_file(std::slice::from_ref(&x), false), "no array named y"),
+        (
+            "shape",
+            mat_file(
+                &[
+                    mat_array("X", &[32, 32, 2], MatValues::UInt8(&[0; 2048])),
+                    y(&[1]),
+                ],
+                false,
+            ),
+            "X is [32, 32, 2]",
+        ),
+        (
+            "type",
+            mat_file(
+                &[
+                    mat_array("X", &[32, 32, 3, 1], MatValues::Double(&[0.0; 3072])),
+                    y(&[1]),
+                ],
+                false,
+            ),
+            "not an array of uint8",
+        ),
+        (
+            "count",
+            mat_file(&[x.clone(), y(&[1, 2, 3])], false),
+            "one label for each",
+        ),
+        (
+            "label",
+            mat_file(&[x.clone(), y(&[1, 11])], false),
+            "label 1 is 11",
+        ),
+        (
+            "zero",
+            mat_file(&[x.clone(), y(&[0, 1])], true),
+            "label 0 is 0",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let dir = scratch(&format!("svhn-bad-{name}"));
+        std::fs::write(dir.join(svhn::TRAIN_FILE), &good).unwrap();
+        let path = dir.join(svhn::TEST_FILE);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = names(Svhn::load(&dir).unwrap_err(), &path);
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+}

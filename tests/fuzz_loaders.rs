@@ -1,5 +1,5 @@
 //! The loaders of files a user hands the program, fuzzed: [`Cifar10::load`], the other
-//! datasets' ([`Mnist::load`], [`Cifar100::load`]) and [`load_checkpoint`] (then
+//! datasets' ([`Mnist::load`], [`Cifar100::load`], [`Svhn::load`]) and [`load_checkpoint`] (then
 //! [`Checkpoint::restore`] of what loads) must never panic, on any input. An error is
 //! fine and must name the file.
 //!
@@ -38,6 +38,7 @@ use engine::{Device, Tensor};
 use glow::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
 use glow::data::cifar100::{Cifar100, Labels};
 use glow::data::mnist::Mnist;
+use glow::data::svhn::{self, Svhn};
 use glow::data::{default_data_dir, Cifar10, ImageSplits, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use glow::optim::{Optimizer, OptimizerConfig};
 use glow::{Glow, GlowConfig};
@@ -532,6 +533,22 @@ fn the_cifar100_loader_never_panics() {
     fuzz_dataset("cifar100", &valid, 100, |dir| {
         Cifar100::load(dir, Labels::Fine)
     });
+}
+
+#[test]
+fn the_svhn_loader_never_panics() {
+    // One file compressed (as MATLAB saves by default), one not; the header and the
+    // first element's tags are hot.
+    let file = |name: &str, n: usize, tag: u8, compress: bool| ValidFile {
+        name: name.into(),
+        bytes: formats::svhn_file(n, tag, compress, false),
+        hot: vec![0..128, 128..200],
+    };
+    let valid = [
+        file(svhn::TRAIN_FILE, 2, 0, true),
+        file(svhn::TEST_FILE, 1, 1, false),
+    ];
+    fuzz_dataset("svhn", &valid, 10, |dir| Svhn::load(dir));
 }
 
 // ---------------------------------------------------------------------------------------

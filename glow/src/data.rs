@@ -29,11 +29,13 @@
 //! Errors are [`engine::Error::Invalid`] values whose message names the file or directory.
 //!
 //! **Other datasets**, each in its official distribution format and each an
-//! [`ImageSplits`]: [`mnist`] (IDX files, one channel, padded to 32×32) and [`cifar100`]
-//! (binary records with coarse and fine labels).
+//! [`ImageSplits`]: [`mnist`] (IDX files, one channel, padded to 32×32), [`cifar100`]
+//! (binary records with coarse and fine labels) and [`svhn`] (MATLAB v5 files).
 
 pub mod cifar100;
+mod matv5;
 pub mod mnist;
+pub mod svhn;
 
 use std::fmt;
 use std::io::Read;

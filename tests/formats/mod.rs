@@ -80,3 +80,118 @@ pub fn cifar100_records(n: usize, tag: u8) -> Vec<u8> {
     }
     out
 }
+
+/// A MATLAB v5 data element: its tag (type, byte count) and data, padded to 8 bytes.
+fn mat_element(data_type: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&data_type.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(8), 0);
+    out
+}
+
+/// How a MAT array's values are stored: `(MATLAB class, storage type, value bytes)`.
+pub enum MatValues<'a> {
+    /// `uint8` values (class `mxUINT8`, storage `miUINT8`).
+    UInt8(&'a [u8]),
+    /// `double` values stored as `miDOUBLE`.
+    Double(&'a [f64]),
+    /// `double` values MATLAB stored compactly as `miUINT8` (what `save` does with small
+    /// whole numbers).
+    DoubleAsUInt8(&'a [u8]),
+}
+
+/// A MATLAB v5 `miMATRIX` element: a real numeric array `name` of `dims`.
+pub fn mat_array(name: &str, dims: &[i32], values: MatValues) -> Vec<u8> {
+    const MI_INT8: u32 = 1;
+    const MI_UINT8: u32 = 2;
+    const MI_INT32: u32 = 5;
+    const MI_UINT32: u32 = 6;
+    const MI_DOUBLE: u32 = 9;
+    const MI_MATRIX: u32 = 14;
+    const MX_DOUBLE: u32 = 6;
+    const MX_UINT8: u32 = 9;
+    let (class, storage, bytes) = match values {
+        MatValues::UInt8(v) => (MX_UINT8, MI_UINT8, v.to_vec()),
+        MatValues::Double(v) => (
+            MX_DOUBLE,
+            MI_DOUBLE,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        MatValues::DoubleAsUInt8(v) => (MX_DOUBLE, MI_UINT8, v.to_vec()),
+    };
+    let flags: Vec<u8> = [class, 0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let dims: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+    let body = [
+        mat_element(MI_UINT32, &flags),
+        mat_element(MI_INT32, &dims),
+        mat_element(MI_INT8, name.as_bytes()),
+        mat_element(storage, &bytes),
+    ]
+    .concat();
+    mat_element(MI_MATRIX, &body)
+}
+
+/// A MATLAB v5 file of `elements`: the 128-byte header (text, version 0x0100, little
+/// endian), then each element, wrapped in a zlib-compressed `miCOMPRESSED` element when
+/// `compress` (as MATLAB's default `save` writes them).
+pub fn mat_file(elements: &[Vec<u8>], compress: bool) -> Vec<u8> {
+    let mut out = b"MATLAB 5.0 MAT-file, written by the glow-rs tests".to_vec();
+    out.resize(116, b' ');
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&0x0100u16.to_le_bytes());
+    out.extend_from_slice(b"IM");
+    for e in elements {
+        if compress {
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(e).unwrap();
+            let packed = z.finish().unwrap();
+            out.extend_from_slice(&15u32.to_le_bytes());
+            out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+            out.extend_from_slice(&packed);
+        } else {
+            out.extend_from_slice(e);
+        }
+    }
+    out
+}
+
+/// Pixel (row, column, channel) of SVHN image `i` of a file tagged `tag`.
+pub fn svhn_pixel(tag: u8, i: usize, r: usize, c: usize, ch: usize) -> u8 {
+    (r * 3 + c * 5 + ch * 7 + i * 11 + usize::from(tag) * 13) as u8
+}
+
+/// SVHN's label of image `i` of a file tagged `tag`: 1 to 10, 10 for the digit 0.
+pub fn svhn_label(tag: u8, i: usize) -> u8 {
+    ((i + usize::from(tag)) % 10 + 1) as u8
+}
+
+/// An SVHN file of `n` images tagged `tag`: `X` uint8 `[32, 32, 3, n]` in MATLAB's
+/// column-major order, `y` `[n, 1]` doubles stored as MATLAB does (`miUINT8`, or
+/// `miDOUBLE` when `plain_doubles`).
+pub fn svhn_file(n: usize, tag: u8, compress: bool, plain_doubles: bool) -> Vec<u8> {
+    let mut x = vec![0u8; 32 * 32 * 3 * n];
+    for i in 0..n {
+        for ch in 0..3 {
+            for c in 0..32 {
+                for r in 0..32 {
+                    x[r + 32 * (c + 32 * (ch + 3 * i))] = svhn_pixel(tag, i, r, c, ch);
+                }
+            }
+        }
+    }
+    let y: Vec<u8> = (0..n).map(|i| svhn_label(tag, i)).collect();
+    let yd: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
+    let y_values = match plain_doubles {
+        true => MatValues::Double(&yd),
+        false => MatValues::DoubleAsUInt8(&y),
+    };
+    mat_file(
+        &[
+            mat_array("X", &[32, 32, 3, n as i32], MatValues::UInt8(&x)),
+            mat_array("y", &[n as i32, 1], y_values),
+        ],
+        compress,
+    )
+}
