@@ -61,6 +61,10 @@ pub enum DatasetArg {
     Mnist28,
     /// SVHN's cropped digits (`train_32x32.mat`, `test_32x32.mat`), 3x32x32.
     Svhn,
+    /// Downsampled ImageNet 32x32 (`train_data_batch_*.npz`, `val_data.npz`), 1,000 classes.
+    Imagenet32,
+    /// Downsampled ImageNet 64x64, the same files at 64x64.
+    Imagenet64,
 }
 
 impl DatasetArg {
@@ -429,6 +433,8 @@ pub fn load_data(dataset: DatasetArg, path: Option<&Path>) -> CliResult<Box<dyn 
         DatasetArg::Mnist => Box::new(mnist::Mnist::load(path, true)?),
         DatasetArg::Mnist28 => Box::new(mnist::Mnist::load(path, false)?),
         DatasetArg::Svhn => Box::new(glow::data::svhn::Svhn::load(path)?),
+        DatasetArg::Imagenet32 => Box::new(glow::data::imagenet::ImageNet::load(path, 32)?),
+        DatasetArg::Imagenet64 => Box::new(glow::data::imagenet::ImageNet::load(path, 64)?),
     })
 }
 

@@ -148,7 +148,7 @@ fn shipped_sample_loads_with_the_last_300_held_out() {
     let record = |i: usize| &raw[i * RECORD_BYTES..(i + 1) * RECORD_BYTES];
     assert_eq!(data.train.image(1), &record(1)[1..]);
     assert_eq!(data.test.image(0), &record(2_700)[1..]);
-    assert_eq!(data.test.labels[0], record(2_700)[0]);
+    assert_eq!(data.test.labels[0], u16::from(record(2_700)[0]));
 
     // A batch is NCHW bytes in index order, with the labels as usize.
     let (pixels, labels) = data.train.batch(&[5, 0]);
@@ -537,4 +537,29 @@ fn bad_downloads_fail_and_leave_no_file() {
         "{:?}",
         tree(&dir)
     );
+}
+
+/// CRC-32 (IEEE, reflected, as zlib and crc32fast compute it), one bit at a time.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+#[test]
+fn the_fingerprint_hashes_labels_as_bytes_while_they_fit() {
+    // Checkpoints written when labels were bytes recorded crc32(images ++ labels): the
+    // sample's fingerprint must still be that, so they resume on their data.
+    let data = Cifar10::load(default_data_dir()).unwrap();
+    let labels: Vec<u8> = data.train.labels.iter().map(|&l| l as u8).collect();
+    let old = crc32(&[&data.train.images[..], &labels[..]].concat());
+    assert_eq!(data.train.fingerprint(), old);
+    // With a label of 256 or more (ImageNet's 1,000 classes), two bytes each.
+    let wide = glow::data::Dataset::new([1, 1, 2], vec![1, 2, 3, 4], vec![3, 999]).unwrap();
+    assert_eq!(wide.fingerprint(), crc32(&[1, 2, 3, 4, 3, 0, 0xe7, 3]));
 }

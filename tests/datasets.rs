@@ -1,4 +1,5 @@
-//! The loaders of the datasets beyond CIFAR-10 (`glow::data::{mnist, cifar100, svhn}`), on
+//! The loaders of the datasets beyond CIFAR-10 (`glow::data::{mnist, cifar100, svhn,
+//! imagenet}`), on
 //! small files in each official format that the tests write (`tests/formats/`): shapes,
 //! labels, pixel values, padding, and a clear error naming the file, never a panic, for
 //! truncated and malformed files; and a model of each geometry training a few steps on
@@ -9,6 +10,7 @@ mod formats;
 use std::path::Path;
 
 use glow::data::cifar100::{Cifar100, Labels};
+use glow::data::imagenet::{self, ImageNet};
 use glow::data::mnist::{Mnist, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use glow::data::svhn::{self, Svhn};
 use glow::data::ImageSplits;
@@ -44,7 +46,7 @@ fn mnist_is_padded_to_32_with_zeros_and_keeps_every_pixel() {
     assert_eq!(data.num_classes(), 10);
     for (tag, split) in [(0, &data.train), (1, &data.test)] {
         for i in 0..split.len() {
-            assert_eq!(split.labels[i], formats::digit_label(tag, i));
+            assert_eq!(split.labels[i], u16::from(formats::digit_label(tag, i)));
             let img = split.image(i);
             for y in 0..32 {
                 for x in 0..32 {
@@ -181,7 +183,7 @@ fn cifar100_keeps_the_fine_or_the_coarse_labels() {
                 for i in 0..n {
                     let (coarse, fine) = formats::cifar100_labels(tag, i);
                     let want = if labels == Labels::Fine { fine } else { coarse };
-                    assert_eq!(split.labels[i], want);
+                    assert_eq!(split.labels[i], u16::from(want));
                     let px: Vec<u8> = (0..3072)
                         .map(|p| formats::cifar100_pixel(tag, i, p))
                         .collect();
@@ -313,7 +315,7 @@ fn svhn_images_come_out_row_major_with_0_for_label_10() {
         for (tag, split, n) in [(0, &data.train, 11), (1, &data.test, 3)] {
             assert_eq!(split.len(), n);
             for i in 0..n {
-                assert_eq!(split.labels[i], formats::svhn_label(tag, i) % 10);
+                assert_eq!(split.labels[i], u16::from(formats::svhn_label(tag, i) % 10));
                 let img = split.image(i);
                 for ch in 0..3 {
                     for r in 0..32 {
@@ -351,7 +353,11 @@ fn svhn_files_that_are_not_svhn_are_refused_naming_the_file() {
         ),
         ("text", b"X = [1 2 3]".repeat(20), "not a MATLAB v5 file"),
         ("truncated", good[..good.len() / 2].to_vec(), "cut short"),
-        ("no-y", mat_file(std::slice::from_ref(&x), false), "no array named y"),
+        (
+            "no-y",
+            mat_file(std::slice::from_ref(&x), false),
+            "no array named y",
+        ),
         (
             "shape",
             mat_file(
@@ -398,4 +404,170 @@ fn svhn_files_that_are_not_svhn_are_refused_naming_the_file() {
         let msg = names(Svhn::load(&dir).unwrap_err(), &path);
         assert!(msg.contains(want), "{name}: {msg}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Downsampled ImageNet
+
+#[test]
+fn imagenet_reads_every_batch_in_order_at_either_size() {
+    for side in [32, 64] {
+        let root = scratch("imagenet");
+        let (train_dir, val_dir) = (
+            root.join("Imagenet_train_npz"),
+            root.join("Imagenet_val_npz"),
+        );
+        std::fs::create_dir(&train_dir).unwrap();
+        std::fs::create_dir(&val_dir).unwrap();
+        // Batches 1 and 3 (stored and deflated), and the validation file.
+        std::fs::write(
+            train_dir.join(imagenet::train_file(3)),
+            formats::imagenet_batch(2, side, 3, true),
+        )
+        .unwrap();
+        std::fs::write(
+            train_dir.join(imagenet::train_file(1)),
+            formats::imagenet_batch(3, side, 1, false),
+        )
+        .unwrap();
+        std::fs::write(
+            val_dir.join(imagenet::TEST_FILE),
+            formats::imagenet_batch(2, side, 9, true),
+        )
+        .unwrap();
+        let data = ImageNet::load(&root, side).unwrap();
+        assert_eq!(data.image_shape(), [3, side, side]);
+        assert_eq!(data.num_classes(), 1000);
+        let want: Vec<(u8, usize)> = [(1, 0), (1, 1), (1, 2), (3, 0), (3, 1)].to_vec();
+        for (split, want) in [(&data.train, want), (&data.test, vec![(9, 0), (9, 1)])] {
+            assert_eq!(split.len(), want.len());
+            for (j, &(tag, i)) in want.iter().enumerate() {
+                assert_eq!(
+                    i64::from(split.labels[j]),
+                    formats::imagenet_label(tag, i) - 1
+                );
+                let px: Vec<u8> = (0..3 * side * side)
+                    .map(|p| formats::imagenet_pixel(tag, i, p))
+                    .collect();
+                assert_eq!(split.image(j), &px[..], "image {j}");
+            }
+        }
+        // The other size's files are refused, naming the file and the size.
+        let other = if side == 32 { 64 } else { 32 };
+        let msg = names(
+            ImageNet::load(&root, other).unwrap_err(),
+            &train_dir.join(imagenet::train_file(1)),
+        );
+        assert!(msg.contains("is it the other size?"), "{msg}");
+    }
+}
+
+#[test]
+fn imagenet_files_that_are_not_imagenet_are_refused_naming_the_file() {
+    use formats::{npy, npz};
+    let data = npy("|u1", &[2, 3072], &[0; 6144]);
+    let labels = |v: &[i64]| {
+        npy(
+            "<i8",
+            &[v.len()],
+            &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        )
+    };
+    let good = formats::imagenet_batch(2, 32, 0, true);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "not a .npz (zip) archive"),
+        (
+            "truncated",
+            good[..good.len() / 2].to_vec(),
+            "not a .npz (zip) archive",
+        ),
+        (
+            "no-labels",
+            npz(&[("data.npy", data.clone())], false),
+            "no labels.npy",
+        ),
+        (
+            "not-npy",
+            npz(
+                &[
+                    ("data.npy", b"hello".repeat(9)),
+                    ("labels.npy", labels(&[1, 2])),
+                ],
+                false,
+            ),
+            "data.npy",
+        ),
+        (
+            "float",
+            npz(
+                &[
+                    ("data.npy", npy("<f4", &[2, 3072], &[0; 24576])),
+                    ("labels.npy", labels(&[1, 2])),
+                ],
+                true,
+            ),
+            "expected integers",
+        ),
+        (
+            "short",
+            npz(
+                &[
+                    ("data.npy", npy("|u1", &[2, 3072], &[0; 6000])),
+                    ("labels.npy", labels(&[1, 2])),
+                ],
+                false,
+            ),
+            "needs 6144 bytes, it holds 6000",
+        ),
+        (
+            "count",
+            npz(
+                &[
+                    ("data.npy", data.clone()),
+                    ("labels.npy", labels(&[1, 2, 3])),
+                ],
+                false,
+            ),
+            "one label for each image",
+        ),
+        (
+            "label",
+            npz(
+                &[
+                    ("data.npy", data.clone()),
+                    ("labels.npy", labels(&[1, 1001])),
+                ],
+                false,
+            ),
+            "label 1 is 1001",
+        ),
+        (
+            "zero",
+            npz(
+                &[("data.npy", data.clone()), ("labels.npy", labels(&[0, 5]))],
+                false,
+            ),
+            "label 0 is 0",
+        ),
+        (
+            "negative",
+            npz(
+                &[("data.npy", data.clone()), ("labels.npy", labels(&[-3, 5]))],
+                false,
+            ),
+            "label 0 is -3",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let dir = scratch(&format!("imagenet-bad-{name}"));
+        std::fs::write(dir.join(imagenet::train_file(1)), &good).unwrap();
+        let path = dir.join(imagenet::TEST_FILE);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = names(ImageNet::load(&dir, 32).unwrap_err(), &path);
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+    let dir = scratch("imagenet-no-val");
+    std::fs::write(dir.join(imagenet::train_file(2)), &good).unwrap();
+    let msg = names(ImageNet::load(&dir, 32).unwrap_err(), &dir);
+    assert!(msg.contains("no val_data.npz"), "{msg}");
 }

@@ -1,5 +1,5 @@
 //! The loaders of files a user hands the program, fuzzed: [`Cifar10::load`], the other
-//! datasets' ([`Mnist::load`], [`Cifar100::load`], [`Svhn::load`]) and [`load_checkpoint`] (then
+//! datasets' ([`Mnist::load`], [`Cifar100::load`], [`Svhn::load`], [`ImageNet::load`]) and [`load_checkpoint`] (then
 //! [`Checkpoint::restore`] of what loads) must never panic, on any input. An error is
 //! fine and must name the file.
 //!
@@ -37,6 +37,7 @@ use engine::backend::AdamKind;
 use engine::{Device, Tensor};
 use glow::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
 use glow::data::cifar100::{Cifar100, Labels};
+use glow::data::imagenet::{self, ImageNet};
 use glow::data::mnist::Mnist;
 use glow::data::svhn::{self, Svhn};
 use glow::data::{default_data_dir, Cifar10, ImageSplits, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
@@ -549,6 +550,33 @@ fn the_svhn_loader_never_panics() {
         file(svhn::TEST_FILE, 1, 1, false),
     ];
     fuzz_dataset("svhn", &valid, 10, |dir| Svhn::load(dir));
+}
+
+#[test]
+fn the_imagenet_loader_never_panics() {
+    // A stored archive (np.savez) and a deflated one (np.savez_compressed): the .npy
+    // headers of the stored one, and the zip's central directory, are hot.
+    let stored = formats::imagenet_batch(2, 32, 0, false);
+    let npy_headers: Vec<Range<usize>> = stored
+        .windows(6)
+        .enumerate()
+        .filter(|(_, w)| *w == b"\x93NUMPY")
+        .map(|(at, _)| at..at + 128)
+        .chain(one(stored.len() - 160..stored.len()))
+        .collect();
+    let valid = [
+        ValidFile {
+            name: imagenet::train_file(1),
+            bytes: stored,
+            hot: npy_headers,
+        },
+        ValidFile {
+            name: imagenet::TEST_FILE.into(),
+            bytes: formats::imagenet_batch(1, 32, 1, true),
+            hot: Vec::new(),
+        },
+    ];
+    fuzz_dataset("imagenet", &valid, 1000, |dir| ImageNet::load(dir, 32));
 }
 
 // ---------------------------------------------------------------------------------------

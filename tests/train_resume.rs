@@ -414,7 +414,7 @@ impl Stripes {
             let images = (0..n * 128)
                 .map(|i| ((i * 37 + offset) % 256) as u8)
                 .collect();
-            let labels = (0..n).map(|i| (i % 2) as u8).collect();
+            let labels = (0..n).map(|i| (i % 2) as u16).collect();
             glow::data::Dataset::new(shape, images, labels).unwrap()
         };
         Stripes {

@@ -30,9 +30,11 @@
 //!
 //! **Other datasets**, each in its official distribution format and each an
 //! [`ImageSplits`]: [`mnist`] (IDX files, one channel, padded to 32×32), [`cifar100`]
-//! (binary records with coarse and fine labels) and [`svhn`] (MATLAB v5 files).
+//! (binary records with coarse and fine labels), [`svhn`] (MATLAB v5 files) and
+//! [`imagenet`] (downsampled ImageNet's `.npz` batches, 32×32 or 64×64).
 
 pub mod cifar100;
+pub mod imagenet;
 mod matv5;
 pub mod mnist;
 pub mod svhn;
@@ -111,8 +113,8 @@ pub struct Dataset {
     /// `[N, C, H, W]` pixel bytes: each image's channels in turn, each a plane of rows
     /// top to bottom.
     pub images: Vec<u8>,
-    /// `[N]` labels.
-    pub labels: Vec<u8>,
+    /// `[N]` labels (two bytes each: downsampled ImageNet has 1,000 classes).
+    pub labels: Vec<u16>,
 }
 
 /// A dataset as a training run sees it: images of one shape in a training split and a
@@ -140,7 +142,7 @@ pub trait ImageSplits {
 impl Dataset {
     /// `labels.len()` images of `shape` from their `[N, C, H, W]` bytes; fails unless
     /// the bytes are exactly that many images.
-    pub fn new(shape: [usize; 3], images: Vec<u8>, labels: Vec<u8>) -> Result<Dataset> {
+    pub fn new(shape: [usize; 3], images: Vec<u8>, labels: Vec<u16>) -> Result<Dataset> {
         let per_image: usize = shape.iter().product();
         if per_image == 0 || images.len() != labels.len() * per_image {
             return Err(Error::invalid(
@@ -176,11 +178,18 @@ impl Dataset {
 
     /// The CRC-32 of every image's bytes, then every label, in order: what a checkpoint
     /// records of the data it was trained on (`TrainState::data_crc32`), so that a
-    /// resume on other images, or the same images in another order, is refused.
+    /// resume on other images, or the same images in another order, is refused. Labels
+    /// count one byte each when every one is below 256 (as they were stored before
+    /// datasets of more classes, so older checkpoints keep matching their data), else
+    /// two, little-endian.
     pub fn fingerprint(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
         h.update(&self.images);
-        h.update(&self.labels);
+        let labels: Vec<u8> = match self.labels.iter().all(|&l| l < 256) {
+            true => self.labels.iter().map(|&l| l as u8).collect(),
+            false => self.labels.iter().flat_map(|l| l.to_le_bytes()).collect(),
+        };
+        h.update(&labels);
         h.finalize()
     }
 
@@ -272,7 +281,7 @@ impl Dataset {
                     i * RECORD_BYTES
                 )));
             }
-            self.labels.push(label);
+            self.labels.push(u16::from(label));
             self.images.extend_from_slice(&record[1..]);
         }
         Ok(())

@@ -195,3 +195,68 @@ pub fn svhn_file(n: usize, tag: u8, compress: bool, plain_doubles: bool) -> Vec<
         compress,
     )
 }
+
+/// A NumPy `.npy` file (format 1.0) of `values` with type string `descr` and `shape`:
+/// the magic, the header dict padded with spaces to a multiple of 64 bytes, the values.
+pub fn npy(descr: &str, shape: &[usize], values: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(values);
+    out
+}
+
+/// A `.npz` archive of `members` (`(name, npy bytes)`), stored as `np.savez` writes them
+/// or deflated as `np.savez_compressed` does.
+pub fn npz(members: &[(&str, Vec<u8>)], compress: bool) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let method = match compress {
+        true => zip::CompressionMethod::Deflated,
+        false => zip::CompressionMethod::Stored,
+    };
+    let options = zip::write::SimpleFileOptions::default().compression_method(method);
+    for (name, bytes) in members {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// Pixel `p` of image `i` of an ImageNet batch tagged `tag`.
+pub fn imagenet_pixel(tag: u8, i: usize, p: usize) -> u8 {
+    (p * 5 + i * 17 + usize::from(tag) * 3) as u8
+}
+
+/// ImageNet's label (1 to 1000) of image `i` of a batch tagged `tag`.
+pub fn imagenet_label(tag: u8, i: usize) -> i64 {
+    ((i * 389 + usize::from(tag) * 97) % 1000 + 1) as i64
+}
+
+/// A batch of `n` images of `side`×`side` tagged `tag`, as the official files hold them:
+/// `data` uint8 `[n, 3·side²]`, `labels` int64 `[n]`.
+pub fn imagenet_batch(n: usize, side: usize, tag: u8, compress: bool) -> Vec<u8> {
+    let row = 3 * side * side;
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| (0..row).map(move |p| imagenet_pixel(tag, i, p)))
+        .collect();
+    let labels: Vec<u8> = (0..n)
+        .flat_map(|i| imagenet_label(tag, i).to_le_bytes())
+        .collect();
+    npz(
+        &[
+            ("data.npy", npy("|u1", &[n, row], &data)),
+            ("labels.npy", npy("<i8", &[n], &labels)),
+        ],
+        compress,
+    )
+}

@@ -137,10 +137,10 @@ fn read(path: &Path, labels: Labels) -> Result<Dataset> {
                 i * RECORD_BYTES
             )));
         }
-        kept.push(match labels {
+        kept.push(u16::from(match labels {
             Labels::Fine => fine,
             Labels::Coarse => coarse,
-        });
+        }));
         images.extend_from_slice(&record[2..]);
     }
     Dataset::new(IMAGE_SHAPE, images, kept)

@@ -216,7 +216,8 @@ fn digits(images: Idx, labels: Idx, pad: bool) -> Result<Dataset> {
     } else {
         (SIDE, images.values)
     };
-    Dataset::new([1, side, side], pixels, labels.values)
+    let labels = labels.values.iter().map(|&l| u16::from(l)).collect();
+    Dataset::new([1, side, side], pixels, labels)
 }
 
 /// Square `side`×`side` images centred on a black `to`×`to` canvas.

@@ -122,10 +122,10 @@ fn read(path: &Path) -> Result<Dataset> {
         .enumerate()
         .map(|(i, &v)| match v {
             10.0 => Ok(0),
-            _ if (1.0..=9.0).contains(&v) && v.fract() == 0.0 => Ok(v as u8),
+            _ if (1.0..=9.0).contains(&v) && v.fract() == 0.0 => Ok(v as u16),
             _ => Err(fail(format!("label {i} is {v}, expected 1 to 10"))),
         })
-        .collect::<Result<Vec<u8>>>()?;
+        .collect::<Result<Vec<u16>>>()?;
     // [32, 32, 3, N] column-major: pixels[r + 32·(c + 32·(ch + 3·i))] is row r, column c
     // of channel ch of image i; a Dataset wants [N, 3, 32, 32] row-major.
     let mut images = vec![0u8; n * 3 * 32 * 32];
