@@ -67,11 +67,10 @@ struct Args {
     #[arg(long)]
     #[arg(value_parser = cli::validate::existing_path())]
     data: Option<PathBuf>,
-    /// Which dataset --data holds, in its official format; the model takes the shape of
-    /// its images.
-    #[arg(long, value_enum, default_value_t = cli::DatasetArg::Cifar10)]
-    dataset: cli::DatasetArg,
-    /// Download the official CIFAR-10 binary archive into this directory and train on it.
+    #[command(flatten)]
+    dataset: cli::DatasetArgs,
+    /// Download the dataset's official files into this directory (checked by size and
+    /// MD5) and train on them: cifar10, cifar100, mnist and svhn.
     #[arg(long)]
     #[arg(value_parser = cli::validate::output_dir(), conflicts_with = "data")]
     download: Option<PathBuf>,
@@ -354,7 +353,7 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
         matches.value_source(&long.replace('-', "_")) == Some(ValueSource::CommandLine)
     };
     if !given("out") {
-        args.out = PathBuf::from("runs").join(args.dataset.flag());
+        args.out = PathBuf::from("runs").join(args.dataset.kind.flag());
     }
     match train(&args, &argv, &given, preset.as_ref()) {
         Ok(None) => 0,
@@ -387,7 +386,7 @@ fn train(
     cli::validate::training_run(&cli::validate::TrainingFlags {
         batch: args.batch,
         data: args.data.as_deref(),
-        dataset: args.dataset,
+        dataset: &args.dataset,
         download: args.download.as_deref(),
         resume_from: args.resume.then_some(checkpoint.as_path()),
     })?;
@@ -491,14 +490,10 @@ fn train_rank(
     cli::validate::batch_splits(args.batch, ranks)?;
     let data_path = match &args.download {
         // Rank 0 downloads; the others wait for it, then find the files there.
-        Some(dir) => Some(glow::download::download_cifar10_on_ranks(
-            dir,
-            glow::download::CIFAR10_URL,
-            comm.as_ref(),
-        )?),
+        Some(dir) => Some(args.dataset.kind.download(dir, comm.as_ref())?),
         None => args.data.clone(),
     };
-    let data = cli::load_data(args.dataset, data_path.as_deref())?;
+    let data = args.dataset.load(data_path.as_deref())?;
     let data = data.as_ref();
     let per_epoch = (data.train().len() / args.batch) as u64;
     let total = args

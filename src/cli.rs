@@ -65,6 +65,86 @@ pub enum DatasetArg {
     Imagenet32,
     /// Downsampled ImageNet 64x64, the same files at 64x64.
     Imagenet64,
+    /// A folder of PNG and JPEG pictures, centre-cropped and resized to --image-size
+    /// (see --channels and --class-folders).
+    Folder,
+}
+
+/// The flags that say what `--data` holds: `--dataset` and, for a folder of pictures,
+/// how to read them.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetArgs {
+    /// Which dataset --data holds, in its official format; the model takes the shape of
+    /// its images.
+    #[arg(long = "dataset", value_enum, default_value_t = DatasetArg::Cifar10)]
+    pub kind: DatasetArg,
+    /// --dataset folder: the side of the square images the pictures become (default 64;
+    /// the number of levels must divide it).
+    #[arg(long, value_parser = validate::usize_in(1, 4096))]
+    pub image_size: Option<usize>,
+    /// --dataset folder: 3 for RGB (the default), 1 for greyscale.
+    #[arg(long, value_parser = validate::usize_in(1, 3))]
+    pub channels: Option<usize>,
+    /// --dataset folder: each subfolder of --data is a class (else one class).
+    #[arg(long)]
+    pub class_folders: bool,
+}
+
+impl DatasetArgs {
+    /// The dataset at `path` (`None`: CIFAR-10's built-in sample, the only default).
+    pub fn load(&self, path: Option<&Path>) -> CliResult<Box<dyn ImageSplits>> {
+        use glow::data::{cifar100, folder, imagenet, mnist, svhn};
+        let folder_only = [
+            ("--image-size", self.image_size.is_some()),
+            ("--channels", self.channels.is_some()),
+            ("--class-folders", self.class_folders),
+        ];
+        if let Some((flag, _)) = folder_only.iter().find(|(_, given)| *given) {
+            if self.kind != DatasetArg::Folder {
+                return Err(usage_error(format!(
+                    "{flag} applies to --dataset folder; --dataset {} has its own",
+                    self.kind.flag()
+                )));
+            }
+        }
+        if self.channels == Some(2) {
+            return Err(usage_error(
+                "--channels must be 1 (greyscale) or 3 (RGB), got 2",
+            ));
+        }
+        let Some(path) = path else {
+            if self.kind == DatasetArg::Cifar10 {
+                return Ok(Box::new(Cifar10::load(glow::data::default_data_dir())?));
+            }
+            return Err(usage_error(format!(
+                "--dataset {} needs --data: the folder of its files (the README's list of \
+                 datasets says where each comes from); only cifar10 has a built-in sample",
+                self.kind.flag()
+            )));
+        };
+        Ok(match self.kind {
+            DatasetArg::Cifar10 => Box::new(Cifar10::load(path)?),
+            DatasetArg::Cifar100 => {
+                Box::new(cifar100::Cifar100::load(path, cifar100::Labels::Fine)?)
+            }
+            DatasetArg::Cifar100Coarse => {
+                Box::new(cifar100::Cifar100::load(path, cifar100::Labels::Coarse)?)
+            }
+            DatasetArg::Mnist => Box::new(mnist::Mnist::load(path, true)?),
+            DatasetArg::Mnist28 => Box::new(mnist::Mnist::load(path, false)?),
+            DatasetArg::Svhn => Box::new(svhn::Svhn::load(path)?),
+            DatasetArg::Imagenet32 => Box::new(imagenet::ImageNet::load(path, 32)?),
+            DatasetArg::Imagenet64 => Box::new(imagenet::ImageNet::load(path, 64)?),
+            DatasetArg::Folder => Box::new(folder::ImageFolder::load(
+                path,
+                folder::FolderOptions {
+                    size: self.image_size.unwrap_or(64),
+                    channels: self.channels.unwrap_or(3),
+                    class_folders: self.class_folders,
+                },
+            )?),
+        })
+    }
 }
 
 impl DatasetArg {
@@ -72,6 +152,37 @@ impl DatasetArg {
     pub fn flag(self) -> String {
         self.to_possible_value()
             .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+
+    /// The training and test images of the official files `--download` fetches (their
+    /// checksums are verified, so the counts are known before the download), or `None`
+    /// when this dataset cannot be downloaded.
+    pub fn official_counts(self) -> Option<(usize, usize)> {
+        match self {
+            DatasetArg::Cifar10 | DatasetArg::Cifar100 | DatasetArg::Cifar100Coarse => {
+                Some((50_000, 10_000))
+            }
+            DatasetArg::Mnist | DatasetArg::Mnist28 => Some((60_000, 10_000)),
+            DatasetArg::Svhn => Some((73_257, 26_032)),
+            DatasetArg::Imagenet32 | DatasetArg::Imagenet64 | DatasetArg::Folder => None,
+        }
+    }
+
+    /// Downloads this dataset's official files into `dir` (rank 0 of `comm` fetches while
+    /// the others wait) and returns where its loader finds them.
+    pub fn download(self, dir: &Path, comm: &dyn glow::parallel::Collective) -> CliResult<PathBuf> {
+        use glow::download as dl;
+        let path = dl::on_ranks(comm, || match self {
+            DatasetArg::Cifar10 => dl::download_cifar10(dir, dl::CIFAR10_URL),
+            DatasetArg::Cifar100 | DatasetArg::Cifar100Coarse => dl::download_cifar100(dir),
+            DatasetArg::Mnist | DatasetArg::Mnist28 => dl::download_files(dir, &dl::MNIST_FILES),
+            DatasetArg::Svhn => dl::download_files(dir, &dl::SVHN_FILES),
+            _ => Err(engine::Error::invalid(
+                "download",
+                format!("--dataset {} cannot be downloaded", self.flag()),
+            )),
+        })?;
+        Ok(path)
     }
 }
 
@@ -335,9 +446,9 @@ pub struct CheckpointArgs {
     #[arg(long)]
     #[arg(value_parser = validate::existing_path())]
     pub data: Option<PathBuf>,
-    /// Which dataset `--data` holds (the model's must have the same image shape).
-    #[arg(long, value_enum, default_value_t = DatasetArg::Cifar10)]
-    pub dataset: DatasetArg,
+    /// What `--data` holds (the model's images must have the same shape).
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// Where to compute.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -384,7 +495,7 @@ impl CheckpointArgs {
         &self,
         check: impl FnOnce(&dyn ImageSplits) -> CliResult<T>,
     ) -> CliResult<(Glow, Box<dyn ImageSplits>, T, bool)> {
-        let data = load_data(self.dataset, self.data.as_deref())?;
+        let data = self.dataset.load(self.data.as_deref())?;
         let checked = check(data.as_ref())?;
         self.anomaly.apply();
         let (mut model, device, averaged) =
@@ -399,7 +510,7 @@ impl CheckpointArgs {
             return Err(usage_error(format!(
                 "--dataset {} at {source} holds {have:?} images and the model of {} takes \
                  {want:?} ones (give the --dataset and --data it was trained on)",
-                self.dataset.flag(),
+                self.dataset.kind.flag(),
                 self.checkpoint.display()
             )));
         }
@@ -408,34 +519,6 @@ impl CheckpointArgs {
         }
         Ok((model, data, checked, averaged))
     }
-}
-
-/// The dataset `--dataset` names at `--data`; CIFAR-10 defaults to the built-in sample,
-/// the others need `--data`.
-pub fn load_data(dataset: DatasetArg, path: Option<&Path>) -> CliResult<Box<dyn ImageSplits>> {
-    use glow::data::{cifar100, mnist};
-    let Some(path) = path else {
-        if dataset == DatasetArg::Cifar10 {
-            return Ok(Box::new(Cifar10::load(glow::data::default_data_dir())?));
-        }
-        return Err(usage_error(format!(
-            "--dataset {} needs --data: the folder of its files (the README's list of \
-             datasets says where each comes from); only cifar10 has a built-in sample",
-            dataset.flag()
-        )));
-    };
-    Ok(match dataset {
-        DatasetArg::Cifar10 => Box::new(Cifar10::load(path)?),
-        DatasetArg::Cifar100 => Box::new(cifar100::Cifar100::load(path, cifar100::Labels::Fine)?),
-        DatasetArg::Cifar100Coarse => {
-            Box::new(cifar100::Cifar100::load(path, cifar100::Labels::Coarse)?)
-        }
-        DatasetArg::Mnist => Box::new(mnist::Mnist::load(path, true)?),
-        DatasetArg::Mnist28 => Box::new(mnist::Mnist::load(path, false)?),
-        DatasetArg::Svhn => Box::new(glow::data::svhn::Svhn::load(path)?),
-        DatasetArg::Imagenet32 => Box::new(glow::data::imagenet::ImageNet::load(path, 32)?),
-        DatasetArg::Imagenet64 => Box::new(glow::data::imagenet::ImageNet::load(path, 64)?),
-    })
 }
 
 /// Prints the one JSON line that ends every example's output.

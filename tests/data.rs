@@ -15,11 +15,15 @@ use glow::data::{
     default_data_dir, epoch_order, hflip, random_hflip, Cifar10, TestSource, CLASS_NAMES,
     IMAGE_BYTES, IMAGE_SHAPE, RECORD_BYTES, TEST_FILE, TRAIN_FILES,
 };
-use glow::download::{download_cifar10_verified, ArchiveSpec};
+use glow::download::{
+    download_cifar100_verified, download_cifar10_verified, download_files, ArchiveSpec, RemoteFile,
+};
 use glow::engine::Device;
 use glow::{Dequantization, Glow, GlowConfig};
 use glow_rs::testing::Scratch;
 use md5::{Digest, Md5};
+
+mod formats;
 
 fn scratch(name: &str) -> Scratch {
     Scratch::new(env!("CARGO_TARGET_TMPDIR"), &format!("data-{name}"))
@@ -518,7 +522,7 @@ fn bad_downloads_fail_and_leave_no_file() {
         let msg = message(download_cifar10_verified(&dir, &url, &spec).unwrap_err());
         server.join().unwrap();
         assert!(msg.contains(needle), "{needle}: {msg}");
-        assert!(msg.starts_with("cifar10 download:"), "{msg}");
+        assert!(msg.starts_with("download:"), "{msg}");
         assert!(tree(&dir).is_empty(), "{needle}: left {:?}", tree(&dir));
     }
 
@@ -562,4 +566,105 @@ fn the_fingerprint_hashes_labels_as_bytes_while_they_fit() {
     // With a label of 256 or more (ImageNet's 1,000 classes), two bytes each.
     let wide = glow::data::Dataset::new([1, 1, 2], vec![1, 2, 3, 4], vec![3, 999]).unwrap();
     assert_eq!(wide.fingerprint(), crc32(&[1, 2, 3, 4, 3, 0, 0xe7, 3]));
+}
+
+#[test]
+fn plain_files_download_verified_then_are_kept() {
+    // MNIST's four files as the official ones are: gzip, loaded as they are.
+    let src = scratch("mnist-src");
+    formats::write_mnist(&src, 4, 2, true);
+    let names = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ];
+    let bodies: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(src.join(n)).unwrap())
+        .collect();
+    let md5s: Vec<String> = bodies.iter().map(|b| md5_hex(b)).collect();
+    let (url, server) = serve(bodies.iter().map(|b| Reply::ok(b)).collect());
+    let files: Vec<RemoteFile> = (0..4)
+        .map(|i| RemoteFile {
+            url: &url,
+            name: names[i],
+            bytes: bodies[i].len() as u64,
+            md5_hex: &md5s[i],
+        })
+        .collect();
+    let dir = scratch("mnist-download");
+    assert_eq!(download_files(&dir, &files).unwrap(), dir.to_path_buf());
+    assert_eq!(server.join().unwrap(), 4);
+    let data = glow::data::mnist::Mnist::load(&dir, true).unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (4, 2));
+    // Present with their sizes: nothing is fetched (no server is listening).
+    download_files(&dir, &files).unwrap();
+    // A file whose MD5 is not the expected one is refused, naming the address, and
+    // leaves nothing behind.
+    let other = scratch("mnist-bad-download");
+    let (url, server) = serve(vec![Reply::ok(&bodies[1])]);
+    let wrong = RemoteFile {
+        url: &url,
+        md5_hex: "00000000000000000000000000000000",
+        ..files[1]
+    };
+    let msg = message(download_files(&other, &[wrong]).unwrap_err());
+    server.join().unwrap();
+    assert!(msg.contains(&url) && msg.contains("MD5"), "{msg}");
+    assert!(tree(&other).is_empty(), "{:?}", tree(&other));
+}
+
+#[test]
+fn the_cifar100_archive_yields_its_two_files() {
+    let (train, test) = (
+        formats::cifar100_records(3, 0),
+        formats::cifar100_records(2, 1),
+    );
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, data) in [
+        ("cifar-100-binary/fine_label_names.txt", &b"apple\n"[..]),
+        ("cifar-100-binary/train.bin", &train[..]),
+        ("cifar-100-binary/test.bin", &test[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    let archive = tar.into_inner().unwrap().finish().unwrap();
+    let md5 = md5_hex(&archive);
+    let (url, server) = serve(vec![Reply::ok(&archive)]);
+    let remote = RemoteFile {
+        url: &url,
+        name: "cifar-100-binary.tar.gz",
+        bytes: archive.len() as u64,
+        md5_hex: &md5,
+    };
+    let dir = scratch("cifar100-download");
+    let (tb, sb) = (train.len() as u64, test.len() as u64);
+    let out = download_cifar100_verified(&dir, &remote, tb, sb).unwrap();
+    assert_eq!(server.join().unwrap(), 1);
+    assert_eq!(out, dir.join("cifar-100-binary"));
+    assert_eq!(
+        tree(&dir),
+        BTreeSet::from(
+            [
+                "cifar-100-binary",
+                "cifar-100-binary/train.bin",
+                "cifar-100-binary/test.bin"
+            ]
+            .map(String::from)
+        ),
+        "only the two files, no temporaries"
+    );
+    let data =
+        glow::data::cifar100::Cifar100::load(&dir, glow::data::cifar100::Labels::Fine).unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (3, 2));
+    // Present: a second call does not connect.
+    assert_eq!(
+        download_cifar100_verified(&dir, &remote, tb, sb).unwrap(),
+        out
+    );
 }

@@ -1,5 +1,5 @@
 //! The loaders of the datasets beyond CIFAR-10 (`glow::data::{mnist, cifar100, svhn,
-//! imagenet}`), on
+//! imagenet, folder}`), on
 //! small files in each official format that the tests write (`tests/formats/`): shapes,
 //! labels, pixel values, padding, and a clear error naming the file, never a panic, for
 //! truncated and malformed files; and a model of each geometry training a few steps on
@@ -10,6 +10,7 @@ mod formats;
 use std::path::Path;
 
 use glow::data::cifar100::{Cifar100, Labels};
+use glow::data::folder::{FolderOptions, ImageFolder};
 use glow::data::imagenet::{self, ImageNet};
 use glow::data::mnist::{Mnist, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use glow::data::svhn::{self, Svhn};
@@ -233,32 +234,31 @@ fn cifar100_files_that_are_not_cifar100_are_refused_naming_the_file() {
 // Every geometry the loaders give trains, on every device.
 
 device_test!(fn a_model_of_each_geometry_trains_a_few_steps(dev) {
-    // MNIST (padded and not; one channel), CIFAR-100, 64x64 RGB: the images of each
-    // loader (random ones for 64x64), a small class-conditional model of their shape with
-    // the most levels the size allows, five Adamax steps on one batch. The loss must fall.
+    // MNIST (padded and not; one channel), CIFAR-100, a folder of pictures at 64x64 RGB
+    // and at 128x128 greyscale: the images of each loader, a small class-conditional
+    // model of their shape with the most levels the size allows (at most 3), five Adamax
+    // steps on one batch. The loss must fall.
     let dir = scratch("geometry-mnist");
     formats::write_mnist(&dir, 4, 2, true);
     let cifar = scratch("geometry-cifar100");
     write_cifar100(&cifar, 4, 2);
-    let mnist = Mnist::load(&dir, true)?;
-    let mnist28 = Mnist::load(&dir, false)?;
-    let cifar100 = Cifar100::load(&cifar, Labels::Fine)?;
-    let big = glow::data::Dataset::new(
-        [3, 64, 64],
-        (0..4 * 3 * 64 * 64).map(|i| (i * 7 % 251) as u8).collect(),
-        vec![0, 1, 2, 3],
-    )?;
-    let geometries: [(&dyn ImageSplits, Option<&glow::data::Dataset>, usize); 4] = [
-        (&mnist, None, 3),
-        (&mnist28, None, 2),
-        (&cifar100, None, 3),
-        (&mnist, Some(&big), 3),
+    let pictures = scratch("geometry-folder");
+    for i in 0..4u32 {
+        let bytes = formats::picture(40 + 9 * i, 50, i % 2 == 1, |x, y| rgb(x * (i + 1), y));
+        std::fs::write(pictures.join(format!("{i}.png")), bytes).unwrap();
+    }
+    let datasets: Vec<(Box<dyn ImageSplits>, usize)> = vec![
+        (Box::new(Mnist::load(&dir, true)?), 3),
+        (Box::new(Mnist::load(&dir, false)?), 2),
+        (Box::new(Cifar100::load(&cifar, Labels::Fine)?), 3),
+        (Box::new(ImageFolder::load(&pictures, folder_options(64, 3, false))?), 3),
+        (Box::new(ImageFolder::load(&pictures, folder_options(128, 1, false))?), 3),
     ];
-    for (data, images, levels) in geometries {
-        let train = images.unwrap_or(data.train());
+    for (data, levels) in &datasets {
+        let train = data.train();
         let cfg = GlowConfig {
             image_shape: train.shape,
-            levels,
+            levels: *levels,
             depth: 1,
             hidden: 8,
             learn_top: true,
@@ -267,8 +267,9 @@ device_test!(fn a_model_of_each_geometry_trains_a_few_steps(dev) {
             ..GlowConfig::default()
         };
         let model = Glow::new(cfg, dev)?;
-        let (pixels, labels) = train.batch(&[0, 1, 2, 3]);
-        let x = model.preprocess(&pixels, 4, Dequantization::Midpoint)?;
+        let batch = [0, 1, 2, 3];
+        let (pixels, labels) = train.batch(&batch);
+        let x = model.preprocess(&pixels, batch.len(), Dequantization::Midpoint)?;
         let loss = |m: &Glow| -> glow::engine::Result<f32> {
             Ok(m.loss(&x, Some(&labels))?.0.to_vec()?[0])
         };
@@ -570,4 +571,142 @@ fn imagenet_files_that_are_not_imagenet_are_refused_naming_the_file() {
     std::fs::write(dir.join(imagenet::train_file(2)), &good).unwrap();
     let msg = names(ImageNet::load(&dir, 32).unwrap_err(), &dir);
     assert!(msg.contains("no val_data.npz"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------------------
+// A folder of pictures
+
+fn folder_options(size: usize, channels: usize, class_folders: bool) -> FolderOptions {
+    FolderOptions {
+        size,
+        channels,
+        class_folders,
+    }
+}
+
+/// A pixel with distinct values per position and channel.
+fn rgb(x: u32, y: u32) -> [u8; 3] {
+    [
+        (x * 40 + y) as u8,
+        (y * 40 + x + 7) as u8,
+        (x * 9 + y * 13 + 100) as u8,
+    ]
+}
+
+#[test]
+fn a_folder_gives_the_central_square_planar_and_every_tenth_picture_held_out() {
+    let dir = scratch("folder");
+    // Twelve 6x4 pictures (PNG) and a hidden one, a text file and a JPEG in a subfolder.
+    for i in 0..12 {
+        std::fs::write(
+            dir.join(format!("p{i:02}.png")),
+            formats::picture(6, 4, false, rgb),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join(".hidden.png"), b"not looked at").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"not a picture").unwrap();
+    std::fs::create_dir(dir.join("more")).unwrap();
+    std::fs::write(
+        dir.join("more/q.JPG"),
+        formats::picture(5, 9, true, |_, _| [200, 100, 50]),
+    )
+    .unwrap();
+    // At the central square's own size, the resize keeps every value.
+    let data = ImageFolder::load(&dir, folder_options(4, 3, false)).unwrap();
+    assert_eq!(data.image_shape(), [3, 4, 4]);
+    assert_eq!(
+        (data.train.len(), data.test.len(), data.num_classes()),
+        (12, 1, 1)
+    );
+    // Path order: more/q.JPG first ("more" < "p00.png"), then p00 … p11, of which the
+    // 10th picture, p08, is held out.
+    let img = data.train.image(1);
+    for ch in 0..3 {
+        for y in 0..4 {
+            for x in 0..4 {
+                // Columns 1..5 of 0..6.
+                assert_eq!(
+                    img[ch * 16 + y * 4 + x],
+                    rgb(x as u32 + 1, y as u32)[ch],
+                    "({ch}, {y}, {x})"
+                );
+            }
+        }
+    }
+    assert_eq!(data.test.image(0), data.train.image(1));
+    // q, a solid colour (JPEG), is solid after any resize.
+    let data = ImageFolder::load(&dir, folder_options(8, 3, false)).unwrap();
+    let q = data.train.image(0);
+    for (ch, want) in [200i32, 100, 50].into_iter().enumerate() {
+        assert!(
+            q[ch * 64..(ch + 1) * 64]
+                .iter()
+                .all(|&v| (i32::from(v) - want).abs() <= 3),
+            "{q:?}"
+        );
+    }
+    // Greyscale: one channel.
+    let grey = ImageFolder::load(&dir, folder_options(16, 1, false)).unwrap();
+    assert_eq!(grey.image_shape(), [1, 16, 16]);
+}
+
+#[test]
+fn class_folders_label_pictures_and_train_test_folders_split_them() {
+    let dir = scratch("folder-classes");
+    for (class, n) in [("cats", 3), ("dogs", 2)] {
+        for split in ["train", "test"] {
+            std::fs::create_dir_all(dir.join(split).join(class)).unwrap();
+            for i in 0..n {
+                let path = dir.join(split).join(class).join(format!("{i}.png"));
+                std::fs::write(path, formats::picture(3, 3, false, rgb)).unwrap();
+            }
+        }
+    }
+    let data = ImageFolder::load(&dir, folder_options(2, 3, true)).unwrap();
+    assert_eq!(data.classes, ["cats", "dogs"]);
+    assert_eq!(data.train.labels, [0, 0, 0, 1, 1]);
+    assert_eq!(data.test.labels, [0, 0, 0, 1, 1]);
+    assert_eq!(data.class_name(1), "dogs");
+    // A test class the training split lacks, and a picture outside the class folders.
+    std::fs::create_dir(dir.join("test/birds")).unwrap();
+    names(
+        ImageFolder::load(&dir, folder_options(2, 3, true)).unwrap_err(),
+        &dir.join("test/birds"),
+    );
+    std::fs::remove_dir(dir.join("test/birds")).unwrap();
+    let stray = dir.join("train/stray.png");
+    std::fs::write(&stray, formats::picture(3, 3, false, rgb)).unwrap();
+    let msg = names(
+        ImageFolder::load(&dir, folder_options(2, 3, true)).unwrap_err(),
+        &stray,
+    );
+    assert!(msg.contains("outside the class subfolders"), "{msg}");
+}
+
+#[test]
+fn pictures_that_do_not_decode_are_refused_naming_the_file() {
+    let png = formats::picture(8, 8, false, rgb);
+    let jpeg = formats::picture(8, 8, true, rgb);
+    for (name, bytes) in [
+        ("cut.png", png[..png.len() / 2].to_vec()),
+        ("cut.jpg", jpeg[..jpeg.len() / 3].to_vec()),
+        ("text.png", b"hello".to_vec()),
+        ("empty.jpeg", vec![]),
+    ] {
+        let dir = scratch("folder-bad");
+        std::fs::write(dir.join("a.png"), &png).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        names(
+            ImageFolder::load(&dir, folder_options(4, 3, false)).unwrap_err(),
+            &path,
+        );
+    }
+    let empty = scratch("folder-empty");
+    let msg = names(
+        ImageFolder::load(&empty, folder_options(4, 3, false)).unwrap_err(),
+        &empty,
+    );
+    assert!(msg.contains("no .png, .jpg or .jpeg"), "{msg}");
 }

@@ -1,5 +1,6 @@
 //! The loaders of files a user hands the program, fuzzed: [`Cifar10::load`], the other
-//! datasets' ([`Mnist::load`], [`Cifar100::load`], [`Svhn::load`], [`ImageNet::load`]) and [`load_checkpoint`] (then
+//! datasets' ([`Mnist::load`], [`Cifar100::load`], [`Svhn::load`], [`ImageNet::load`],
+//! [`ImageFolder::load`]) and [`load_checkpoint`] (then
 //! [`Checkpoint::restore`] of what loads) must never panic, on any input. An error is
 //! fine and must name the file.
 //!
@@ -37,6 +38,7 @@ use engine::backend::AdamKind;
 use engine::{Device, Tensor};
 use glow::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
 use glow::data::cifar100::{Cifar100, Labels};
+use glow::data::folder::{FolderOptions, ImageFolder};
 use glow::data::imagenet::{self, ImageNet};
 use glow::data::mnist::Mnist;
 use glow::data::svhn::{self, Svhn};
@@ -577,6 +579,31 @@ fn the_imagenet_loader_never_panics() {
         },
     ];
     fuzz_dataset("imagenet", &valid, 1000, |dir| ImageNet::load(dir, 32));
+}
+
+#[test]
+fn the_image_folder_loader_never_panics() {
+    // A PNG and a JPEG; their headers are hot. (The decoders are the image crate's; what
+    // is checked is that a damaged picture comes back as an error naming it.)
+    let pixel = |x: u32, y: u32| [(x * 30) as u8, (y * 30) as u8, 128];
+    let valid = [
+        ValidFile {
+            name: "a.png".into(),
+            bytes: formats::picture(8, 6, false, pixel),
+            hot: one(0..64),
+        },
+        ValidFile {
+            name: "b.jpg".into(),
+            bytes: formats::picture(6, 8, true, pixel),
+            hot: one(0..256),
+        },
+    ];
+    let options = FolderOptions {
+        size: 4,
+        channels: 3,
+        class_folders: false,
+    };
+    fuzz_dataset("folder", &valid, 1, |dir| ImageFolder::load(dir, options));
 }
 
 // ---------------------------------------------------------------------------------------

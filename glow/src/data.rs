@@ -30,10 +30,12 @@
 //!
 //! **Other datasets**, each in its official distribution format and each an
 //! [`ImageSplits`]: [`mnist`] (IDX files, one channel, padded to 32×32), [`cifar100`]
-//! (binary records with coarse and fine labels), [`svhn`] (MATLAB v5 files) and
-//! [`imagenet`] (downsampled ImageNet's `.npz` batches, 32×32 or 64×64).
+//! (binary records with coarse and fine labels), [`svhn`] (MATLAB v5 files),
+//! [`imagenet`] (downsampled ImageNet's `.npz` batches, 32×32 or 64×64) and [`folder`]
+//! (PNG and JPEG pictures, cropped and resized to any size).
 
 pub mod cifar100;
+pub mod folder;
 pub mod imagenet;
 mod matv5;
 pub mod mnist;

@@ -1,4 +1,8 @@
-//! Downloads the full CIFAR-10 (binary version) and unpacks its six batch files.
+//! Downloads the datasets whose official files are public: CIFAR-10 and CIFAR-100 (their
+//! binary archives, unpacked), MNIST and SVHN (their files as they are), each checked
+//! against its size and MD5.
+//!
+//! CIFAR-10 in detail (CIFAR-100's archive goes the same way, [`download_cifar100`]):
 //!
 //! [`download_cifar10`] fetches `cifar-10-binary.tar.gz` ([`CIFAR10_URL`]) into a temporary
 //! file in the target directory, printing progress on stderr, checks its size and MD5
@@ -16,6 +20,10 @@
 //! - When all six files are already present with the expected size, nothing is fetched.
 //!
 //! Run it with e.g. `glow::download::download_cifar10("data", glow::download::CIFAR10_URL)`.
+//!
+//! MNIST and SVHN ([`download_files`] of [`MNIST_FILES`] or [`SVHN_FILES`]) are files the
+//! loaders read as they are: each is fetched under a `.part` name, checked, and renamed
+//! into place; one already there with the expected size is not fetched again.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -51,8 +59,75 @@ impl ArchiveSpec<'static> {
     };
 }
 
+/// One file of a dataset's official distribution: where it is, and what it must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteFile<'a> {
+    /// Its address.
+    pub url: &'a str,
+    /// The name it is saved under.
+    pub name: &'a str,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its MD5 as 32 lowercase hex digits.
+    pub md5_hex: &'a str,
+}
+
+/// MNIST's four files, from the mirror torchvision downloads them from (the original
+/// page, yann.lecun.com/exdb/mnist/, refuses many clients); sizes and MD5s of the
+/// original files.
+pub const MNIST_FILES: [RemoteFile<'static>; 4] = [
+    RemoteFile {
+        url: "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
+        name: "train-images-idx3-ubyte.gz",
+        bytes: 9_912_422,
+        md5_hex: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    },
+    RemoteFile {
+        url: "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
+        name: "train-labels-idx1-ubyte.gz",
+        bytes: 28_881,
+        md5_hex: "d53e105ee54ea40749a09fcbcd1e9432",
+    },
+    RemoteFile {
+        url: "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
+        name: "t10k-images-idx3-ubyte.gz",
+        bytes: 1_648_877,
+        md5_hex: "9fb629c4189551a2d022fa330f9573f3",
+    },
+    RemoteFile {
+        url: "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
+        name: "t10k-labels-idx1-ubyte.gz",
+        bytes: 4_542,
+        md5_hex: "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+];
+
+/// SVHN's cropped digits, training and test files (the `extra` split is left out).
+pub const SVHN_FILES: [RemoteFile<'static>; 2] = [
+    RemoteFile {
+        url: "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+        name: "train_32x32.mat",
+        bytes: 182_040_794,
+        md5_hex: "e26dedcc434d2e4c54c9b2d4a06d8373",
+    },
+    RemoteFile {
+        url: "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+        name: "test_32x32.mat",
+        bytes: 64_275_384,
+        md5_hex: "eb5a983be6a315427106f1b164d9cef3",
+    },
+];
+
+/// CIFAR-100's binary archive; [`download_cifar100`] unpacks `train.bin` and `test.bin`.
+pub const CIFAR100_ARCHIVE: RemoteFile<'static> = RemoteFile {
+    url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+    name: "cifar-100-binary.tar.gz",
+    bytes: 168_513_733,
+    md5_hex: "03b5dce01913d631647c71ecec9e9cb8",
+};
+
 /// The op name in this module's errors.
-const OP: &str = "cifar10 download";
+const OP: &str = "download";
 
 fn download_error(msg: String) -> Error {
     Error::invalid(OP, msg)
@@ -70,23 +145,31 @@ pub fn download_cifar10(dir: impl AsRef<Path>, url: &str) -> Result<PathBuf> {
     download_cifar10_verified(dir, url, &ArchiveSpec::OFFICIAL)
 }
 
-/// [`download_cifar10`] in a data-parallel run over `comm`: rank 0 downloads while the
-/// other ranks wait for it (one all-reduce of one value), then each of them finds the
-/// six files in `dir`, which every rank must see.
+/// [`download_cifar10`] in a data-parallel run over `comm` ([`on_ranks`]).
 pub fn download_cifar10_on_ranks(
     dir: impl AsRef<Path>,
     url: &str,
     comm: &dyn crate::parallel::Collective,
 ) -> Result<PathBuf> {
+    on_ranks(comm, || download_cifar10(&dir, url))
+}
+
+/// A download `fetch` in a data-parallel run over `comm`: rank 0 runs it while the other
+/// ranks wait (one all-reduce of one value), then each of them runs it too, finding the
+/// files in place (the folder must be one every rank sees).
+pub fn on_ranks<T>(
+    comm: &dyn crate::parallel::Collective,
+    fetch: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     use crate::parallel::barrier;
     if comm.rank() != 0 {
         barrier(comm)?;
     }
-    let path = download_cifar10(&dir, url)?;
+    let fetched = fetch();
     if comm.rank() == 0 {
         barrier(comm)?;
     }
-    Ok(path)
+    fetched
 }
 
 /// [`download_cifar10`] against the archive described by `spec` instead of the official one
@@ -109,9 +192,10 @@ pub fn download_cifar10_verified(
     };
     create_dir(dir)?;
     let archive = PartFile::new(dir.join("cifar-10-binary.tar.gz.part"));
-    fetch(url, &archive.path, spec)?;
+    fetch(url, &archive.path, spec.archive_bytes, spec.md5_hex)?;
     create_dir(&out)?;
-    extract(&archive.path, url, &out, spec.file_bytes)?;
+    let files: Vec<(&str, u64)> = expected_names().map(|n| (n, spec.file_bytes)).collect();
+    extract(&archive.path, url, &out, BATCHES_DIR, &files)?;
     // `archive` is dropped here, which removes the temporary archive.
     Ok(out)
 }
@@ -170,8 +254,9 @@ impl Drop for PartFile {
     }
 }
 
-/// Streams `url` to `dest`, checking size and MD5 against `spec`, with progress on stderr.
-fn fetch(url: &str, dest: &Path, spec: &ArchiveSpec<'_>) -> Result<()> {
+/// Streams `url` to `dest`, checking its size (`bytes`) and MD5 (`md5_hex`), with
+/// progress on stderr.
+fn fetch(url: &str, dest: &Path, bytes: u64, md5_hex: &str) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
@@ -188,16 +273,15 @@ fn fetch(url: &str, dest: &Path, spec: &ArchiveSpec<'_>) -> Result<()> {
     let mut file = BufWriter::new(file);
     let write_error = |e: std::io::Error| download_error(format!("{}: {e}", dest.display()));
     eprintln!("downloading {url} to {}", dest.display());
-    let streamed = stream_body(&mut body, &mut file, spec.archive_bytes);
+    let streamed = stream_body(&mut body, &mut file, bytes);
     eprintln!(); // ends the progress line
     let (received, md5) = streamed.map_err(|e| match e {
         StreamError::Read(received, e) => {
             download_error(format!("GET {url}: after {received} bytes: {e}"))
         }
-        StreamError::TooLong => download_error(format!(
-            "GET {url}: more than the expected {} bytes",
-            spec.archive_bytes
-        )),
+        StreamError::TooLong => {
+            download_error(format!("GET {url}: more than the expected {bytes} bytes"))
+        }
         StreamError::Write(e) => write_error(e),
     })?;
     file.into_inner()
@@ -205,17 +289,15 @@ fn fetch(url: &str, dest: &Path, spec: &ArchiveSpec<'_>) -> Result<()> {
         .sync_all()
         .map_err(write_error)?;
 
-    if received != spec.archive_bytes {
+    if received != bytes {
         return Err(download_error(format!(
-            "GET {url}: got {received} bytes, expected {} (truncated download?)",
-            spec.archive_bytes
+            "GET {url}: got {received} bytes, expected {bytes} (truncated download?)"
         )));
     }
     let digest: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    if !digest.eq_ignore_ascii_case(spec.md5_hex) {
+    if !digest.eq_ignore_ascii_case(md5_hex) {
         return Err(download_error(format!(
-            "GET {url}: MD5 {digest}, expected {} (corrupt download?)",
-            spec.md5_hex
+            "GET {url}: MD5 {digest}, expected {md5_hex} (corrupt download?)"
         )));
     }
     Ok(())
@@ -263,10 +345,10 @@ fn stream_body(
     }
 }
 
-/// The bare file name when `path` is `cifar-10-batches-bin/NAME` (optionally behind `./`)
-/// for one of the six expected names; `None` for anything else, including any path that is
+/// The bare file name when `path` is `FOLDER/NAME` (optionally behind `./`) for one of
+/// the expected `names` in `folder`; `None` for anything else, including any path that is
 /// absolute or holds `..`.
-fn expected_entry(path: &Path) -> Option<&'static str> {
+fn expected_entry<'n>(path: &Path, folder: &str, names: &[&'n str]) -> Option<&'n str> {
     let mut parts = Vec::new();
     for component in path.components() {
         match component {
@@ -276,14 +358,21 @@ fn expected_entry(path: &Path) -> Option<&'static str> {
         }
     }
     match parts.as_slice() {
-        [folder, name] if *folder == BATCHES_DIR => expected_names().find(|n| *name == *n),
+        [dir, name] if *dir == folder => names.iter().copied().find(|n| *name == *n),
         _ => None,
     }
 }
 
-/// Writes the six expected files of the `.tar.gz` at `archive`, fetched from `url`, into
-/// `out`.
-fn extract(archive: &Path, url: &str, out: &Path, file_bytes: u64) -> Result<()> {
+/// Writes the `files` (name, size) found in `folder/` of the `.tar.gz` at `archive`,
+/// fetched from `url`, into `out`.
+fn extract(
+    archive: &Path,
+    url: &str,
+    out: &Path,
+    folder: &str,
+    files: &[(&str, u64)],
+) -> Result<()> {
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
     let archive_error =
         |e: std::io::Error| download_error(format!("{url} (saved as {}): {e}", archive.display()));
     let file = File::open(archive).map_err(archive_error)?;
@@ -293,7 +382,7 @@ fn extract(archive: &Path, url: &str, out: &Path, file_bytes: u64) -> Result<()>
         let mut entry = entry.map_err(archive_error)?;
         let path = entry.path().map_err(archive_error)?.into_owned();
         let kind = entry.header().entry_type();
-        let Some(name) = expected_entry(&path) else {
+        let Some(name) = expected_entry(&path, folder, &names) else {
             let unsafe_path =
                 path.is_absolute() || path.components().any(|c| c == Component::ParentDir);
             if unsafe_path || kind.is_symlink() || kind.is_hard_link() {
@@ -314,6 +403,7 @@ fn extract(archive: &Path, url: &str, out: &Path, file_bytes: u64) -> Result<()>
         let part_error =
             |e: std::io::Error| download_error(format!("{}: {e}", part.path.display()));
         let copied = std::io::copy(&mut entry, &mut writer).map_err(archive_error)?;
+        let file_bytes = files.iter().find(|(n, _)| *n == name).map_or(0, |f| f.1);
         if copied != file_bytes {
             return Err(download_error(format!(
                 "{url}: {} has {copied} bytes, expected {file_bytes}",
@@ -325,12 +415,66 @@ fn extract(archive: &Path, url: &str, out: &Path, file_bytes: u64) -> Result<()>
         part.keep(&dest)?;
         written.push(name);
     }
-    let missing: Vec<&str> = expected_names().filter(|n| !written.contains(n)).collect();
+    let missing: Vec<&str> = names.into_iter().filter(|n| !written.contains(n)).collect();
     if !missing.is_empty() {
         return Err(download_error(format!(
-            "{url}: no {BATCHES_DIR}/{} in the archive",
+            "{url}: no {folder}/{} in the archive",
             missing.join(", ")
         )));
     }
     Ok(())
+}
+
+/// Downloads each of `files` into `dir` (created if missing) under its name, checking
+/// its size and MD5, and returns `dir`. A file already there with its size is kept.
+pub fn download_files(dir: impl AsRef<Path>, files: &[RemoteFile<'_>]) -> Result<PathBuf> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| download_error(format!("cannot create {}: {e}", dir.display())))?;
+    for f in files {
+        let dest = dir.join(f.name);
+        if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == f.bytes) {
+            eprintln!("{} already there; skipping download", dest.display());
+            continue;
+        }
+        let part = PartFile::new(part_name(&dest));
+        fetch(f.url, &part.path, f.bytes, f.md5_hex)?;
+        part.keep(&dest)?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Downloads CIFAR-100's binary archive ([`CIFAR100_ARCHIVE`]) and unpacks `train.bin`
+/// and `test.bin` into `dir/cifar-100-binary/`, which it returns; nothing is fetched
+/// when both are there with their sizes.
+pub fn download_cifar100(dir: impl AsRef<Path>) -> Result<PathBuf> {
+    use crate::data::cifar100::RECORD_BYTES as R;
+    download_cifar100_verified(dir, &CIFAR100_ARCHIVE, 50_000 * R as u64, 10_000 * R as u64)
+}
+
+/// [`download_cifar100`] of the archive `archive`, whose `train.bin` and `test.bin` have
+/// `train_bytes` and `test_bytes` (tests use a small archive of their own).
+pub fn download_cifar100_verified(
+    dir: impl AsRef<Path>,
+    archive: &RemoteFile<'_>,
+    train_bytes: u64,
+    test_bytes: u64,
+) -> Result<PathBuf> {
+    use crate::data::cifar100::{BATCHES_DIR, TEST_FILE, TRAIN_FILE};
+    let dir = dir.as_ref();
+    let out = dir.join(BATCHES_DIR);
+    let files = [(TRAIN_FILE, train_bytes), (TEST_FILE, test_bytes)];
+    let present = files
+        .iter()
+        .all(|(n, b)| std::fs::metadata(out.join(n)).is_ok_and(|m| m.is_file() && m.len() == *b));
+    if present {
+        eprintln!("CIFAR-100 already in {}; skipping download", out.display());
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&out)
+        .map_err(|e| download_error(format!("cannot create {}: {e}", out.display())))?;
+    let part = PartFile::new(dir.join(format!("{}.part", archive.name)));
+    fetch(archive.url, &part.path, archive.bytes, archive.md5_hex)?;
+    extract(&part.path, archive.url, &out, BATCHES_DIR, &files)?;
+    Ok(out)
 }

@@ -54,13 +54,6 @@ pub const MAX_GRID_IMAGES: usize = 4096;
 /// The most frames of an interpolation strip (`interpolate --steps`).
 pub const MAX_FRAMES: usize = 1024;
 
-/// The training images of the official CIFAR-10 archive that `--download` fetches (its
-/// checksum is verified, so the count is known before the download).
-pub const OFFICIAL_TRAIN_IMAGES: usize = 50_000;
-
-/// The test images of the official archive.
-pub const OFFICIAL_TEST_IMAGES: usize = 10_000;
-
 /// What a rejected value is told: the rule (`"must be an integer >= 1"`) and, after the
 /// value, why it broke it when that is not plain (`"no such file or directory"`).
 struct Complaint {
@@ -380,8 +373,8 @@ pub struct TrainingFlags<'a> {
     pub batch: usize,
     /// `--data`.
     pub data: Option<&'a Path>,
-    /// `--dataset`.
-    pub dataset: super::DatasetArg,
+    /// `--dataset` and its options.
+    pub dataset: &'a super::DatasetArgs,
     /// `--download`.
     pub download: Option<&'a Path>,
     /// The checkpoint `--resume` continues from, when `--resume` is given.
@@ -403,17 +396,18 @@ pub fn training_run(flags: &TrainingFlags) -> Result<()> {
             )));
         }
     }
-    if flags.download.is_some() && flags.dataset != super::DatasetArg::Cifar10 {
-        return Err(usage_error(format!(
-            "--download fetches CIFAR-10; for --dataset {} give --data with its files \
-             (the README's list of datasets says where each comes from)",
-            flags.dataset.flag()
-        )));
-    }
-    let (train, test) = match flags.download {
-        Some(_) => (OFFICIAL_TRAIN_IMAGES, OFFICIAL_TEST_IMAGES),
-        None => {
-            let data = super::load_data(flags.dataset, flags.data)?;
+    let (train, test) = match (flags.download, flags.dataset.kind.official_counts()) {
+        (Some(_), Some(counts)) => counts,
+        (Some(_), None) => {
+            return Err(usage_error(format!(
+                "--download fetches cifar10, cifar100, mnist and svhn; for --dataset {} \
+                 give --data with its files (the README's list of datasets says where each \
+                 comes from)",
+                flags.dataset.kind.flag()
+            )))
+        }
+        (None, _) => {
+            let data = flags.dataset.load(flags.data)?;
             (data.train().len(), data.test().len())
         }
     };

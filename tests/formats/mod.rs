@@ -260,3 +260,19 @@ pub fn imagenet_batch(n: usize, side: usize, tag: u8, compress: bool) -> Vec<u8>
         compress,
     )
 }
+
+/// An RGB picture of `w`×`h` whose pixel (x, y) is `f(x, y)`, encoded as PNG, or as JPEG
+/// at quality 95 when `jpeg`.
+pub fn picture(w: u32, h: u32, jpeg: bool, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
+    let mut out = std::io::Cursor::new(Vec::new());
+    match jpeg {
+        true => img
+            .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+                &mut out, 95,
+            ))
+            .unwrap(),
+        false => img.write_to(&mut out, image::ImageFormat::Png).unwrap(),
+    }
+    out.into_inner()
+}
