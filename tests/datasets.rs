@@ -710,3 +710,113 @@ fn pictures_that_do_not_decode_are_refused_naming_the_file() {
     );
     assert!(msg.contains("no .png, .jpg or .jpeg"), "{msg}");
 }
+
+// ---------------------------------------------------------------------------------------
+// The ood example, end to end.
+
+#[test]
+fn the_ood_example_scores_two_folders_and_draws_them() {
+    use std::process::Command;
+    let base = scratch("ood");
+    let (smooth, noise) = (base.join("smooth"), base.join("noise"));
+    std::fs::create_dir(&smooth).unwrap();
+    std::fs::create_dir(&noise).unwrap();
+    // Gentle gradients to train on; speckle, which no model of them finds likely.
+    for i in 0..50u32 {
+        let g = formats::picture(8, 8, false, |x, y| {
+            [(x * 8 + i) as u8, (y * 8 + 40) as u8, 90]
+        });
+        std::fs::write(smooth.join(format!("{i:02}.png")), g).unwrap();
+        let n = formats::picture(8, 8, false, |x, y| {
+            let h = (x * 7919 + y * 104_729 + i * 1_299_709).wrapping_mul(2_654_435_761);
+            [(h >> 24) as u8, (h >> 16) as u8, (h >> 8) as u8]
+        });
+        std::fs::write(noise.join(format!("{i:02}.png")), n).unwrap();
+    }
+    let run = base.join("run");
+    let folder = |data: &Path| -> Vec<String> {
+        ["--dataset", "folder", "--image-size", "8", "--data"]
+            .map(String::from)
+            .into_iter()
+            .chain([data.display().to_string()])
+            .collect()
+    };
+    let trained = Command::new(glow_rs::testing::example_binary("train"))
+        .args(folder(&smooth))
+        .args([
+            "--device", "cpu", "--levels", "2", "--depth", "1", "--hidden", "8",
+        ])
+        .args([
+            "--batch",
+            "8",
+            "--steps",
+            "20",
+            "--eval-every",
+            "0",
+            "--sample-every",
+            "0",
+        ])
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let png = base.join("ood.png");
+    let ood = |extra: &[&str]| {
+        Command::new(glow_rs::testing::example_binary("ood"))
+            .arg("--checkpoint")
+            .arg(run.join("checkpoint.safetensors"))
+            .args(folder(&smooth))
+            .args(["--device", "cpu", "--ood-dataset", "folder", "--ood-data"])
+            .arg(&noise)
+            .arg("--out")
+            .arg(&png)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = ood(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["in"]["images"], 5);
+    assert_eq!(summary["out"]["images"], 5);
+    let (inside, outside) = (
+        summary["in"]["mean_bpd"].as_f64().unwrap(),
+        summary["out"]["mean_bpd"].as_f64().unwrap(),
+    );
+    assert!(
+        outside > inside,
+        "noise {outside} bits/dim, the training pictures {inside}"
+    );
+    assert!(summary["auroc"].as_f64().unwrap() > 0.9, "{summary}");
+    assert!(png.is_file());
+    // A dataset of another image shape is refused (exit 2), naming both shapes.
+    let other = ood(&["--max-images", "1"]);
+    assert!(other.status.success());
+    let mnist = base.join("mnist");
+    std::fs::create_dir(&mnist).unwrap();
+    formats::write_mnist(&mnist, 3, 2, true);
+    let wrong = Command::new(glow_rs::testing::example_binary("ood"))
+        .arg("--checkpoint")
+        .arg(run.join("checkpoint.safetensors"))
+        .args(folder(&smooth))
+        .args(["--device", "cpu", "--ood-dataset", "mnist", "--ood-data"])
+        .arg(&mnist)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("[1, 32, 32]") && err.contains("[3, 8, 8]"),
+        "{err}"
+    );
+}

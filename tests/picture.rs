@@ -5,8 +5,8 @@ use std::path::Path;
 
 use engine::Result;
 use glow::picture::{
-    grid, save_grid, save_loss_curve, save_strip, ImageBatch, PlotOptions, GRID_BACKGROUND,
-    SERIES_COLOURS,
+    grid, save_grid, save_histogram, save_loss_curve, save_strip, ImageBatch, PlotOptions,
+    GRID_BACKGROUND, SERIES_COLOURS,
 };
 use glow_rs::testing::Scratch;
 
@@ -281,4 +281,42 @@ fn sample_options_are_checked_against_the_model() {
         ..ok.clone()
     };
     assert!(many.check(&plain).is_err());
+}
+
+#[test]
+fn histograms_draw_each_series_as_translucent_bars_with_a_legend() -> Result<()> {
+    let dir = scratch("histogram");
+    // Two separated clusters: 0-1 (three values) and 4-5 (two), 5 bins over [0, 5].
+    let low = [0.1, 0.2, 0.9];
+    let high = [4.2, 5.0];
+    let path = dir.join("h.png");
+    let options = PlotOptions {
+        x_label: "bits/dim".into(),
+        y_label: "fraction".into(),
+        ..PlotOptions::default()
+    };
+    let frame = save_histogram(
+        &path,
+        &[("low", &low[..]), ("high", &high[..])],
+        5,
+        &options,
+    )?;
+    let (width, _, px) = decode(&path);
+    // Bins are 1 wide from 0: "low" has all its values in bin 0 (fraction 1), "high" in
+    // bin 4 (fraction 1); bins 1-3 are empty.
+    let inside = |x: f64, y: f64| {
+        let (c, r) = frame.pixel(x, y);
+        at(&px, width, c as usize, r as usize)
+    };
+    let tint = |c: [u8; 3]| c.map(|v| ((255 * 3 + v as u32 * 2) / 5) as u8);
+    // Inside a bar, under its outline, away from the legend.
+    assert_eq!(inside(0.5, 0.5), tint(SERIES_COLOURS[0]));
+    assert_eq!(inside(4.5, 0.3), tint(SERIES_COLOURS[1]));
+    assert_eq!(inside(2.5, 0.5), [255, 255, 255], "an empty bin");
+    // Each bar's top edge is the series' colour, at the fraction 1.
+    let (c, r) = frame.pixel(0.5, 1.0);
+    assert_eq!(at(&px, width, c as usize, r as usize), SERIES_COLOURS[0]);
+    assert!(frame.y_range.1 >= 1.0 && frame.y_range.0 == 0.0);
+    assert!(save_histogram(dir.join("none.png"), &[("a", &low[..])], 0, &options).is_err());
+    Ok(())
 }

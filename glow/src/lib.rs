@@ -10,13 +10,16 @@
 //!
 //! The data: `data.rs` holds images of any shape ([`data::Dataset`]) in the splits a run
 //! trains from ([`data::ImageSplits`]) and loads CIFAR-10 (by default the 3,000-image
-//! sample shipped in `data/cifar10-sample/`, see [`data::default_data_dir`]);
-//! `download.rs` fetches the full dataset; `augment.rs` shifts and mirrors training
-//! batches; `preprocess.rs` turns pixels into the flow's
-//! input ([`Dequantization`]); `device.rs` chooses the device to compute on. Checkpoints (one safetensors file: model, optimiser, training position) are in
-//! `checkpoint.rs`, described for other frameworks in `docs/checkpoint-format.md`;
-//! PNG sample grids and loss curves in `picture.rs`; files of latents in `latents.rs`;
-//! TensorBoard event files in `tensorboard.rs`.
+//! sample shipped in `data/cifar10-sample/`, see [`data::default_data_dir`]); `data/`
+//! loads the other datasets, each in its official format (MNIST, CIFAR-100, SVHN,
+//! downsampled ImageNet, a folder of pictures); `download.rs` fetches those whose files
+//! are public; `augment.rs` shifts and mirrors training batches; `preprocess.rs` turns
+//! pixels into the flow's input ([`Dequantization`]); `device.rs` chooses the device to
+//! compute on. Checkpoints (one safetensors file: model, optimiser, training position)
+//! are in `checkpoint.rs`, described for other frameworks in
+//! `docs/checkpoint-format.md`; PNG sample grids, loss curves and histograms in
+//! `picture.rs`; files of latents in `latents.rs`; TensorBoard event files in
+//! `tensorboard.rs`; out-of-distribution scores in `ood.rs`.
 //!
 //! Training: one step and evaluation in `train.rs`; a whole run (the loop, periodic
 //! evaluation, checkpoints on their own schedule and the best one, sample grids, the
@@ -38,6 +41,7 @@ pub mod gaussian;
 pub mod latents;
 pub mod layers;
 pub mod model;
+pub mod ood;
 pub mod optim;
 pub mod parallel;
 pub mod param;

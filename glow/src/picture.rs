@@ -5,7 +5,8 @@
 //! - [`save_tensor_grid`] / [`save_sample_grids`]: the same for a tensor, and a model's
 //!   samples at every temperature of [`TEMPERATURES`] (what a training run writes).
 //! - [`save_loss_curve`]: a line plot of one or more series with axes, ticks, labels and
-//!   a legend, drawn with the 5x7 font of [`crate::font`].
+//!   a legend, drawn with the 5x7 font of [`crate::font`]; [`save_histogram`]: the same
+//!   axes and legend around overlaid histograms (the `ood` example's).
 //!
 //! Everything is drawn on a plain RGB [`Canvas`] and written with the `png` crate; every
 //! write is atomic ([`crate::atomic`]), so a viewer never sees half a picture.
@@ -451,7 +452,7 @@ pub fn save_samples(
     Ok(written)
 }
 
-/// Size and labels of a line plot.
+/// Size and labels of a plot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlotOptions {
     /// Picture width in pixels.
@@ -592,22 +593,130 @@ pub fn loss_curve(
     series: &[(&str, &[(f64, f64)])],
     options: &PlotOptions,
 ) -> Result<(Canvas, PlotFrame)> {
+    let x = data_range(series, |p| p.0);
+    let y = data_range(series, |p| p.1);
+    let (mut canvas, frame) = axes("loss_curve", x, y, options)?;
+    // The series, each broken at non-finite points. Sparse series (an evaluation every
+    // few hundred steps, or a single one) also get a 5x5 marker per point, so that a
+    // lone point is visible.
+    for (i, (_, points)) in series.iter().enumerate() {
+        let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+        let markers = points.len() <= MAX_MARKED_POINTS;
+        let mut last: Option<(i64, i64)> = None;
+        for &(x, y) in points.iter() {
+            if !(x.is_finite() && y.is_finite()) {
+                last = None;
+                continue;
+            }
+            let p = frame.pixel(x, y);
+            canvas.line(last.unwrap_or(p), p, 2, colour);
+            if markers {
+                let (px, py) = (p.0.max(2) as usize, p.1.max(2) as usize);
+                canvas.fill_rect(px - 2, py - 2, px + 3, py + 3, colour);
+            }
+            last = Some(p);
+        }
+    }
+    let names: Vec<&str> = series.iter().map(|(name, _)| *name).collect();
+    legend(&mut canvas, &frame, &names);
+    Ok((canvas, frame))
+}
+
+/// Histograms of `series` (name, values) over `bins` common bins spanning every finite
+/// value, each bar the fraction of its series' values in the bin, drawn translucent in
+/// [`SERIES_COLOURS`] (so overlaps show) with an outline, with axes, labels and a
+/// legend. Non-finite values are left out. Returns the data-to-pixel mapping.
+pub fn histogram(
+    series: &[(&str, &[f64])],
+    bins: usize,
+    options: &PlotOptions,
+) -> Result<(Canvas, PlotFrame)> {
+    if bins == 0 {
+        return Err(Error::invalid("histogram", "needs at least one bin"));
+    }
+    let finite = |v: &[f64]| {
+        v.iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect::<Vec<_>>()
+    };
+    let values: Vec<Vec<f64>> = series.iter().map(|(_, v)| finite(v)).collect();
+    let points: Vec<(f64, f64)> = values.iter().flatten().map(|&v| (v, 0.0)).collect();
+    let (lo, hi) = data_range(&[("", &points)], |p| p.0);
+    let width = (hi - lo) / bins as f64;
+    let fractions: Vec<Vec<f64>> = values
+        .iter()
+        .map(|v| {
+            let mut counts = vec![0usize; bins];
+            for &x in v {
+                counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+            }
+            let n = v.len().max(1) as f64;
+            counts.into_iter().map(|c| c as f64 / n).collect()
+        })
+        .collect();
+    let top = fractions.iter().flatten().fold(0.0f64, |m, &f| m.max(f));
+    let (mut canvas, frame) = axes("histogram", (lo, hi), (0.0, top.max(1e-9)), options)?;
+    for (i, bars) in fractions.iter().enumerate() {
+        let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+        for (b, &f) in bars.iter().enumerate() {
+            if f == 0.0 {
+                continue;
+            }
+            let (x0, y0) = frame.pixel(lo + b as f64 * width, f);
+            let (x1, y1) = frame.pixel(lo + (b + 1) as f64 * width, 0.0);
+            let (x0, x1, y0, y1) = (x0 as usize, x1 as usize, y0 as usize, y1 as usize);
+            // Translucent fill: 40% of the colour over what is there.
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    if let Some(under) = canvas.get(x, y) {
+                        let mix =
+                            |k: usize| ((under[k] as u32 * 3 + colour[k] as u32 * 2) / 5) as u8;
+                        canvas.set(x, y, [mix(0), mix(1), mix(2)]);
+                    }
+                }
+            }
+            canvas.fill_rect(x0, y0, x1 + 1, y0 + 2, colour);
+            canvas.fill_rect(x0, y0, x0 + 1, y1, colour);
+            canvas.fill_rect(x1, y0, x1 + 1, y1, colour);
+        }
+    }
+    let names: Vec<&str> = series.iter().map(|(name, _)| *name).collect();
+    legend(&mut canvas, &frame, &names);
+    Ok((canvas, frame))
+}
+
+/// Writes [`histogram`]'s plot to `path` as a PNG; returns its frame.
+pub fn save_histogram(
+    path: impl AsRef<Path>,
+    series: &[(&str, &[f64])],
+    bins: usize,
+    options: &PlotOptions,
+) -> Result<PlotFrame> {
+    let (canvas, frame) = histogram(series, bins, options)?;
+    canvas.save_png(path)?;
+    Ok(frame)
+}
+
+/// A white picture of `options`' size with the plot frame for the data ranges `x` and
+/// `y` (widened to whole ticks): grid lines, ticks and their labels, the frame, the axis
+/// labels and the title. `op` names the caller in the error for too small a picture.
+fn axes(
+    op: &'static str,
+    x: (f64, f64),
+    y: (f64, f64),
+    options: &PlotOptions,
+) -> Result<(Canvas, PlotFrame)> {
     let (w, h) = (options.width, options.height);
     if w < MARGIN_LEFT + MARGIN_RIGHT + 100 || h < MARGIN_TOP + MARGIN_BOTTOM + 60 {
         return Err(Error::invalid(
-            "loss_curve",
+            op,
             format!("a {w}x{h} picture is too small for a plot (at least 200x152)"),
         ));
     }
     let mut canvas = Canvas::new(w, h, WHITE);
-    let (x_ticks, x_step, x_range) = {
-        let (lo, hi) = data_range(series, |p| p.0);
-        nice_ticks(lo, hi, 8)
-    };
-    let (y_ticks, y_step, y_range) = {
-        let (lo, hi) = data_range(series, |p| p.1);
-        nice_ticks(lo, hi, 6)
-    };
+    let (x_ticks, x_step, x_range) = nice_ticks(x.0, x.1, 8);
+    let (y_ticks, y_step, y_range) = nice_ticks(y.0, y.1, 6);
     let frame = PlotFrame {
         x_range,
         y_range,
@@ -664,53 +773,35 @@ pub fn loss_curve(
     );
     canvas.text(&options.y_label, 8, frame.top - 14, 1, INK);
     canvas.text(&options.title, centre(&options.title, 2), 6, 2, INK);
-
-    // The series, each broken at non-finite points. Sparse series (an evaluation every
-    // few hundred steps, or a single one) also get a 5x5 marker per point, so that a
-    // lone point is visible.
-    for (i, (_, points)) in series.iter().enumerate() {
-        let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
-        let markers = points.len() <= MAX_MARKED_POINTS;
-        let mut last: Option<(i64, i64)> = None;
-        for &(x, y) in points.iter() {
-            if !(x.is_finite() && y.is_finite()) {
-                last = None;
-                continue;
-            }
-            let p = frame.pixel(x, y);
-            canvas.line(last.unwrap_or(p), p, 2, colour);
-            if markers {
-                let (px, py) = (p.0.max(2) as usize, p.1.max(2) as usize);
-                canvas.fill_rect(px - 2, py - 2, px + 3, py + 3, colour);
-            }
-            last = Some(p);
-        }
-    }
-
-    // The legend, in the top-right corner of the plot.
-    if !series.is_empty() {
-        let text_w = series
-            .iter()
-            .map(|(name, _)| font::text_width(name, 1))
-            .max()
-            .unwrap_or(0);
-        let (row_h, swatch) = (14, 20);
-        let box_w = 8 + swatch + 6 + text_w + 8;
-        let box_h = 6 + series.len() * row_h;
-        let (x0, y0) = (frame.right.saturating_sub(box_w + 8), frame.top + 8);
-        canvas.fill_rect(x0, y0, x0 + box_w, y0 + box_h, WHITE);
-        canvas.fill_rect(x0, y0, x0 + box_w, y0 + 1, INK);
-        canvas.fill_rect(x0, y0 + box_h, x0 + box_w, y0 + box_h + 1, INK);
-        canvas.fill_rect(x0, y0, x0 + 1, y0 + box_h, INK);
-        canvas.fill_rect(x0 + box_w, y0, x0 + box_w + 1, y0 + box_h + 1, INK);
-        for (i, (name, _)) in series.iter().enumerate() {
-            let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
-            let y = y0 + 6 + i * row_h;
-            canvas.fill_rect(x0 + 8, y + 3, x0 + 8 + swatch, y + 5, colour);
-            canvas.text(name, x0 + 8 + swatch + 6, y, 1, INK);
-        }
-    }
     Ok((canvas, frame))
+}
+
+/// The legend of the series `names` in the top-right corner of `frame`: a swatch of each
+/// one's colour and its name.
+fn legend(canvas: &mut Canvas, frame: &PlotFrame, names: &[&str]) {
+    if names.is_empty() {
+        return;
+    }
+    let text_w = names
+        .iter()
+        .map(|name| font::text_width(name, 1))
+        .max()
+        .unwrap_or(0);
+    let (row_h, swatch) = (14, 20);
+    let box_w = 8 + swatch + 6 + text_w + 8;
+    let box_h = 6 + names.len() * row_h;
+    let (x0, y0) = (frame.right.saturating_sub(box_w + 8), frame.top + 8);
+    canvas.fill_rect(x0, y0, x0 + box_w, y0 + box_h, WHITE);
+    canvas.fill_rect(x0, y0, x0 + box_w, y0 + 1, INK);
+    canvas.fill_rect(x0, y0 + box_h, x0 + box_w, y0 + box_h + 1, INK);
+    canvas.fill_rect(x0, y0, x0 + 1, y0 + box_h, INK);
+    canvas.fill_rect(x0 + box_w, y0, x0 + box_w + 1, y0 + box_h + 1, INK);
+    for (i, name) in names.iter().enumerate() {
+        let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+        let y = y0 + 6 + i * row_h;
+        canvas.fill_rect(x0 + 8, y + 3, x0 + 8 + swatch, y + 5, colour);
+        canvas.text(name, x0 + 8 + swatch + 6, y, 1, INK);
+    }
 }
 
 /// Writes [`loss_curve`]'s plot of `series` to `path` as a PNG; returns its frame.
