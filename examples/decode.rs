@@ -77,6 +77,21 @@ fn run(args: Args) -> cli::CliResult<()> {
             header.config.levels
         )));
     }
+    if args.out_bin.is_some() {
+        // CIFAR-10's records hold 3x32x32 images and one label byte of 0-9.
+        let shape = glow::data::IMAGE_SHAPE;
+        let classes = glow::data::CLASS_NAMES.len();
+        if latents.config.image_shape != shape || latents.labels.iter().any(|&l| l >= classes) {
+            return Err(cli::usage_error(format!(
+                "--out-bin writes CIFAR-10 records ({shape:?} images, labels 0-{}), and {} \
+                 holds {:?} images with labels up to {}: leave --out-bin out",
+                classes - 1,
+                args.latents.display(),
+                latents.config.image_shape,
+                latents.labels.iter().max().copied().unwrap_or(0)
+            )));
+        }
+    }
     let weights = args.weights.unwrap_or(match latents.weights.as_str() {
         "ema" => WeightsArg::Ema,
         "raw" => WeightsArg::Raw,
@@ -110,7 +125,8 @@ fn run(args: Args) -> cli::CliResult<()> {
         let per = pixels.len() / n.max(1);
         let mut records = Vec::with_capacity(n * (per + 1));
         for (image, &label) in pixels.chunks_exact(per.max(1)).zip(&latents.labels) {
-            records.push(u8::try_from(label).unwrap_or(u8::MAX));
+            // Checked above: every label is below 10.
+            records.push(label as u8);
             records.extend_from_slice(image);
         }
         cli::create_parent(bin)?;
