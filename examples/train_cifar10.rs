@@ -178,7 +178,7 @@ struct Args {
     /// The run folder: one run's checkpoints, metrics and pictures. A fresh run refuses a
     /// folder that holds a run (see --resume and --overwrite), and any folder another
     /// run is writing. Default: runs/ and the --dataset's name (runs/cifar10, runs/mnist…).
-    #[arg(long, default_value = "runs/cifar10")]
+    #[arg(long, default_value = "runs/cifar10", hide_default_value = true)]
     #[arg(value_parser = cli::validate::output_dir())]
     out: PathBuf,
     /// Continue the run in --out from its checkpoint.
@@ -334,7 +334,16 @@ pub fn main() {
 /// a bad flag (clap exits with it itself for a value outside its rule in
 /// `cli::validate`), 130 (143) when stopped by SIGINT (SIGTERM).
 pub fn main_with(argv: Vec<OsString>) -> i32 {
-    let mut matches = Args::command().get_matches_from(&argv);
+    // One program, two names (`train`, `train_cifar10`): --help and --version say which.
+    let name = match argv
+        .first()
+        .and_then(|p| PathBuf::from(p).file_stem().map(|s| s.to_owned()))
+    {
+        Some(stem) if stem.to_string_lossy().starts_with("train_cifar10") => "train_cifar10",
+        _ => "train",
+    };
+    let command = || Args::command().name(name);
+    let mut matches = command().get_matches_from(&argv);
     let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let mut preset = None;
     if let Some(p) = args.preset {
@@ -344,7 +353,7 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
         };
         let held = |long: &str| cli::resume::held_by_checkpoint(long);
         let expanded = cli::preset::expand(&argv, p, &user, args.resume, &held);
-        matches = Args::command().get_matches_from(&expanded.argv);
+        matches = command().get_matches_from(&expanded.argv);
         args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         preset = Some((p, expanded));
     }
@@ -354,6 +363,13 @@ pub fn main_with(argv: Vec<OsString>) -> i32 {
     };
     if !given("out") {
         args.out = PathBuf::from("runs").join(args.dataset.kind.flag());
+        if args.out.exists() && !args.out.is_dir() {
+            let e = cli::usage_error(format!(
+                "--out (default {}) must be a directory (or not exist yet), got a file",
+                args.out.display()
+            ));
+            return cli::report(&e);
+        }
     }
     match train(&args, &argv, &given, preset.as_ref()) {
         Ok(None) => 0,
@@ -495,6 +511,12 @@ fn train_rank(
     };
     let data = args.dataset.load(data_path.as_deref())?;
     let data = data.as_ref();
+    cli::validate::data_fits(
+        args.batch,
+        data_path.as_deref(),
+        data.train().len(),
+        data.test().len(),
+    )?;
     let per_epoch = (data.train().len() / args.batch) as u64;
     let total = args
         .steps

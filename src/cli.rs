@@ -79,7 +79,7 @@ pub struct DatasetArgs {
     #[arg(long = "dataset", value_enum, default_value_t = DatasetArg::Cifar10)]
     pub kind: DatasetArg,
     /// --dataset folder: the side of the square images the pictures become (default 64;
-    /// the number of levels must divide it).
+    /// each level halves it, so 2^levels must divide it).
     #[arg(long, value_parser = validate::usize_in(1, 4096))]
     pub image_size: Option<usize>,
     /// --dataset folder: 3 for RGB (the default), 1 for greyscale.
@@ -91,9 +91,9 @@ pub struct DatasetArgs {
 }
 
 impl DatasetArgs {
-    /// The dataset at `path` (`None`: CIFAR-10's built-in sample, the only default).
-    pub fn load(&self, path: Option<&Path>) -> CliResult<Box<dyn ImageSplits>> {
-        use glow::data::{cifar100, folder, imagenet, mnist, svhn};
+    /// Whether the flags go together: the folder's options only with `--dataset folder`,
+    /// and `--channels` 1 or 3. Checked before any work (a download included).
+    pub fn check(&self) -> CliResult<()> {
         let folder_only = [
             ("--image-size", self.image_size.is_some()),
             ("--channels", self.channels.is_some()),
@@ -112,6 +112,13 @@ impl DatasetArgs {
                 "--channels must be 1 (greyscale) or 3 (RGB), got 2",
             ));
         }
+        Ok(())
+    }
+
+    /// The dataset at `path` (`None`: CIFAR-10's built-in sample, the only default).
+    pub fn load(&self, path: Option<&Path>) -> CliResult<Box<dyn ImageSplits>> {
+        use glow::data::{cifar100, folder, imagenet, mnist, svhn};
+        self.check()?;
         let Some(path) = path else {
             if self.kind == DatasetArg::Cifar10 {
                 return Ok(Box::new(Cifar10::load(glow::data::default_data_dir())?));

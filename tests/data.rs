@@ -668,3 +668,46 @@ fn the_cifar100_archive_yields_its_two_files() {
         out
     );
 }
+
+#[test]
+fn ranks_download_after_rank_0_and_not_when_it_failed() {
+    use glow::parallel::{Collective, InProcess};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for rank0_fails in [false, true] {
+        let calls = AtomicUsize::new(0);
+        let results: Vec<Result<usize, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = InProcess::world(3)
+                .into_iter()
+                .map(|comm| {
+                    let calls = &calls;
+                    s.spawn(move || {
+                        glow::download::on_ranks(&comm, || {
+                            let order = calls.fetch_add(1, Ordering::SeqCst);
+                            match (comm.rank(), rank0_fails) {
+                                (0, true) => {
+                                    Err(glow::engine::Error::invalid("download", "offline"))
+                                }
+                                _ => Ok(order),
+                            }
+                        })
+                        .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        if rank0_fails {
+            // Only rank 0 tried; the others were told, and say so.
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+            assert!(results[1]
+                .as_ref()
+                .unwrap_err()
+                .contains("rank 0's download failed"));
+        } else {
+            // Rank 0 first (call 0), then the others.
+            assert_eq!(results[0], Ok(0));
+            assert_eq!(calls.load(Ordering::SeqCst), 3);
+        }
+    }
+}

@@ -518,7 +518,7 @@ fn imagenet_files_that_are_not_imagenet_are_refused_naming_the_file() {
                 ],
                 false,
             ),
-            "needs 6144 bytes, it holds 6000",
+            "needs 6144 bytes",
         ),
         (
             "count",
@@ -597,12 +597,17 @@ fn rgb(x: u32, y: u32) -> [u8; 3] {
 fn a_folder_gives_the_central_square_planar_and_every_tenth_picture_held_out() {
     let dir = scratch("folder");
     // Twelve 6x4 pictures (PNG) and a hidden one, a text file and a JPEG in a subfolder.
+    // Picture i has blue i at (1, 0), the first pixel of its central square (columns
+    // 1..5), so which one went where can be read back.
+    let pixel = |i: u32| {
+        move |x: u32, y: u32| match (x, y) {
+            (1, 0) => [0, 0, i as u8],
+            _ => rgb(x, y),
+        }
+    };
     for i in 0..12 {
-        std::fs::write(
-            dir.join(format!("p{i:02}.png")),
-            formats::picture(6, 4, false, rgb),
-        )
-        .unwrap();
+        let picture = formats::picture(6, 4, false, pixel(i));
+        std::fs::write(dir.join(format!("p{i:02}.png")), picture).unwrap();
     }
     std::fs::write(dir.join(".hidden.png"), b"not looked at").unwrap();
     std::fs::write(dir.join("notes.txt"), b"not a picture").unwrap();
@@ -628,13 +633,20 @@ fn a_folder_gives_the_central_square_planar_and_every_tenth_picture_held_out() {
                 // Columns 1..5 of 0..6.
                 assert_eq!(
                     img[ch * 16 + y * 4 + x],
-                    rgb(x as u32 + 1, y as u32)[ch],
+                    pixel(0)(x as u32 + 1, y as u32)[ch],
                     "({ch}, {y}, {x})"
                 );
             }
         }
     }
-    assert_eq!(data.test.image(0), data.train.image(1));
+    let number = |img: &[u8]| img[2 * 16];
+    assert_eq!(
+        number(data.test.image(0)),
+        8,
+        "the 10th picture is held out"
+    );
+    let trained: Vec<u8> = (1..12).map(|i| number(data.train.image(i))).collect();
+    assert_eq!(trained, [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11]);
     // q, a solid colour (JPEG), is solid after any resize.
     let data = ImageFolder::load(&dir, folder_options(8, 3, false)).unwrap();
     let q = data.train.image(0);
@@ -799,9 +811,18 @@ fn the_ood_example_scores_two_folders_and_draws_them() {
     );
     assert!(summary["auroc"].as_f64().unwrap() > 0.9, "{summary}");
     assert!(png.is_file());
+    // --max-images takes the first images of each.
+    let first = ood(&["--max-images", "1"]);
+    assert!(first.status.success());
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        (
+            first["in"]["images"].clone(),
+            first["out"]["images"].clone()
+        ),
+        (1.into(), 1.into())
+    );
     // A dataset of another image shape is refused (exit 2), naming both shapes.
-    let other = ood(&["--max-images", "1"]);
-    assert!(other.status.success());
     let mnist = base.join("mnist");
     std::fs::create_dir(&mnist).unwrap();
     formats::write_mnist(&mnist, 3, 2, true);

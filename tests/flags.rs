@@ -177,7 +177,14 @@ fn sweep() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("interpolate", "--a", BAD_INTEGER.to_vec()),
         ("interpolate", "--b", BAD_INTEGER.to_vec()),
         ("interpolate", "--steps", with(BAD_COUNT, &["1", "1025"])),
-        ("manipulate", "--class", with(BAD_INTEGER, &["256"])),
+        ("manipulate", "--class", with(BAD_INTEGER, &["65536"])),
+        ("train_cifar10", "--image-size", with(BAD_COUNT, &["4097"])),
+        ("train_cifar10", "--channels", with(BAD_COUNT, &["4"])),
+        ("evaluate", "--image-size", with(BAD_COUNT, &["4097"])),
+        ("ood", "--max-images", BAD_COUNT.to_vec()),
+        ("ood", "--batch", BAD_COUNT.to_vec()),
+        ("ood", "--bins", with(BAD_COUNT, &["1001"])),
+        ("ood", "--seed", BAD_INTEGER.to_vec()),
         ("manipulate", "--index", BAD_INTEGER.to_vec()),
         ("manipulate", "--per-group", BAD_COUNT.to_vec()),
         (
@@ -214,6 +221,12 @@ impl Bait {
         match name {
             "train_cifar10" => vec![format!("--data={data}"), format!("--out={out}")],
             "sample" => vec![format!("--checkpoint={ckpt}"), format!("--out={out}")],
+            "ood" => vec![
+                format!("--checkpoint={ckpt}"),
+                format!("--data={data}"),
+                "--ood-dataset=folder".into(),
+                format!("--ood-data={data}"),
+            ],
             _ => vec![format!("--checkpoint={ckpt}"), format!("--data={data}")],
         }
     }
@@ -335,6 +348,40 @@ fn values_too_large_for_the_data_exit_2_with_one_line() {
             vec!["--translate=32".into(), train_out.clone()],
             "--translate",
             Some("32"),
+        ),
+        // The dataset flags go together, checked before any data is read or fetched.
+        (
+            "train_cifar10",
+            vec!["--image-size=32".into(), train_out.clone()],
+            "--image-size",
+            None,
+        ),
+        (
+            "train_cifar10",
+            vec![
+                "--dataset=folder".into(),
+                "--channels=2".into(),
+                format!("--data={}", scratch.display()),
+                train_out.clone(),
+            ],
+            "--channels",
+            Some("2"),
+        ),
+        (
+            "train_cifar10",
+            vec![
+                "--dataset=imagenet32".into(),
+                format!("--download={}", scratch.path("never").display()),
+                train_out.clone(),
+            ],
+            "--download",
+            None,
+        ),
+        (
+            "train_cifar10",
+            vec!["--dataset=mnist".into(), train_out.clone()],
+            "--dataset",
+            None,
         ),
         // A batch of 16 does not split into 3 shards.
         (
@@ -520,6 +567,8 @@ fn every_example_answers_help() {
         "manipulate",
         "encode",
         "decode",
+        "train",
+        "ood",
     ] {
         let o = run(&scratch, name, &strings(&["--help"]));
         assert_eq!(o.code, Some(0), "{name} --help: {}", o.stderr);

@@ -99,10 +99,13 @@ device_test!(fn gaussian_log_prob_matches_its_composition(dev) {
 device_test!(fn relu_grad_bias_matches_its_composition(dev) {
     // Small and large (the CPU's parallel paths: over images, and over channels when
     // there is one image), and the edges where a reduced axis has extent 1.
+    // Images or channels that do not split evenly into the CPU's parallel parts, too.
     let shapes = [
         [2, 16, 8, 8],
         [16, 32, 16, 16],
+        [7, 32, 16, 16],
         [1, 64, 32, 32],
+        [1, 67, 32, 32],
         [3, 1, 5, 7],
         [5, 3, 1, 1],
         [1, 1, 1, 1],
@@ -130,7 +133,12 @@ device_test!(fn relu_grad_bias_matches_its_composition(dev) {
 fn relu_grad_bias_composed_gives_the_cpu_kernel_bits() {
     // Device::CoreCpu runs the default composition on the CPU's core kernels: the fused
     // CPU kernel must give its bits (the training run's losses depend on them).
-    for shape in [[16, 32, 16, 16], [1, 64, 32, 32], [3, 5, 7, 9]] {
+    for shape in [
+        [16, 32, 16, 16],
+        [7, 32, 16, 16],
+        [1, 67, 32, 32],
+        [3, 5, 7, 9],
+    ] {
         let run = |dev: &Device| -> Result<(Vec<f32>, Vec<f32>)> {
             let y = Tensor::randn(&shape, 0.0, 1.0, 7, dev)?.relu()?;
             let dy = Tensor::randn(&shape, 0.0, 1.0, 8, dev)?;

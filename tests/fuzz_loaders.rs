@@ -432,7 +432,7 @@ fn the_cifar10_loader_never_panics() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The other datasets' loaders (glow::data::{mnist, cifar100}).
+// The other datasets' loaders (glow::data::{mnist, cifar100, svhn, imagenet, folder}).
 
 /// One valid file of a dataset: its name, its bytes, and the ranges a mutation aims at
 /// half the time (headers, labels).

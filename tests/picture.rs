@@ -302,8 +302,8 @@ fn histograms_draw_each_series_as_translucent_bars_with_a_legend() -> Result<()>
         &options,
     )?;
     let (width, _, px) = decode(&path);
-    // Bins are 1 wide from 0: "low" has all its values in bin 0 (fraction 1), "high" in
-    // bin 4 (fraction 1); bins 1-3 are empty.
+    // Five bins over [0.1, 5.0], 0.98 wide: "low" has all its values in bin 0 (fraction
+    // 1), "high" in bin 4 (fraction 1); bins 1-3 are empty.
     let inside = |x: f64, y: f64| {
         let (c, r) = frame.pixel(x, y);
         at(&px, width, c as usize, r as usize)

@@ -145,31 +145,32 @@ pub fn download_cifar10(dir: impl AsRef<Path>, url: &str) -> Result<PathBuf> {
     download_cifar10_verified(dir, url, &ArchiveSpec::OFFICIAL)
 }
 
-/// [`download_cifar10`] in a data-parallel run over `comm` ([`on_ranks`]).
-pub fn download_cifar10_on_ranks(
-    dir: impl AsRef<Path>,
-    url: &str,
-    comm: &dyn crate::parallel::Collective,
-) -> Result<PathBuf> {
-    on_ranks(comm, || download_cifar10(&dir, url))
-}
-
 /// A download `fetch` in a data-parallel run over `comm`: rank 0 runs it while the other
-/// ranks wait (one all-reduce of one value), then each of them runs it too, finding the
-/// files in place (the folder must be one every rank sees).
+/// ranks wait, then tells them whether it succeeded (one all-reduce of one value); if it
+/// did, each of them runs `fetch` too and finds the files in place (the folder must be
+/// one every rank sees); if not, they fail at once rather than all download together.
 pub fn on_ranks<T>(
     comm: &dyn crate::parallel::Collective,
     fetch: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    use crate::parallel::barrier;
-    if comm.rank() != 0 {
-        barrier(comm)?;
+    if comm.size() == 1 {
+        return fetch();
     }
-    let fetched = fetch();
     if comm.rank() == 0 {
-        barrier(comm)?;
+        let fetched = fetch();
+        let mut failed = [if fetched.is_err() { 1.0 } else { 0.0 }];
+        comm.sum_in_place(&mut failed)?;
+        return fetched;
     }
-    fetched
+    let mut failed = [0.0];
+    comm.sum_in_place(&mut failed)?;
+    if failed[0] > 0.0 {
+        return Err(download_error(format!(
+            "rank {}: rank 0's download failed (its own error says why)",
+            comm.rank()
+        )));
+    }
+    fetch()
 }
 
 /// [`download_cifar10`] against the archive described by `spec` instead of the official one

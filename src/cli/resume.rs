@@ -76,15 +76,24 @@ pub struct Asked<'a> {
 
 /// Every way `asked` differs from the checkpoint `header`, one phrase each
 /// (`--depth 4 (the checkpoint has 8)`): flags of [`FROM_CHECKPOINT`] given with another
-/// value, and the data when the checkpoint recorded its own. Empty when none.
+/// value, images of another shape than the checkpoint's model takes, and the data when
+/// the checkpoint recorded its own. Empty when none.
 pub fn conflicts(asked: &Asked, header: &CheckpointHeader) -> Vec<String> {
     let mut out = Vec::new();
+    let (m, c) = (asked.model, &header.config);
+    if m.image_shape != c.image_shape {
+        // Not a flag: the data's shape, which the checkpoint's model must take.
+        out.push(format!(
+            "the data's {:?} images (the checkpoint's model takes {:?}: give the --dataset \
+             and --data it was trained on)",
+            m.image_shape, c.image_shape
+        ));
+    }
     let mut differ = |flag: &str, want: String, have: String| {
         if (asked.given)(flag) && want != have {
             out.push(format!("--{flag} {want} (the checkpoint has {have})"));
         }
     };
-    let (m, c) = (asked.model, &header.config);
     differ("levels", m.levels.to_string(), c.levels.to_string());
     differ("depth", m.depth.to_string(), c.depth.to_string());
     differ("hidden", m.hidden.to_string(), c.hidden.to_string());
@@ -111,7 +120,9 @@ pub fn conflicts(asked: &Asked, header: &CheckpointHeader) -> Vec<String> {
         let crc = asked.train.fingerprint();
         if had != crc {
             out.push(format!(
-                "the data (the checkpoint's training split has CRC-32 {had:08x}, this one {:08x})",
+                "the data (the checkpoint's training split has CRC-32 {had:08x}, this one \
+                 {:08x}: give the --dataset, --data and, for a folder, --image-size and \
+                 --channels the run was started with)",
                 crc
             ));
         }

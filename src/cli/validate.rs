@@ -220,10 +220,10 @@ pub fn n_bits() -> Rule<u32> {
     integer(1, 8, "")
 }
 
-/// `--class`: a class label, 0 to 255 (labels are bytes); checked against the
+/// `--class`: a class label, 0 to 65,535 (labels are `u16`); checked against the
 /// dataset's number of classes by [`class_of`] once the data is read.
 pub fn class() -> Rule<usize> {
-    integer(0, 255, " (a class label)")
+    integer(0, u64::from(u16::MAX), " (a class label)")
 }
 
 /// `--class` `value` must be one of the `classes` of the dataset.
@@ -382,10 +382,11 @@ pub struct TrainingFlags<'a> {
 }
 
 /// What `train_cifar10` checks before any work beyond what its flags' rules can: the
-/// checkpoint `--resume` needs exists, and the dataset has at least `--batch` training
-/// images and a test split to evaluate on. It reads the dataset for its size (the
-/// built-in sample in milliseconds; the training run then reads it again); with
-/// `--download` it uses the official archive's size instead.
+/// checkpoint `--resume` needs exists, the dataset flags go together
+/// ([`super::DatasetArgs::check`]), and, with `--download`, the official files have at
+/// least `--batch` training images (their counts are known). Without `--download` the
+/// run checks the data it reads with [`data_fits`], before any other work, so that a
+/// large dataset is read once.
 pub fn training_run(flags: &TrainingFlags) -> Result<()> {
     if let Some(ckpt) = flags.resume_from {
         if !ckpt.is_file() {
@@ -396,28 +397,29 @@ pub fn training_run(flags: &TrainingFlags) -> Result<()> {
             )));
         }
     }
-    let (train, test) = match (flags.download, flags.dataset.kind.official_counts()) {
-        (Some(_), Some(counts)) => counts,
-        (Some(_), None) => {
-            return Err(usage_error(format!(
-                "--download fetches cifar10, cifar100, mnist and svhn; for --dataset {} \
-                 give --data with its files (the README's list of datasets says where each \
-                 comes from)",
-                flags.dataset.kind.flag()
-            )))
-        }
-        (None, _) => {
-            let data = flags.dataset.load(flags.data)?;
-            (data.train().len(), data.test().len())
-        }
-    };
-    if flags.batch > train {
+    flags.dataset.check()?;
+    match (flags.download, flags.dataset.kind.official_counts()) {
+        (Some(_), Some((train, test))) => data_fits(flags.batch, None, train, test),
+        (Some(_), None) => Err(usage_error(format!(
+            "--download fetches cifar10, cifar100, mnist and svhn; for --dataset {} give \
+             --data with its files (the README's list of datasets says where each comes from)",
+            flags.dataset.kind.flag()
+        ))),
+        // Checked by the caller once it has read the data ([`data_fits`]), so that the
+        // data is read once.
+        (None, _) => Ok(()),
+    }
+}
+
+/// The dataset of `--data` (`data`; `None`: the built-in sample), with `train` and
+/// `test` images, must have at least `batch` training images and some test images.
+pub fn data_fits(batch: usize, data: Option<&Path>, train: usize, test: usize) -> Result<()> {
+    if batch > train {
         return Err(usage_error(format!(
-            "--batch must be at most {train}, the images of the training split, got {}",
-            flags.batch
+            "--batch must be at most {train}, the images of the training split, got {batch}"
         )));
     }
-    has_test_images(flags.data, train, test)
+    has_test_images(data, train, test)
 }
 
 /// In a data-parallel run of `ranks` ranks, `--batch` (the global batch) must split
@@ -462,8 +464,9 @@ pub fn has_test_images(data: Option<&Path>, train: usize, test: usize) -> Result
         return Ok(());
     }
     Err(usage_error(format!(
-        "--data must hold test images to evaluate on, got {} ({train} training images, \
-         none held out: fewer than 10 and no {})",
+        "--data must hold test images to evaluate on, got {} ({train} training images and \
+         no test split: CIFAR-10 holds out a tenth from 10 images on when there is no {}, a \
+         folder of pictures every tenth picture, the other datasets have test files)",
         data.map_or("the built-in sample".into(), |p| p.display().to_string()),
         glow::data::TEST_FILE
     )))

@@ -22,7 +22,6 @@
 //! - `lp[b] = Σ −½(ln 2π + 2·logs + u²)`;
 //! - `dz = −dlp · u · e^(−logs)`, `dmean = dlp · u · e^(−logs)`, `dlogs = dlp · (u² − 1)`.
 //!
-//!
 //! **Relu and bias gradient.** For the output gradient `dy` of `relu(conv(x, w) + b)`
 //! and its output `y`, both `[n, c, H, W]`: `dz = dy · [y > 0]` (what the two gradient
 //! convolutions take) and `db = Σ dz` over images and pixels. The CPU writes each run of

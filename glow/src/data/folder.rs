@@ -3,7 +3,8 @@
 //! `image` crate decodes and resizes), in RGB or greyscale.
 //!
 //! **Which files.** Every `.png`, `.jpg` and `.jpeg` file under the folder, at any depth,
-//! in the order of their paths (hidden files and folders, named `.…`, are skipped).
+//! in the order of their paths (hidden files and folders, named `.…`, are skipped; links
+//! are followed, each folder walked once).
 //!
 //! **Classes.** With [`FolderOptions::class_folders`], each subfolder of the folder is
 //! a class (labels in the order of the subfolders' names) and every picture must lie in
@@ -13,6 +14,7 @@
 //! splits (class subfolders inside each). Otherwise every tenth picture in path order
 //! (the 10th, 20th, …) is held out, which takes a tenth of each class too.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use engine::{Error, Result};
@@ -201,16 +203,27 @@ fn is_picture(path: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
 }
 
-/// Every picture under `dir` at any depth, in path order.
+/// Every picture under `dir` at any depth, in path order. Links are followed (a dataset
+/// folder is often a link), each directory walked once: `seen` holds the canonical
+/// paths walked, so a link back up the tree ends the walk there instead of looping.
 fn pictures(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for p in entries(dir)? {
-        if p.is_dir() {
-            pictures(&p, out)?;
-        } else if is_picture(&p) {
-            out.push(p);
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<()> {
+        let canonical = dir
+            .canonicalize()
+            .map_err(|e| data_error(format!("cannot read {}: {e}", dir.display())))?;
+        if !seen.insert(canonical) {
+            return Ok(());
         }
+        for p in entries(dir)? {
+            if p.is_dir() {
+                walk(&p, out, seen)?;
+            } else if is_picture(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
     }
-    Ok(())
+    walk(dir, out, &mut HashSet::new())
 }
 
 /// The pictures under `dir` with their labels: each class subfolder's (in `classes`),

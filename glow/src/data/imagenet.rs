@@ -67,7 +67,13 @@ impl ImageNet {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_dir())
             .collect();
-        subdirs.sort();
+        // Subfolders named for this size first (Imagenet64_train_npz/ for 64), so that a
+        // folder holding both sizes' folders gives the one asked for.
+        let other_size = |p: &PathBuf| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            !name.is_some_and(|n| n.contains(&side.to_string()))
+        };
+        subdirs.sort_by_key(|p| (other_size(p), p.clone()));
         places.extend(subdirs);
         let find = |name: &str| places.iter().map(|d| d.join(name)).find(|p| p.is_file());
         let train_files: Vec<PathBuf> = (1..=10).filter_map(|k| find(&train_file(k))).collect();
@@ -186,7 +192,12 @@ fn member(
     let mut entry = archive
         .by_name(name)
         .map_err(|e| format!("no {name} in the archive ({e})"))?;
-    let header = npyz::NpyHeader::from_reader(&mut entry).map_err(|e| format!("{name}: {e}"))?;
+    // Nothing read from the member may exceed what the archive says it unpacks to: a
+    // .npy header claiming a longer header or more values than that is refused, and a
+    // deflated member cannot unpack to more.
+    let size = entry.size();
+    let header = npyz::NpyHeader::from_reader((&mut entry).take(size))
+        .map_err(|e| format!("{name}: {e}"))?;
     let npyz::DType::Plain(ty) = header.dtype() else {
         return Err(format!("{name} is a structured array, expected integers"));
     };
@@ -206,7 +217,13 @@ fn member(
         .ok_or_else(|| format!("{name}: shape {shape:?} overflows"))?;
     // Read what is there, up to what the shape needs: a header that claims more than the
     // member holds costs no more memory than the member.
-    let mut values = Vec::new();
+    if bytes > size {
+        return Err(format!(
+            "{name}: shape {shape:?} of {type_str} needs {bytes} bytes, more than the whole \
+             member's {size}"
+        ));
+    }
+    let mut values = Vec::with_capacity(bytes as usize);
     entry
         .take(bytes)
         .read_to_end(&mut values)
