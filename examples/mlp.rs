@@ -66,15 +66,18 @@ pub fn run(dev: &Device) -> Result<(f32, f32, f32)> {
             println!("step {step:3}  loss {:.4}", l.item()?);
         }
         let grads = l.backward()?;
-        // Gradient descent with rate 0.5: p <- p - 0.5 * dL/dp, each a fresh leaf.
-        params = params
-            .iter()
-            .map(|p| {
-                Ok(p.sub(&grads.get(p).expect("reaches the loss").scale(0.5)?)?
-                    .detach()
-                    .with_grad())
-            })
-            .collect::<Result<_>>()?;
+        // Gradient descent with rate 0.5: p <- p - 0.5 * dL/dp. Under no_grad, because
+        // the update is no part of any loss: nothing is recorded, and each new parameter
+        // is a fresh leaf.
+        params = no_grad(|| {
+            params
+                .iter()
+                .map(|p| {
+                    let step = grads.get(p).expect("reaches the loss").scale(0.5)?;
+                    Ok(p.sub(&step)?.with_grad())
+                })
+                .collect::<Result<_>>()
+        })?;
     }
     let last = loss(&params, &x, &y)?.item()?;
     Ok((first_loss, last, accuracy(&params, &x_test, &y_test)?))
