@@ -4,7 +4,8 @@
 //! - [`Tensor`] (in `tensor.rs`): an `f32` array on a [`Device`], and the ops on it.
 //! - `ops/`: one file per op family; each op's forward and its backward (vector-Jacobian
 //!   product) sit side by side.
-//! - `autograd.rs`: the tape, `backward()` and `no_grad`.
+//! - `autograd.rs`: the tape, `backward()` and `no_grad`; [`graph`]: a tensor's graph as
+//!   Graphviz DOT text ([`Tensor::to_dot`]), to see the tape.
 //! - [`backend::Backend`]: the ~20 core primitives a device provides, and
 //!   [`backend::fused::Fused`], the fused ops it may write (or leave to their default
 //!   compositions of the core); `reference/` writes
@@ -27,6 +28,7 @@ pub mod backend;
 pub mod cpu;
 mod error;
 pub mod gradcheck;
+pub mod graph;
 pub mod invertible;
 pub mod linalg;
 pub mod memory;

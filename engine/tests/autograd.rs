@@ -73,3 +73,31 @@ fn a_chain_far_deeper_than_any_flow_drops_without_overflowing_the_stack() {
     }
     drop(y);
 }
+
+#[test]
+fn the_graph_dump_shows_ops_in_backward_order_with_values_and_gradients() -> engine::Result<()> {
+    let dev = Device::Cpu;
+    let a = Tensor::from_slice(&[2.0], &[1], &dev)?.with_grad();
+    let b = Tensor::from_slice(&[-3.0], &[1], &dev)?.with_grad();
+    let ab = a.mul(&b)?;
+    let s = ab.add(&a)?;
+    let loss = s.sum_all()?;
+    let grads = loss.backward()?;
+    let dot = loss.to_dot(Some(&grads))?;
+    let line = |needle: &str| dot.lines().any(|l| l.trim() == needle);
+    // Ops by backward step: the last op first.
+    for (t, op, step) in [(&loss, "sum", 1), (&s, "add", 2), (&ab, "mul", 3)] {
+        let want = format!("op{} [shape=ellipse, label=\"{op}\\nbackward step {step}\"];", t.id());
+        assert!(line(&want), "{want} in\n{dot}");
+    }
+    // Inputs into each op, each op into its output.
+    for (from, to) in [(&a, &ab), (&b, &ab), (&ab, &s), (&a, &s), (&s, &loss)] {
+        assert!(line(&format!("t{} -> op{};", from.id(), to.id())), "{dot}");
+        assert!(line(&format!("op{} -> t{};", to.id(), to.id())), "{dot}");
+    }
+    // d loss/da = b + 1 = -2 and d loss/db = a = 2, in the leaves' boxes.
+    assert!(dot.contains("data [2.0000]\\ngrad [-2.0000]"), "{dot}");
+    assert!(dot.contains("data [-3.0000]\\ngrad [2.0000]"), "{dot}");
+    assert_eq!(dot.matches("->").count(), 8);
+    Ok(())
+}
