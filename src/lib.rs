@@ -2,13 +2,15 @@
 //!
 //! The real code lives in the `engine` and `glow` crates; this package holds `tests/`,
 //! `examples/` and `benches/` and what they have in common: the list of devices a test
-//! runs on and [`device_test!`], which turns one test body into one test per device.
+//! runs on and [`device_test!`], which turns one test body into one test per device; and
+//! [`tiny`], the tour's stop 0: the engine's whole idea in one short file.
 
 pub use engine;
 pub use engine::device_test;
 pub use glow;
 
 pub mod cli;
+pub mod tiny;
 
 /// `docs/tour.md`, included here so that `cargo test` compiles and runs its snippets.
 // Its excerpts of the code are fragments (a loop's head, the middle of a function),

@@ -66,7 +66,12 @@ impl Tensor {
             if t.requires_grad() && t.0.node.is_none() {
                 label.push_str("\\n(leaf, requires grad)");
             }
-            let _ = writeln!(out, "  t{} [shape=box, label=\"{}\"];", t.id(), escape(&label));
+            let _ = writeln!(
+                out,
+                "  t{} [shape=box, label=\"{}\"];",
+                t.id(),
+                escape(&label)
+            );
             if let Some(node) = &t.0.node {
                 step += 1;
                 let _ = writeln!(

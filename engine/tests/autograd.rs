@@ -87,7 +87,10 @@ fn the_graph_dump_shows_ops_in_backward_order_with_values_and_gradients() -> eng
     let line = |needle: &str| dot.lines().any(|l| l.trim() == needle);
     // Ops by backward step: the last op first.
     for (t, op, step) in [(&loss, "sum", 1), (&s, "add", 2), (&ab, "mul", 3)] {
-        let want = format!("op{} [shape=ellipse, label=\"{op}\\nbackward step {step}\"];", t.id());
+        let want = format!(
+            "op{} [shape=ellipse, label=\"{op}\\nbackward step {step}\"];",
+            t.id()
+        );
         assert!(line(&want), "{want} in\n{dot}");
     }
     // Inputs into each op, each op into its output.

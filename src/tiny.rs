@@ -1,0 +1,334 @@
+//! Stop 0 of the tour (`docs/tour.md`): the whole idea of the engine in one short file,
+//! before the real one. Small `f32` tensors on the host, no devices and no kernels, but
+//! the same design as `engine`: every tensor gets an id from a counter that only grows;
+//! an op's output carries a node with its inputs and a closure that turns the output's
+//! gradient into theirs (the vector-Jacobian product); `backward()` sorts the tensors it
+//! reaches by id, newest first, which is an order where every gradient is complete
+//! before it is passed on, and walks them. `examples/mlp.rs` trains the same network, the
+//! same lines, on this and on `engine`.
+//!
+//! ```
+//! use glow_rs::tiny::{Device, Tensor};
+//! let x = Tensor::from_vec(vec![3.0], &[1], &Device::Host)?.with_grad();
+//! let loss = x.mul(&x)?.add(&x)?.mean_all()?; // x² + x, so d/dx = 2x + 1 = 7
+//! assert_eq!(loss.backward()?.get(&x).unwrap().to_vec()?, vec![7.0]);
+//! # Ok::<(), String>(())
+//! ```
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Errors are plain messages here.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// There is one place to compute: the host. (The engine's `Device` picks a backend.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// This process's memory and the calling thread.
+    Host,
+}
+
+/// Ids grow with creation time, so an op's output is newer than its inputs.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local!(static RECORDING: Cell<bool> = const { Cell::new(true) });
+
+/// The vector-Jacobian product of one op: output values and gradient to input gradients.
+type Vjp = Box<dyn Fn(&[f32], &[f32]) -> Vec<Vec<f32>>>;
+
+/// A small dense tensor; cloning shares it.
+#[derive(Clone)]
+pub struct Tensor(Rc<Inner>);
+
+struct Inner {
+    id: usize,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+    requires_grad: bool,
+    /// The op's inputs and its VJP, when it was recorded.
+    node: Option<(Vec<Tensor>, Vjp)>,
+}
+
+/// The gradient of each leaf that required one, by id.
+pub struct Gradients(HashMap<usize, Tensor>);
+
+impl Gradients {
+    /// The gradient of `t`, if it is a leaf the loss depends on.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.0.get(&t.0.id)
+    }
+}
+
+/// Runs `f` without recording any op.
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    let before = RECORDING.with(|r| r.replace(false));
+    let out = f();
+    RECORDING.with(|r| r.set(before));
+    out
+}
+
+/// A uniform draw in `[0, 1)` from `state` (xorshift64*).
+fn uniform(state: &mut u64) -> f32 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
+}
+
+impl Tensor {
+    fn make(shape: &[usize], data: Vec<f32>, node: Option<(Vec<Tensor>, Vjp)>) -> Tensor {
+        let recording = RECORDING.with(|r| r.get());
+        let node = node.filter(|(inputs, _)| recording && inputs.iter().any(|t| t.0.requires_grad));
+        Tensor(Rc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape: shape.to_vec(),
+            data,
+            requires_grad: node.is_some(),
+            node,
+        }))
+    }
+
+    /// A tensor of `shape` holding `data`.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize], _: &Device) -> Result<Tensor> {
+        match shape.iter().product::<usize>() == data.len() {
+            true => Ok(Tensor::make(shape, data, None)),
+            false => Err(format!("{} values for shape {shape:?}", data.len())),
+        }
+    }
+
+    /// Zeros.
+    pub fn zeros(shape: &[usize], dev: &Device) -> Result<Tensor> {
+        Tensor::from_vec(vec![0.0; shape.iter().product()], shape, dev)
+    }
+
+    /// Uniform in `[lo, hi)`, from `seed`.
+    pub fn rand_uniform(
+        shape: &[usize],
+        lo: f32,
+        hi: f32,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let n = shape.iter().product();
+        Tensor::from_vec(
+            (0..n).map(|_| lo + (hi - lo) * uniform(&mut s)).collect(),
+            shape,
+            dev,
+        )
+    }
+
+    /// Normal with `mean` and `std` (Box–Muller), from `seed`.
+    pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64, dev: &Device) -> Result<Tensor> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut normal = || {
+            let (u, v) = (1.0 - uniform(&mut s), uniform(&mut s));
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        };
+        let n = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| mean + std * normal()).collect(), shape, dev)
+    }
+
+    /// The same values as a leaf that asks for its gradient: a parameter.
+    pub fn with_grad(&self) -> Tensor {
+        let mut t = Tensor::make(&self.0.shape, self.0.data.clone(), None);
+        Rc::get_mut(&mut t.0).expect("a new tensor").requires_grad = true;
+        t
+    }
+
+    /// The values, row-major.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        Ok(self.0.data.clone())
+    }
+
+    /// The value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        match self.0.data[..] {
+            [v] => Ok(v),
+            _ => Err(format!("item() of shape {:?}", self.0.shape)),
+        }
+    }
+
+    /// An elementwise map `f` with derivative `df(x, y)`.
+    fn map(
+        &self,
+        f: impl Fn(f32) -> f32,
+        df: impl Fn(f32, f32) -> f32 + 'static,
+    ) -> Result<Tensor> {
+        let x = self.0.data.clone();
+        let vjp: Vjp = Box::new(move |y, dy| {
+            vec![x
+                .iter()
+                .zip(y)
+                .zip(dy)
+                .map(|((&x, &y), &g)| g * df(x, y))
+                .collect()]
+        });
+        Ok(Tensor::make(
+            &self.0.shape,
+            self.0.data.iter().map(|&v| f(v)).collect(),
+            Some((vec![self.clone()], vjp)),
+        ))
+    }
+
+    /// `−x`.
+    pub fn neg(&self) -> Result<Tensor> {
+        self.map(|x| -x, |_, _| -1.0)
+    }
+
+    /// `s · x`.
+    pub fn scale(&self, s: f32) -> Result<Tensor> {
+        self.map(move |x| s * x, move |_, _| s)
+    }
+
+    /// `tanh x`; its derivative is `1 − y²`.
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.map(f32::tanh, |_, y| 1.0 - y * y)
+    }
+
+    /// `ln(1 + eˣ)`; its derivative is the sigmoid.
+    pub fn softplus(&self) -> Result<Tensor> {
+        self.map(
+            |x| x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            |x, _| 1.0 / (1.0 + (-x).exp()),
+        )
+    }
+
+    /// `a ∘ b` for `∘` one of `+ − ·`, elementwise; `b` may be a row `[k]` added to every
+    /// row of `a [n, k]`, whose gradient then sums over the rows.
+    fn zip(&self, b: &Tensor, op: char) -> Result<Tensor> {
+        let (ad, bd) = (self.0.data.clone(), b.0.data.clone());
+        if ad.len() % bd.len() != 0 || (bd.len() != ad.len() && op != '+') {
+            return Err(format!(
+                "{op} of shapes {:?} and {:?}",
+                self.0.shape, b.0.shape
+            ));
+        }
+        let f = move |x: f32, y: f32| match op {
+            '+' => x + y,
+            '-' => x - y,
+            _ => x * y,
+        };
+        let out = ad
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| f(x, bd[i % bd.len()]))
+            .collect();
+        let vjp: Vjp = Box::new(move |_, dy| {
+            let (mut da, mut db) = (vec![0.0; ad.len()], vec![0.0; bd.len()]);
+            for (i, &g) in dy.iter().enumerate() {
+                let (x, y) = (ad[i], bd[i % bd.len()]);
+                let (gx, gy) = match op {
+                    '+' => (1.0, 1.0),
+                    '-' => (1.0, -1.0),
+                    _ => (y, x),
+                };
+                da[i] += g * gx;
+                db[i % bd.len()] += g * gy;
+            }
+            vec![da, db]
+        });
+        Ok(Tensor::make(
+            &self.0.shape,
+            out,
+            Some((vec![self.clone(), b.clone()], vjp)),
+        ))
+    }
+
+    /// `a + b` (see [`Tensor::zip`] for the row broadcast).
+    pub fn add(&self, b: &Tensor) -> Result<Tensor> {
+        self.zip(b, '+')
+    }
+
+    /// `a − b`, same shapes.
+    pub fn sub(&self, b: &Tensor) -> Result<Tensor> {
+        self.zip(b, '-')
+    }
+
+    /// `a · b` elementwise, same shapes.
+    pub fn mul(&self, b: &Tensor) -> Result<Tensor> {
+        self.zip(b, '*')
+    }
+
+    /// The mean of all values, `[]`; each input gets `dy / n`.
+    pub fn mean_all(&self) -> Result<Tensor> {
+        let n = self.0.data.len();
+        let vjp: Vjp = Box::new(move |_, dy| vec![vec![dy[0] / n as f32; n]]);
+        let mean = self.0.data.iter().sum::<f32>() / n as f32;
+        Ok(Tensor::make(
+            &[],
+            vec![mean],
+            Some((vec![self.clone()], vjp)),
+        ))
+    }
+
+    /// `[n, k] × [k, m]`; `da = dy · bᵀ`, `db = aᵀ · dy`.
+    pub fn matmul(&self, b: &Tensor) -> Result<Tensor> {
+        let (&[n, k], &[k2, m]) = (&self.0.shape[..], &b.0.shape[..]) else {
+            return Err("matmul takes two matrices".into());
+        };
+        if k != k2 {
+            return Err(format!("matmul of [{n}, {k}] and [{k2}, {m}]"));
+        }
+        let (ad, bd) = (self.0.data.clone(), b.0.data.clone());
+        let mut out = vec![0.0; n * m];
+        for i in 0..n {
+            for j in 0..m {
+                out[i * m + j] = (0..k).map(|p| ad[i * k + p] * bd[p * m + j]).sum();
+            }
+        }
+        let vjp: Vjp = Box::new(move |_, dy| {
+            let (mut da, mut db) = (vec![0.0; n * k], vec![0.0; k * m]);
+            for i in 0..n {
+                for j in 0..m {
+                    for p in 0..k {
+                        da[i * k + p] += dy[i * m + j] * bd[p * m + j];
+                        db[p * m + j] += ad[i * k + p] * dy[i * m + j];
+                    }
+                }
+            }
+            vec![da, db]
+        });
+        Ok(Tensor::make(
+            &[n, m],
+            out,
+            Some((vec![self.clone(), b.clone()], vjp)),
+        ))
+    }
+
+    /// The gradient of this one-element loss with respect to every leaf that asks for one.
+    pub fn backward(&self) -> Result<Gradients> {
+        // Every tensor the loss depends on, newest first: the tape.
+        let (mut tape, mut stack, mut seen) = (Vec::new(), vec![self.clone()], HashMap::new());
+        while let Some(t) = stack.pop() {
+            if seen.insert(t.0.id, ()).is_none() {
+                if let Some((inputs, _)) = &t.0.node {
+                    stack.extend(inputs.iter().filter(|i| i.0.requires_grad).cloned());
+                }
+                tape.push(t);
+            }
+        }
+        tape.sort_by_key(|t| std::cmp::Reverse(t.0.id));
+        // The gradient summed so far for each tensor, seeded with d loss / d loss = 1.
+        let mut pending: HashMap<usize, Vec<f32>> = HashMap::from([(self.0.id, vec![1.0])]);
+        let mut grads = HashMap::new();
+        for t in tape {
+            let Some(dy) = pending.remove(&t.0.id) else {
+                continue;
+            };
+            let Some((inputs, vjp)) = &t.0.node else {
+                grads.insert(t.0.id, Tensor::make(&t.0.shape, dy, None));
+                continue;
+            };
+            for (input, dx) in inputs.iter().zip(vjp(&t.0.data, &dy)) {
+                let sum = pending
+                    .entry(input.0.id)
+                    .or_insert_with(|| vec![0.0; dx.len()]);
+                sum.iter_mut().zip(dx).for_each(|(s, d)| *s += d);
+            }
+        }
+        Ok(Gradients(grads))
+    }
+}
