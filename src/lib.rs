@@ -10,7 +10,13 @@ pub use engine::device_test;
 pub use glow;
 
 pub mod cli;
+pub mod exercises;
 pub mod tiny;
+
+/// `docs/exercises.md`, the exercises' worked solutions, included here so that `cargo
+/// test` runs each one against its check.
+#[doc = include_str!("../docs/exercises.md")]
+pub mod solutions {}
 
 /// `docs/tour.md`, included here so that `cargo test` compiles and runs its snippets.
 // Its excerpts of the code are fragments (a loop's head, the middle of a function),

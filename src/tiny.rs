@@ -151,8 +151,9 @@ impl Tensor {
         }
     }
 
-    /// An elementwise map `f` with derivative `df(x, y)`.
-    fn map(
+    /// An elementwise op: `y = f(x)`, whose derivative `df(x, y)` may use the input, the
+    /// output or both. The ops below are all made this way.
+    pub fn elementwise(
         &self,
         f: impl Fn(f32) -> f32,
         df: impl Fn(f32, f32) -> f32 + 'static,
@@ -175,22 +176,22 @@ impl Tensor {
 
     /// `−x`.
     pub fn neg(&self) -> Result<Tensor> {
-        self.map(|x| -x, |_, _| -1.0)
+        self.elementwise(|x| -x, |_, _| -1.0)
     }
 
     /// `s · x`.
     pub fn scale(&self, s: f32) -> Result<Tensor> {
-        self.map(move |x| s * x, move |_, _| s)
+        self.elementwise(move |x| s * x, move |_, _| s)
     }
 
     /// `tanh x`; its derivative is `1 − y²`.
     pub fn tanh(&self) -> Result<Tensor> {
-        self.map(f32::tanh, |_, y| 1.0 - y * y)
+        self.elementwise(f32::tanh, |_, y| 1.0 - y * y)
     }
 
     /// `ln(1 + eˣ)`; its derivative is the sigmoid.
     pub fn softplus(&self) -> Result<Tensor> {
-        self.map(
+        self.elementwise(
             |x| x.max(0.0) + (-x.abs()).exp().ln_1p(),
             |x, _| 1.0 / (1.0 + (-x).exp()),
         )
