@@ -1,6 +1,7 @@
 //! The report of the GPU check (`benches/gpu/check.sh`; see `benches/gpu/README.md`):
 //! the Vulkan device's identity and limits, every primitive on it against the CPU
-//! device, and the Glow model's agreement between the two, as one JSON line.
+//! device, the Glow model's agreement between the two, and the tour's naive and tiled
+//! convolution kernels timed side by side (`conv_kernels`), as one JSON line.
 //!
 //! `cargo bench --bench gpu_check` runs it on the default Vulkan device
 //! (`ENGINE_VULKAN_DEVICE` picks another). `GPU_CHECK_QUICK=1` leaves out the
@@ -350,6 +351,60 @@ fn glow_agreement(gpu: &Device) -> Result<Value> {
     }))
 }
 
+/// The tour's two convolution kernels (stop 8) on this device: GFLOP/s of the naive one
+/// (`shaders/conv2d_naive.comp`, on a second device opened with it) and of the tiled one,
+/// medians of five timed runs after a warm-up, each read back, and how far apart their
+/// results are.
+fn conv_kernels(vk: &VulkanDevice, full: bool) -> Result<Vec<Value>> {
+    let naive = VulkanDevice::new(engine::vulkan::VulkanOptions {
+        conv: engine::vulkan::ConvKernel::Naive,
+        ..vk.options().clone()
+    })?;
+    let conv = |c_in, c_out, k| Conv2dDims {
+        n: 16,
+        c_in,
+        c_out,
+        h: 16,
+        w: 16,
+        kh: k,
+        kw: k,
+    };
+    let mut shapes = vec![conv(6, 128, 3), conv(128, 12, 3)];
+    if full {
+        shapes.push(conv(6, 512, 3));
+        shapes.push(conv(512, 12, 3));
+    }
+    let mut rows = Vec::new();
+    for d in shapes {
+        let time = |b: &VulkanDevice| -> Result<(f64, Vec<f32>)> {
+            let x = b.from_host(&data(d.input_len(), 1, -1.0, 1.0))?;
+            let w = b.from_host(&data(d.weight_len(), 2, -0.1, 0.1))?;
+            let run = || {
+                b.conv2d(&x, &w, None, d, Epilogue::None)
+                    .and_then(|y| b.to_host(&y))
+            };
+            let out = run()?;
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                run()?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            Ok((times[2], out))
+        };
+        let ((t_naive, y_naive), (t_tiled, y_tiled)) = (time(&naive)?, time(vk)?);
+        let flops = 2.0 * d.macs() as f64;
+        rows.push(json!({
+            "shape": format!("{d:?}"),
+            "naive_gflops": flops / t_naive / 1e9,
+            "tiled_gflops": flops / t_tiled / 1e9,
+            "normalised_difference": errors(&y_naive, &y_tiled).0,
+        }));
+    }
+    Ok(rows)
+}
+
 fn main() {
     let quick = std::env::var("GPU_CHECK_QUICK").is_ok_and(|v| v == "1");
     let vk = match VulkanDevice::default_device() {
@@ -377,6 +432,9 @@ fn main() {
     }
     let glow = glow_agreement(&Device::Vulkan(vk.clone()))
         .unwrap_or_else(|e| json!({"error": e.to_string()}));
+    let convs = conv_kernels(&vk, !quick)
+        .map(Value::from)
+        .unwrap_or_else(|e| json!({"error": e.to_string()}));
     let heaps: Vec<Value> = p
         .heaps
         .iter()
@@ -402,6 +460,7 @@ fn main() {
             "primitives": primitives,
             "primitives_max_normalised_error": worst,
             "glow": glow,
+            "conv_kernels": convs,
             "counters": vk.counters().to_string(),
         })
     );

@@ -8,6 +8,9 @@
 //! repetitions after a warm-up; GFLOP/s counts `2 · multiply-adds / time`, and the last
 //! column is that as a share of the device's SGEMM ceiling (its 2048³ matmul row, or
 //! 512³ on a software Vulkan driver). One JSON line per row follows the table.
+//! With the Vulkan device, `conv2d (naive kernel)` rows time the tour's naive
+//! convolution kernel (`shaders/conv2d_naive.comp`) on the forward convolutions of
+//! configuration S, to read beside the tiled kernel's `conv2d` rows.
 //! The timing code is generic over [`Backend`], so another device is one more
 //! `bench_device` call in `main`; every repetition reads its output back with `to_host`,
 //! so an asynchronous device is timed to completion rather than to submission.
@@ -156,6 +159,38 @@ fn bench_device<B: Backend>(b: &B, large: bool) -> Vec<Row> {
     rows
 }
 
+/// The forward convolutions of configuration S (hidden 128) on a device whose `conv2d`
+/// is the naive kernel: the rows to read beside the tiled kernel's `conv2d` rows.
+#[cfg(feature = "vulkan")]
+fn bench_naive_conv(b: &engine::vulkan::VulkanDevice) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (what, d) in glow_convs()
+        .into_iter()
+        .filter(|(w, _)| !w.contains("h512"))
+    {
+        let shape = format!(
+            "{what} [{},{},{},{}]→{} {}x{}",
+            d.n, d.c_in, d.h, d.w, d.c_out, d.kh, d.kw
+        );
+        let (x, w, bias) = (
+            input(b, d.input_len(), 3),
+            input(b, d.weight_len(), 4),
+            input(b, d.c_out, 5),
+        );
+        let t = time(b, || {
+            b.conv2d(&x, &w, Some(&bias), d, Epilogue::None).unwrap()
+        });
+        rows.push(Row {
+            device: b.name(),
+            op: "conv2d (naive kernel)",
+            shape,
+            median: t,
+            flops: 2.0 * d.macs() as f64,
+        });
+    }
+    rows
+}
+
 fn main() {
     // BENCH_DEVICES: `cpu` (default), `vulkan`, or both (`cpu,vulkan`).
     let wanted = std::env::var("BENCH_DEVICES").unwrap_or_else(|_| "cpu".into());
@@ -171,7 +206,16 @@ fn main() {
         match engine::vulkan::VulkanDevice::default_device() {
             Ok(d) => {
                 let software = d.info().kind == engine::vulkan::DeviceKind::Cpu;
-                rows.extend(bench_device(&d, !software))
+                rows.extend(bench_device(&d, !software));
+                // The tour's naive convolution kernel (stop 8), on the same device.
+                let options = engine::vulkan::VulkanOptions {
+                    conv: engine::vulkan::ConvKernel::Naive,
+                    ..d.options().clone()
+                };
+                match engine::vulkan::VulkanDevice::new(options) {
+                    Ok(naive) => rows.extend(bench_naive_conv(&naive)),
+                    Err(e) => eprintln!("skipping the naive convolution: {e}"),
+                }
             }
             Err(e) => eprintln!("skipping Vulkan: {e}"),
         }

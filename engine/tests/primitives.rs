@@ -104,6 +104,23 @@ fn gemm_kernels_at_the_small_tile_on_vulkan() {
     engine::testing::assert_no_validation_messages();
 }
 
+/// The naive convolution kernel (`shaders/conv2d_naive.comp`, the tour's starting point)
+/// against the reference, on a private device opened with it.
+#[cfg(feature = "vulkan")]
+#[test]
+fn the_naive_conv2d_kernel_on_vulkan() {
+    let Some(options) = engine::testing::vulkan_options() else {
+        return;
+    };
+    let options = engine::vulkan::VulkanOptions {
+        conv: engine::vulkan::ConvKernel::Naive,
+        ..options
+    };
+    let d = engine::vulkan::VulkanDevice::new(options).unwrap();
+    check_conv2d(&d);
+    engine::testing::assert_no_validation_messages();
+}
+
 // ---- Tolerances ---------------------------------------------------------------------
 //
 // f32 has a 24-bit significand: one rounding is a relative error of at most

@@ -58,6 +58,17 @@ impl VulkanDevice {
             (bias.unwrap_or(w), false),
             (&y, true),
         ];
+        if self.0.options.conv == super::ConvKernel::Naive {
+            // One invocation per output element (the tour's starting point).
+            self.launch(
+                &k::CONV2D_NAIVE,
+                &[],
+                &bufs,
+                &push,
+                grid(dims.output_len(), 256)?,
+            )?;
+            return Ok(y);
+        }
         let (spec, groups) =
             gemm_launch(self.gemm_tile(), dims.c_out, dims.n * dims.h * dims.w, 1)?;
         self.launch(&k::CONV2D, &spec, &bufs, &push, groups)?;

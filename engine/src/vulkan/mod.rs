@@ -95,11 +95,25 @@ pub struct VulkanOptions {
     /// The GEMM workgroup edge (8 or 16) instead of the one chosen from the device's
     /// limits (`backend::gemm_tile`), to run the other tiling in tests.
     pub gemm_tile: Option<u32>,
+    /// Which kernel computes `conv2d`: the tiled one, or the naive loop nest the tour
+    /// starts from (`ENGINE_VULKAN_CONV=naive`), to learn from and compare with.
+    pub conv: ConvKernel,
+}
+
+/// The kernels that can compute a forward convolution (`VulkanOptions::conv`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// `shaders/conv2d.comp`: an implicit GEMM on shared-memory tiles, register blocked.
+    #[default]
+    Tiled,
+    /// `shaders/conv2d_naive.comp`: one invocation per output, the reference loop nest.
+    Naive,
 }
 
 impl VulkanOptions {
     /// Options from `ENGINE_VULKAN_DEVICE`, `ENGINE_VULKAN_VALIDATION` and
-    /// `ENGINE_VULKAN_PROFILE` (`1`, `true` or `yes` turn a flag on), and
+    /// `ENGINE_VULKAN_PROFILE` (`1`, `true` or `yes` turn a flag on),
+    /// `ENGINE_VULKAN_CONV` (`naive` for [`ConvKernel::Naive`]), and
     /// `ENGINE_VULKAN_PIPELINE_CACHE` (a folder, or `off`; by default
     /// `$XDG_CACHE_HOME/glow-rs`, else `$HOME/.cache/glow-rs`).
     pub fn from_env() -> Self {
@@ -117,6 +131,13 @@ impl VulkanOptions {
             profile: flag("ENGINE_VULKAN_PROFILE"),
             pipeline_cache: pipeline_cache_from_env(),
             gemm_tile: None,
+            conv: match std::env::var("ENGINE_VULKAN_CONV")
+                .as_deref()
+                .map(str::trim)
+            {
+                Ok("naive") => ConvKernel::Naive,
+                _ => ConvKernel::Tiled,
+            },
         }
     }
 }

@@ -52,6 +52,7 @@ kernel!(REDUCE, "reduce", 2);
 kernel!(REDUCE_SMALL, "reduce_small", 2);
 kernel!(MATMUL, "matmul", 3);
 kernel!(CONV2D, "conv2d", 4);
+kernel!(CONV2D_NAIVE, "conv2d_naive", 4);
 kernel!(CONV2D_BACKWARD_INPUT, "conv2d_backward_input", 3);
 kernel!(CONV2D_BACKWARD_WEIGHT, "conv2d_backward_weight", 3);
 kernel!(STRIDED_COPY, "strided_copy", 2);
