@@ -3,7 +3,8 @@
 //! The real code lives in the `engine` and `glow` crates; this package holds `tests/`,
 //! `examples/` and `benches/` and what they have in common: the list of devices a test
 //! runs on and [`device_test!`], which turns one test body into one test per device; and
-//! [`tiny`], the tour's stop 0: the engine's whole idea in one short file.
+//! what the tour uses: [`tiny`], its stop 0 (the engine's whole idea in one short file),
+//! [`exercises`] and their checks, and [`pictures`], which draws its figures.
 
 pub use engine;
 pub use engine::device_test;
@@ -11,6 +12,7 @@ pub use glow;
 
 pub mod cli;
 pub mod exercises;
+pub mod pictures;
 pub mod tiny;
 
 /// `docs/exercises.md`, the exercises' worked solutions, included here so that `cargo

@@ -61,6 +61,16 @@ impl Gradients {
     }
 }
 
+/// One step of the walk of [`Tensor::backward_steps`].
+pub struct Step {
+    /// The tensor reached.
+    pub id: usize,
+    /// The gradient it received: the sum of what every op that read it sent.
+    pub grad: Vec<f32>,
+    /// The gradients summed so far for tensors not reached yet, newest first.
+    pub pending: Vec<(usize, Vec<f32>)>,
+}
+
 /// Runs `f` without recording any op.
 pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     let before = RECORDING.with(|r| r.replace(false));
@@ -299,8 +309,40 @@ impl Tensor {
         ))
     }
 
+    /// This tensor's id: later tensors have larger ones.
+    pub fn id(&self) -> usize {
+        self.0.id
+    }
+
     /// The gradient of this one-element loss with respect to every leaf that asks for one.
     pub fn backward(&self) -> Result<Gradients> {
+        self.walk(|_, _, _| {})
+    }
+
+    /// [`Tensor::backward`]'s walk, step by step: each tensor it reaches, in order, with
+    /// the gradient it received and the gradients still pending afterwards (what the
+    /// tour's picture of the tape draws).
+    pub fn backward_steps(&self) -> Result<Vec<Step>> {
+        let mut steps = Vec::new();
+        self.walk(|t, dy, pending| {
+            let mut pending: Vec<(usize, Vec<f32>)> =
+                pending.iter().map(|(&id, g)| (id, g.clone())).collect();
+            pending.sort_by_key(|p| std::cmp::Reverse(p.0));
+            steps.push(Step {
+                id: t.0.id,
+                grad: dy.to_vec(),
+                pending,
+            });
+        })?;
+        Ok(steps)
+    }
+
+    /// The walk of [`Tensor::backward`], calling `visit(tensor, its gradient, pending)`
+    /// after each tensor has passed its gradient on.
+    fn walk(
+        &self,
+        mut visit: impl FnMut(&Tensor, &[f32], &HashMap<usize, Vec<f32>>),
+    ) -> Result<Gradients> {
         // Every tensor the loss depends on, newest first: the tape.
         let (mut tape, mut stack, mut seen) = (Vec::new(), vec![self.clone()], HashMap::new());
         while let Some(t) = stack.pop() {
@@ -320,15 +362,20 @@ impl Tensor {
                 continue;
             };
             let Some((inputs, vjp)) = &t.0.node else {
+                visit(&t, &dy, &pending);
                 grads.insert(t.0.id, Tensor::make(&t.0.shape, dy, None));
                 continue;
             };
             for (input, dx) in inputs.iter().zip(vjp(&t.0.data, &dy)) {
+                if !input.0.requires_grad {
+                    continue;
+                }
                 let sum = pending
                     .entry(input.0.id)
                     .or_insert_with(|| vec![0.0; dx.len()]);
                 sum.iter_mut().zip(dx).for_each(|(s, d)| *s += d);
             }
+            visit(&t, &dy, &pending);
         }
         Ok(Gradients(grads))
     }

@@ -320,3 +320,17 @@ fn histograms_draw_each_series_as_translucent_bars_with_a_legend() -> Result<()>
     assert!(save_histogram(dir.join("none.png"), &[("a", &low[..])], 0, &options).is_err());
     Ok(())
 }
+
+#[test]
+fn the_committed_tour_pictures_are_what_the_code_draws() {
+    // docs/pictures/ is written by `cargo run --example pictures`; a change to what a
+    // picture shows (the tape's walk, Glow's shapes, the GEMM tile) must be redrawn.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/pictures");
+    for (name, svg) in glow_rs::pictures::all().unwrap() {
+        let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        assert!(
+            committed == svg,
+            "docs/pictures/{name} is not what glow_rs::pictures draws: run `cargo run --example pictures`"
+        );
+    }
+}
