@@ -2,7 +2,7 @@
 //! true: the tape is the tiny engine's own walk (`crate::tiny`), Glow's shapes come from
 //! a model's latents (`glow::Glow::latent_shapes`), the GEMM tile from the constants in
 //! `shaders/gemm_tile.glsl`. `cargo run --example pictures` writes them;
-//! `tests/pictures.rs` fails when a committed picture is not what this code draws.
+//! `tests/picture.rs` fails when a committed picture is not what this code draws.
 
 use std::fmt::Write;
 
@@ -147,6 +147,9 @@ pub fn tape() -> Result<String, String> {
         (t.id(), "tanh"),
         (loss.id(), "loss = mean"),
     ];
+    // Ids as counted from `a`'s, so that the picture does not depend on what else the
+    // process made first; the gaps are the plain tensors that `with_grad` copied.
+    let base = a.id();
     let name = |id: usize| {
         names
             .iter()
@@ -163,7 +166,7 @@ pub fn tape() -> Result<String, String> {
         svg.text(
             x_of(i) + 62,
             38,
-            &format!("t{}: {}", tensor.id(), name(tensor.id())),
+            &format!("t{}: {}", tensor.id() - base, name(tensor.id())),
             false,
         );
         svg.text(
@@ -189,7 +192,7 @@ pub fn tape() -> Result<String, String> {
     svg.text(
         20,
         125,
-        "backward(): the tape, newest first; d loss/d loss = 1",
+        "backward(): the tape, newest first; d loss/d loss = 1 (ids counted from a's)",
         true,
     );
     for (k, step) in steps.iter().enumerate() {
@@ -253,8 +256,13 @@ pub fn glow_levels() -> Result<String, String> {
         svg.arrow(560, y + 55, 580, y + 55);
         if l + 1 < cfg.levels {
             c /= 2;
-            svg.text(660, y + 60, &format!("z{}: {}", l + 1, shape(z)), false);
-            let split = format!("split: {c}x{h}x{w} goes on, half leaves as z{}", l + 1);
+            svg.text(
+                660,
+                y + 60,
+                &format!("z2 of level {}: {}", l + 1, shape(z)),
+                false,
+            );
+            let split = format!("split: z1 {c}x{h}x{w} goes on, z2 leaves");
             svg.text(380, y + 92, &split, false);
         } else {
             svg.text(660, y + 60, &format!("z top: {}", shape(z)), false);

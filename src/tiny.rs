@@ -42,6 +42,16 @@ type Vjp = Box<dyn Fn(&[f32], &[f32]) -> Vec<Vec<f32>>>;
 #[derive(Clone)]
 pub struct Tensor(Rc<Inner>);
 
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor(t{} {:?} {:?})",
+            self.0.id, self.0.shape, self.0.data
+        )
+    }
+}
+
 struct Inner {
     id: usize,
     shape: Vec<usize>,
@@ -73,10 +83,15 @@ pub struct Step {
 
 /// Runs `f` without recording any op.
 pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
-    let before = RECORDING.with(|r| r.replace(false));
-    let out = f();
-    RECORDING.with(|r| r.set(before));
-    out
+    /// Puts recording back as it was when dropped, even if `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RECORDING.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(RECORDING.with(|r| r.replace(false)));
+    f()
 }
 
 /// A uniform draw in `[0, 1)` from `state` (xorshift64*).
@@ -162,7 +177,7 @@ impl Tensor {
     }
 
     /// An elementwise op: `y = f(x)`, whose derivative `df(x, y)` may use the input, the
-    /// output or both. The ops below are all made this way.
+    /// output or both. `neg`, `scale`, `tanh` and `softplus` below are made this way.
     pub fn elementwise(
         &self,
         f: impl Fn(f32) -> f32,
@@ -211,7 +226,8 @@ impl Tensor {
     /// row of `a [n, k]`, whose gradient then sums over the rows.
     fn zip(&self, b: &Tensor, op: char) -> Result<Tensor> {
         let (ad, bd) = (self.0.data.clone(), b.0.data.clone());
-        if ad.len() % bd.len() != 0 || (bd.len() != ad.len() && op != '+') {
+        let row = op == '+' && b.0.shape.len() == 1 && self.0.shape.last() == b.0.shape.first();
+        if self.0.shape != b.0.shape && !row {
             return Err(format!(
                 "{op} of shapes {:?} and {:?}",
                 self.0.shape, b.0.shape
@@ -248,7 +264,7 @@ impl Tensor {
         ))
     }
 
-    /// `a + b` (see [`Tensor::zip`] for the row broadcast).
+    /// `a + b`, same shapes, or a row `b [k]` added to every row of `a [n, k]`.
     pub fn add(&self, b: &Tensor) -> Result<Tensor> {
         self.zip(b, '+')
     }
@@ -343,6 +359,17 @@ impl Tensor {
         &self,
         mut visit: impl FnMut(&Tensor, &[f32], &HashMap<usize, Vec<f32>>),
     ) -> Result<Gradients> {
+        // As the engine does: a scalar loss, that depends on something asking for a
+        // gradient.
+        if self.0.data.len() != 1 {
+            return Err(format!(
+                "backward() needs a one-element loss, got shape {:?}",
+                self.0.shape
+            ));
+        }
+        if !self.0.requires_grad {
+            return Err("backward(): the loss depends on no tensor that requires grad".into());
+        }
         // Every tensor the loss depends on, newest first: the tape.
         let (mut tape, mut stack, mut seen) = (Vec::new(), vec![self.clone()], HashMap::new());
         while let Some(t) = stack.pop() {
@@ -378,5 +405,37 @@ impl Tensor {
             visit(&t, &dy, &pending);
         }
         Ok(Gradients(grads))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{no_grad, Device, Tensor};
+
+    #[test]
+    fn backward_needs_a_one_element_loss_that_depends_on_a_parameter() {
+        let x = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3], &Device::Host)
+            .unwrap()
+            .with_grad();
+        assert!(x.tanh().unwrap().backward().is_err());
+        let c = Tensor::from_vec(vec![1.0], &[1], &Device::Host).unwrap();
+        assert!(c.tanh().unwrap().mean_all().unwrap().backward().is_err());
+        assert!(no_grad(|| x.mean_all()).unwrap().backward().is_err());
+    }
+
+    #[test]
+    fn add_broadcasts_rows_only_and_the_others_need_one_shape() {
+        let dev = Device::Host;
+        let a = Tensor::from_vec(vec![1.0; 6], &[2, 3], &dev).unwrap();
+        let row = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3], &dev).unwrap();
+        let two = Tensor::from_vec(vec![1.0, 2.0], &[2], &dev).unwrap();
+        let t = Tensor::from_vec(vec![1.0; 6], &[3, 2], &dev).unwrap();
+        assert_eq!(
+            a.add(&row).unwrap().to_vec().unwrap(),
+            [2.0, 3.0, 4.0, 2.0, 3.0, 4.0]
+        );
+        assert!(a.add(&two).is_err());
+        assert!(a.mul(&row).is_err());
+        assert!(a.mul(&t).is_err());
     }
 }

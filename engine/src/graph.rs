@@ -91,7 +91,7 @@ impl Tensor {
     }
 }
 
-/// `[1, -2.5]`, each value with up to four significant decimals.
+/// `[1.0000, -2.5000]`: each value with four decimal places.
 fn numbers(values: &[f32]) -> String {
     let parts: Vec<String> = values.iter().map(|v| format!("{v:.4}")).collect();
     format!("[{}]", parts.join(", "))

@@ -132,11 +132,18 @@ impl VulkanOptions {
             pipeline_cache: pipeline_cache_from_env(),
             gemm_tile: None,
             conv: match std::env::var("ENGINE_VULKAN_CONV")
+                .map(|v| v.trim().to_lowercase())
                 .as_deref()
-                .map(str::trim)
             {
                 Ok("naive") => ConvKernel::Naive,
-                _ => ConvKernel::Tiled,
+                Ok("tiled") | Ok("") | Err(_) => ConvKernel::Tiled,
+                Ok(other) => {
+                    eprintln!(
+                        "warning: ENGINE_VULKAN_CONV={other:?} is neither naive nor tiled; \
+                         using the tiled kernel"
+                    );
+                    ConvKernel::Tiled
+                }
             },
         }
     }
