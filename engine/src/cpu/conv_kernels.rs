@@ -160,6 +160,38 @@ impl Taps {
     }
 }
 
+/// The bounds the block kernels' unsafe code relies on, checked once for [`conv_block`]
+/// and [`conv_block_pair`] (`what` names the caller in the panic): `rows` output channels
+/// (at most [`ROWS`]), a weight panel of `channels · taps · ROWS`, the image's `channels ·
+/// p` values from `x[x0]`, and `out_lanes` lanes of the last output row.
+#[allow(clippy::too_many_arguments)]
+fn check_block_bounds(
+    what: &str,
+    a: &[f32],
+    x: &[f32],
+    x0: usize,
+    channels: usize,
+    taps: &Taps,
+    out: &[f32],
+    ldo: usize,
+    rows: usize,
+    out_lanes: usize,
+) {
+    assert!(
+        rows <= ROWS && rows > 0,
+        "{what}: {rows} rows, not 1 to {ROWS}"
+    );
+    assert!(
+        a.len() >= channels * taps.taps() * ROWS,
+        "{what}: weight panel too short"
+    );
+    assert!(x.len() >= x0 + channels * taps.p, "{what}: image too short");
+    assert!(
+        out.len() >= (rows - 1) * ldo + out_lanes,
+        "{what}: output too short"
+    );
+}
+
 /// Blocks `b` and `b + 1` of one output image, as two [`conv_block`] calls would compute
 /// them (block `b + 1` at `out[LANES..]`). With AVX-512 one kernel does both, so that 12
 /// sums are in flight where one block keeps 6 (an FMA takes four cycles and two start
@@ -180,18 +212,18 @@ pub(crate) fn conv_block_pair(
     assert!(b + 1 < taps.blocks(), "conv block pair: no block after {b}");
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512() {
-        assert!(rows <= ROWS && rows > 0);
-        assert!(
-            a.len() >= channels * taps.taps() * ROWS,
-            "conv block pair: weight panel too short"
-        );
-        assert!(
-            x.len() >= x0 + channels * taps.p,
-            "conv block pair: image too short"
-        );
-        assert!(
-            out.len() >= (rows - 1) * ldo + LANES + taps.lanes(b + 1),
-            "conv block pair: output too short"
+        let out_needed = LANES + taps.lanes(b + 1);
+        check_block_bounds(
+            "conv block pair",
+            a,
+            x,
+            x0,
+            channels,
+            taps,
+            out,
+            ldo,
+            rows,
+            out_needed,
         );
         // SAFETY: AVX-512F is present; the asserts above bound the weight and output
         // accesses; `Taps` keeps a lane only where it reads inside its channel of the
@@ -238,19 +270,19 @@ pub(crate) fn conv_block(
     ldo: usize,
     rows: usize,
 ) {
+    assert!(b < taps.blocks());
     let lanes = taps.lanes(b);
-    assert!(rows <= ROWS && rows > 0 && b < taps.blocks());
-    assert!(
-        a.len() >= channels * taps.taps() * ROWS,
-        "conv block: weight panel too short"
-    );
-    assert!(
-        x.len() >= x0 + channels * taps.p,
-        "conv block: image too short"
-    );
-    assert!(
-        out.len() >= (rows - 1) * ldo + lanes,
-        "conv block: output too short"
+    check_block_bounds(
+        "conv block",
+        a,
+        x,
+        x0,
+        channels,
+        taps,
+        out,
+        ldo,
+        rows,
+        lanes,
     );
     #[cfg(target_arch = "x86_64")]
     if super::has_avx512() {

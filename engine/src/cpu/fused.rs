@@ -334,6 +334,21 @@ pub(super) fn gaussian_log_prob_backward(
     (dz, dh)
 }
 
+/// `dz = dy · [y > 0]` and its sum over images and pixels, `[c]`, for `[n, c, h, w]`
+/// operands: each run of `dz` is summed as it is written, in the order and precision of
+/// `reduce`'s sum over the same axes, so `db` has the bits of `dz.sum(&[0, 2, 3])`.
+pub(super) fn relu_grad_bias(dy: &[f32], y: &[f32], shape: [usize; 4]) -> (Vec<f32>, Vec<f32>) {
+    let mut dz = super::pool::take(dy.len());
+    let db = super::reduce::sum_filled(&mut dz, &shape, &[0, 2, 3], |at, run| {
+        let (dy, y) = (&dy[at..at + run.len()], &y[at..at + run.len()]);
+        for ((o, &g), &v) in run.iter_mut().zip(dy).zip(y) {
+            // The expression of the `ReluGrad` binary op, so the bits are its bits.
+            *o = g * if v > 0.0 { 1.0 } else { 0.0 };
+        }
+    });
+    (dz, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,19 +391,4 @@ mod tests {
             assert_eq!(g, k);
         }
     }
-}
-
-/// `dz = dy · [y > 0]` and its sum over images and pixels, `[c]`, for `[n, c, h, w]`
-/// operands: each run of `dz` is summed as it is written, in the order and precision of
-/// `reduce`'s sum over the same axes, so `db` has the bits of `dz.sum(&[0, 2, 3])`.
-pub(super) fn relu_grad_bias(dy: &[f32], y: &[f32], shape: [usize; 4]) -> (Vec<f32>, Vec<f32>) {
-    let mut dz = super::pool::take(dy.len());
-    let db = super::reduce::sum_filled(&mut dz, &shape, &[0, 2, 3], |at, run| {
-        let (dy, y) = (&dy[at..at + run.len()], &y[at..at + run.len()]);
-        for ((o, &g), &v) in run.iter_mut().zip(dy).zip(y) {
-            // The expression of the `ReluGrad` binary op, so the bits are its bits.
-            *o = g * if v > 0.0 { 1.0 } else { 0.0 };
-        }
-    });
-    (dz, db)
 }
