@@ -180,40 +180,60 @@ pub fn download_cifar10_verified(
     url: &str,
     spec: &ArchiveSpec<'_>,
 ) -> Result<PathBuf> {
-    let dir = dir.as_ref();
-    let out = dir.join(BATCHES_DIR);
-    if all_present(&out, spec.file_bytes) {
-        remove_stale_parts(dir, &out);
-        eprintln!("CIFAR-10 already in {}; skipping download", out.display());
+    let archive = RemoteFile {
+        url,
+        name: "cifar-10-binary.tar.gz",
+        bytes: spec.archive_bytes,
+        md5_hex: spec.md5_hex,
+    };
+    let files: Vec<(&str, u64)> = expected_names().map(|n| (n, spec.file_bytes)).collect();
+    download_archive(dir.as_ref(), "CIFAR-10", &archive, BATCHES_DIR, &files)
+}
+
+/// Downloads the `.tar.gz` `archive` into `dir` (as `NAME.part`, checked, removed when
+/// done) and writes the `files` (name, size) found in its `folder/` into `dir/folder/`,
+/// which it returns; `label` names the dataset in messages. When every file is there
+/// with its size, nothing is fetched. The output folder is created only once the
+/// archive has been verified, so a failed download leaves no folder behind.
+fn download_archive(
+    dir: &Path,
+    label: &str,
+    archive: &RemoteFile<'_>,
+    folder: &str,
+    files: &[(&str, u64)],
+) -> Result<PathBuf> {
+    let out = dir.join(folder);
+    let archive_part = dir.join(format!("{}.part", archive.name));
+    if files
+        .iter()
+        .all(|(name, bytes)| present(&out.join(name), *bytes))
+    {
+        // Best-effort removal of `.part` files a killed run may have left.
+        let _ = std::fs::remove_file(&archive_part);
+        for (name, _) in files {
+            let _ = std::fs::remove_file(part_name(&out.join(name)));
+        }
+        eprintln!("{label} already in {}; skipping download", out.display());
         return Ok(out);
     }
-    let create_dir = |d: &Path| {
-        std::fs::create_dir_all(d)
-            .map_err(|e| download_error(format!("cannot create {}: {e}", d.display())))
-    };
     create_dir(dir)?;
-    let archive = PartFile::new(dir.join("cifar-10-binary.tar.gz.part"));
-    fetch(url, &archive.path, spec.archive_bytes, spec.md5_hex)?;
+    let part = PartFile::new(archive_part);
+    fetch(archive.url, &part.path, archive.bytes, archive.md5_hex)?;
     create_dir(&out)?;
-    let files: Vec<(&str, u64)> = expected_names().map(|n| (n, spec.file_bytes)).collect();
-    extract(&archive.path, url, &out, BATCHES_DIR, &files)?;
-    // `archive` is dropped here, which removes the temporary archive.
+    extract(&part.path, archive.url, &out, folder, files)?;
+    // `part` is dropped here, which removes the temporary archive.
     Ok(out)
 }
 
-/// Whether the six batch files are in `out` with `file_bytes` bytes each.
-fn all_present(out: &Path, file_bytes: u64) -> bool {
-    expected_names().all(|name| {
-        std::fs::metadata(out.join(name)).is_ok_and(|m| m.is_file() && m.len() == file_bytes)
-    })
+/// Whether `path` is a file of `bytes` bytes.
+fn present(path: &Path, bytes: u64) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes)
 }
 
-/// Best-effort removal of `.part` files a killed run may have left.
-fn remove_stale_parts(dir: &Path, out: &Path) {
-    let _ = std::fs::remove_file(dir.join("cifar-10-binary.tar.gz.part"));
-    for name in expected_names() {
-        let _ = std::fs::remove_file(part_name(&out.join(name)));
-    }
+/// Creates `dir` and its parents.
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| download_error(format!("cannot create {}: {e}", dir.display())))
 }
 
 fn part_name(path: &Path) -> PathBuf {
@@ -430,11 +450,10 @@ fn extract(
 /// its size and MD5, and returns `dir`. A file already there with its size is kept.
 pub fn download_files(dir: impl AsRef<Path>, files: &[RemoteFile<'_>]) -> Result<PathBuf> {
     let dir = dir.as_ref();
-    std::fs::create_dir_all(dir)
-        .map_err(|e| download_error(format!("cannot create {}: {e}", dir.display())))?;
+    create_dir(dir)?;
     for f in files {
         let dest = dir.join(f.name);
-        if std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == f.bytes) {
+        if present(&dest, f.bytes) {
             eprintln!("{} already there; skipping download", dest.display());
             continue;
         }
@@ -462,20 +481,6 @@ pub fn download_cifar100_verified(
     test_bytes: u64,
 ) -> Result<PathBuf> {
     use crate::data::cifar100::{BATCHES_DIR, TEST_FILE, TRAIN_FILE};
-    let dir = dir.as_ref();
-    let out = dir.join(BATCHES_DIR);
     let files = [(TRAIN_FILE, train_bytes), (TEST_FILE, test_bytes)];
-    let present = files
-        .iter()
-        .all(|(n, b)| std::fs::metadata(out.join(n)).is_ok_and(|m| m.is_file() && m.len() == *b));
-    if present {
-        eprintln!("CIFAR-100 already in {}; skipping download", out.display());
-        return Ok(out);
-    }
-    std::fs::create_dir_all(&out)
-        .map_err(|e| download_error(format!("cannot create {}: {e}", out.display())))?;
-    let part = PartFile::new(dir.join(format!("{}.part", archive.name)));
-    fetch(archive.url, &part.path, archive.bytes, archive.md5_hex)?;
-    extract(&part.path, archive.url, &out, BATCHES_DIR, &files)?;
-    Ok(out)
+    download_archive(dir.as_ref(), "CIFAR-100", archive, BATCHES_DIR, &files)
 }
