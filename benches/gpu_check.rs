@@ -19,14 +19,10 @@ use serde_json::{json, Value};
 
 use glow_rs::testing::test_data as data;
 
-/// The coupling network's three convolutions of the paper's model at its first level
-/// (16 images of 16x16 after the squeeze, hidden 512): 3x3 6→512, 1x1 512→512 and the
-/// zero-initialised 3x3 512→12.
-fn glow_convs(full: bool) -> Vec<Conv2dDims> {
-    if !full {
-        return Vec::new();
-    }
-    let conv = |c_in, c_out, k| Conv2dDims {
+/// A `k`x`k` convolution `c_in → c_out` of a Glow model's first level: 16 images of
+/// 16x16 after the squeeze.
+fn conv(c_in: usize, c_out: usize, k: usize) -> Conv2dDims {
+    Conv2dDims {
         n: 16,
         c_in,
         c_out,
@@ -34,7 +30,16 @@ fn glow_convs(full: bool) -> Vec<Conv2dDims> {
         w: 16,
         kh: k,
         kw: k,
-    };
+    }
+}
+
+/// The coupling network's three convolutions of the paper's model at its first level
+/// (16 images of 16x16 after the squeeze, hidden 512): 3x3 6→512, 1x1 512→512 and the
+/// zero-initialised 3x3 512→12.
+fn glow_convs(full: bool) -> Vec<Conv2dDims> {
+    if !full {
+        return Vec::new();
+    }
     vec![conv(6, 512, 3), conv(512, 512, 1), conv(512, 12, 3)]
 }
 
@@ -360,15 +365,6 @@ fn conv_kernels(vk: &VulkanDevice, full: bool) -> Result<Vec<Value>> {
         conv: engine::vulkan::ConvKernel::Naive,
         ..vk.options().clone()
     })?;
-    let conv = |c_in, c_out, k| Conv2dDims {
-        n: 16,
-        c_in,
-        c_out,
-        h: 16,
-        w: 16,
-        kh: k,
-        kw: k,
-    };
     let mut shapes = vec![conv(6, 128, 3), conv(128, 12, 3)];
     if full {
         shapes.push(conv(6, 512, 3));
